@@ -1,0 +1,219 @@
+"""Finding, reading and validating configuration.
+
+Order: ``--config PATH``, then ``$SHELFLIFE_CONFIG``, then ``./shelflife.toml``; with none,
+the seed-compatible ``STORAGE_*`` environment when ``STORAGE_PROVIDER`` is set, else the
+embedded default. Values may use ``${VAR}`` (``${VAR:-fallback}``); a secret may come from
+a file named by ``<field>_file``. ``file://rel`` and ``sqlite:///rel.db`` are relative to
+the config file's folder (the working directory for the embedded default and environment).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from shelflife.config.model import Config
+from shelflife.errors import ConfigError
+
+CONFIG_ENV = "SHELFLIFE_CONFIG"
+DEFAULT_FILE = "shelflife.toml"
+SECRET_FIELDS = frozenset({"access_key", "secret_key", "session_token", "url", "token"})
+_VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def load_config(
+    path: str | Path | None = None, *, env: Mapping[str, str] | None = None, cwd: Path | None = None
+) -> Config:
+    """Find and validate the configuration; raise ConfigError with the field's path."""
+    env = os.environ if env is None else env
+    cwd = Path.cwd() if cwd is None else cwd
+    if path is None and env.get(CONFIG_ENV):
+        path = env[CONFIG_ENV]
+    if path is None and (cwd / DEFAULT_FILE).is_file():
+        path = cwd / DEFAULT_FILE
+    if path is not None:
+        file = Path(path)
+        if not file.is_absolute():
+            file = cwd / file
+        return parse_config(_read_toml(file), base_dir=file.parent, source=str(file), env=env)
+    if env.get("STORAGE_PROVIDER"):
+        from shelflife.config.compat import seed_environment_config
+
+        raw = seed_environment_config(env)
+        return parse_config(raw, base_dir=cwd, source="STORAGE_* environment", env=env)
+    return parse_config(embedded_default(), base_dir=cwd, source="embedded default", env=env)
+
+
+def embedded_default() -> dict[str, Any]:
+    """The configuration used when there is no file: two local folders, one safe rule."""
+    return {
+        "catalog": {"url": "sqlite:///data/shelflife.db"},
+        "tiers": {
+            "local": {
+                "url": "file://data/storage/outputs",
+                "ref_format": "data/storage/outputs/{key}",
+                "capacity": "disk",
+                "high_watermark": "80%",
+                "low_watermark": "70%",
+            },
+            "cloud": {"url": "file://data/storage/cold", "ref_format": "data/storage/cold/{key}"},
+        },
+        "rules": [
+            {
+                "id": "keep-local-under-watermark",
+                "tier": "local",
+                "action": "migrate",
+                "to": "cloud",
+                "when": "over-watermark",
+                "order": "oldest",
+            }
+        ],
+    }
+
+
+def parse_config(
+    raw: dict[str, Any], *, base_dir: Path, source: str, env: Mapping[str, str] | None = None
+) -> Config:
+    """Validate a raw TOML table: substitute variables, read secret files, resolve paths."""
+    env = os.environ if env is None else env
+    data = _substitute(raw, env, "")
+    data = _read_secret_files(data, base_dir, "")
+    _resolve_paths(data, base_dir)
+    try:
+        return Config.model_validate({**data, "source": source, "base_dir": base_dir})
+    except ValidationError as exc:
+        raise _config_error(exc, source) from None
+
+
+def _read_toml(file: Path) -> dict[str, Any]:
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"config file {file} does not exist",
+            hint="run 'shelflife init' to write a starter file, or pass --config PATH",
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {file}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {file} is not UTF-8 text") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file} is not valid TOML: {exc}") from None
+
+
+def _substitute(value: Any, env: Mapping[str, str], path: str) -> Any:
+    if isinstance(value, dict):
+        return {k: _substitute(v, env, _join(path, k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, env, f"{path}[{i}]") for i, v in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def replace(match: re.Match[str]) -> str:
+        name, fallback = match.group(1), match.group(2)
+        if name in env:
+            return env[name]
+        if fallback is not None:
+            return fallback
+        raise ConfigError(
+            f"environment variable {name} is not set",
+            path=path,
+            hint=f"export {name}=…, or write ${{{name}:-default}} in the file",
+        )
+
+    return _VAR_RE.sub(replace, value)
+
+
+def _read_secret_files(value: Any, base_dir: Path, path: str) -> Any:
+    if isinstance(value, list):
+        return [_read_secret_files(v, base_dir, f"{path}[{i}]") for i, v in enumerate(value)]
+    if not isinstance(value, dict):
+        return value
+    result: dict[str, Any] = {}
+    for key, item in value.items():
+        field = key.removesuffix("_file")
+        if key.endswith("_file") and field in SECRET_FIELDS:
+            if field in value:
+                raise ConfigError(f"both {field} and {key} are set; keep one", path=_join(path, key))
+            result[field] = _read_secret(item, base_dir, _join(path, key))
+        else:
+            result[key] = _read_secret_files(item, base_dir, _join(path, key))
+    return result
+
+
+def _read_secret(name: Any, base_dir: Path, path: str) -> str:
+    if not isinstance(name, str):
+        raise ConfigError("must be the path of a file holding the secret", path=path)
+    file = Path(name) if Path(name).is_absolute() else base_dir / name
+    try:
+        return file.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read secret file {file}: {exc.strerror}", path=path) from None
+
+
+def _resolve_paths(data: dict[str, Any], base_dir: Path) -> None:
+    for tier in (data.get("tiers") or {}).values():
+        if isinstance(tier, dict) and isinstance(tier.get("url"), str):
+            tier["url"] = resolve_file_url(tier["url"], base_dir)
+    catalog = data.get("catalog")
+    if isinstance(catalog, dict) and isinstance(catalog.get("url"), str):
+        catalog["url"] = resolve_sqlite_url(catalog["url"], base_dir)
+    for database in (data.get("databases") or {}).values():
+        if isinstance(database, dict) and isinstance(database.get("url"), str):
+            database["url"] = resolve_sqlite_url(database["url"], base_dir)
+
+
+def resolve_file_url(url: str, base_dir: Path) -> str:
+    """``file://rel/path`` → ``file:///abs/base/rel/path``; absolute URLs are unchanged."""
+    if not url.startswith("file://"):
+        return url
+    rest = url.removeprefix("file://")
+    if rest.startswith("/"):
+        return url
+    return "file://" + str((base_dir / rest).resolve())
+
+
+def resolve_sqlite_url(url: str, base_dir: Path) -> str:
+    """``sqlite:///rel.db`` → ``sqlite:////abs/base/rel.db``; memory and absolute unchanged."""
+    for prefix in ("sqlite:///", "sqlite+pysqlite:///"):
+        if url.startswith(prefix):
+            rest = url.removeprefix(prefix)
+            if not rest or rest.startswith("/") or rest.startswith(":memory:"):
+                return url
+            return prefix + str((base_dir / rest).resolve())
+    return url
+
+
+def _config_error(exc: ValidationError, source: str) -> ConfigError:
+    lines = []
+    first_path = ""
+    for error in exc.errors():
+        location = ""
+        for part in error["loc"]:
+            location += f"[{part}]" if isinstance(part, int) else _join(location and ".", str(part))
+        location = location.lstrip(".")
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key (check its spelling; see 'shelflife init' for every option)"
+        elif error["type"] == "missing":
+            message = "required but missing"
+        first_path = first_path or location
+        lines.append(f"{location}: {message}" if location else message)
+    error = ConfigError(
+        f"invalid configuration in {source}:\n  " + "\n  ".join(lines),
+        hint="fix the fields named above, then run 'shelflife check'",
+    )
+    error.path = first_path
+    return error
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key

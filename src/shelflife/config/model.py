@@ -1,0 +1,250 @@
+"""Typed configuration: every value is parsed and checked here, once.
+
+Library code receives these objects and never reads the environment or files itself.
+Unknown keys are errors (``extra="forbid"``), so a typo never passes silently.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from croniter import croniter
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+
+from shelflife.units import parse_duration, parse_ratio, parse_size
+
+Size = Annotated[int, BeforeValidator(parse_size)]
+Ratio = Annotated[float, BeforeValidator(parse_ratio)]
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+MAX_PRESIGN_TTL = timedelta(days=7)  # S3 rejects longer-lived signatures
+
+
+def _parse_capacity(value: Any) -> Any:
+    if value is None or value == "disk":
+        return value
+    return parse_size(value)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CatalogConfig(_Strict):
+    """Where shelflife keeps its inventory, journal and run history."""
+
+    url: str = "sqlite:///data/shelflife.db"
+
+
+class DatabaseConfig(_Strict):
+    """An application database whose rows point at objects."""
+
+    url: SecretStr
+
+
+class TierConfig(_Strict):
+    """A named store with a capacity, watermarks and the spelling rows use for it."""
+
+    url: str
+    ref_format: str = "{key}"
+    ref_aliases: tuple[str, ...] = ()
+    public_url: str | None = None
+    capacity: Annotated[int | Literal["disk"] | None, BeforeValidator(_parse_capacity)] = None
+    high_watermark: Ratio = 0.80
+    low_watermark: Ratio = 0.70
+    endpoint: str | None = None
+    region: str | None = None
+    access_key: SecretStr | None = None
+    secret_key: SecretStr | None = None
+    session_token: SecretStr | None = None
+    credentials_file: str | None = None
+    virtual_hosted_style: bool = False
+    allow_http: bool | None = None
+    presign_ttl: Duration = timedelta(hours=1)
+    storage_class: str | None = None
+    multipart_threshold: Size = 8 * 1024 * 1024
+    multipart_chunk_size: Size = 8 * 1024 * 1024
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, url: str) -> str:
+        scheme = url.split("://", 1)[0] if "://" in url else ""
+        if scheme not in ("file", "memory", "s3", "az", "azure", "gs"):
+            raise ValueError(
+                f"{url!r} has no supported scheme; use file://, s3://, az://, gs:// or memory://"
+            )
+        return url
+
+    @field_validator("ref_format", "public_url")
+    @classmethod
+    def _one_key_placeholder(cls, template: str | None) -> str | None:
+        if template is not None and template.count("{key}") != 1:
+            raise ValueError(f"{template!r} must contain '{{key}}' exactly once")
+        return template
+
+    @field_validator("ref_aliases")
+    @classmethod
+    def _aliases_have_key(cls, aliases: tuple[str, ...]) -> tuple[str, ...]:
+        for alias in aliases:
+            if alias.count("{key}") != 1:
+                raise ValueError(f"alias {alias!r} must contain '{{key}}' exactly once")
+        return aliases
+
+    @field_validator("presign_ttl")
+    @classmethod
+    def _bounded_ttl(cls, ttl: timedelta) -> timedelta:
+        if not timedelta(seconds=1) <= ttl <= MAX_PRESIGN_TTL:
+            raise ValueError("must be between 1s and 7d (S3 rejects longer-lived signatures)")
+        return ttl
+
+    @model_validator(mode="after")
+    def _watermarks_ordered(self) -> TierConfig:
+        if self.low_watermark > self.high_watermark:
+            raise ValueError(
+                f"low_watermark ({self.low_watermark:.0%}) is above "
+                f"high_watermark ({self.high_watermark:.0%})"
+            )
+        return self
+
+    @property
+    def scheme(self) -> str:
+        return self.url.split("://", 1)[0]
+
+
+class ReferenceConfig(_Strict):
+    """A column whose values point at objects."""
+
+    database: str
+    table: str
+    column: str
+    where: str | None = None
+    on_expire: Literal["null", "delete-row", "block"] = "block"
+
+
+class RuleFilter(_Strict):
+    prefix: str | None = None
+    suffix: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+    min_size: Size | None = None
+    max_size: Size | None = None
+
+
+class RuleConfig(_Strict):
+    """One lifecycle rule; which fields apply depends on ``action``."""
+
+    id: str
+    tier: str
+    action: Literal["migrate", "expire", "collect-orphans"]
+    to: str | None = None
+    when: Literal["over-watermark"] | None = None
+    after: Duration | None = None
+    order: Literal["oldest", "least-recently-used", "largest"] = "oldest"
+    min_size: Size | None = None
+    filter: RuleFilter = Field(default_factory=RuleFilter)
+    grace: Duration = timedelta(days=30)
+    mode: Literal["delete", "quarantine"] = "delete"
+    quarantine_days: int = Field(default=7, ge=0)
+    batch_size: int = Field(default=1000, ge=1, le=100_000)
+    max_fraction: Ratio = 0.25
+    enabled: bool = True
+
+    @model_validator(mode="after")
+    def _action_fields(self) -> RuleConfig:
+        if self.action == "migrate":
+            if not self.to:
+                raise ValueError("a migrate rule needs 'to' (the destination tier)")
+            if self.when is None and self.after is None:
+                raise ValueError("a migrate rule needs when = 'over-watermark' or after = '30d'")
+            if self.to == self.tier:
+                raise ValueError("'to' must name another tier than 'tier'")
+        elif self.action == "expire":
+            if self.after is None:
+                raise ValueError("an expire rule needs 'after' (e.g. '90d')")
+            if self.to or self.when:
+                raise ValueError("an expire rule takes neither 'to' nor 'when'")
+        elif self.to or self.when:
+            raise ValueError("a collect-orphans rule takes neither 'to' nor 'when'")
+        return self
+
+
+class ScheduleConfig(_Strict):
+    timezone: str = "UTC"
+    lifecycle: str | None = "0 3 * * *"
+    stats: str | None = "0 * * * *"
+
+    @field_validator("lifecycle", "stats")
+    @classmethod
+    def _valid_cron(cls, expression: str | None) -> str | None:
+        if expression is not None and not croniter.is_valid(expression):
+            raise ValueError(f"{expression!r} is not a valid cron expression (e.g. '0 3 * * *')")
+        return expression
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, name: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {name!r} (e.g. 'UTC', 'Europe/Berlin')") from None
+        return name
+
+
+class HealthConfig(_Strict):
+    orphan_warning: Ratio = 0.10
+    orphan_critical: Ratio = 0.25
+    usage_warning: Ratio = 0.80
+    usage_critical: Ratio = 0.95
+
+
+class Config(_Strict):
+    """The whole validated configuration."""
+
+    catalog: CatalogConfig = Field(default_factory=CatalogConfig)
+    databases: dict[str, DatabaseConfig] = Field(default_factory=dict)
+    tiers: dict[str, TierConfig]
+    references: tuple[ReferenceConfig, ...] = ()
+    rules: tuple[RuleConfig, ...] = ()
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    health: HealthConfig = Field(default_factory=HealthConfig)
+    # Not from the file: where it came from, and what relative paths are relative to.
+    source: str = Field(default="embedded default", exclude=True)
+    base_dir: Path = Field(default=Path("."), exclude=True)
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> Config:
+        if not self.tiers:
+            raise ValueError("at least one tier is needed under [tiers]")
+        for index, rule in enumerate(self.rules):
+            where = f"rules[{index}] (id {rule.id!r})"
+            if rule.tier != "*" and rule.tier not in self.tiers:
+                raise ValueError(f"{where}: unknown tier {rule.tier!r}; known: {sorted(self.tiers)}")
+            if rule.to is not None and rule.to not in self.tiers:
+                raise ValueError(f"{where}: unknown tier {rule.to!r} in 'to'")
+        ids = [rule.id for rule in self.rules]
+        duplicates = sorted({rule_id for rule_id in ids if ids.count(rule_id) > 1})
+        if duplicates:
+            raise ValueError(f"rule ids must be unique; repeated: {duplicates}")
+        for index, ref in enumerate(self.references):
+            if ref.database not in self.databases:
+                raise ValueError(
+                    f"references[{index}]: unknown database {ref.database!r}; "
+                    f"declare it under [databases.{ref.database}]"
+                )
+        return self
+
+    @property
+    def default_tier(self) -> str:
+        """The tier writes go to unless told otherwise: 'local' if it exists, else the first."""
+        return "local" if "local" in self.tiers else next(iter(self.tiers))

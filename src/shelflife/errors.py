@@ -1,0 +1,103 @@
+"""The one exception tree of shelflife.
+
+    ShelflifeError                      every error shelflife raises on purpose
+    ├── ConfigError                     invalid configuration (exit 2)
+    ├── UsageError                      a command was called wrongly (exit 2)
+    ├── InvalidKeyError (ValueError)    a key that may not name an object (exit 2)
+    ├── RefusedError                    refused for safety, nothing changed (exit 3)
+    ├── LockedError                     another run holds the catalog lock (exit 4)
+    ├── CatalogError                    the catalog database failed
+    └── StoreError                      a store operation failed
+        ├── ObjectNotFound (FileNotFoundError)
+        ├── ObjectExists (FileExistsError)
+        ├── StoreAuthError (PermissionError)     bad credentials or no permission
+        ├── StoreUnreachable (ConnectionError)   cannot connect; retryable
+        └── StoreConfigError                     the store's settings are wrong
+
+Backend modules translate their client's exceptions into this tree at the boundary
+(``raise ... from exc``); nothing above the store layer sees an obstore or boto3 error.
+Every error carries a ``hint``: what the user can do about it.
+"""
+
+from __future__ import annotations
+
+
+class ShelflifeError(Exception):
+    """Base of every error shelflife raises on purpose."""
+
+    exit_code = 1
+    retryable = False
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(ShelflifeError):
+    """The configuration is invalid; ``path`` names the offending field."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, path: str = "", hint: str | None = None) -> None:
+        self.path = path
+        super().__init__(f"{path}: {message}" if path else message, hint=hint)
+
+
+class UsageError(ShelflifeError):
+    """A command or function was called with arguments that cannot work."""
+
+    exit_code = 2
+
+
+class InvalidKeyError(ShelflifeError, ValueError):
+    """A key that may not name an object (traversal, control characters, too long)."""
+
+    exit_code = 2
+
+
+class RefusedError(ShelflifeError):
+    """An operation refused for safety; nothing was changed."""
+
+    exit_code = 3
+
+
+class LockedError(ShelflifeError):
+    """Another run holds the catalog's lock."""
+
+    exit_code = 4
+
+
+class CatalogError(ShelflifeError):
+    """The catalog database could not be read or written."""
+
+
+class StoreError(ShelflifeError):
+    """A store operation failed."""
+
+
+class ObjectNotFound(StoreError, FileNotFoundError):
+    """No object at that key."""
+
+
+class ObjectExists(StoreError, FileExistsError):
+    """An object already exists where a create-only write was asked for."""
+
+
+class StoreAuthError(StoreError, PermissionError):
+    """The store rejected the credentials, or they lack a permission."""
+
+
+class StoreUnreachable(StoreError, ConnectionError):
+    """The store could not be reached; trying again later may work."""
+
+    retryable = True
+
+
+class StoreConfigError(StoreError):
+    """The store's settings cannot work (a missing option, an impossible combination)."""
+
+    exit_code = 2

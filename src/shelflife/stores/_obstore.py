@@ -1,0 +1,276 @@
+"""The obstore-backed implementation shared by every backend, and error translation.
+
+Each backend module builds an obstore store from its tier's settings and subclasses
+:class:`ObstoreStore` only where the backend differs (signing, deletes of missing keys).
+obstore's and the OS's exceptions are translated into shelflife's tree here, at the
+boundary, and nowhere else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import obstore as obs
+from obstore import exceptions as obe
+
+from shelflife.errors import (
+    ObjectExists,
+    ObjectNotFound,
+    StoreAuthError,
+    StoreConfigError,
+    StoreError,
+    StoreUnreachable,
+)
+from shelflife.keys import validate_key, validate_prefix
+from shelflife.stores.base import ObjectInfo, PutResult, PutSource
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from obstore import ObjectMeta
+    from obstore.store import ObjectStore
+
+READ_CHUNK = 8 * 1024 * 1024
+LIST_CHUNK = 1000
+_UNREACHABLE_MARKERS = ("connect", "dns error", "timed out", "connection refused", "tcp connect")
+
+
+def translate_error(exc: BaseException, where: str, key: str | None = None) -> StoreError:
+    """Map an obstore/OS exception to shelflife's error tree, with a hint for the user."""
+    subject = f"{where}/{key}" if key else where
+    text = str(exc)
+    if isinstance(exc, FileNotFoundError | obe.NotFoundError):
+        return ObjectNotFound(f"no object at {subject}")
+    if isinstance(exc, obe.AlreadyExistsError | FileExistsError):
+        return ObjectExists(f"an object already exists at {subject}")
+    if isinstance(exc, obe.PreconditionError):
+        return ObjectExists(f"{subject} changed or exists already (precondition failed)")
+    if isinstance(exc, obe.UnauthenticatedError | obe.PermissionDeniedError | PermissionError):
+        return StoreAuthError(
+            f"{where} refused access: {_first_line(text)}",
+            hint="check the tier's access_key/secret_key (or file permissions for a local tier)",
+        )
+    if isinstance(exc, obe.UnknownConfigurationKeyError):
+        return StoreConfigError(f"{where}: {_first_line(text)}")
+    lowered = text.lower()
+    if "builder error" in lowered:
+        return StoreConfigError(
+            f"{where}: the HTTP client could not be built ({_first_line(text)})",
+            hint="an http:// endpoint needs allow_http = true on the tier",
+        )
+    if "nosuchbucket" in lowered.replace(" ", "") or "containernotfound" in lowered:
+        return StoreConfigError(
+            f"{where}: the bucket or container does not exist",
+            hint="create it first (e.g. 'aws s3 mb'), or fix the tier's url",
+        )
+    if any(marker in lowered for marker in _UNREACHABLE_MARKERS):
+        return StoreUnreachable(
+            f"cannot reach {where}: {_first_line(text)}",
+            hint="check the tier's endpoint and that the server is running",
+        )
+    if isinstance(exc, OSError):
+        return StoreError(f"{subject}: {exc.strerror or text}")
+    return StoreError(f"{subject}: {_first_line(text)}")
+
+
+def _first_line(text: str) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else "unknown error"
+    return line[:300]
+
+
+class ObstoreStore:
+    """A :class:`~shelflife.stores.base.Store` over any obstore store."""
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        url: str,
+        *,
+        multipart_threshold: int = 8 * 1024 * 1024,
+        multipart_chunk_size: int = 8 * 1024 * 1024,
+        max_part_concurrency: int = 4,
+    ) -> None:
+        self.location = url
+        self._store = store
+        self.multipart_threshold = multipart_threshold
+        self.multipart_chunk_size = max(multipart_chunk_size, 5 * 1024 * 1024)
+        self.max_part_concurrency = max_part_concurrency
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.location!r})"
+
+    @contextmanager
+    def _translated(self, key: str | None = None) -> Iterator[None]:
+        try:
+            yield
+        except StoreError:
+            raise
+        except (obe.BaseError, OSError) as exc:
+            raise translate_error(exc, self.location, key) from exc
+
+    async def put(self, key: str, source: PutSource, *, overwrite: bool = True) -> PutResult:
+        validate_key(key)
+        digest = hashlib.sha256()
+        if isinstance(source, Path):
+            source = await self._small_file_or_stream(source)
+        if isinstance(source, bytes | bytearray | memoryview):
+            data = bytes(source)
+            digest.update(data)
+            size = len(data)
+            with self._translated(key):
+                result = await obs.put_async(
+                    self._store, key, data, mode="overwrite" if overwrite else "create",
+                    use_multipart=size > self.multipart_threshold,
+                    chunk_size=self.multipart_chunk_size,
+                    max_concurrency=self.max_part_concurrency,
+                )
+            return PutResult(key, size, "sha256:" + digest.hexdigest(), result.get("e_tag"))
+        if not overwrite and await self.exists(key):
+            # obstore's multipart upload has no create-only mode: check first, and the
+            # caller holds a lease on the key so nothing else writes it meanwhile.
+            raise ObjectExists(f"an object already exists at {self.location}/{key}")
+        counter = _Counter()
+        with self._translated(key):
+            result = await obs.put_async(
+                self._store, key, _hashing(source, digest, counter),
+                chunk_size=self.multipart_chunk_size,
+                max_concurrency=self.max_part_concurrency,
+            )
+        return PutResult(key, counter.size, "sha256:" + digest.hexdigest(), result.get("e_tag"))
+
+    async def _small_file_or_stream(self, path: Path) -> bytes | AsyncIterable[bytes]:
+        try:
+            size = path.stat().st_size
+            if size <= self.multipart_threshold:
+                return path.read_bytes()
+        except FileNotFoundError:
+            raise ObjectNotFound(f"no file at {path}") from None
+        except OSError as exc:
+            raise StoreError(f"cannot read {path}: {exc.strerror}") from None
+        return _read_file_chunks(path, self.multipart_chunk_size)
+
+    async def get(self, key: str, *, chunk_size: int = READ_CHUNK) -> AsyncIterator[bytes]:
+        validate_key(key)
+        with self._translated(key):
+            result = await obs.get_async(self._store, key)
+            async for chunk in result.stream(min_chunk_size=chunk_size):
+                yield bytes(chunk)
+
+    async def get_bytes(self, key: str) -> bytes:
+        """The whole object in memory: only for objects known to be small."""
+        validate_key(key)
+        with self._translated(key):
+            result = await obs.get_async(self._store, key)
+            return bytes(await result.bytes_async())
+
+    async def head(self, key: str) -> ObjectInfo:
+        validate_key(key)
+        with self._translated(key):
+            meta = await obs.head_async(self._store, key)
+        return _info(meta)
+
+    async def exists(self, key: str) -> bool:
+        try:
+            await self.head(key)
+        except ObjectNotFound:
+            return False
+        return True
+
+    async def list(self, prefix: str = "") -> AsyncIterator[list[ObjectInfo]]:
+        validate_prefix(prefix)
+        with self._translated():
+            stream = obs.list(self._store, prefix.rstrip("/") or None, chunk_size=LIST_CHUNK)
+            async for chunk in stream:
+                infos = [_info(meta) for meta in chunk if self._listable(meta["path"])]
+                if infos:
+                    yield infos
+
+    def _listable(self, key: str) -> bool:
+        return True
+
+    async def delete_many(self, keys: Iterable[str]) -> None:
+        batch = [validate_key(key) for key in keys]
+        if not batch:
+            return
+        try:
+            with self._translated():
+                await obs.delete_async(self._store, batch)
+        except ObjectNotFound:
+            # Some backends fail a batch on a missing key: gone counts as deleted.
+            for key in batch:
+                await self.delete(key)
+
+    async def delete(self, key: str) -> None:
+        """Delete one object; already gone counts as deleted."""
+        validate_key(key)
+        try:
+            with self._translated(key):
+                await obs.delete_async(self._store, key)
+        except ObjectNotFound:
+            pass
+
+    async def copy(self, src_key: str, dst_key: str, *, overwrite: bool = True) -> None:
+        validate_key(src_key)
+        validate_key(dst_key)
+        if not overwrite and await self.exists(dst_key):
+            raise ObjectExists(f"an object already exists at {self.location}/{dst_key}")
+        with self._translated(src_key):
+            await obs.copy_async(self._store, src_key, dst_key)
+
+    async def url(self, key: str) -> str:
+        raise NotSupportedByStore(self.location)
+
+    async def close(self) -> None:
+        return None
+
+
+class NotSupportedByStore(StoreConfigError):
+    def __init__(self, where: str) -> None:
+        super().__init__(
+            f"{where} cannot produce URLs", hint="set public_url on the tier to serve its objects"
+        )
+
+
+class _Counter:
+    size = 0
+
+
+async def _hashing(
+    source: AsyncIterable[bytes], digest: Any, counter: _Counter
+) -> AsyncIterator[bytes]:
+    async for chunk in source:
+        digest.update(chunk)
+        counter.size += len(chunk)
+        yield chunk
+
+
+async def _read_file_chunks(path: Path, chunk_size: int) -> AsyncIterator[bytes]:
+    with path.open("rb") as handle:
+        while chunk := handle.read(chunk_size):
+            yield chunk
+
+
+def _info(meta: ObjectMeta) -> ObjectInfo:
+    return ObjectInfo(
+        key=meta["path"], size=meta["size"], modified=meta["last_modified"], etag=meta.get("e_tag")
+    )
+
+
+def split_bucket_url(url: str) -> tuple[str, str]:
+    """``s3://bucket/some/prefix`` → (``bucket``, ``some/prefix``)."""
+    rest = url.split("://", 1)[1]
+    bucket, _, prefix = rest.partition("/")
+    if not bucket:
+        raise StoreConfigError(f"{url} names no bucket or container")
+    return bucket, prefix.strip("/")
+
+
+def client_options(tier: Any) -> dict[str, Any]:
+    """HTTP client settings: plain http only when the endpoint says so, generous timeouts."""
+    endpoint = tier.endpoint or ""
+    allow_http = tier.allow_http if tier.allow_http is not None else endpoint.startswith("http://")
+    return {"allow_http": allow_http, "timeout": "600s", "connect_timeout": "10s"}

@@ -1,0 +1,79 @@
+"""The one Store protocol every backend implements, and the values it speaks in.
+
+Stores are async: transfers run concurrently on one event loop, and obstore (the data
+plane of every backend) is fastest that way. Synchronous callers go through
+:func:`shelflife.aio.run_sync`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+PutSource = bytes | Path | AsyncIterable[bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """What a store says about one object."""
+
+    key: str
+    size: int
+    modified: datetime
+    etag: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PutResult:
+    """What a completed write produced: size and SHA-256 of the bytes written."""
+
+    key: str
+    size: int
+    checksum: str
+    etag: str | None = None
+
+
+@runtime_checkable
+class Store(Protocol):
+    """A place where bytes live, addressed by validated keys relative to its root."""
+
+    location: str
+    """The store's canonical URL (``s3://bucket/prefix``, ``file:///abs/path``)."""
+
+    async def put(self, key: str, source: PutSource, *, overwrite: bool = True) -> PutResult:
+        """Write an object atomically, streaming ``source``; return its size and checksum.
+
+        With ``overwrite=False`` an existing object is left alone and ObjectExists raised.
+        """
+        ...
+
+    def get(self, key: str, *, chunk_size: int = ...) -> AsyncIterator[bytes]:
+        """Stream an object's bytes; raise ObjectNotFound if it is absent."""
+        ...
+
+    async def head(self, key: str) -> ObjectInfo:
+        """Size, modified time and ETag of one object; ObjectNotFound if absent."""
+        ...
+
+    def list(self, prefix: str = "") -> AsyncIterator[list[ObjectInfo]]:
+        """Stream the objects under ``prefix`` in chunks; memory stays bounded."""
+        ...
+
+    async def delete_many(self, keys: Iterable[str]) -> None:
+        """Delete objects; keys already gone count as deleted (idempotent)."""
+        ...
+
+    async def copy(self, src_key: str, dst_key: str, *, overwrite: bool = True) -> None:
+        """Copy within this store, server-side where the store can."""
+        ...
+
+    async def url(self, key: str) -> str:
+        """A URL a client can fetch: presigned for object stores, public for local tiers."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections; the store is unusable afterwards."""
+        ...

@@ -1,0 +1,45 @@
+"""``gs://BUCKET/PREFIX`` tiers: Google Cloud Storage through its JSON API.
+
+Credentials come from ``credentials_file`` (a service account JSON); without it, from the
+usual Google application-default credentials. GCS with HMAC keys can also be used as an
+``s3://`` tier with ``endpoint = "https://storage.googleapis.com"``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import obstore as obs
+from obstore.store import GCSStore as _ObGCSStore
+
+from shelflife.config.model import TierConfig
+from shelflife.keys import validate_key
+from shelflife.stores._obstore import ObstoreStore, client_options, split_bucket_url
+
+
+class GCSStore(ObstoreStore):
+    """A GCS bucket (and optional prefix) with V4-signed GET URLs."""
+
+    def __init__(self, tier: TierConfig) -> None:
+        bucket, prefix = split_bucket_url(tier.url)
+        config: dict[str, Any] = {}
+        if tier.credentials_file:
+            config["service_account"] = tier.credentials_file
+        if tier.endpoint:
+            config["base_url"] = tier.endpoint.rstrip("/")
+        store = _ObGCSStore(
+            bucket, prefix=prefix or None, config=config,  # type: ignore[arg-type]
+            client_options=client_options(tier),
+        )
+        self.bucket = bucket
+        self.presign_ttl = tier.presign_ttl
+        super().__init__(
+            store, tier.url.rstrip("/"),
+            multipart_threshold=tier.multipart_threshold,
+            multipart_chunk_size=tier.multipart_chunk_size,
+        )
+
+    async def url(self, key: str) -> str:
+        validate_key(key)
+        with self._translated(key):
+            return await obs.sign_async(self._store, "GET", key, self.presign_ttl)  # type: ignore[arg-type]
