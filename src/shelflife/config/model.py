@@ -109,6 +109,8 @@ class TierConfig(_Strict):
 
     @model_validator(mode="after")
     def _watermarks_ordered(self) -> TierConfig:
+        if self.capacity == "disk" and self.scheme != "file":
+            raise ValueError("capacity = 'disk' applies to file:// tiers only; give a size")
         if self.low_watermark > self.high_watermark:
             raise ValueError(
                 f"low_watermark ({self.low_watermark:.0%}) is above "

@@ -1,0 +1,359 @@
+"""The catalog: shelflife's own database (SQLite by default, PostgreSQL in production).
+
+It holds the inventory of every object per tier; later layers add the journal, leases,
+pins and run history beside it. The schema is brought to the newest Alembic revision
+when the catalog is opened.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, case, create_engine, delete, event, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
+
+from shelflife.catalog.schema import objects, scans
+from shelflife.errors import CatalogError
+from shelflife.stores.base import ObjectInfo
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogObject:
+    """One inventory row."""
+
+    tier: str
+    key: str
+    size: int
+    checksum: str | None
+    etag: str | None
+    modified_at: datetime
+    first_seen_at: datetime
+    last_accessed_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class TierTotals:
+    objects: int
+    bytes: int
+
+
+class Catalog:
+    """Inventory storage over one SQLAlchemy engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+
+    @classmethod
+    def open(cls, url: str, *, migrate: bool = True) -> Catalog:
+        """Connect, and bring the schema up to date unless ``migrate`` is False."""
+        engine = create_catalog_engine(url)
+        catalog = cls(engine)
+        if migrate:
+            catalog.migrate()
+        return catalog
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- schema ------------------------------------------------------------------------
+
+    def migrate(self) -> None:
+        """Apply pending Alembic migrations (a no-op when the schema is current)."""
+        alembic_cfg = AlembicConfig()
+        alembic_cfg.set_main_option("script_location", str(MIGRATIONS))
+        head = ScriptDirectory.from_config(alembic_cfg).get_current_head()
+        try:
+            with self.engine.begin() as conn:
+                if MigrationContext.configure(conn).get_current_revision() == head:
+                    return
+                alembic_cfg.attributes["connection"] = conn
+                command.upgrade(alembic_cfg, "head")
+        except OperationalError as exc:
+            raise _unreachable(self.engine, exc) from None
+        except SQLAlchemyError as exc:
+            # A concurrent process may have migrated first; that is fine if it got to head.
+            with self.engine.connect() as conn:
+                if MigrationContext.configure(conn).get_current_revision() != head:
+                    raise CatalogError(f"cannot migrate the catalog: {exc}") from exc
+
+    def revision(self) -> str | None:
+        with self.engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    # -- inventory writes ----------------------------------------------------------------
+
+    def begin_scan(self, tier: str, now: datetime) -> int:
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                scans.insert().values(tier=tier, started_at=now, status="running")
+            )
+            return int(result.inserted_primary_key[0])  # type: ignore[index]
+
+    def upsert_listed(
+        self, tier: str, infos: Sequence[ObjectInfo], now: datetime, scan_id: int | None = None
+    ) -> None:
+        """Record objects seen in a listing; a changed object loses its known checksum."""
+        if not infos:
+            return
+        rows = [
+            {
+                "tier": tier, "key": info.key, "size": info.size, "etag": info.etag,
+                "modified_at": info.modified, "first_seen_at": now, "last_seen_at": now,
+                "scan_id": scan_id, "checksum": None,
+            }
+            for info in infos
+        ]
+        insert = self._insert()
+        excluded = insert.excluded
+        unchanged = (objects.c.size == excluded.size) & (
+            func.coalesce(objects.c.etag, "") == func.coalesce(excluded.etag, "")
+        )
+        statement = insert.on_conflict_do_update(
+            index_elements=[objects.c.tier, objects.c.key],
+            set_={
+                "size": excluded.size,
+                "etag": excluded.etag,
+                "modified_at": excluded.modified_at,
+                "last_seen_at": excluded.last_seen_at,
+                "scan_id": excluded.scan_id,
+                "checksum": case((unchanged, objects.c.checksum), else_=None),
+            },
+        )
+        with self._begin() as conn:
+            conn.execute(statement, rows)
+
+    def finish_scan(self, tier: str, scan_id: int, started_at: datetime, now: datetime) -> int:
+        """Forget objects this complete scan did not see; return how many were removed.
+
+        Rows written after the scan began (uploads during the scan) are kept even if the
+        listing passed their key before they existed.
+        """
+        with self._begin() as conn:
+            removed = conn.execute(
+                delete(objects).where(
+                    objects.c.tier == tier,
+                    func.coalesce(objects.c.scan_id, -1) != scan_id,
+                    objects.c.last_seen_at < started_at,
+                )
+            ).rowcount
+            totals = self._totals(conn, tier)
+            conn.execute(
+                update(scans)
+                .where(scans.c.id == scan_id)
+                .values(
+                    finished_at=now, status="ok", objects=totals.objects, bytes=totals.bytes,
+                    removed=removed,
+                )
+            )
+        return int(removed)
+
+    def fail_scan(self, scan_id: int, now: datetime) -> None:
+        with self._begin() as conn:
+            conn.execute(
+                update(scans).where(scans.c.id == scan_id).values(finished_at=now, status="failed")
+            )
+
+    def record_put(
+        self, tier: str, key: str, *, size: int, checksum: str | None, etag: str | None,
+        now: datetime,
+    ) -> None:
+        """Record an object shelflife itself has just written."""
+        insert = self._insert().values(
+            tier=tier, key=key, size=size, checksum=checksum, etag=etag, modified_at=now,
+            first_seen_at=now, last_seen_at=now, last_accessed_at=None,
+        )
+        statement = insert.on_conflict_do_update(
+            index_elements=[objects.c.tier, objects.c.key],
+            set_={
+                "size": size, "checksum": checksum, "etag": etag, "modified_at": now,
+                "last_seen_at": now,
+            },
+        )
+        with self._begin() as conn:
+            conn.execute(statement)
+
+    def forget(self, tier: str, keys: Iterable[str]) -> None:
+        """Remove objects from the inventory (after they were deleted from the store)."""
+        batch = list(keys)
+        with self._begin() as conn:
+            for start in range(0, len(batch), 500):
+                conn.execute(
+                    delete(objects).where(
+                        objects.c.tier == tier, objects.c.key.in_(batch[start : start + 500])
+                    )
+                )
+
+    def touch(self, tier: str, keys: Iterable[str], now: datetime) -> None:
+        """Record an access (for least-recently-used ordering)."""
+        batch = list(keys)
+        with self._begin() as conn:
+            for start in range(0, len(batch), 500):
+                conn.execute(
+                    update(objects)
+                    .where(objects.c.tier == tier, objects.c.key.in_(batch[start : start + 500]))
+                    .values(last_accessed_at=now)
+                )
+
+    # -- inventory reads -----------------------------------------------------------------
+
+    def get(self, tier: str, key: str) -> CatalogObject | None:
+        with self._connect() as conn:
+            row = conn.execute(
+                select(*_OBJECT_COLUMNS).where(objects.c.tier == tier, objects.c.key == key)
+            ).first()
+        return CatalogObject(*row) if row else None
+
+    def locate(self, key: str) -> list[CatalogObject]:
+        """Every tier's inventory row for ``key``."""
+        with self._connect() as conn:
+            rows = conn.execute(select(*_OBJECT_COLUMNS).where(objects.c.key == key)).all()
+        return [CatalogObject(*row) for row in rows]
+
+    def iter_objects(
+        self, tier: str, prefix: str = "", *, batch_size: int = 5000
+    ) -> Iterator[CatalogObject]:
+        """Stream a tier's inventory in key order, in bounded batches (keyset pagination)."""
+        after = None
+        while True:
+            query = select(*_OBJECT_COLUMNS).where(objects.c.tier == tier)
+            if prefix:
+                query = query.where(objects.c.key >= prefix, objects.c.key < prefix + "\U0010ffff")
+            if after is not None:
+                query = query.where(objects.c.key > after)
+            with self._connect() as conn:
+                rows = conn.execute(query.order_by(objects.c.key).limit(batch_size)).all()
+            for row in rows:
+                yield CatalogObject(*row)
+            if len(rows) < batch_size:
+                return
+            after = rows[-1].key
+
+    def totals(self) -> dict[str, TierTotals]:
+        """Objects and bytes per tier, from the inventory."""
+        with self._connect() as conn:
+            rows = conn.execute(
+                select(objects.c.tier, func.count(), func.coalesce(func.sum(objects.c.size), 0))
+                .group_by(objects.c.tier)
+            ).all()
+        return {tier: TierTotals(int(count), int(size)) for tier, count, size in rows}
+
+    def last_scan(self, tier: str) -> dict[str, Any] | None:
+        with self._connect() as conn:
+            row = conn.execute(
+                select(scans)
+                .where(scans.c.tier == tier, scans.c.status == "ok")
+                .order_by(scans.c.started_at.desc())
+                .limit(1)
+            ).mappings().first()
+        return dict(row) if row else None
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _totals(self, conn: Connection, tier: str) -> TierTotals:
+        count, size = conn.execute(
+            select(func.count(), func.coalesce(func.sum(objects.c.size), 0)).where(
+                objects.c.tier == tier
+            )
+        ).one()
+        return TierTotals(int(count), int(size))
+
+    def _insert(self) -> Any:
+        if self.dialect == "postgresql":
+            return postgresql.insert(objects)
+        if self.dialect == "sqlite":
+            return sqlite.insert(objects)
+        raise CatalogError(
+            f"the catalog does not support {self.dialect}",
+            hint="use SQLite or PostgreSQL for the catalog",
+        )
+
+    def _begin(self) -> Any:
+        return _Guard(self.engine, begin=True)
+
+    def _connect(self) -> Any:
+        return _Guard(self.engine, begin=False)
+
+
+_OBJECT_COLUMNS = (
+    objects.c.tier, objects.c.key, objects.c.size, objects.c.checksum, objects.c.etag,
+    objects.c.modified_at, objects.c.first_seen_at, objects.c.last_accessed_at,
+)
+
+
+class _Guard:
+    """A connection context that turns driver errors into CatalogError."""
+
+    def __init__(self, engine: Engine, *, begin: bool) -> None:
+        self.engine = engine
+        self.begin = begin
+        self._context: Any = None
+
+    def __enter__(self) -> Connection:
+        try:
+            self._context = self.engine.begin() if self.begin else self.engine.connect()
+            return self._context.__enter__()  # type: ignore[no-any-return]
+        except OperationalError as exc:
+            raise _unreachable(self.engine, exc) from None
+
+    def __exit__(self, *exc_info: Any) -> None:
+        try:
+            self._context.__exit__(*exc_info)
+        except OperationalError as exc:
+            raise _unreachable(self.engine, exc) from None
+
+
+def create_catalog_engine(url: str) -> Engine:
+    """An engine with the settings the catalog relies on (WAL and busy timeout on SQLite)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise CatalogError(
+            f"catalog url {url!r} is not a database URL",
+            hint="use sqlite:///data/shelflife.db or postgresql+psycopg://user@host/db",
+        ) from None
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database
+        if database and database != ":memory:":
+            try:
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise CatalogError(f"cannot create the folder for {database}: {exc.strerror}") from None
+        engine = create_engine(parsed, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        return engine
+    if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    try:
+        return create_engine(parsed, pool_pre_ping=True)
+    except NoSuchModuleError:
+        raise CatalogError(f"no database driver for {parsed.drivername!r}") from None
+
+
+def _unreachable(engine: Engine, exc: OperationalError) -> CatalogError:
+    where = engine.url.render_as_string(hide_password=True)
+    detail = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+    return CatalogError(
+        f"cannot use the catalog at {where}: {detail}",
+        hint="check [catalog] url and that the database server is running",
+    )

@@ -1,0 +1,67 @@
+"""Bringing the catalog's inventory up to date with what the stores hold.
+
+A scan streams each tier's listing in chunks and upserts them, so memory stays bounded
+however many objects a tier holds; the catalog write of one chunk overlaps the listing
+of the next. Objects the complete listing did not see are forgotten, except rows
+written after the scan started (uploads racing the scan).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import datetime
+
+from shelflife.catalog import Catalog
+from shelflife.progress import NullProgress, Progress
+from shelflife.stores._obstore import ObstoreStore
+from shelflife.units import utcnow
+
+
+@dataclass(frozen=True, slots=True)
+class ScanResult:
+    tier: str
+    objects: int
+    bytes: int
+    removed: int
+    started_at: datetime
+    finished_at: datetime
+
+    @property
+    def seconds(self) -> float:
+        return (self.finished_at - self.started_at).total_seconds()
+
+
+async def scan_tier(
+    catalog: Catalog, tier: str, store: ObstoreStore, progress: Progress | None = None
+) -> ScanResult:
+    """List ``store`` completely and make the inventory of ``tier`` match it."""
+    progress = progress or NullProgress()
+    started = utcnow()
+    scan_id = await asyncio.to_thread(catalog.begin_scan, tier, started)
+    count = total = 0
+    pending: asyncio.Future[None] | None = None
+    progress.start(f"scan {tier}")
+    try:
+        async for chunk in store.list():
+            if pending is not None:
+                await pending
+            pending = asyncio.ensure_future(
+                asyncio.to_thread(catalog.upsert_listed, tier, chunk, started, scan_id)
+            )
+            count += len(chunk)
+            size = sum(info.size for info in chunk)
+            total += size
+            progress.advance(len(chunk), size)
+        if pending is not None:
+            await pending
+    except BaseException:
+        if pending is not None and not pending.done():
+            await asyncio.gather(pending, return_exceptions=True)
+        await asyncio.to_thread(catalog.fail_scan, scan_id, utcnow())
+        raise
+    finally:
+        progress.finish()
+    finished = utcnow()
+    removed = await asyncio.to_thread(catalog.finish_scan, tier, scan_id, started, finished)
+    return ScanResult(tier, count, total, removed, started, finished)

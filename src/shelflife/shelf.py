@@ -1,0 +1,269 @@
+"""The service layer: one object that opens a configuration and does what the CLI,
+the HTTP API and the scheduler ask, through the same functions.
+
+``url``, ``get``, ``open`` and ``delete`` accept a key or any value a reference column
+holds (``s3://bucket/outputs/x.mp4``, ``data/storage/outputs/x.mp4``); the object is
+looked for on the tier the value names first, then on the others, so a row's value
+keeps working whichever tier the object sits on today.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, BinaryIO
+
+from shelflife.aio import run_sync
+from shelflife.catalog import Catalog
+from shelflife.config import Config, load_config
+from shelflife.errors import ObjectNotFound, UsageError
+from shelflife.inventory import ScanResult, scan_tier
+from shelflife.keys import validate_key, validate_prefix
+from shelflife.locations import Location, Locator
+from shelflife.progress import Progress
+from shelflife.stats import Health, TierUsage, classify, stats_json, tier_usage
+from shelflife.stores import ObjectInfo, ObstoreStore, open_store
+from shelflife.stores.local import LocalStore
+from shelflife.units import utcnow
+
+_SPOOL_LIMIT = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class StoredObject:
+    """What a put produced: where the object is, and the value a row should store."""
+
+    tier: str
+    key: str
+    size: int
+    checksum: str
+    ref: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "tier": self.tier, "key": self.key, "size": self.size,
+            "checksum": self.checksum, "ref": self.ref,
+        }
+
+
+class _ClassOrInstance:
+    """``Shelf.open(config)`` opens a shelf; ``shelf.open(ref)`` opens an object.
+
+    Both spellings are part of the public API, so one name dispatches on whether it is
+    reached through the class or through an instance.
+    """
+
+    def __init__(self, on_class: Any, on_instance: Any) -> None:
+        self._on_class = on_class
+        self._on_instance = on_instance
+
+    def __get__(self, instance: object, owner: type) -> Any:
+        if instance is None:
+            return self._on_class.__get__(None, owner)
+        return self._on_instance.__get__(instance, owner)
+
+
+class Shelf:
+    """A configuration opened: its tiers' stores, its catalog, its rules."""
+
+    def __init__(self, config: Config, catalog: Catalog | None = None) -> None:
+        self.config = config
+        self.catalog = catalog or Catalog.open(config.catalog.url)
+        self.locator = Locator(config)
+        self._stores: dict[str, ObstoreStore] = {}
+
+    @classmethod
+    def from_config(cls, config: Config | str | Path | None = None) -> Shelf:
+        """Open a config file (or the one found by the usual search) or a Config."""
+        if not isinstance(config, Config):
+            config = load_config(config)
+        return cls(config)
+
+    def close(self) -> None:
+        self.catalog.close()
+
+    def __enter__(self) -> Shelf:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- stores ---------------------------------------------------------------------------
+
+    def store(self, tier: str) -> ObstoreStore:
+        """The store of a tier, opened on first use."""
+        if tier not in self.config.tiers:
+            raise UsageError(
+                f"unknown tier {tier!r}", hint=f"known tiers: {', '.join(self.config.tiers)}"
+            )
+        if tier not in self._stores:
+            self._stores[tier] = open_store(self.config.tiers[tier], name=tier)
+        return self._stores[tier]
+
+    def resolve(self, ref: str) -> Location:
+        """Find where the object a key or reference value names lives today."""
+        parsed = self.locator.parse(ref)
+        key = parsed.key if parsed else validate_key(ref)
+        order = [parsed.tier] if parsed else []
+        order += [tier for tier in self.config.tiers if tier not in order]
+        known = {row.tier for row in self.catalog.locate(key)}
+        for tier in order:
+            if tier in known:
+                return Location(tier, key)
+        for tier in order:
+            if run_sync(self.store(tier).exists(key)):
+                return Location(tier, key)
+        raise ObjectNotFound(
+            f"no object {key!r} on any tier ({', '.join(order)})",
+            hint="run 'shelflife scan' if it was written outside shelflife, or 'shelflife ls'",
+        )
+
+    # -- objects --------------------------------------------------------------------------
+
+    def put(
+        self, source: str | Path | bytes | BinaryIO, key: str | None = None, *,
+        tier: str | None = None, overwrite: bool = True,
+    ) -> StoredObject:
+        """Store a file, bytes or a binary stream; return where it went and its row value."""
+        tier = tier or self.config.default_tier
+        if key is None:
+            if isinstance(source, str | Path):
+                key = Path(source).name
+            else:
+                raise UsageError("a key is needed when storing bytes or a stream")
+        validate_key(key)
+        store = self.store(tier)
+        payload: Any
+        if isinstance(source, str | Path):
+            path = Path(source)
+            if not path.is_file():
+                raise UsageError(f"{path} is not a file", hint="give the path of a file to store")
+            payload = path
+        elif isinstance(source, bytes | bytearray | memoryview):
+            payload = bytes(source)
+        else:
+            payload = _aiter_stream(source)
+        result = run_sync(store.put(key, payload, overwrite=overwrite))
+        self.catalog.record_put(
+            tier, key, size=result.size, checksum=result.checksum, etag=result.etag, now=utcnow()
+        )
+        ref = self.locator.render(Location(tier, key))
+        return StoredObject(tier, key, result.size, result.checksum, ref)
+
+    def get(self, ref: str, dest: str | Path | None = None) -> bytes | Path:
+        """The object's bytes, or, with ``dest``, the file they were streamed into."""
+        location = self.resolve(ref)
+        store = self.store(location.tier)
+        self._touch(location)
+        if dest is None:
+            return run_sync(store.get_bytes(location.key))
+        target = Path(dest)
+        if target.is_dir():
+            target = target / Path(location.key).name
+        run_sync(_download(store, location.key, target))
+        return target
+
+    def open_object(self, ref: str) -> IO[bytes]:
+        """A readable binary file of the object (local tiers: the file itself)."""
+        location = self.resolve(ref)
+        store = self.store(location.tier)
+        self._touch(location)
+        if isinstance(store, LocalStore):
+            try:
+                return store.path(location.key).open("rb")
+            except FileNotFoundError:
+                raise ObjectNotFound(f"no object at {store.location}/{location.key}") from None
+        spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_LIMIT)  # noqa: SIM115
+        run_sync(_spool(store, location.key, spool))
+        spool.seek(0)
+        return spool  # type: ignore[return-value]
+
+    open = _ClassOrInstance(from_config, open_object)
+
+    def url(self, ref: str) -> str:
+        """A URL for the object: public on a local tier, freshly presigned on object stores."""
+        location = self.resolve(ref)
+        self._touch(location)
+        return run_sync(self.store(location.tier).url(location.key))
+
+    def delete(self, ref: str) -> Location:
+        """Delete the object from its tier and the inventory; already gone is not an error."""
+        location = self.resolve(ref)
+        run_sync(self.store(location.tier).delete(location.key))
+        self.catalog.forget(location.tier, [location.key])
+        return location
+
+    def ls(self, prefix: str = "", *, tier: str | None = None) -> Iterator[tuple[str, ObjectInfo]]:
+        """Objects under ``prefix`` as the stores list them now, tier by tier."""
+        validate_prefix(prefix)
+        for name in [tier] if tier else list(self.config.tiers):
+            store = self.store(name)
+            for chunk in _collect_chunks(store, prefix):
+                for info in chunk:
+                    yield name, info
+
+    # -- inventory and stats --------------------------------------------------------------
+
+    def scan(
+        self, tiers: list[str] | None = None, progress: Progress | None = None
+    ) -> list[ScanResult]:
+        """Bring the inventory up to date with every tier (or the ones named)."""
+        names = tiers or list(self.config.tiers)
+        stores = [(name, self.store(name)) for name in names]
+        return [run_sync(scan_tier(self.catalog, name, store, progress)) for name, store in stores]
+
+    def usage(self) -> list[TierUsage]:
+        stores = {name: self.store(name) for name, tier in self.config.tiers.items()
+                  if tier.capacity == "disk"}
+        return tier_usage(self.config, self.catalog, stores)
+
+    def health(self, usage: list[TierUsage] | None = None) -> Health:
+        return classify(usage if usage is not None else self.usage(), self.config.health)
+
+    def stats(self) -> dict[str, Any]:
+        """Usage per tier and health, as ``stats --json`` prints them."""
+        usage = self.usage()
+        return stats_json(usage, self.health(usage))
+
+    def _touch(self, location: Location) -> None:
+        self.catalog.touch(location.tier, [location.key], utcnow())
+
+
+async def _aiter_stream(stream: BinaryIO, chunk_size: int = 8 * 1024 * 1024) -> Any:
+    while chunk := stream.read(chunk_size):
+        yield chunk
+
+
+async def _download(store: ObstoreStore, key: str, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            async for chunk in store.get(key):
+                handle.write(chunk)
+        os.replace(temp, target)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+async def _spool(store: ObstoreStore, key: str, spool: IO[bytes]) -> None:
+    async for chunk in store.get(key):
+        spool.write(chunk)
+
+
+def _collect_chunks(store: ObstoreStore, prefix: str) -> Iterator[list[ObjectInfo]]:
+    """Iterate an async listing from synchronous code, one chunk at a time."""
+    iterator = store.list(prefix).__aiter__()
+
+    async def next_chunk() -> list[ObjectInfo] | None:
+        try:
+            return await iterator.__anext__()
+        except StopAsyncIteration:
+            return None
+
+    while (chunk := run_sync(next_chunk())) is not None:
+        yield chunk

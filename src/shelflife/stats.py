@@ -1,0 +1,106 @@
+"""Usage per tier and overall health, computed from the inventory (never a full listing).
+
+A tier with ``capacity = "disk"`` measures usage as the filesystem's used fraction:
+anything else on that disk fills it too, and the point of the watermark is that the
+disk never fills. Other tiers measure their inventory bytes against their capacity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from shelflife.catalog import Catalog
+from shelflife.config.model import Config, HealthConfig
+from shelflife.stores._obstore import ObstoreStore
+from shelflife.stores.local import LocalStore
+
+Status = Literal["healthy", "warning", "critical"]
+_RANK = {"healthy": 0, "warning": 1, "critical": 2}
+
+
+@dataclass(frozen=True, slots=True)
+class TierUsage:
+    name: str
+    objects: int
+    bytes: int
+    capacity: int | None
+    used_bytes: int
+    high_watermark: float
+    low_watermark: float
+
+    @property
+    def usage_ratio(self) -> float | None:
+        if not self.capacity:
+            return None
+        return self.used_bytes / self.capacity
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "objects": self.objects,
+            "bytes": self.bytes,
+            "capacity": self.capacity,
+            "usage_ratio": None if self.usage_ratio is None else round(self.usage_ratio, 6),
+            "used_bytes": self.used_bytes,
+            "high_watermark": self.high_watermark,
+            "low_watermark": self.low_watermark,
+        }
+
+
+@dataclass(slots=True)
+class Health:
+    status: Status = "healthy"
+    reasons: list[str] = field(default_factory=list)
+
+    def raise_to(self, status: Status, reason: str) -> None:
+        if _RANK[status] > _RANK[self.status]:
+            self.status = status
+        self.reasons.append(reason)
+
+
+def tier_usage(config: Config, catalog: Catalog, stores: dict[str, ObstoreStore]) -> list[TierUsage]:
+    """Usage of every tier from the inventory (and the filesystem for 'disk' capacity)."""
+    totals = catalog.totals()
+    usage = []
+    for name, tier in config.tiers.items():
+        objects, size = (totals[name].objects, totals[name].bytes) if name in totals else (0, 0)
+        capacity: int | None
+        used = size
+        if tier.capacity == "disk":
+            store = stores[name]
+            assert isinstance(store, LocalStore)
+            capacity, used = store.disk_size(), store.disk_used()
+        else:
+            capacity = tier.capacity
+        usage.append(
+            TierUsage(name, objects, size, capacity, used, tier.high_watermark, tier.low_watermark)
+        )
+    return usage
+
+
+def classify(usage: list[TierUsage], thresholds: HealthConfig) -> Health:
+    """Healthy, warning or critical, with a reason a person can read for each concern."""
+    health = Health()
+    for tier in usage:
+        ratio = tier.usage_ratio
+        if ratio is None:
+            continue
+        if ratio >= thresholds.usage_critical:
+            health.raise_to(
+                "critical",
+                f"tier {tier.name} is {ratio:.0%} full (critical at {thresholds.usage_critical:.0%})",
+            )
+        elif ratio >= thresholds.usage_warning:
+            health.raise_to(
+                "warning",
+                f"tier {tier.name} is {ratio:.0%} full (warning at {thresholds.usage_warning:.0%})",
+            )
+    return health
+
+
+def stats_json(usage: list[TierUsage], health: Health) -> dict[str, Any]:
+    """The ``stats --json`` shape of DESIGN 5.2."""
+    return {
+        "tiers": {tier.name: tier.as_json() for tier in usage},
+        "health": {"status": health.status, "reasons": health.reasons},
+    }
