@@ -1,0 +1,116 @@
+"""``shelflife check``: is the configuration valid, and can every part be reached?
+
+Each tier gets a probe object written, read back and deleted, so a read-only mount, a
+folder owned by another user or a key without write permission shows up here rather
+than in the middle of a migration.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import SQLAlchemyError
+
+from shelflife.aio import run_sync
+from shelflife.errors import ShelflifeError
+from shelflife.stores._obstore import ObstoreStore
+from shelflife.stores.local import LocalStore
+
+PROBE_PREFIX = ".shelflife-probe"
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    component: str  # "config", "catalog", "tier", "database"
+    name: str
+    ok: bool
+    message: str
+    hint: str | None = None
+    warning: bool = False
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "component": self.component, "name": self.name, "ok": self.ok,
+            "warning": self.warning, "message": self.message, "hint": self.hint,
+        }
+
+
+def check_tier(name: str, open_store: Any) -> CheckResult:
+    """Open a tier's store and write, read back and delete a probe object."""
+    try:
+        store: ObstoreStore = open_store(name)
+    except ShelflifeError as exc:
+        return CheckResult("tier", name, False, exc.message, exc.hint)
+    if isinstance(store, LocalStore):
+        problem = _local_permission_problem(store.root)
+        if problem:
+            return CheckResult("tier", name, False, problem, _OWNER_HINT)
+    key = f"{PROBE_PREFIX}/{uuid.uuid4().hex}"
+    payload = b"shelflife probe " + key.encode()
+    try:
+        run_sync(store.put(key, payload))
+        try:
+            echoed = run_sync(store.get_bytes(key))
+        finally:
+            run_sync(store.delete(key))
+    except ShelflifeError as exc:
+        return CheckResult("tier", name, False, f"{store.location}: {exc.message}", exc.hint)
+    if echoed != payload:
+        return CheckResult(
+            "tier", name, False, f"{store.location}: a probe object read back different bytes",
+            "the store does not keep what it is given; do not use it until this is explained",
+        )
+    return CheckResult("tier", name, True, f"{store.location}: writable, readable, deletable")
+
+
+def check_database(name: str, url: str) -> CheckResult:
+    """Connect to an application database and run a trivial query."""
+    try:
+        engine = create_engine(url)
+    except (SQLAlchemyError, ValueError, ImportError) as exc:
+        return CheckResult("database", name, False, f"invalid database url: {exc}")
+    where = engine.url.render_as_string(hide_password=True)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except SQLAlchemyError as exc:
+        detail = str(getattr(exc, "orig", exc) or exc).strip().splitlines()[0]
+        return CheckResult(
+            "database", name, False, f"cannot connect to {where}: {detail}",
+            "check the url under [databases." + name + "] and that the server runs",
+        )
+    finally:
+        engine.dispose()
+    return CheckResult("database", name, True, f"{where}: reachable")
+
+
+_OWNER_HINT = "give the user running shelflife write access to the folder (chown or chmod)"
+
+
+def _local_permission_problem(root: Path) -> str | None:
+    """Say plainly when a local tier's folder is not writable by this user."""
+    if os.access(root, os.W_OK | os.X_OK):
+        return None
+    try:
+        info = root.stat()
+        owner = _user_name(info.st_uid)
+    except OSError:
+        return f"{root} is not writable"
+    return (
+        f"{root} is not writable by {_user_name(os.geteuid())}: "
+        f"it is owned by {owner} with mode {info.st_mode & 0o777:o}"
+    )
+
+
+def _user_name(uid: int) -> str:
+    try:
+        import pwd
+
+        return pwd.getpwuid(uid).pw_name
+    except (KeyError, ImportError):
+        return f"uid {uid}"

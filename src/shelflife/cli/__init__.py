@@ -1,0 +1,59 @@
+"""The ``shelflife`` command. Thin: every command calls the service layer.
+
+Expected failures print ``error: …`` and a hint, never a traceback, and exit with the
+DESIGN's codes: 0 done, 1 some actions failed, 2 usage or config error, 3 refused for
+safety, 4 another run holds the lock.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+import typer
+
+from shelflife.cli import commands
+from shelflife.cli.render import err
+from shelflife.errors import ShelflifeError
+
+app = typer.Typer(
+    name="shelflife",
+    help="Keep file storage healthy: tiers, watermarks, retention and orphan collection.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+commands.register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the console script."""
+    code = run(argv)
+    sys.exit(code)
+
+
+def run(argv: list[str] | None = None) -> int:
+    try:
+        result: Any = app(args=argv, standalone_mode=False)
+    except ShelflifeError as exc:
+        report(exc)
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show(file=sys.stderr)
+        return 2
+    except click.exceptions.Abort:
+        err.print("aborted")
+        return 130
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return 130
+    return int(result) if isinstance(result, int) else 0
+
+
+def report(exc: ShelflifeError) -> None:
+    err.print(f"[bold red]error:[/] {exc.message}", markup=True, highlight=False)
+    if exc.hint:
+        err.print(f"[dim]hint:[/] {exc.hint}", markup=True, highlight=False)

@@ -1,0 +1,200 @@
+"""The commands for configuration, inventory and objects."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from shelflife.checks import CheckResult, check_database, check_tier
+from shelflife.cli.render import RichProgress, err, out, print_json, usage_table
+from shelflife.config import load_config
+from shelflife.errors import ShelflifeError, UsageError
+from shelflife.shelf import Shelf
+from shelflife.units import format_size
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="shelflife.toml to use (else $SHELFLIFE_CONFIG, ./shelflife.toml, the embedded default)"),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="print JSON instead of tables")]
+TierOption = Annotated[str | None, typer.Option("--tier", "-t", help="tier name")]
+
+
+class State:
+    config_path: Path | None = None
+    shelf: Shelf | None = None
+
+    def open(self) -> Shelf:
+        if self.shelf is None:
+            self.shelf = Shelf.open(self.config_path)
+        return self.shelf
+
+
+state = State()
+
+
+def register(app: typer.Typer) -> None:
+    @app.callback()
+    def _global(config: ConfigOption = None) -> None:
+        state.config_path = config
+        state.shelf = None
+
+    app.command()(init)
+    app.command()(check)
+    app.command()(scan)
+    app.command()(put)
+    app.command()(get)
+    app.command()(url)
+    app.command("rm")(rm)
+    app.command()(ls)
+    app.command()(stats)
+    app.command()(demo)
+
+
+def init(
+    path: Annotated[Path, typer.Argument(help="where to write the file")] = Path("shelflife.toml"),
+    force: Annotated[bool, typer.Option("--force", help="overwrite an existing file")] = False,
+) -> None:
+    """Write a commented starter shelflife.toml."""
+    if path.exists() and not force:
+        raise UsageError(f"{path} exists already", hint="pass --force to overwrite it")
+    template = resources.files("shelflife").joinpath("templates/shelflife.toml").read_text()
+    path.write_text(template, encoding="utf-8")
+    err.print(f"wrote {path}; edit it, then run 'shelflife check'")
+
+
+def check(json: JsonOption = False) -> int:
+    """Validate the config; reach and probe every tier and database."""
+    config = load_config(state.config_path)
+    results = [CheckResult("config", config.source, True, "valid")]
+    try:
+        shelf = state.open()
+        results.append(CheckResult("catalog", "catalog", True, f"schema {shelf.catalog.revision()}"))
+        results += [check_tier(name, shelf.store) for name in config.tiers]
+    except ShelflifeError as exc:
+        results.append(CheckResult("catalog", "catalog", False, exc.message, exc.hint))
+    results += [
+        check_database(name, db.url.get_secret_value()) for name, db in config.databases.items()
+    ]
+    failed = [result for result in results if not result.ok]
+    if json:
+        print_json({"ok": not failed, "checks": [result.as_json() for result in results]})
+    else:
+        for result in results:
+            mark = "[green]ok[/]" if result.ok else "[bold red]FAIL[/]"
+            out.print(f"{mark:>20} {result.component} {result.name}: {result.message}")
+            if result.hint and not result.ok:
+                out.print(f"{'':>9}[dim]hint: {result.hint}[/]")
+    return 2 if failed else 0
+
+
+def scan(tier: TierOption = None, json: JsonOption = False) -> None:
+    """Bring the inventory up to date with the stores."""
+    shelf = state.open()
+    results = shelf.scan([tier] if tier else None, progress=RichProgress(enabled=not json))
+    if json:
+        print_json({"tiers": {
+            r.tier: {"objects": r.objects, "bytes": r.bytes, "removed": r.removed,
+                     "seconds": round(r.seconds, 3)} for r in results}})
+        return
+    for r in results:
+        out.print(
+            f"{r.tier}: {r.objects:,} objects, {format_size(r.bytes)}"
+            f" ({r.removed:,} gone since the last scan) in {r.seconds:.1f}s"
+        )
+
+
+def put(
+    file: Annotated[Path, typer.Argument(help="the file to store", exists=True, dir_okay=False)],
+    key: Annotated[str | None, typer.Argument(help="its key (default: the file name)")] = None,
+    tier: TierOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Store a file; print the value a row should hold."""
+    stored = state.open().put(file, key, tier=tier)
+    if json:
+        print_json(stored.as_json())
+    else:
+        out.print(f"stored {stored.key} on {stored.tier} ({format_size(stored.size)}): {stored.ref}")
+
+
+def get(
+    key: Annotated[str, typer.Argument(help="a key or a row's value")],
+    dest: Annotated[Path | None, typer.Argument(help="file or folder (default: .)")] = None,
+) -> None:
+    """Download an object to a file."""
+    target = state.open().get(key, dest or Path("."))
+    err.print(f"wrote {target}")
+
+
+def url(key: Annotated[str, typer.Argument(help="a key or a row's value")]) -> None:
+    """Print a URL for an object (presigned on object stores)."""
+    out.print(state.open().url(key), markup=False)
+
+
+def rm(key: Annotated[str, typer.Argument(help="a key or a row's value")]) -> None:
+    """Delete an object."""
+    location = state.open().delete(key)
+    err.print(f"deleted {location.key} from {location.tier}")
+
+
+def ls(
+    prefix: Annotated[str, typer.Argument(help="only keys under this prefix")] = "",
+    tier: TierOption = None,
+    json: JsonOption = False,
+) -> None:
+    """List objects as the stores hold them now."""
+    rows = state.open().ls(prefix, tier=tier)
+    if json:
+        print_json([
+            {"tier": name, "key": info.key, "size": info.size, "modified": info.modified.isoformat()}
+            for name, info in rows
+        ])
+        return
+    for name, info in rows:
+        out.print(
+            f"{name:<10} {info.size:>12,} {info.modified:%Y-%m-%d %H:%M} {info.key}", markup=False
+        )
+
+
+def stats(json: JsonOption = False) -> None:
+    """Usage per tier against its watermarks, and health."""
+    shelf = state.open()
+    usage = shelf.usage()
+    health = shelf.health(usage)
+    if json:
+        from shelflife.stats import stats_json
+
+        print_json(stats_json(usage, health))
+        return
+    out.print(usage_table(usage))
+    color = {"healthy": "green", "warning": "yellow", "critical": "red"}[health.status]
+    out.print(f"health: [bold {color}]{health.status}[/]")
+    for reason in health.reasons:
+        out.print(f"  - {reason}")
+
+
+def demo(
+    directory: Annotated[Path, typer.Option("--dir", help="where to build it")] = Path("demo"),
+) -> None:
+    """Build a sample application and show what shelflife sees in it."""
+    from shelflife.demo import build_demo
+
+    built = build_demo(directory)
+    err.print(
+        f"built a sample application in {directory}/: {built.rows} rows in app.db pointing at "
+        f"files on the local tier, {built.orphans} files no row points at"
+    )
+    shelf = Shelf.open(built.config_path)
+    state.shelf = shelf
+    for result in shelf.scan(progress=RichProgress()):
+        out.print(f"scanned {result.tier}: {result.objects} objects, {format_size(result.bytes)}")
+    out.print(usage_table(shelf.usage()))
+    health = shelf.health()
+    out.print(f"health: {health.status}" + "".join(f"\n  - {r}" for r in health.reasons))
+    out.print(f"\nconfig: {built.config_path}  (try: shelflife -c {built.config_path} stats)")
+
+

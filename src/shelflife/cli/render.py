@@ -1,0 +1,101 @@
+"""Rendering for the terminal: progress bars, usage bars, tables. The CLI's only printer."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from shelflife.stats import TierUsage
+from shelflife.units import format_size
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+class RichProgress:
+    """A Rich progress bar per phase; silent when stderr is not a terminal or --json."""
+
+    def __init__(self, *, enabled: bool = True) -> None:
+        self.enabled = enabled and err.is_terminal
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+        self._bytes = 0
+
+    def start(self, label: str, total: int | None = None, total_bytes: int | None = None) -> None:
+        if not self.enabled:
+            return
+        self._progress = Progress(
+            SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
+            MofNCompleteColumn(), TextColumn("objects"), TextColumn("{task.fields[size]}"),
+            TimeElapsedColumn(), console=err, transient=False,
+        )
+        self._progress.start()
+        self._bytes = 0
+        self._task = self._progress.add_task(label, total=total, size="")
+
+    def advance(self, objects: int = 1, nbytes: int = 0) -> None:
+        if self._progress is None or self._task is None:
+            return
+        self._bytes += nbytes
+        self._progress.update(self._task, advance=objects, size=format_size(self._bytes))
+
+    def finish(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+        self._progress = None
+        self._task = None
+
+
+__all__ = ["DownloadColumn", "RichProgress", "err", "out", "print_json"]
+
+
+def usage_bar(tier: TierUsage, width: int = 40) -> Text:
+    """A bar filled to the tier's usage, with ╎ at the low and ┃ at the high watermark."""
+    ratio = tier.usage_ratio
+    if ratio is None:
+        return Text(f"{format_size(tier.bytes)} (no capacity set)", style="dim")
+    filled = min(width, round(ratio * width))
+    low, high = round(tier.low_watermark * width), round(tier.high_watermark * width)
+    color = "green" if ratio <= tier.low_watermark else (
+        "yellow" if ratio <= tier.high_watermark else "red"
+    )
+    bar = Text()
+    for cell in range(width):
+        if cell == high:
+            bar.append("┃", style="bold magenta")
+        elif cell == low:
+            bar.append("╎", style="magenta")
+        else:
+            bar.append("█" if cell < filled else "░", style=color if cell < filled else "dim")
+    bar.append(f" {ratio:6.1%} of {format_size(tier.capacity or 0)}")
+    return bar
+
+
+def usage_table(usage: list[TierUsage]) -> Table:
+    table = Table(title="Storage by tier", title_justify="left")
+    table.add_column("tier", style="bold")
+    table.add_column("objects", justify="right")
+    table.add_column("bytes", justify="right")
+    table.add_column("usage  (╎ low, ┃ high watermark)")
+    for tier in usage:
+        table.add_row(tier.name, f"{tier.objects:,}", format_size(tier.bytes), usage_bar(tier))
+    return table

@@ -1,0 +1,40 @@
+"""A thin facade with the names users of the older storage services know.
+
+``StorageService.upload_file(path, filename)`` stores a file on the local tier,
+``upload_to_cloud(path, filename)`` on the cloud tier, and ``get_file_url(filename)``
+returns a working URL for wherever the file is today. Later layers add the
+``StorageManager`` side (``enforce_threshold``, ``apply_retention_policy``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from shelflife.config import Config
+from shelflife.shelf import Shelf
+
+
+class StorageService:
+    """Upload files and resolve their URLs through a shelf."""
+
+    def __init__(self, shelf: Shelf | None = None, *, config: Config | str | Path | None = None):
+        self.shelf = shelf or Shelf.open(config)
+
+    def upload_file(self, path: str | Path, filename: str | None = None) -> str:
+        """Store ``path`` on the local tier as ``filename``; return the row value to keep."""
+        return self.shelf.put(path, filename, tier=self.shelf.config.default_tier).ref
+
+    def upload_to_cloud(self, path: str | Path, filename: str | None = None) -> str:
+        """Store ``path`` on the cloud tier (the next tier after local); return its row value."""
+        return self.shelf.put(path, filename, tier=self._cloud_tier()).ref
+
+    def get_file_url(self, filename: str) -> str:
+        """A URL for a key or a row value, on whichever tier the file sits now."""
+        return self.shelf.url(filename)
+
+    def _cloud_tier(self) -> str:
+        tiers = list(self.shelf.config.tiers)
+        if "cloud" in tiers:
+            return "cloud"
+        others = [tier for tier in tiers if tier != self.shelf.config.default_tier]
+        return others[0] if others else tiers[0]
