@@ -41,7 +41,8 @@ _UNREACHABLE_MARKERS = ("connect", "dns error", "timed out", "connection refused
 
 def translate_error(exc: BaseException, where: str, key: str | None = None) -> StoreError:
     """Map an obstore/OS exception to shelflife's error tree, with a hint for the user."""
-    subject = f"{where}/{key}" if key else where
+    shown = key if key is None or len(key) <= 120 else key[:117] + "..."
+    subject = f"{where}/{shown}" if key else where
     text = str(exc)
     if isinstance(exc, FileNotFoundError | obe.NotFoundError):
         return ObjectNotFound(f"no object at {subject}")

@@ -9,9 +9,12 @@ from urllib.parse import quote
 from obstore.store import LocalStore as _ObLocalStore
 
 from shelflife.config.model import TierConfig
-from shelflife.errors import StoreConfigError
+from shelflife.errors import InvalidKeyError, StoreConfigError
 from shelflife.keys import validate_key
 from shelflife.stores._obstore import ObstoreStore
+from shelflife.stores.base import PutResult, PutSource
+
+NAME_MAX = 255  # bytes in one file name on Linux filesystems
 
 
 class LocalStore(ObstoreStore):
@@ -36,6 +39,17 @@ class LocalStore(ObstoreStore):
     @classmethod
     def from_tier(cls, tier: TierConfig) -> LocalStore:
         return cls(Path(tier.url.removeprefix("file://")), public_url=tier.public_url)
+
+    async def put(self, key: str, source: PutSource, *, overwrite: bool = True) -> PutResult:
+        validate_key(key)
+        longest = max(len(segment.encode()) for segment in key.split("/"))
+        if longest > NAME_MAX:
+            raise InvalidKeyError(
+                f"a segment of key {key[:60]!r}… is {longest} bytes; a local filesystem "
+                f"allows at most {NAME_MAX} bytes per file or folder name",
+                hint="split long names with '/' or store such keys on an object-store tier",
+            )
+        return await super().put(key, source, overwrite=overwrite)
 
     def path(self, key: str) -> Path:
         """The file that holds ``key`` (it may not exist)."""

@@ -17,6 +17,8 @@ async def transfer(
     """
     dst_key = dst_key or src_key
     if src is dst or src.location == dst.location:
+        if src_key == dst_key:
+            return await checksum(src, src_key)
         await src.copy(src_key, dst_key, overwrite=overwrite)
         return await checksum(dst, dst_key)
     info = await src.head(src_key)

@@ -1,0 +1,178 @@
+"""Fixtures that start real servers: moto's S3 server, Azurite, a PostgreSQL database.
+
+Each server runs once per test session on a free loopback port; buckets and containers
+are created per test, so tests never see each other's objects.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+AZURITE = ROOT / ".cache" / "node" / "node_modules" / ".bin" / "azurite-blob"
+# Azurite's published development account (the same in every Azurite install).
+AZURE_ACCOUNT = "devstoreaccount1"
+AZURE_KEY = (
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+)
+PG_ADMIN_URL = os.environ.get("SHELFLIFE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], name: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited with code {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError(f"{name} did not listen on port {port} within {timeout}s")
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """moto's S3 server over HTTP on a free port."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    binary = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [binary, "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT
+        )
+    wait_for_port(port, process, "moto_server")
+    yield f"http://127.0.0.1:{port}"
+    process.terminate()
+    process.wait(10)
+
+
+@pytest.fixture(scope="session")
+def azure_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Azurite's blob service over HTTP on a free port."""
+    if not AZURITE.exists():
+        pytest.fail(f"Azurite is not installed at {AZURITE}: run scripts/test.sh, which installs it")
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("azurite")
+    with (workdir / "azurite.log").open("wb") as out:
+        process = subprocess.Popen(
+            [str(AZURITE), "--blobHost", "127.0.0.1", "--blobPort", str(port),
+             "--inMemoryPersistence", "--skipApiVersionCheck", "--loose", "--disableTelemetry",
+            ],
+            stdout=out, stderr=subprocess.STDOUT, cwd=workdir,
+        )
+    wait_for_port(port, process, "azurite")
+    yield f"http://127.0.0.1:{port}/{AZURE_ACCOUNT}"
+    process.terminate()
+    process.wait(10)
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: str) -> str:
+    return make_s3_bucket(s3_endpoint)
+
+
+def make_s3_bucket(s3_endpoint: str) -> str:
+    import boto3
+
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    boto3.client(
+        "s3", endpoint_url=s3_endpoint, region_name="us-east-1",
+        aws_access_key_id="testing", aws_secret_access_key="testing",
+    ).create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def azure_container(azure_endpoint: str) -> str:
+    return make_azure_container(azure_endpoint)
+
+
+def make_azure_container(azure_endpoint: str) -> str:
+    from azure.storage.blob import BlobServiceClient
+
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    service = BlobServiceClient.from_connection_string(
+        f"DefaultEndpointsProtocol=http;AccountName={AZURE_ACCOUNT};AccountKey={AZURE_KEY};"
+        f"BlobEndpoint={azure_endpoint};"
+    )
+    service.create_container(name)
+    return name
+
+
+def s3_tier(endpoint: str, bucket: str, prefix: str = "pre", **extra: object) -> dict[str, object]:
+    return {
+        "url": f"s3://{bucket}/{prefix}", "endpoint": endpoint, "region": "us-east-1",
+        "access_key": "testing", "secret_key": "testing",
+        "ref_format": f"s3://{bucket}/{prefix}/{{key}}", **extra,
+    }
+
+
+def azure_tier(endpoint: str, container: str, prefix: str = "pre") -> dict[str, object]:
+    return {
+        "url": f"az://{container}/{prefix}", "endpoint": endpoint,
+        "access_key": AZURE_ACCOUNT, "secret_key": AZURE_KEY,
+        "ref_format": f"az://{container}/{prefix}/{{key}}",
+    }
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, dropped at the end."""
+    from sqlalchemy import create_engine, text
+
+    name = f"shelflife_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:
+        pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN_URL}: {exc}")
+    yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def pg_catalog_url(pg_url: str) -> Iterator[str]:
+    """The session database, emptied of shelflife's tables before each test."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(pg_url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE IF EXISTS objects, scans, alembic_version CASCADE"))
+    engine.dispose()
+    yield pg_url
+
+
+def tier_config(kind: str, request: pytest.FixtureRequest, path: Path) -> dict[str, object]:
+    """The raw tier config of a fresh, empty store of the given backend kind."""
+    if kind == "memory":
+        return {"url": f"memory://{uuid.uuid4().hex}"}
+    if kind == "file":
+        return {"url": f"file://{path}"}
+    if kind == "s3":
+        endpoint = request.getfixturevalue("s3_endpoint")
+        return s3_tier(endpoint, make_s3_bucket(endpoint))
+    if kind == "azure":
+        endpoint = request.getfixturevalue("azure_endpoint")
+        return azure_tier(endpoint, make_azure_container(endpoint))
+    raise AssertionError(f"unknown backend {kind}")
