@@ -10,7 +10,6 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-import click
 import typer
 
 from shelflife.cli import commands
@@ -39,14 +38,18 @@ def run(argv: list[str] | None = None) -> int:
     except ShelflifeError as exc:
         report(exc)
         return exc.exit_code
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         return int(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show(file=sys.stderr)
-        return 2
-    except click.exceptions.Abort:
+    except typer.Abort:
         err.print("aborted")
         return 130
+    except typer.TyperException as exc:  # click's usage errors, vendored by Typer
+        show = getattr(exc, "show", None)
+        if show is not None:
+            show(file=sys.stderr)
+        else:
+            err.print(f"error: {exc}")
+        return 2
     except KeyboardInterrupt:
         err.print("interrupted")
         return 130

@@ -198,8 +198,10 @@ def _config_error(exc: ValidationError, source: str) -> ConfigError:
     for error in exc.errors():
         location = ""
         for part in error["loc"]:
-            location += f"[{part}]" if isinstance(part, int) else _join(location and ".", str(part))
-        location = location.lstrip(".")
+            if isinstance(part, int):
+                location += f"[{part}]"
+            elif not _is_pydantic_tag(part):
+                location = _join(location, part)
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             message = "unknown key (check its spelling; see 'shelflife init' for every option)"
@@ -213,6 +215,11 @@ def _config_error(exc: ValidationError, source: str) -> ConfigError:
     )
     error.path = first_path
     return error
+
+
+def _is_pydantic_tag(part: str) -> bool:
+    """Union members and validator wrappers appear in error locations; they are no field."""
+    return "[" in part or part in {"int", "str", "float", "bool", "literal", "none"}
 
 
 def _join(path: str, key: str) -> str:

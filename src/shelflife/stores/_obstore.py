@@ -105,6 +105,18 @@ class ObstoreStore:
         return f"{type(self).__name__}({self.location!r})"
 
     @contextmanager
+    def _writing(self, key: str) -> Iterator[None]:
+        """Like _translated, for writes: a write that finds nothing lacks its container."""
+        try:
+            with self._translated(key):
+                yield
+        except ObjectNotFound:
+            raise StoreConfigError(
+                f"{self.location}: the bucket, container or folder does not exist",
+                hint="create it first, or fix the tier's url",
+            ) from None
+
+    @contextmanager
     def _translated(self, key: str | None = None) -> Iterator[None]:
         try:
             yield
@@ -122,7 +134,7 @@ class ObstoreStore:
             data = bytes(source)
             digest.update(data)
             size = len(data)
-            with self._translated(key):
+            with self._writing(key):
                 result = await obs.put_async(
                     self._store, key, data, mode="overwrite" if overwrite else "create",
                     use_multipart=size > self.multipart_threshold,
@@ -135,7 +147,7 @@ class ObstoreStore:
             # caller holds a lease on the key so nothing else writes it meanwhile.
             raise ObjectExists(f"an object already exists at {self.location}/{key}")
         counter = _Counter()
-        with self._translated(key):
+        with self._writing(key):
             result = await obs.put_async(
                 self._store, key, _hashing(source, digest, counter),
                 chunk_size=self.multipart_chunk_size,

@@ -1,0 +1,126 @@
+"""The catalog on SQLite and on the real PostgreSQL server: schema, inventory, scans."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from shelflife.catalog import Catalog
+from shelflife.config.model import TierConfig
+from shelflife.errors import CatalogError
+from shelflife.inventory import scan_tier
+from shelflife.stores import ObjectInfo, open_store
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def catalog(request: pytest.FixtureRequest, tmp_path: Path) -> Catalog:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'catalog.db'}"
+    else:
+        url = request.getfixturevalue("pg_catalog_url")
+    catalog = Catalog.open(url)
+    request.addfinalizer(catalog.close)
+    return catalog
+
+
+def info(key: str, size: int = 10, etag: str | None = "e1", at: datetime = T0) -> ObjectInfo:
+    return ObjectInfo(key=key, size=size, modified=at, etag=etag)
+
+
+def test_schema_is_at_head_and_opening_again_is_a_no_op(catalog: Catalog) -> None:
+    assert catalog.revision() == "0001_inventory"
+    catalog.migrate()
+    assert catalog.revision() == "0001_inventory"
+
+
+def test_scan_upserts_and_forgets_objects_no_longer_listed(catalog: Catalog) -> None:
+    first = catalog.begin_scan("t", T0)
+    catalog.upsert_listed("t", [info("a"), info("b"), info("c")], T0, first)
+    assert catalog.finish_scan("t", first, T0, T0) == 0
+    later = T0 + timedelta(hours=1)
+    second = catalog.begin_scan("t", later)
+    catalog.upsert_listed("t", [info("a"), info("c", size=20)], later, second)
+    assert catalog.finish_scan("t", second, later, later) == 1
+    assert [o.key for o in catalog.iter_objects("t")] == ["a", "c"]
+    assert catalog.totals()["t"].bytes == 30
+    last = catalog.last_scan("t")
+    assert last is not None
+    assert (last["objects"], last["bytes"], last["removed"]) == (2, 30, 1)
+
+
+def test_an_upload_during_a_scan_is_not_forgotten(catalog: Catalog) -> None:
+    started = T0
+    scan = catalog.begin_scan("t", started)
+    catalog.upsert_listed("t", [info("a")], started, scan)
+    # The listing passed "m" before the upload created it.
+    catalog.record_put("t", "m", size=5, checksum="sha256:x", etag="e", now=started + timedelta(seconds=1))
+    catalog.finish_scan("t", scan, started, started + timedelta(seconds=2))
+    assert [o.key for o in catalog.iter_objects("t")] == ["a", "m"]
+
+
+def test_checksum_is_kept_while_unchanged_and_dropped_when_the_object_changes(catalog: Catalog) -> None:
+    catalog.record_put("t", "k", size=10, checksum="sha256:abc", etag="e1", now=T0)
+    catalog.upsert_listed("t", [info("k", size=10, etag="e1")], T0)
+    row = catalog.get("t", "k")
+    assert row is not None
+    assert row.checksum == "sha256:abc"
+    catalog.upsert_listed("t", [info("k", size=10, etag="e2")], T0)
+    row = catalog.get("t", "k")
+    assert row is not None
+    assert row.checksum is None
+
+
+def test_keys_are_ordered_by_bytes_and_paginated(catalog: Catalog) -> None:
+    keys = ["a/b", "a-c", "a.b", "B", "b", "ä", "a b", "Z", "🎬", "a/b/c"]
+    catalog.upsert_listed("t", [info(k) for k in keys], T0)
+    listed = [o.key for o in catalog.iter_objects("t", batch_size=3)]
+    assert listed == sorted(keys, key=lambda k: k.encode())
+    assert [o.key for o in catalog.iter_objects("t", prefix="a/")] == ["a/b", "a/b/c"]
+
+
+def test_times_come_back_aware_in_utc(catalog: Catalog) -> None:
+    catalog.record_put("t", "k", size=1, checksum=None, etag=None, now=T0)
+    row = catalog.get("t", "k")
+    assert row is not None
+    assert row.modified_at == T0
+    assert row.modified_at.tzinfo is not None
+    catalog.touch("t", ["k"], T0 + timedelta(days=1))
+    row = catalog.get("t", "k")
+    assert row is not None
+    assert row.last_accessed_at == T0 + timedelta(days=1)
+
+
+def test_forget_and_locate(catalog: Catalog) -> None:
+    catalog.upsert_listed("hot", [info("k")], T0)
+    catalog.upsert_listed("cold", [info("k")], T0)
+    assert sorted(o.tier for o in catalog.locate("k")) == ["cold", "hot"]
+    catalog.forget("hot", ["k"])
+    assert [o.tier for o in catalog.locate("k")] == ["cold"]
+
+
+def test_scan_of_a_real_store_streams_into_the_catalog(catalog: Catalog, tmp_path: Path) -> None:
+    store = open_store(TierConfig(url=f"file://{tmp_path / 'tier'}"))
+
+    async def fill() -> None:
+        await asyncio.gather(*(store.put(f"d{i % 7}/obj-{i:04d}", b"x" * i) for i in range(2500)))
+
+    asyncio.run(fill())
+    result = asyncio.run(scan_tier(catalog, "local", store))
+    assert result.objects == 2500
+    assert result.bytes == sum(range(2500))
+    assert catalog.totals()["local"].objects == 2500
+    asyncio.run(store.delete_many([f"d{i % 7}/obj-{i:04d}" for i in range(100)]))
+    again = asyncio.run(scan_tier(catalog, "local", store))
+    assert again.removed == 100
+    assert catalog.totals()["local"].objects == 2400
+
+
+def test_unreachable_catalog_is_a_clear_error() -> None:
+    with pytest.raises(CatalogError, match="cannot use the catalog") as caught:
+        Catalog.open("postgresql+psycopg://nobody@127.0.0.1:1/none")
+    assert caught.value.hint is not None

@@ -1,0 +1,165 @@
+"""The ``shelflife`` command as a user runs it: a subprocess, exit codes, no tracebacks."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port
+
+SHELFLIFE = str(Path(sys.executable).parent / "shelflife")
+
+
+def shelflife(*args: str, cwd: Path, env: dict[str, str] | None = None,
+              user: str | None = None) -> subprocess.CompletedProcess[str]:
+    command = [SHELFLIFE, *args]
+    if user:
+        command = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *command]
+    environment = {k: v for k, v in os.environ.items()
+                   if not k.startswith(("STORAGE_", "SHELFLIFE_"))}
+    environment.update(env or {})
+    result = subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True,
+                            timeout=120, check=False)
+    assert "Traceback" not in result.stderr, result.stderr
+    return result
+
+
+def test_demo_builds_an_app_and_shows_it(tmp_path: Path) -> None:
+    result = shelflife("demo", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "40 rows" in result.stderr
+    assert "scanned local: 48 objects" in result.stdout
+    config = tmp_path / "demo" / "shelflife.toml"
+    stats = json.loads(shelflife("-c", str(config), "stats", "--json", cwd=tmp_path).stdout)
+    local = stats["tiers"]["local"]
+    assert local["objects"] == 48
+    assert local["capacity"] == 2_000_000
+    assert local["usage_ratio"] > local["high_watermark"]
+    assert stats["health"]["status"] == "warning"
+    again = shelflife("demo", cwd=tmp_path)
+    assert again.returncode == 0
+    check = shelflife("-c", str(config), "check", cwd=tmp_path)
+    assert check.returncode == 0, check.stdout
+
+
+def test_demo_refuses_to_clobber_a_foreign_folder(tmp_path: Path) -> None:
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "demo" / "precious.txt").write_text("mine")
+    result = shelflife("demo", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "not a shelflife demo" in result.stderr
+    assert (tmp_path / "demo" / "precious.txt").read_text() == "mine"
+
+
+def test_object_commands_round_trip(tmp_path: Path) -> None:
+    assert shelflife("init", cwd=tmp_path).returncode == 0
+    assert shelflife("init", cwd=tmp_path).returncode == 2
+    (tmp_path / "clip.mp4").write_bytes(b"clip bytes")
+    put = shelflife("put", "clip.mp4", "videos/clip.mp4", "--json", cwd=tmp_path)
+    assert put.returncode == 0, put.stderr
+    assert json.loads(put.stdout)["ref"] == "data/storage/outputs/videos/clip.mp4"
+    url = shelflife("url", "data/storage/outputs/videos/clip.mp4", cwd=tmp_path)
+    assert url.stdout.strip() == (tmp_path / "data/storage/outputs/videos/clip.mp4").as_uri()
+    listing = json.loads(shelflife("ls", "videos", "--json", cwd=tmp_path).stdout)
+    assert [(e["tier"], e["key"], e["size"]) for e in listing] == [("local", "videos/clip.mp4", 10)]
+    assert shelflife("get", "videos/clip.mp4", "back.mp4", cwd=tmp_path).returncode == 0
+    assert (tmp_path / "back.mp4").read_bytes() == b"clip bytes"
+    scan = json.loads(shelflife("scan", "--json", cwd=tmp_path).stdout)
+    assert scan["tiers"]["local"]["objects"] == 1
+    assert shelflife("rm", "videos/clip.mp4", cwd=tmp_path).returncode == 0
+    missing = shelflife("get", "videos/clip.mp4", cwd=tmp_path)
+    assert missing.returncode == 1
+    assert "no object" in missing.stderr
+
+
+@pytest.mark.parametrize("key", ["../etc/passwd", "/etc/passwd", "a/../../b", "a\\b"])
+def test_hostile_keys_are_refused_at_the_command_line(tmp_path: Path, key: str) -> None:
+    (tmp_path / "f").write_bytes(b"x")
+    result = shelflife("put", "f", key, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "error:" in result.stderr
+    assert not any((tmp_path / "data").rglob("passwd"))
+
+
+def test_invalid_config_names_the_field_and_exits_2(tmp_path: Path) -> None:
+    (tmp_path / "shelflife.toml").write_text("[tiers.local]\nurl = 'file://x'\ncapacity = 'huge'\n")
+    result = shelflife("stats", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "tiers.local.capacity" in result.stderr
+    assert "hint:" in result.stderr
+    assert not (tmp_path / "data").exists()
+
+
+def test_check_reports_an_unreachable_store_with_a_hint(tmp_path: Path) -> None:
+    port = free_port()
+    (tmp_path / "shelflife.toml").write_text(
+        "[catalog]\nurl='sqlite:///c.db'\n[tiers.local]\nurl='file://out'\n"
+        f"[tiers.cloud]\nurl='s3://b/p'\nendpoint='http://127.0.0.1:{port}'\n"
+        "access_key='x'\nsecret_key='very-secret-value'\n"
+    )
+    result = shelflife("check", "--json", cwd=tmp_path)
+    assert result.returncode == 2
+    checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
+    assert checks["local"]["ok"] is True
+    assert checks["cloud"]["ok"] is False
+    assert "cannot reach" in checks["cloud"]["message"]
+    assert checks["cloud"]["hint"]
+    assert "very-secret-value" not in result.stdout + result.stderr
+
+
+def test_check_reports_a_bucket_that_does_not_exist(tmp_path: Path, s3_endpoint: str) -> None:
+    (tmp_path / "shelflife.toml").write_text(
+        f"[tiers.cloud]\nurl='s3://no-such-bucket/p'\nendpoint='{s3_endpoint}'\n"
+        "access_key='testing'\nsecret_key='testing'\n"
+    )
+    result = shelflife("check", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "FAIL" in result.stdout
+    assert "does not exist" in result.stdout
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv")
+def test_check_explains_a_folder_owned_by_another_user() -> None:
+    probe = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                            SHELFLIFE, "--help"], capture_output=True, check=False)
+    if probe.returncode != 0:
+        pytest.skip("the virtual environment is not readable by user nobody here")
+    workdir = Path(tempfile.mkdtemp(dir="/tmp", prefix="shelflife-perm-"))
+    try:
+        workdir.chmod(0o777)
+        locked = workdir / "locked"
+        locked.mkdir(mode=0o755)
+        config = workdir / "shelflife.toml"
+        config.write_text(f"[catalog]\nurl='sqlite:///cat.db'\n[tiers.local]\nurl='file://{locked}'\n")
+        config.chmod(0o644)
+        result = shelflife("-c", str(config), "check", cwd=workdir, user="65534")
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert "is not writable by nobody" in result.stdout
+        assert "owned by root" in result.stdout
+        assert "hint:" in result.stdout
+    finally:
+        shutil.rmtree(workdir)
+
+
+def test_seed_environment_is_used_without_a_config_file(tmp_path: Path) -> None:
+    env = {"STORAGE_PROVIDER": "LOCAL", "STORAGE_OUTPUT_DIR": str(tmp_path / "outputs")}
+    (tmp_path / "outputs").mkdir()
+    (tmp_path / "outputs" / "a.mp4").write_bytes(b"a" * 10)
+    stats = shelflife("stats", "--json", cwd=tmp_path, env=env)
+    assert stats.returncode == 0, stats.stderr
+    local = json.loads(stats.stdout)["tiers"]["local"]
+    assert local["capacity"] == 140_000_000_000
+    scan = json.loads(shelflife("scan", "--json", cwd=tmp_path, env=env).stdout)
+    assert scan["tiers"]["local"]["objects"] == 1
+
+
+def test_unknown_command_is_a_usage_error(tmp_path: Path) -> None:
+    result = shelflife("frobnicate", cwd=tmp_path)
+    assert result.returncode == 2
