@@ -25,7 +25,9 @@ AZURE_ACCOUNT = "devstoreaccount1"
 AZURE_KEY = (
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 )
-PG_ADMIN_URL = os.environ.get("SHELFLIFE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN_URL = os.environ.get(
+    "SHELFLIFE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
 
 
 def free_port() -> int:
@@ -34,7 +36,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for_port(port: int, process: subprocess.Popen[bytes], name: str, timeout: float = 60) -> None:
+def wait_for_port(
+    port: int, process: subprocess.Popen[bytes], name: str, timeout: float = 60
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -53,7 +57,8 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """moto's S3 server over HTTP on a free port."""
     port = free_port()
     log = tmp_path_factory.mktemp("moto") / "moto.log"
-    binary = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
+    beside = Path(sys.executable).parent / "moto_server"
+    binary = str(beside) if beside.exists() else shutil.which("moto_server") or "moto_server"
     with log.open("wb") as out:
         process = subprocess.Popen(
             [binary, "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT
@@ -68,15 +73,27 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def azure_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Azurite's blob service over HTTP on a free port."""
     if not AZURITE.exists():
-        pytest.fail(f"Azurite is not installed at {AZURITE}: run scripts/test.sh, which installs it")
+        pytest.fail(
+            f"Azurite is not installed at {AZURITE}: run scripts/test.sh, which installs it"
+        )
     port = free_port()
     workdir = tmp_path_factory.mktemp("azurite")
     with (workdir / "azurite.log").open("wb") as out:
         process = subprocess.Popen(
-            [str(AZURITE), "--blobHost", "127.0.0.1", "--blobPort", str(port),
-             "--inMemoryPersistence", "--skipApiVersionCheck", "--loose", "--disableTelemetry",
+            [
+                str(AZURITE),
+                "--blobHost",
+                "127.0.0.1",
+                "--blobPort",
+                str(port),
+                "--inMemoryPersistence",
+                "--skipApiVersionCheck",
+                "--loose",
+                "--disableTelemetry",
             ],
-            stdout=out, stderr=subprocess.STDOUT, cwd=workdir,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=workdir,
         )
     wait_for_port(port, process, "azurite")
     yield f"http://127.0.0.1:{port}/{AZURE_ACCOUNT}"
@@ -94,8 +111,11 @@ def make_s3_bucket(s3_endpoint: str) -> str:
 
     name = f"test-{uuid.uuid4().hex[:12]}"
     boto3.client(
-        "s3", endpoint_url=s3_endpoint, region_name="us-east-1",
-        aws_access_key_id="testing", aws_secret_access_key="testing",
+        "s3",
+        endpoint_url=s3_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
     ).create_bucket(Bucket=name)
     return name
 
@@ -119,16 +139,22 @@ def make_azure_container(azure_endpoint: str) -> str:
 
 def s3_tier(endpoint: str, bucket: str, prefix: str = "pre", **extra: object) -> dict[str, object]:
     return {
-        "url": f"s3://{bucket}/{prefix}", "endpoint": endpoint, "region": "us-east-1",
-        "access_key": "testing", "secret_key": "testing",
-        "ref_format": f"s3://{bucket}/{prefix}/{{key}}", **extra,
+        "url": f"s3://{bucket}/{prefix}",
+        "endpoint": endpoint,
+        "region": "us-east-1",
+        "access_key": "testing",
+        "secret_key": "testing",
+        "ref_format": f"s3://{bucket}/{prefix}/{{key}}",
+        **extra,
     }
 
 
 def azure_tier(endpoint: str, container: str, prefix: str = "pre") -> dict[str, object]:
     return {
-        "url": f"az://{container}/{prefix}", "endpoint": endpoint,
-        "access_key": AZURE_ACCOUNT, "secret_key": AZURE_KEY,
+        "url": f"az://{container}/{prefix}",
+        "endpoint": endpoint,
+        "access_key": AZURE_ACCOUNT,
+        "secret_key": AZURE_KEY,
         "ref_format": f"az://{container}/{prefix}/{{key}}",
     }
 
@@ -160,7 +186,7 @@ def pg_catalog_url(pg_url: str) -> Iterator[str]:
     with engine.begin() as conn:
         conn.execute(text("DROP TABLE IF EXISTS objects, scans, alembic_version CASCADE"))
     engine.dispose()
-    yield pg_url
+    return pg_url
 
 
 def tier_config(kind: str, request: pytest.FixtureRequest, path: Path) -> dict[str, object]:

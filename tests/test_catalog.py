@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,14 +19,14 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def catalog(request: pytest.FixtureRequest, tmp_path: Path) -> Catalog:
+def catalog(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Catalog]:
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'catalog.db'}"
     else:
         url = request.getfixturevalue("pg_catalog_url")
     catalog = Catalog.open(url)
-    request.addfinalizer(catalog.close)
-    return catalog
+    yield catalog
+    catalog.close()
 
 
 def info(key: str, size: int = 10, etag: str | None = "e1", at: datetime = T0) -> ObjectInfo:
@@ -58,12 +59,16 @@ def test_an_upload_during_a_scan_is_not_forgotten(catalog: Catalog) -> None:
     scan = catalog.begin_scan("t", started)
     catalog.upsert_listed("t", [info("a")], started, scan)
     # The listing passed "m" before the upload created it.
-    catalog.record_put("t", "m", size=5, checksum="sha256:x", etag="e", now=started + timedelta(seconds=1))
+    catalog.record_put(
+        "t", "m", size=5, checksum="sha256:x", etag="e", now=started + timedelta(seconds=1)
+    )
     catalog.finish_scan("t", scan, started, started + timedelta(seconds=2))
     assert [o.key for o in catalog.iter_objects("t")] == ["a", "m"]
 
 
-def test_checksum_is_kept_while_unchanged_and_dropped_when_the_object_changes(catalog: Catalog) -> None:
+def test_checksum_is_kept_while_unchanged_and_dropped_when_the_object_changes(
+    catalog: Catalog,
+) -> None:
     catalog.record_put("t", "k", size=10, checksum="sha256:abc", etag="e1", now=T0)
     catalog.upsert_listed("t", [info("k", size=10, etag="e1")], T0)
     row = catalog.get("t", "k")
@@ -89,6 +94,7 @@ def test_times_come_back_aware_in_utc(catalog: Catalog) -> None:
     assert row is not None
     assert row.modified_at == T0
     assert row.modified_at.tzinfo is not None
+    assert row.state == "present"
     catalog.touch("t", ["k"], T0 + timedelta(days=1))
     row = catalog.get("t", "k")
     assert row is not None

@@ -17,16 +17,19 @@ from tests.conftest import free_port
 SHELFLIFE = str(Path(sys.executable).parent / "shelflife")
 
 
-def shelflife(*args: str, cwd: Path, env: dict[str, str] | None = None,
-              user: str | None = None) -> subprocess.CompletedProcess[str]:
+def shelflife(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, user: str | None = None
+) -> subprocess.CompletedProcess[str]:
     command = [SHELFLIFE, *args]
     if user:
         command = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *command]
-    environment = {k: v for k, v in os.environ.items()
-                   if not k.startswith(("STORAGE_", "SHELFLIFE_"))}
+    environment = {
+        k: v for k, v in os.environ.items() if not k.startswith(("STORAGE_", "SHELFLIFE_"))
+    }
     environment.update(env or {})
-    result = subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True,
-                            timeout=120, check=False)
+    result = subprocess.run(
+        command, cwd=cwd, env=environment, capture_output=True, text=True, timeout=120, check=False
+    )
     assert "Traceback" not in result.stderr, result.stderr
     return result
 
@@ -125,10 +128,15 @@ def test_check_reports_a_bucket_that_does_not_exist(tmp_path: Path, s3_endpoint:
     assert "does not exist" in result.stdout
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv")
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv"
+)
 def test_check_explains_a_folder_owned_by_another_user() -> None:
-    probe = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                            SHELFLIFE, "--help"], capture_output=True, check=False)
+    probe = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", SHELFLIFE, "--help"],
+        capture_output=True,
+        check=False,
+    )
     if probe.returncode != 0:
         pytest.skip("the virtual environment is not readable by user nobody here")
     workdir = Path(tempfile.mkdtemp(dir="/tmp", prefix="shelflife-perm-"))
@@ -137,7 +145,9 @@ def test_check_explains_a_folder_owned_by_another_user() -> None:
         locked = workdir / "locked"
         locked.mkdir(mode=0o755)
         config = workdir / "shelflife.toml"
-        config.write_text(f"[catalog]\nurl='sqlite:///cat.db'\n[tiers.local]\nurl='file://{locked}'\n")
+        config.write_text(
+            f"[catalog]\nurl='sqlite:///cat.db'\n[tiers.local]\nurl='file://{locked}'\n"
+        )
         config.chmod(0o644)
         result = shelflife("-c", str(config), "check", cwd=workdir, user="65534")
         assert result.returncode == 2, result.stdout + result.stderr

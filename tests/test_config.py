@@ -27,23 +27,64 @@ INVALID = [
     # (toml, the field path the error must name, a phrase of the reason)
     ("[tiers.local]\nurl = 'file://x'\ncapacity = 'lots'", "tiers.local.capacity", "not a size"),
     ("[tiers.local]\nurl = 'ftp://x'", "tiers.local.url", "no supported scheme"),
-    ("[tiers.local]\nurl = 'file://x'\nhigh_watermark = '180%'", "tiers.local.high_watermark", "outside"),
+    (
+        "[tiers.local]\nurl = 'file://x'\nhigh_watermark = '180%'",
+        "tiers.local.high_watermark",
+        "outside",
+    ),
     ("[tiers.local]\nurl = 'file://x'\nlow_watermark = '90%'", "tiers.local", "above"),
-    ("[tiers.local]\nurl = 'file://x'\nref_format = 'no/placeholder'", "tiers.local.ref_format", "exactly once"),
+    (
+        "[tiers.local]\nurl = 'file://x'\nref_format = 'no/placeholder'",
+        "tiers.local.ref_format",
+        "exactly once",
+    ),
     ("[tiers.local]\nurl = 'file://x'\nspeed = 'fast'", "tiers.local.speed", "unknown key"),
     ("[tiers.local]\nurl = 'file://x'\npresign_ttl = '30d'", "tiers.local.presign_ttl", "7d"),
     ("[tiers.cloud]\nurl = 's3://b'\ncapacity = 'disk'", "tiers.cloud", "file:// tiers only"),
     ("[tiers.local]\nurl = 'file://x'\n[catalogue]\nurl = 'x'", "catalogue", "unknown key"),
-    ("[tiers.local]\nurl = 'file://x'\n[schedule]\nlifecycle = '61 * * * *'", "schedule.lifecycle", "cron"),
-    ("[tiers.local]\nurl = 'file://x'\n[schedule]\ntimezone = 'Mars/Base'", "schedule.timezone", "time zone"),
-    (BASE + "[[rules]]\nid='r'\ntier='local'\naction='migrate'\nwhen='over-watermark'", "rules[0]", "needs 'to'"),
+    (
+        "[tiers.local]\nurl = 'file://x'\n[schedule]\nlifecycle = '61 * * * *'",
+        "schedule.lifecycle",
+        "cron",
+    ),
+    (
+        "[tiers.local]\nurl = 'file://x'\n[schedule]\ntimezone = 'Mars/Base'",
+        "schedule.timezone",
+        "time zone",
+    ),
+    (
+        BASE + "[[rules]]\nid='r'\ntier='local'\naction='migrate'\nwhen='over-watermark'",
+        "rules[0]",
+        "needs 'to'",
+    ),
     (BASE + "[[rules]]\nid='r'\ntier='local'\naction='shred'", "rules[0].action", "migrate"),
     (BASE + "[[rules]]\nid='r'\ntier='local'\naction='expire'", "rules[0]", "needs 'after'"),
-    (BASE + "[[rules]]\nid='r'\ntier='nowhere'\naction='expire'\nafter='1d'", "", "unknown tier 'nowhere'"),
-    (BASE + "[[rules]]\nid='r'\ntier='local'\naction='expire'\nafter='soon'", "rules[0].after", "not a duration"),
-    (BASE + "[[rules]]\nid='r'\ntier='local'\naction='collect-orphans'\nmax_fraction=2", "rules[0].max_fraction", "outside"),
-    (BASE + "[[references]]\ndatabase='app'\ntable='t'\ncolumn='c'", "", "declare it under [databases.app]"),
-    (BASE + "[[references]]\ndatabase='app'\ntable='t'\ncolumn='c'\non_expire='explode'\n[databases.app]\nurl='sqlite://'", "references[0].on_expire", "null"),
+    (
+        BASE + "[[rules]]\nid='r'\ntier='nowhere'\naction='expire'\nafter='1d'",
+        "",
+        "unknown tier 'nowhere'",
+    ),
+    (
+        BASE + "[[rules]]\nid='r'\ntier='local'\naction='expire'\nafter='soon'",
+        "rules[0].after",
+        "not a duration",
+    ),
+    (
+        BASE + "[[rules]]\nid='r'\ntier='local'\naction='collect-orphans'\nmax_fraction=2",
+        "rules[0].max_fraction",
+        "outside",
+    ),
+    (
+        BASE + "[[references]]\ndatabase='app'\ntable='t'\ncolumn='c'",
+        "",
+        "declare it under [databases.app]",
+    ),
+    (
+        BASE
+        + "[[references]]\ndatabase='app'\ntable='t'\ncolumn='c'\non_expire='explode'\n[databases.app]\nurl='sqlite://'",
+        "references[0].on_expire",
+        "null",
+    ),
     ("[catalog]\nurl = 'sqlite:///x.db'", "tiers", "required"),
 ]
 
@@ -72,8 +113,10 @@ def test_sizes_ratios_and_durations_are_parsed_once() -> None:
 
 
 def test_relative_paths_are_relative_to_the_config_folder() -> None:
-    config = parse("[catalog]\nurl='sqlite:///cat.db'\n[tiers.local]\nurl='file://data/out'\n"
-                   "[tiers.abs]\nurl='file:///var/abs'\n")
+    config = parse(
+        "[catalog]\nurl='sqlite:///cat.db'\n[tiers.local]\nurl='file://data/out'\n"
+        "[tiers.abs]\nurl='file:///var/abs'\n"
+    )
     assert config.tiers["local"].url == "file:///srv/app/data/out"
     assert config.tiers["abs"].url == "file:///var/abs"
     assert config.catalog.url == "sqlite:////srv/app/cat.db"
@@ -106,7 +149,9 @@ def test_secrets_are_read_from_files(tmp_path: Path) -> None:
     assert secret.get_secret_value() == "s3cr3t"
     assert "s3cr3t" not in repr(config)
     with pytest.raises(ConfigError) as caught:
-        parse("[tiers.cloud]\nurl='s3://b/p'\nsecret_key='x'\nsecret_key_file='secret'", base=tmp_path)
+        parse(
+            "[tiers.cloud]\nurl='s3://b/p'\nsecret_key='x'\nsecret_key_file='secret'", base=tmp_path
+        )
     assert caught.value.path == "tiers.cloud.secret_key_file"
     with pytest.raises(ConfigError, match="cannot read secret file"):
         parse("[tiers.cloud]\nurl='s3://b/p'\nsecret_key_file='absent'", base=tmp_path)
@@ -137,7 +182,10 @@ def test_embedded_default_carries_no_rule_that_deletes(tmp_path: Path) -> None:
     assert all(rule.action == "migrate" for rule in default.rules)
     rule = default.rules[0]
     assert (rule.tier, rule.to, rule.when) == ("local", "cloud", "over-watermark")
-    assert (default.tiers["local"].high_watermark, default.tiers["local"].low_watermark) == (0.8, 0.7)
+    assert (default.tiers["local"].high_watermark, default.tiers["local"].low_watermark) == (
+        0.8,
+        0.7,
+    )
 
 
 def test_unreadable_and_malformed_files_are_clear_errors(tmp_path: Path) -> None:
@@ -153,16 +201,39 @@ def test_unreadable_and_malformed_files_are_clear_errors(tmp_path: Path) -> None
     ("env", "url", "extra"),
     [
         ({"STORAGE_PROVIDER": "LOCAL"}, "file://{cwd}/data/storage/cold", {}),
-        ({"STORAGE_PROVIDER": "AWS", "STORAGE_BUCKET": "b", "STORAGE_REGION": "eu-west-1"},
-         "s3://b/outputs", {"region": "eu-west-1"}),
-        ({"STORAGE_PROVIDER": "CUSTOM", "STORAGE_BUCKET": "b", "STORAGE_ENDPOINT": "http://minio:9000"},
-         "s3://b/outputs", {"endpoint": "http://minio:9000"}),
-        ({"STORAGE_PROVIDER": "OCI", "STORAGE_BUCKET": "b", "STORAGE_ENDPOINT": "https://ns.compat.oci"},
-         "s3://b/outputs", {"endpoint": "https://ns.compat.oci"}),
-        ({"STORAGE_PROVIDER": "GCP", "STORAGE_BUCKET": "b"}, "s3://b/outputs",
-         {"endpoint": "https://storage.googleapis.com"}),
-        ({"STORAGE_PROVIDER": "AZURE", "STORAGE_BUCKET": "c", "STORAGE_ACCESS_KEY": "acct"},
-         "az://c/outputs", {}),
+        (
+            {"STORAGE_PROVIDER": "AWS", "STORAGE_BUCKET": "b", "STORAGE_REGION": "eu-west-1"},
+            "s3://b/outputs",
+            {"region": "eu-west-1"},
+        ),
+        (
+            {
+                "STORAGE_PROVIDER": "CUSTOM",
+                "STORAGE_BUCKET": "b",
+                "STORAGE_ENDPOINT": "http://minio:9000",
+            },
+            "s3://b/outputs",
+            {"endpoint": "http://minio:9000"},
+        ),
+        (
+            {
+                "STORAGE_PROVIDER": "OCI",
+                "STORAGE_BUCKET": "b",
+                "STORAGE_ENDPOINT": "https://ns.compat.oci",
+            },
+            "s3://b/outputs",
+            {"endpoint": "https://ns.compat.oci"},
+        ),
+        (
+            {"STORAGE_PROVIDER": "GCP", "STORAGE_BUCKET": "b"},
+            "s3://b/outputs",
+            {"endpoint": "https://storage.googleapis.com"},
+        ),
+        (
+            {"STORAGE_PROVIDER": "AZURE", "STORAGE_BUCKET": "c", "STORAGE_ACCESS_KEY": "acct"},
+            "az://c/outputs",
+            {},
+        ),
     ],
 )
 def test_seed_environment_builds_local_and_cloud_tiers(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,21 +22,26 @@ def make_shelf(tmp_path: Path, cloud: dict[str, Any] | None = None, **local: Any
     raw: dict[str, Any] = {
         "catalog": {"url": "sqlite:///catalog.db"},
         "tiers": {
-            "local": {"url": "file://data/storage/outputs", "ref_format": "data/storage/outputs/{key}",
-                      "ref_aliases": ["/workspace/outputs/{key}"], **local},
-            "cloud": cloud or {"url": "file://data/storage/cold", "ref_format": "data/storage/cold/{key}"},
+            "local": {
+                "url": "file://data/storage/outputs",
+                "ref_format": "data/storage/outputs/{key}",
+                "ref_aliases": ["/workspace/outputs/{key}"],
+                **local,
+            },
+            "cloud": cloud
+            or {"url": "file://data/storage/cold", "ref_format": "data/storage/cold/{key}"},
         },
     }
     return Shelf.open(parse_config(raw, base_dir=tmp_path, source="test", env={}))
 
 
 @pytest.fixture
-def shelf(tmp_path: Path, request: pytest.FixtureRequest) -> Shelf:
+def shelf(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Shelf]:
     endpoint = request.getfixturevalue("s3_endpoint")
     bucket = request.getfixturevalue("s3_bucket")
     shelf = make_shelf(tmp_path, s3_tier(endpoint, bucket, "outputs"))
-    request.addfinalizer(shelf.close)
-    return shelf
+    yield shelf
+    shelf.close()
 
 
 def test_put_returns_the_row_value_and_records_the_object(shelf: Shelf, tmp_path: Path) -> None:
@@ -48,7 +54,9 @@ def test_put_returns_the_row_value_and_records_the_object(shelf: Shelf, tmp_path
     row = shelf.catalog.get("local", "outputs/render.mp4")
     assert row is not None
     assert row.checksum == stored.checksum
-    assert (tmp_path / "data/storage/outputs/outputs/render.mp4").read_bytes() == source.read_bytes()
+    assert (
+        tmp_path / "data/storage/outputs/outputs/render.mp4"
+    ).read_bytes() == source.read_bytes()
 
 
 def test_key_and_any_spelling_of_the_location_resolve(shelf: Shelf) -> None:
@@ -71,8 +79,7 @@ def test_a_row_value_keeps_working_after_the_object_moves_tiers(shelf: Shelf) ->
 
 def test_streams_and_files_are_written_and_read_back(shelf: Shelf, tmp_path: Path) -> None:
     shelf.put(io.BytesIO(b"x" * 3_000_000), "stream/obj", tier="cloud")
-    target = shelf.get("stream/obj", tmp_path / "down" / "obj.bin")
-    assert isinstance(target, Path)
+    target = shelf.download("stream/obj", tmp_path / "down" / "obj.bin")
     assert target.read_bytes() == b"x" * 3_000_000
     with shelf.open("stream/obj") as handle:
         assert handle.read() == b"x" * 3_000_000
@@ -137,6 +144,7 @@ def test_compat_storage_service(shelf: Shelf, tmp_path: Path) -> None:
     local_ref = service.upload_file(source, "clip.mp4")
     cloud_ref = service.upload_to_cloud(source, "cloud/clip.mp4")
     assert local_ref == "data/storage/outputs/clip.mp4"
-    assert cloud_ref.startswith("s3://") and cloud_ref.endswith("/outputs/cloud/clip.mp4")
+    assert cloud_ref.startswith("s3://")
+    assert cloud_ref.endswith("/outputs/cloud/clip.mp4")
     assert service.get_file_url("clip.mp4").startswith("file://")
     assert httpx.get(service.get_file_url(cloud_ref)).content == b"clip"

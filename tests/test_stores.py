@@ -24,16 +24,44 @@ from shelflife.stores.transfer import transfer
 from tests.conftest import tier_config
 
 T = TypeVar("T")
-BACKENDS = ["memory", "file", pytest.param("s3", marks=pytest.mark.s3),
-            pytest.param("azure", marks=pytest.mark.azure)]
+BACKENDS = [
+    "memory",
+    "file",
+    pytest.param("s3", marks=pytest.mark.s3),
+    pytest.param("azure", marks=pytest.mark.azure),
+]
 HOSTILE_KEYS = [
-    "../escape", "a/../../b", "/abs/path", "a//b", "a/./b", "trailing/", "back\\slash",
-    "nul\0byte", "new\nline", "tab\there", "\x7fdel", "", "x" * 1025, "é" * 513, ".", "..",
+    "../escape",
+    "a/../../b",
+    "/abs/path",
+    "a//b",
+    "a/./b",
+    "trailing/",
+    "back\\slash",
+    "nul\0byte",
+    "new\nline",
+    "tab\there",
+    "\x7fdel",
+    "",
+    "x" * 1025,
+    "é" * 513,
+    ".",
+    "..",
 ]
 FRIENDLY_KEYS = [
-    "plain.txt", "deep/a/b/c/d/e/f/g.bin", "with space/file name.mp4", "ä/ö/ü.txt",
-    "emoji/🎬.mp4", "UPPER/lower", "a-c", "a.b", "a/b", "percent%20literal", "plus+sign",
-    "quote'and\"double", "/".join(["y" * 200] * 5) + "/" + "z" * 19,
+    "plain.txt",
+    "deep/a/b/c/d/e/f/g.bin",
+    "with space/file name.mp4",
+    "ä/ö/ü.txt",
+    "emoji/🎬.mp4",
+    "UPPER/lower",
+    "a-c",
+    "a.b",
+    "a/b",
+    "percent%20literal",
+    "plus+sign",
+    "quote'and\"double",
+    "/".join(["y" * 200] * 5) + "/" + "z" * 19,
 ]
 
 
@@ -96,6 +124,41 @@ def test_a_1024_byte_key_is_accepted_except_where_a_filesystem_cannot_hold_it(
         return
     run(store.put(key, b"long"))
     assert run(_read(store, key)) == b"long"
+
+
+def test_a_key_ending_in_hash_digits_is_refused_only_by_file_tiers(store: ObstoreStore) -> None:
+    if store.location.startswith("file://"):
+        with pytest.raises(InvalidKeyError, match="reserves"):
+            run(store.put("take#2", b"x"))
+        assert run(_all_keys(store)) == []
+        return
+    run(store.put("take#2", b"x"))
+    assert run(_all_keys(store)) == ["take#2"]
+
+
+def test_virtual_hosted_style_puts_the_bucket_in_the_host() -> None:
+    tier = TierConfig(
+        url="s3://media/pre",
+        endpoint="http://127.0.0.1:9000",
+        access_key="a",
+        secret_key="b",
+        virtual_hosted_style=True,
+    )
+    url = run(open_store(tier).url("x/y.mp4"))
+    assert url.startswith("http://media.127.0.0.1:9000/pre/x/y.mp4?")
+    path_style = run(open_store(tier.model_copy(update={"virtual_hosted_style": False})).url("k"))
+    assert path_style.startswith("http://127.0.0.1:9000/media/pre/k?")
+
+
+def test_presigned_urls_expire_after_presign_ttl() -> None:
+    tier = TierConfig(
+        url="s3://b",
+        endpoint="http://127.0.0.1:9",
+        access_key="a",
+        secret_key="b",
+        presign_ttl="15m",
+    )
+    assert "X-Amz-Expires=900" in run(open_store(tier).url("k"))
 
 
 def test_hostile_keys_are_rejected_and_nothing_is_written(store: ObstoreStore) -> None:
@@ -240,9 +303,18 @@ def test_large_object_streams_with_bounded_memory(backend: Backend, tmp_path: Pa
             handle.write(block)
     expected = "sha256:" + digest.hexdigest()
     out = subprocess.run(
-        [sys.executable, "-c", LARGE_PROGRAM, json.dumps(backend.raw), str(source),
-         str(tmp_path / "back.bin")],
-        capture_output=True, text=True, timeout=600, check=True,
+        [
+            sys.executable,
+            "-c",
+            LARGE_PROGRAM,
+            json.dumps(backend.raw),
+            str(source),
+            str(tmp_path / "back.bin"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
     ).stdout.split()
     written, put_checksum, read_checksum, growth = int(out[0]), out[1], out[2], int(out[3])
     assert written == size

@@ -13,8 +13,16 @@ from shelflife.units import format_size, parse_duration, parse_instant, parse_ra
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("0B", 0), ("140GB", 140 * 10**9), ("1.5MB", 1_500_000), ("5MiB", 5 * 2**20),
-     ("2 TiB", 2 * 2**40), ("1kb", 1000), (512, 512), ("300", 300)],
+    [
+        ("0B", 0),
+        ("140GB", 140 * 10**9),
+        ("1.5MB", 1_500_000),
+        ("5MiB", 5 * 2**20),
+        ("2 TiB", 2 * 2**40),
+        ("1kb", 1000),
+        (512, 512),
+        ("300", 300),
+    ],
 )
 def test_parse_size(text: str | int, expected: int) -> None:
     assert parse_size(text) == expected
@@ -41,9 +49,15 @@ def test_parse_ratio_rejects(text: object) -> None:
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("30d", timedelta(days=30)), ("1h", timedelta(hours=1)), ("90s", timedelta(seconds=90)),
-     ("1d12h", timedelta(days=1, hours=12)), ("2w", timedelta(weeks=2)), ("45", timedelta(seconds=45)),
-     ("15m", timedelta(minutes=15))],
+    [
+        ("30d", timedelta(days=30)),
+        ("1h", timedelta(hours=1)),
+        ("90s", timedelta(seconds=90)),
+        ("1d12h", timedelta(days=1, hours=12)),
+        ("2w", timedelta(weeks=2)),
+        ("45", timedelta(seconds=45)),
+        ("15m", timedelta(minutes=15)),
+    ],
 )
 def test_parse_duration(text: str, expected: timedelta) -> None:
     assert parse_duration(text) == expected

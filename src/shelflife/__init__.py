@@ -1,9 +1,9 @@
 """shelflife: keep file storage healthy without changing the application.
 
-    from shelflife import Shelf
-    shelf = Shelf.open("shelflife.toml")
-    ref = shelf.put("render.mp4", key="outputs/render.mp4")
-    shelf.url(ref)
+from shelflife import Shelf
+shelf = Shelf.open("shelflife.toml")
+ref = shelf.put("render.mp4", key="outputs/render.mp4")
+shelf.url(ref)
 """
 
 from shelflife.errors import ShelflifeError

@@ -35,8 +35,12 @@ class CheckResult:
 
     def as_json(self) -> dict[str, Any]:
         return {
-            "component": self.component, "name": self.name, "ok": self.ok,
-            "warning": self.warning, "message": self.message, "hint": self.hint,
+            "component": self.component,
+            "name": self.name,
+            "ok": self.ok,
+            "warning": self.warning,
+            "message": self.message,
+            "hint": self.hint,
         }
 
 
@@ -62,7 +66,10 @@ def check_tier(name: str, open_store: Any) -> CheckResult:
         return CheckResult("tier", name, False, f"{store.location}: {exc.message}", exc.hint)
     if echoed != payload:
         return CheckResult(
-            "tier", name, False, f"{store.location}: a probe object read back different bytes",
+            "tier",
+            name,
+            False,
+            f"{store.location}: a probe object read back different bytes",
             "the store does not keep what it is given; do not use it until this is explained",
         )
     return CheckResult("tier", name, True, f"{store.location}: writable, readable, deletable")
@@ -81,7 +88,10 @@ def check_database(name: str, url: str) -> CheckResult:
     except SQLAlchemyError as exc:
         detail = str(getattr(exc, "orig", exc) or exc).strip().splitlines()[0]
         return CheckResult(
-            "database", name, False, f"cannot connect to {where}: {detail}",
+            "database",
+            name,
+            False,
+            f"cannot connect to {where}: {detail}",
             "check the url under [databases." + name + "] and that the server runs",
         )
     finally:

@@ -18,7 +18,7 @@ class StorageService:
     """Upload files and resolve their URLs through a shelf."""
 
     def __init__(self, shelf: Shelf | None = None, *, config: Config | str | Path | None = None):
-        self.shelf = shelf or Shelf.open(config)
+        self.shelf = shelf or Shelf.from_config(config)
 
     def upload_file(self, path: str | Path, filename: str | None = None) -> str:
         """Store ``path`` on the local tier as ``filename``; return the row value to keep."""

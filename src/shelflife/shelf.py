@@ -44,8 +44,11 @@ class StoredObject:
 
     def as_json(self) -> dict[str, Any]:
         return {
-            "tier": self.tier, "key": self.key, "size": self.size,
-            "checksum": self.checksum, "ref": self.ref,
+            "tier": self.tier,
+            "key": self.key,
+            "size": self.size,
+            "checksum": self.checksum,
+            "ref": self.ref,
         }
 
 
@@ -124,8 +127,12 @@ class Shelf:
     # -- objects --------------------------------------------------------------------------
 
     def put(
-        self, source: str | Path | bytes | BinaryIO, key: str | None = None, *,
-        tier: str | None = None, overwrite: bool = True,
+        self,
+        source: str | Path | bytes | BinaryIO,
+        key: str | None = None,
+        *,
+        tier: str | None = None,
+        overwrite: bool = True,
     ) -> StoredObject:
         """Store a file, bytes or a binary stream; return where it went and its row value."""
         tier = tier or self.config.default_tier
@@ -153,16 +160,21 @@ class Shelf:
         ref = self.locator.render(Location(tier, key))
         return StoredObject(tier, key, result.size, result.checksum, ref)
 
-    def get(self, ref: str, dest: str | Path | None = None) -> bytes | Path:
-        """The object's bytes, or, with ``dest``, the file they were streamed into."""
+    def get(self, ref: str) -> bytes:
+        """The object's bytes, in memory: use :meth:`download` or :meth:`open` for large ones."""
+        location = self.resolve(ref)
+        self._touch(location)
+        return run_sync(self.store(location.tier).get_bytes(location.key))
+
+    def download(self, ref: str, dest: str | Path) -> Path:
+        """Stream the object into a file (or into a folder, under its name); return the file."""
         location = self.resolve(ref)
         store = self.store(location.tier)
         self._touch(location)
-        if dest is None:
-            return run_sync(store.get_bytes(location.key))
         target = Path(dest)
         if target.is_dir():
             target = target / Path(location.key).name
+        target.parent.mkdir(parents=True, exist_ok=True)
         run_sync(_download(store, location.key, target))
         return target
 
@@ -179,7 +191,7 @@ class Shelf:
         spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_LIMIT)  # noqa: SIM115
         run_sync(_spool(store, location.key, spool))
         spool.seek(0)
-        return spool  # type: ignore[return-value]
+        return spool
 
     open = _ClassOrInstance(from_config, open_object)
 
@@ -216,8 +228,11 @@ class Shelf:
         return [run_sync(scan_tier(self.catalog, name, store, progress)) for name, store in stores]
 
     def usage(self) -> list[TierUsage]:
-        stores = {name: self.store(name) for name, tier in self.config.tiers.items()
-                  if tier.capacity == "disk"}
+        stores = {
+            name: self.store(name)
+            for name, tier in self.config.tiers.items()
+            if tier.capacity == "disk"
+        }
         return tier_usage(self.config, self.catalog, stores)
 
     def health(self, usage: list[TierUsage] | None = None) -> Health:
@@ -238,7 +253,6 @@ async def _aiter_stream(stream: BinaryIO, chunk_size: int = 8 * 1024 * 1024) -> 
 
 
 async def _download(store: ObstoreStore, key: str, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
     fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -246,7 +260,7 @@ async def _download(store: ObstoreStore, key: str, target: Path) -> None:
                 handle.write(chunk)
         os.replace(temp, target)
     except BaseException:
-        Path(temp).unlink(missing_ok=True)
+        os.unlink(temp)
         raise
 
 

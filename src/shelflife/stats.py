@@ -58,7 +58,9 @@ class Health:
         self.reasons.append(reason)
 
 
-def tier_usage(config: Config, catalog: Catalog, stores: dict[str, ObstoreStore]) -> list[TierUsage]:
+def tier_usage(
+    config: Config, catalog: Catalog, stores: dict[str, ObstoreStore]
+) -> list[TierUsage]:
     """Usage of every tier from the inventory (and the filesystem for 'disk' capacity)."""
     totals = catalog.totals()
     usage = []
@@ -81,20 +83,16 @@ def tier_usage(config: Config, catalog: Catalog, stores: dict[str, ObstoreStore]
 def classify(usage: list[TierUsage], thresholds: HealthConfig) -> Health:
     """Healthy, warning or critical, with a reason a person can read for each concern."""
     health = Health()
+    critical, warning = thresholds.usage_critical, thresholds.usage_warning
     for tier in usage:
         ratio = tier.usage_ratio
         if ratio is None:
             continue
-        if ratio >= thresholds.usage_critical:
-            health.raise_to(
-                "critical",
-                f"tier {tier.name} is {ratio:.0%} full (critical at {thresholds.usage_critical:.0%})",
-            )
-        elif ratio >= thresholds.usage_warning:
-            health.raise_to(
-                "warning",
-                f"tier {tier.name} is {ratio:.0%} full (warning at {thresholds.usage_warning:.0%})",
-            )
+        full = f"tier {tier.name} is {ratio:.0%} full"
+        if ratio >= critical:
+            health.raise_to("critical", f"{full} (critical at {critical:.0%})")
+        elif ratio >= warning:
+            health.raise_to("warning", f"{full} (warning at {warning:.0%})")
     return health
 
 

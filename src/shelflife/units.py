@@ -47,7 +47,9 @@ def parse_size(value: str | int) -> int:
     number, unit = match.groups()
     factor = _SIZE_UNITS.get(unit.upper())
     if factor is None:
-        raise ValueError(f"unknown size unit {unit!r} in {value!r}; use B, KB, MB, GB, TB or KiB…TiB")
+        raise ValueError(
+            f"unknown size unit {unit!r} in {value!r}; use B, KB, MB, GB, TB or KiB…TiB"
+        )
     return int(float(number) * factor)
 
 
@@ -93,7 +95,9 @@ def parse_instant(value: str) -> datetime:
     try:
         instant = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise ValueError(f"{value!r} is not an ISO 8601 time; write e.g. 2026-03-01T00:00:00Z") from None
+        raise ValueError(
+            f"{value!r} is not an ISO 8601 time; write e.g. 2026-03-01T00:00:00Z"
+        ) from None
     if instant.tzinfo is None:
         instant = instant.replace(tzinfo=UTC)
     return instant.astimezone(UTC)

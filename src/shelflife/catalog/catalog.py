@@ -41,6 +41,7 @@ class CatalogObject:
     modified_at: datetime
     first_seen_at: datetime
     last_accessed_at: datetime | None
+    state: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,9 +111,15 @@ class Catalog:
             return
         rows = [
             {
-                "tier": tier, "key": info.key, "size": info.size, "etag": info.etag,
-                "modified_at": info.modified, "first_seen_at": now, "last_seen_at": now,
-                "scan_id": scan_id, "checksum": None,
+                "tier": tier,
+                "key": info.key,
+                "size": info.size,
+                "etag": info.etag,
+                "modified_at": info.modified,
+                "first_seen_at": now,
+                "last_seen_at": now,
+                "scan_id": scan_id,
+                "checksum": None,
             }
             for info in infos
         ]
@@ -154,7 +161,10 @@ class Catalog:
                 update(scans)
                 .where(scans.c.id == scan_id)
                 .values(
-                    finished_at=now, status="ok", objects=totals.objects, bytes=totals.bytes,
+                    finished_at=now,
+                    status="ok",
+                    objects=totals.objects,
+                    bytes=totals.bytes,
                     removed=removed,
                 )
             )
@@ -167,18 +177,34 @@ class Catalog:
             )
 
     def record_put(
-        self, tier: str, key: str, *, size: int, checksum: str | None, etag: str | None,
+        self,
+        tier: str,
+        key: str,
+        *,
+        size: int,
+        checksum: str | None,
+        etag: str | None,
         now: datetime,
     ) -> None:
         """Record an object shelflife itself has just written."""
         insert = self._insert().values(
-            tier=tier, key=key, size=size, checksum=checksum, etag=etag, modified_at=now,
-            first_seen_at=now, last_seen_at=now, last_accessed_at=None,
+            tier=tier,
+            key=key,
+            size=size,
+            checksum=checksum,
+            etag=etag,
+            modified_at=now,
+            first_seen_at=now,
+            last_seen_at=now,
+            last_accessed_at=None,
         )
         statement = insert.on_conflict_do_update(
             index_elements=[objects.c.tier, objects.c.key],
             set_={
-                "size": size, "checksum": checksum, "etag": etag, "modified_at": now,
+                "size": size,
+                "checksum": checksum,
+                "etag": etag,
+                "modified_at": now,
                 "last_seen_at": now,
             },
         )
@@ -245,19 +271,24 @@ class Catalog:
         """Objects and bytes per tier, from the inventory."""
         with self._connect() as conn:
             rows = conn.execute(
-                select(objects.c.tier, func.count(), func.coalesce(func.sum(objects.c.size), 0))
-                .group_by(objects.c.tier)
+                select(
+                    objects.c.tier, func.count(), func.coalesce(func.sum(objects.c.size), 0)
+                ).group_by(objects.c.tier)
             ).all()
         return {tier: TierTotals(int(count), int(size)) for tier, count, size in rows}
 
     def last_scan(self, tier: str) -> dict[str, Any] | None:
         with self._connect() as conn:
-            row = conn.execute(
-                select(scans)
-                .where(scans.c.tier == tier, scans.c.status == "ok")
-                .order_by(scans.c.started_at.desc())
-                .limit(1)
-            ).mappings().first()
+            row = (
+                conn.execute(
+                    select(scans)
+                    .where(scans.c.tier == tier, scans.c.status == "ok")
+                    .order_by(scans.c.started_at.desc())
+                    .limit(1)
+                )
+                .mappings()
+                .first()
+            )
         return dict(row) if row else None
 
     # -- helpers -------------------------------------------------------------------------
@@ -288,8 +319,15 @@ class Catalog:
 
 
 _OBJECT_COLUMNS = (
-    objects.c.tier, objects.c.key, objects.c.size, objects.c.checksum, objects.c.etag,
-    objects.c.modified_at, objects.c.first_seen_at, objects.c.last_accessed_at,
+    objects.c.tier,
+    objects.c.key,
+    objects.c.size,
+    objects.c.checksum,
+    objects.c.etag,
+    objects.c.modified_at,
+    objects.c.first_seen_at,
+    objects.c.last_accessed_at,
+    objects.c.state,
 )
 
 
@@ -330,7 +368,9 @@ def create_catalog_engine(url: str) -> Engine:
             try:
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise CatalogError(f"cannot create the folder for {database}: {exc.strerror}") from None
+                raise CatalogError(
+                    f"cannot create the folder for {database}: {exc.strerror}"
+                ) from None
         engine = create_engine(parsed, connect_args={"timeout": 30})
 
         @event.listens_for(engine, "connect")

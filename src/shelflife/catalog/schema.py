@@ -49,7 +49,9 @@ class UTCDateTime(TypeDecorator[datetime]):
 objects = Table(
     "objects",
     metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
     Column("tier", String(64), nullable=False),
     Column("key", KeyType, nullable=False),
     Column("size", BigInteger, nullable=False),
@@ -60,6 +62,8 @@ objects = Table(
     Column("last_seen_at", UTCDateTime, nullable=False),
     Column("last_accessed_at", UTCDateTime),
     Column("scan_id", Integer),
+    # present: on its tier. Later layers add states of their own (e.g. quarantined).
+    Column("state", String(16), nullable=False, server_default="present"),
     UniqueConstraint("tier", "key", name="uq_objects_tier_key"),
 )
 Index("ix_objects_tier_modified", objects.c.tier, objects.c.modified_at)

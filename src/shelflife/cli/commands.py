@@ -17,7 +17,11 @@ from shelflife.units import format_size
 
 ConfigOption = Annotated[
     Path | None,
-    typer.Option("--config", "-c", help="shelflife.toml to use (else $SHELFLIFE_CONFIG, ./shelflife.toml, the embedded default)"),
+    typer.Option(
+        "--config",
+        "-c",
+        help="shelflife.toml to use (else $SHELFLIFE_CONFIG, ./shelflife.toml, the default)",
+    ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="print JSON instead of tables")]
 TierOption = Annotated[str | None, typer.Option("--tier", "-t", help="tier name")]
@@ -29,7 +33,7 @@ class State:
 
     def open(self) -> Shelf:
         if self.shelf is None:
-            self.shelf = Shelf.open(self.config_path)
+            self.shelf = Shelf.from_config(self.config_path)
         return self.shelf
 
 
@@ -72,7 +76,9 @@ def check(json: JsonOption = False) -> int:
     results = [CheckResult("config", config.source, True, "valid")]
     try:
         shelf = state.open()
-        results.append(CheckResult("catalog", "catalog", True, f"schema {shelf.catalog.revision()}"))
+        results.append(
+            CheckResult("catalog", "catalog", True, f"schema {shelf.catalog.revision()}")
+        )
         results += [check_tier(name, shelf.store) for name in config.tiers]
     except ShelflifeError as exc:
         results.append(CheckResult("catalog", "catalog", False, exc.message, exc.hint))
@@ -96,9 +102,19 @@ def scan(tier: TierOption = None, json: JsonOption = False) -> None:
     shelf = state.open()
     results = shelf.scan([tier] if tier else None, progress=RichProgress(enabled=not json))
     if json:
-        print_json({"tiers": {
-            r.tier: {"objects": r.objects, "bytes": r.bytes, "removed": r.removed,
-                     "seconds": round(r.seconds, 3)} for r in results}})
+        print_json(
+            {
+                "tiers": {
+                    r.tier: {
+                        "objects": r.objects,
+                        "bytes": r.bytes,
+                        "removed": r.removed,
+                        "seconds": round(r.seconds, 3),
+                    }
+                    for r in results
+                }
+            }
+        )
         return
     for r in results:
         out.print(
@@ -118,7 +134,9 @@ def put(
     if json:
         print_json(stored.as_json())
     else:
-        out.print(f"stored {stored.key} on {stored.tier} ({format_size(stored.size)}): {stored.ref}")
+        out.print(
+            f"stored {stored.key} on {stored.tier} ({format_size(stored.size)}): {stored.ref}"
+        )
 
 
 def get(
@@ -126,7 +144,7 @@ def get(
     dest: Annotated[Path | None, typer.Argument(help="file or folder (default: .)")] = None,
 ) -> None:
     """Download an object to a file."""
-    target = state.open().get(key, dest or Path("."))
+    target = state.open().download(key, dest or Path("."))
     err.print(f"wrote {target}")
 
 
@@ -149,10 +167,17 @@ def ls(
     """List objects as the stores hold them now."""
     rows = state.open().ls(prefix, tier=tier)
     if json:
-        print_json([
-            {"tier": name, "key": info.key, "size": info.size, "modified": info.modified.isoformat()}
-            for name, info in rows
-        ])
+        print_json(
+            [
+                {
+                    "tier": name,
+                    "key": info.key,
+                    "size": info.size,
+                    "modified": info.modified.isoformat(),
+                }
+                for name, info in rows
+            ]
+        )
         return
     for name, info in rows:
         out.print(
@@ -188,7 +213,7 @@ def demo(
         f"built a sample application in {directory}/: {built.rows} rows in app.db pointing at "
         f"files on the local tier, {built.orphans} files no row points at"
     )
-    shelf = Shelf.open(built.config_path)
+    shelf = Shelf.from_config(built.config_path)
     state.shelf = shelf
     for result in shelf.scan(progress=RichProgress()):
         out.print(f"scanned {result.tier}: {result.objects} objects, {format_size(result.bytes)}")
@@ -196,5 +221,3 @@ def demo(
     health = shelf.health()
     out.print(f"health: {health.status}" + "".join(f"\n  - {r}" for r in health.reasons))
     out.print(f"\nconfig: {built.config_path}  (try: shelflife -c {built.config_path} stats)")
-
-

@@ -44,9 +44,15 @@ class RichProgress:
         if not self.enabled:
             return
         self._progress = Progress(
-            SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
-            MofNCompleteColumn(), TextColumn("objects"), TextColumn("{task.fields[size]}"),
-            TimeElapsedColumn(), console=err, transient=False,
+            SpinnerColumn(),
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("objects"),
+            TextColumn("{task.fields[size]}"),
+            TimeElapsedColumn(),
+            console=err,
+            transient=False,
         )
         self._progress.start()
         self._bytes = 0
@@ -75,8 +81,10 @@ def usage_bar(tier: TierUsage, width: int = 40) -> Text:
         return Text(f"{format_size(tier.bytes)} (no capacity set)", style="dim")
     filled = min(width, round(ratio * width))
     low, high = round(tier.low_watermark * width), round(tier.high_watermark * width)
-    color = "green" if ratio <= tier.low_watermark else (
-        "yellow" if ratio <= tier.high_watermark else "red"
+    color = (
+        "green"
+        if ratio <= tier.low_watermark
+        else ("yellow" if ratio <= tier.high_watermark else "red")
     )
     bar = Text()
     for cell in range(width):

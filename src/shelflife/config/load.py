@@ -142,7 +142,9 @@ def _read_secret_files(value: Any, base_dir: Path, path: str) -> Any:
         field = key.removesuffix("_file")
         if key.endswith("_file") and field in SECRET_FIELDS:
             if field in value:
-                raise ConfigError(f"both {field} and {key} are set; keep one", path=_join(path, key))
+                raise ConfigError(
+                    f"both {field} and {key} are set; keep one", path=_join(path, key)
+                )
             result[field] = _read_secret(item, base_dir, _join(path, key))
         else:
             result[key] = _read_secret_files(item, base_dir, _join(path, key))
@@ -195,17 +197,17 @@ def resolve_sqlite_url(url: str, base_dir: Path) -> str:
 def _config_error(exc: ValidationError, source: str) -> ConfigError:
     lines = []
     first_path = ""
-    for error in exc.errors():
+    for detail in exc.errors():
         location = ""
-        for part in error["loc"]:
+        for part in detail["loc"]:
             if isinstance(part, int):
                 location += f"[{part}]"
             elif not _is_pydantic_tag(part):
                 location = _join(location, part)
-        message = error["msg"].removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden":
+        message = detail["msg"].removeprefix("Value error, ")
+        if detail["type"] == "extra_forbidden":
             message = "unknown key (check its spelling; see 'shelflife init' for every option)"
-        elif error["type"] == "missing":
+        elif detail["type"] == "missing":
             message = "required but missing"
         first_path = first_path or location
         lines.append(f"{location}: {message}" if location else message)

@@ -231,7 +231,9 @@ class Config(_Strict):
         for index, rule in enumerate(self.rules):
             where = f"rules[{index}] (id {rule.id!r})"
             if rule.tier != "*" and rule.tier not in self.tiers:
-                raise ValueError(f"{where}: unknown tier {rule.tier!r}; known: {sorted(self.tiers)}")
+                raise ValueError(
+                    f"{where}: unknown tier {rule.tier!r}; known: {sorted(self.tiers)}"
+                )
             if rule.to is not None and rule.to not in self.tiers:
                 raise ValueError(f"{where}: unknown tier {rule.to!r} in 'to'")
         ids = [rule.id for rule in self.rules]

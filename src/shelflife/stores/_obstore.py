@@ -8,6 +8,7 @@ boundary, and nowhere else.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from contextlib import contextmanager
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from obstore import ObjectMeta
-    from obstore.store import ObjectStore
+    from obstore.store import ClientConfig, ObjectStore
 
 READ_CHUNK = 8 * 1024 * 1024
 LIST_CHUNK = 1000
@@ -136,7 +137,10 @@ class ObstoreStore:
             size = len(data)
             with self._writing(key):
                 result = await obs.put_async(
-                    self._store, key, data, mode="overwrite" if overwrite else "create",
+                    self._store,
+                    key,
+                    data,
+                    mode="overwrite" if overwrite else "create",
                     use_multipart=size > self.multipart_threshold,
                     chunk_size=self.multipart_chunk_size,
                     max_concurrency=self.max_part_concurrency,
@@ -149,7 +153,9 @@ class ObstoreStore:
         counter = _Counter()
         with self._writing(key):
             result = await obs.put_async(
-                self._store, key, _hashing(source, digest, counter),
+                self._store,
+                key,
+                _hashing(source, digest, counter),
                 chunk_size=self.multipart_chunk_size,
                 max_concurrency=self.max_part_concurrency,
             )
@@ -157,9 +163,9 @@ class ObstoreStore:
 
     async def _small_file_or_stream(self, path: Path) -> bytes | AsyncIterable[bytes]:
         try:
-            size = path.stat().st_size
+            size = (await asyncio.to_thread(path.stat)).st_size
             if size <= self.multipart_threshold:
-                return path.read_bytes()
+                return await asyncio.to_thread(path.read_bytes)
         except FileNotFoundError:
             raise ObjectNotFound(f"no file at {path}") from None
         except OSError as exc:
@@ -282,7 +288,7 @@ def split_bucket_url(url: str) -> tuple[str, str]:
     return bucket, prefix.strip("/")
 
 
-def client_options(tier: Any) -> dict[str, Any]:
+def client_options(tier: Any) -> ClientConfig:
     """HTTP client settings: plain http only when the endpoint says so, generous timeouts."""
     endpoint = tier.endpoint or ""
     allow_http = tier.allow_http if tier.allow_http is not None else endpoint.startswith("http://")

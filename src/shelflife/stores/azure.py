@@ -35,17 +35,23 @@ class AzureStore(ObstoreStore):
         if tier.endpoint:
             config["endpoint"] = tier.endpoint.rstrip("/")
         store = _ObAzureStore(
-            container, prefix=prefix or None, config=config,  # type: ignore[arg-type]
+            container,
+            prefix=prefix or None,
+            config=config,  # type: ignore[arg-type]
             client_options=client_options(tier),
         )
         self.container = container
         self.prefix = prefix
         self.account_name = config["account_name"]
         self._account_key = config.get("account_key")
-        self.endpoint = config.get("endpoint") or f"https://{self.account_name}.blob.core.windows.net"
+        self.endpoint = (
+            config.get("endpoint") or f"https://{self.account_name}.blob.core.windows.net"
+        )
         self.presign_ttl = tier.presign_ttl
+        self._signer = store
         super().__init__(
-            store, tier.url.rstrip("/"),
+            store,
+            tier.url.rstrip("/"),
             multipart_threshold=tier.multipart_threshold,
             multipart_chunk_size=tier.multipart_chunk_size,
         )
@@ -59,10 +65,13 @@ class AzureStore(ObstoreStore):
 
             blob = join_key(self.prefix, key)
             sas = generate_blob_sas(
-                self.account_name, self.container, blob, account_key=self._account_key,
+                self.account_name,
+                self.container,
+                blob,
+                account_key=self._account_key,
                 permission=BlobSasPermissions(read=True),
                 expiry=datetime.now(UTC) + self.presign_ttl,
             )
             return f"{self.endpoint}/{self.container}/{quote(blob, safe='/')}?{sas}"
         with self._translated(key):
-            return await obs.sign_async(self._store, "GET", key, self.presign_ttl)  # type: ignore[arg-type]
+            return await obs.sign_async(self._signer, "GET", key, self.presign_ttl)

@@ -28,13 +28,17 @@ class GCSStore(ObstoreStore):
         if tier.endpoint:
             config["base_url"] = tier.endpoint.rstrip("/")
         store = _ObGCSStore(
-            bucket, prefix=prefix or None, config=config,  # type: ignore[arg-type]
+            bucket,
+            prefix=prefix or None,
+            config=config,  # type: ignore[arg-type]
             client_options=client_options(tier),
         )
         self.bucket = bucket
         self.presign_ttl = tier.presign_ttl
+        self._signer = store
         super().__init__(
-            store, tier.url.rstrip("/"),
+            store,
+            tier.url.rstrip("/"),
             multipart_threshold=tier.multipart_threshold,
             multipart_chunk_size=tier.multipart_chunk_size,
         )
@@ -42,4 +46,4 @@ class GCSStore(ObstoreStore):
     async def url(self, key: str) -> str:
         validate_key(key)
         with self._translated(key):
-            return await obs.sign_async(self._store, "GET", key, self.presign_ttl)  # type: ignore[arg-type]
+            return await obs.sign_async(self._signer, "GET", key, self.presign_ttl)

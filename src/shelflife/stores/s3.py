@@ -38,14 +38,18 @@ class S3Store(ObstoreStore):
         if tier.session_token is not None:
             config["session_token"] = tier.session_token.get_secret_value()
         store = _ObS3Store(
-            bucket, prefix=prefix or None, config=config,  # type: ignore[arg-type]
+            bucket,
+            prefix=prefix or None,
+            config=config,  # type: ignore[arg-type]
             client_options=client_options(tier),
         )
         self.bucket = bucket
         self.prefix = prefix
         self.presign_ttl = tier.presign_ttl
+        self._signer = store
         super().__init__(
-            store, tier.url.rstrip("/"),
+            store,
+            tier.url.rstrip("/"),
             multipart_threshold=tier.multipart_threshold,
             multipart_chunk_size=tier.multipart_chunk_size,
         )
@@ -53,4 +57,4 @@ class S3Store(ObstoreStore):
     async def url(self, key: str) -> str:
         validate_key(key)
         with self._translated(key):
-            return await obs.sign_async(self._store, "GET", key, self.presign_ttl)  # type: ignore[arg-type]
+            return await obs.sign_async(self._signer, "GET", key, self.presign_ttl)

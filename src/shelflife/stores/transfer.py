@@ -7,8 +7,12 @@ from shelflife.stores.base import PutResult
 
 
 async def transfer(
-    src: ObstoreStore, src_key: str, dst: ObstoreStore, dst_key: str | None = None,
-    *, overwrite: bool = True,
+    src: ObstoreStore,
+    src_key: str,
+    dst: ObstoreStore,
+    dst_key: str | None = None,
+    *,
+    overwrite: bool = True,
 ) -> PutResult:
     """Copy one object from ``src`` to ``dst``; return what was written (size, SHA-256).
 

@@ -21,8 +21,10 @@ def upgrade() -> None:
     op.create_table(
         "objects",
         sa.Column(
-            "id", sa.BigInteger().with_variant(sa.Integer, "sqlite"),
-            primary_key=True, autoincrement=True,
+            "id",
+            sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+            primary_key=True,
+            autoincrement=True,
         ),
         sa.Column("tier", sa.String(64), nullable=False),
         sa.Column("key", KeyType, nullable=False),
@@ -34,6 +36,7 @@ def upgrade() -> None:
         sa.Column("last_seen_at", UTCDateTime, nullable=False),
         sa.Column("last_accessed_at", UTCDateTime),
         sa.Column("scan_id", sa.Integer),
+        sa.Column("state", sa.String(16), nullable=False, server_default="present"),
         sa.UniqueConstraint("tier", "key", name="uq_objects_tier_key"),
     )
     op.create_index("ix_objects_tier_modified", "objects", ["tier", "modified_at"])

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Install everything the test suite needs, then run it: lint, types, tests.
+# Usage: bash scripts/test.sh [pytest arguments]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+AZURITE_VERSION=3.35.0
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "Python environment (.venv)"
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet -e '.[test]'
+
+step "Azurite ${AZURITE_VERSION} (npm, into .cache/node)"
+if ! [ -x .cache/node/node_modules/.bin/azurite-blob ] ||
+   ! grep -q "\"version\": \"${AZURITE_VERSION}\"" .cache/node/node_modules/azurite/package.json 2>/dev/null; then
+  mkdir -p .cache/node
+  npm install --prefix .cache/node --no-audit --no-fund --silent "azurite@${AZURITE_VERSION}"
+fi
+
+step "PostgreSQL"
+if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n 1)" main start
+  for _ in $(seq 30); do pg_isready -h 127.0.0.1 -p 5432 -q && break; sleep 1; done
+fi
+pg_isready -h 127.0.0.1 -p 5432
+
+step "ruff"
+.venv/bin/ruff check src tests bench
+.venv/bin/ruff format --check src tests bench
+
+step "mypy"
+.venv/bin/mypy
+
+step "pytest"
+.venv/bin/pytest "$@"
