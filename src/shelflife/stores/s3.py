@@ -10,10 +10,13 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import ipaddress
+
 import obstore as obs
 from obstore.store import S3Store as _ObS3Store
 
 from shelflife.config.model import TierConfig
+from shelflife.errors import StoreConfigError
 from shelflife.keys import validate_key
 from shelflife.stores._obstore import ObstoreStore, client_options, split_bucket_url
 
@@ -28,6 +31,12 @@ class S3Store(ObstoreStore):
             endpoint = tier.endpoint.rstrip("/")
             if tier.virtual_hosted_style:
                 parts = urlsplit(endpoint)
+                if _is_ip_address(parts.hostname or ""):
+                    raise StoreConfigError(
+                        f"virtual_hosted_style needs a host name in the endpoint, not the "
+                        f"address {parts.hostname}",
+                        hint="use path-style requests (virtual_hosted_style = false)",
+                    )
                 endpoint = urlunsplit(parts._replace(netloc=f"{bucket}.{parts.netloc}"))
             config["endpoint"] = endpoint
         config["virtual_hosted_style_request"] = tier.virtual_hosted_style
@@ -58,3 +67,11 @@ class S3Store(ObstoreStore):
         validate_key(key)
         with self._translated(key):
             return await obs.sign_async(self._signer, "GET", key, self.presign_ttl)
+
+
+def _is_ip_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
