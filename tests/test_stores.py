@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from shelflife.config.model import TierConfig
-from shelflife.errors import InvalidKeyError, ObjectExists, ObjectNotFound
+from shelflife.errors import InvalidKeyError, ObjectExists, ObjectNotFound, StoreConfigError
 from shelflife.stores import ObstoreStore, open_store
 from shelflife.stores.transfer import transfer
 from tests.conftest import tier_config
@@ -139,15 +139,18 @@ def test_a_key_ending_in_hash_digits_is_refused_only_by_file_tiers(store: Obstor
 def test_virtual_hosted_style_puts_the_bucket_in_the_host() -> None:
     tier = TierConfig(
         url="s3://media/pre",
-        endpoint="http://127.0.0.1:9000",
+        endpoint="http://localhost:9000",
         access_key="a",
         secret_key="b",
         virtual_hosted_style=True,
     )
     url = run(open_store(tier).url("x/y.mp4"))
-    assert url.startswith("http://media.127.0.0.1:9000/pre/x/y.mp4?")
+    assert url.startswith("http://media.localhost:9000/pre/x/y.mp4?")
     path_style = run(open_store(tier.model_copy(update={"virtual_hosted_style": False})).url("k"))
-    assert path_style.startswith("http://127.0.0.1:9000/media/pre/k?")
+    assert path_style.startswith("http://localhost:9000/media/pre/k?")
+    by_address = tier.model_copy(update={"endpoint": "http://127.0.0.1:9000"})
+    with pytest.raises(StoreConfigError, match="needs a host name"):
+        open_store(by_address)
 
 
 def test_presigned_urls_expire_after_presign_ttl() -> None:

@@ -7,10 +7,9 @@ the bucket is prepended to the endpoint's host, since obstore expects it there.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
-
-import ipaddress
 
 import obstore as obs
 from obstore.store import S3Store as _ObS3Store
