@@ -325,3 +325,30 @@ def test_large_object_streams_with_bounded_memory(backend: Backend, tmp_path: Pa
     assert read_checksum == expected
     # Streaming keeps a few 8 MiB parts in flight; holding the object would need 96 MiB.
     assert growth < 64 * 1024 * 1024, f"memory grew by {growth / 2**20:.0f} MiB"
+
+
+def test_gcs_tier_opens_and_signs_v4_urls_with_a_service_account(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    account = {
+        "type": "service_account",
+        "project_id": "demo",
+        "private_key_id": "1",
+        "private_key": private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ).decode(),
+        "client_email": "shelflife@demo.iam.gserviceaccount.com",
+        "client_id": "1",
+        "token_uri": "https://oauth2.googleapis.com/token",
+    }
+    credentials = tmp_path / "account.json"
+    credentials.write_text(json.dumps(account))
+    tier = TierConfig(url="gs://media/pre", credentials_file=str(credentials), presign_ttl="10m")
+    url = run(open_store(tier).url("a b/ä.mp4"))
+    assert url.startswith("https://storage.googleapis.com/media/pre/a%20b/%C3%A4.mp4?")
+    assert "X-Goog-Algorithm=GOOG4-RSA-SHA256" in url
+    assert "X-Goog-Expires=600" in url
