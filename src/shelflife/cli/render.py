@@ -66,6 +66,9 @@ class RichProgress:
 
     def finish(self) -> None:
         if self._progress is not None:
+            if self._task is not None:
+                done = self._progress.tasks[self._task].completed
+                self._progress.update(self._task, total=done, completed=done)
             self._progress.stop()
         self._progress = None
         self._task = None
