@@ -13,15 +13,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, String, Text, column, create_engine, inspect, select, table, text
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.sql.expression import ColumnClause
 
 from shelflife.aio import run_sync
+from shelflife.catalog.schema import metadata as catalog_metadata
+from shelflife.config.model import Config
 from shelflife.errors import ShelflifeError
+from shelflife.locations import Locator
+from shelflife.references import Databases, ReferenceSource
 from shelflife.stores._obstore import ObstoreStore
 from shelflife.stores.local import LocalStore
 
 PROBE_PREFIX = ".shelflife-probe"
+CATALOG_TABLES = frozenset(catalog_metadata.tables) | {"alembic_version"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,3 +130,86 @@ def _user_name(uid: int) -> str:
         return pwd.getpwuid(uid).pw_name
     except (KeyError, ImportError):
         return f"uid {uid}"
+
+
+SAMPLE_ROWS = 50
+
+
+def lint_references(config: Config, databases: Databases, locator: Locator) -> list[CheckResult]:
+    """Warn about reference columns without an index, and undeclared columns that hold
+    values spelled like a tier's locations (a table whose paths would never be migrated)."""
+    results: list[CheckResult] = []
+    declared = {(r.database, r.table, r.column) for r in config.references}
+    for ref in config.references:
+        source = ReferenceSource(ref, databases.engine(ref.database))
+        try:
+            rows = source.count()
+        except ShelflifeError as exc:
+            results.append(CheckResult("reference", source.label, False, exc.message, exc.hint))
+            continue
+        indexed = source.has_index()
+        if indexed is False:
+            results.append(
+                CheckResult(
+                    "reference",
+                    source.label,
+                    True,
+                    f"{rows} rows; the column has no index: re-checks and rewrites scan the table",
+                    f"CREATE INDEX ON {ref.table} ({ref.column})",
+                    warning=True,
+                )
+            )
+        else:
+            results.append(CheckResult("reference", source.label, True, f"{rows} rows, indexed"))
+    for name in config.databases:
+        results += _undeclared_columns(name, databases.engine(name), declared, locator)
+    return results
+
+
+def _undeclared_columns(
+    database: str, engine: Engine, declared: set[tuple[str, str, str]], locator: Locator
+) -> list[CheckResult]:
+    found = []
+    try:
+        inspector = inspect(engine)
+        tables = inspector.get_table_names()
+    except SQLAlchemyError:
+        return []
+    for table_name in tables:
+        if table_name in CATALOG_TABLES:
+            continue
+        for info in inspector.get_columns(table_name):
+            if (database, table_name, info["name"]) in declared:
+                continue
+            if not isinstance(info["type"], String | Text):
+                continue
+            sample = _sample(engine, table_name, info["name"])
+            hits = [value for value in sample if locator.parse_specific(value) is not None]
+            if hits:
+                found.append(
+                    CheckResult(
+                        "reference",
+                        f"{database}.{table_name}.{info['name']}",
+                        True,
+                        f"undeclared reference column: values such as {hits[0]!r} look like "
+                        "locations on a tier, but no [[references]] entry names this column",
+                        "declare it under [[references]] so its objects are migrated and protected",
+                        warning=True,
+                    )
+                )
+    return found
+
+
+def _sample(engine: Engine, table_name: str, column_name: str) -> list[str]:
+    column_ref: ColumnClause[Any] = column(column_name)
+    query = (
+        select(column_ref)
+        .select_from(table(table_name, column_ref))
+        .where(column_ref.is_not(None))
+        .limit(SAMPLE_ROWS)
+    )
+    try:
+        with engine.connect() as conn:
+            return [str(value) for value in conn.execute(query).scalars()]
+    except SQLAlchemyError:
+        return []

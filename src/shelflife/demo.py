@@ -55,6 +55,15 @@ action = "migrate"
 to = "cloud"
 when = "over-watermark"
 order = "oldest"
+
+[[rules]]
+id = "orphans"
+tier = "*"
+action = "collect-orphans"
+grace = "7d"                # files younger than this are never collected
+mode = "quarantine"         # moved under .shelflife-trash/; 'shelflife restore KEY' undoes it
+quarantine_days = 7
+max_fraction = 0.25
 """
 
 

@@ -56,6 +56,18 @@ class Locator:
 
     def parse(self, value: str) -> Location | None:
         """The location a value names, or None when it matches no tier's spelling."""
+        found = self.parse_specific(value)
+        if found is not None:
+            return found
+        if len(self._bare) == 1:
+            try:
+                return Location(self._bare[0], validate_key(value))
+            except InvalidKeyError:
+                return None
+        return None
+
+    def parse_specific(self, value: str) -> Location | None:
+        """Like :meth:`parse`, but only through a tier's own spelling (never a bare key)."""
         for template in self._templates:
             key = template.match(value)
             if key is not None:
@@ -63,11 +75,6 @@ class Locator:
                     return Location(template.tier, validate_key(key))
                 except InvalidKeyError:
                     continue
-        if len(self._bare) == 1:
-            try:
-                return Location(self._bare[0], validate_key(value))
-            except InvalidKeyError:
-                return None
         return None
 
     def candidates(self, value: str) -> list[Location]:

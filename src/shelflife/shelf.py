@@ -13,17 +13,23 @@ import os
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
 from shelflife.aio import run_sync
+from shelflife.audit import AuditReport, audit_references
 from shelflife.catalog import Catalog
+from shelflife.catalog.ledger import Ledger
+from shelflife.collection import GcOutcome, collect_garbage, release_object, restore_from_quarantine
 from shelflife.config import Config, load_config
 from shelflife.errors import ObjectNotFound, UsageError
 from shelflife.inventory import ScanResult, scan_tier
 from shelflife.keys import validate_key, validate_prefix
 from shelflife.locations import Location, Locator
+from shelflife.orphans import OrphanCollector
 from shelflife.progress import Progress
+from shelflife.references import Databases, ParseReport, ReferenceSource, open_sources
 from shelflife.stats import Health, TierUsage, classify, stats_json, tier_usage
 from shelflife.stores import ObjectInfo, ObstoreStore, open_store
 from shelflife.stores.local import LocalStore
@@ -75,7 +81,9 @@ class Shelf:
     def __init__(self, config: Config, catalog: Catalog | None = None) -> None:
         self.config = config
         self.catalog = catalog or Catalog.open(config.catalog.url)
+        self.ledger = Ledger(self.catalog.engine)
         self.locator = Locator(config)
+        self.databases = Databases(config)
         self._stores: dict[str, ObstoreStore] = {}
 
     @classmethod
@@ -86,6 +94,7 @@ class Shelf:
         return cls(config)
 
     def close(self) -> None:
+        self.databases.dispose()
         self.catalog.close()
 
     def __enter__(self) -> Shelf:
@@ -153,6 +162,10 @@ class Shelf:
             payload = bytes(source)
         else:
             payload = _aiter_stream(source)
+        # The lease keeps the new object out of orphan collection while it is written and
+        # for upload_lease after, long enough for the application to insert its row.
+        started = utcnow()
+        self.ledger.acquire_lease(tier, key, started + self.config.tiers[tier].upload_lease)
         result = run_sync(store.put(key, payload, overwrite=overwrite))
         self.catalog.record_put(
             tier, key, size=result.size, checksum=result.checksum, etag=result.etag, now=utcnow()
@@ -217,6 +230,59 @@ class Shelf:
                 for info in chunk:
                     yield name, info
 
+    # -- references and orphans ------------------------------------------------------------
+
+    def sources(self) -> list[ReferenceSource]:
+        """The declared reference sources, opened."""
+        return open_sources(self.config, self.databases)
+
+    def collector(self) -> OrphanCollector:
+        return OrphanCollector(
+            self.config, self.catalog, self.ledger, self.locator, self.sources(), self.store
+        )
+
+    def refresh_references(self, progress: Progress | None = None) -> ParseReport:
+        """Take a fresh snapshot of every reference (for stats and the dashboard)."""
+        return self.collector().snapshot(utcnow(), progress)[1]
+
+    def gc(
+        self,
+        *,
+        dry_run: bool = False,
+        rule: str | None = None,
+        at: datetime | None = None,
+        mark: int | None = None,
+        progress: Progress | None = None,
+    ) -> GcOutcome:
+        """Collect orphans per the collect-orphans rules (see :mod:`shelflife.orphans`)."""
+        return collect_garbage(
+            self.collector(), dry_run=dry_run, rule=rule, at=at, mark=mark, progress=progress
+        )
+
+    def pin(self, ref: str, until: datetime | None = None) -> Location:
+        """Keep an object from ever being collected or expired (until ``until``)."""
+        location = self.resolve(ref)
+        self.ledger.pin(location.tier, location.key, until, utcnow())
+        return location
+
+    def unpin(self, ref: str) -> Location:
+        location = self.resolve(ref)
+        if not self.ledger.unpin(location.tier, location.key):
+            raise UsageError(f"{location.key} on {location.tier} is not pinned")
+        return location
+
+    def restore(self, key: str, *, tier: str | None = None) -> Location:
+        """Bring a quarantined object back to its key (never over a newer object there)."""
+        return run_sync(restore_from_quarantine(self, key, tier))
+
+    def release(self, ref: str) -> bool:
+        """Delete an object now if no reference, pin or lease holds it; say whether it went."""
+        return release_object(self, ref)
+
+    def audit(self, *, repair: bool = False) -> AuditReport:
+        """Rows that point at missing objects; with ``repair``, repoint those found elsewhere."""
+        return audit_references(self, repair=repair)
+
     # -- inventory and stats --------------------------------------------------------------
 
     def scan(
@@ -233,7 +299,10 @@ class Shelf:
             for name, tier in self.config.tiers.items()
             if tier.capacity == "disk"
         }
-        return tier_usage(self.config, self.catalog, stores)
+        snapshot = self.ledger.latest_snapshot()
+        counts = None if snapshot is None else self.ledger.reference_counts(snapshot["id"])
+        quarantined = self.ledger.quarantined_totals()
+        return tier_usage(self.config, self.catalog, stores, counts, quarantined)
 
     def health(self, usage: list[TierUsage] | None = None) -> Health:
         return classify(usage if usage is not None else self.usage(), self.config.health)

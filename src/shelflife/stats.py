@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from shelflife.catalog import Catalog
+from shelflife.catalog.ledger import ReferenceCounts
 from shelflife.config.model import Config, HealthConfig
 from shelflife.stores._obstore import ObstoreStore
 from shelflife.stores.local import LocalStore
@@ -28,6 +29,11 @@ class TierUsage:
     used_bytes: int
     high_watermark: float
     low_watermark: float
+    referenced_objects: int | None = None
+    orphan_objects: int | None = None
+    orphan_bytes: int | None = None
+    quarantined_objects: int = 0
+    quarantined_bytes: int = 0
 
     @property
     def usage_ratio(self) -> float | None:
@@ -44,6 +50,11 @@ class TierUsage:
             "used_bytes": self.used_bytes,
             "high_watermark": self.high_watermark,
             "low_watermark": self.low_watermark,
+            "referenced_objects": self.referenced_objects,
+            "orphan_objects": self.orphan_objects,
+            "orphan_bytes": self.orphan_bytes,
+            "quarantined_objects": self.quarantined_objects,
+            "quarantined_bytes": self.quarantined_bytes,
         }
 
 
@@ -59,9 +70,20 @@ class Health:
 
 
 def tier_usage(
-    config: Config, catalog: Catalog, stores: dict[str, ObstoreStore]
+    config: Config,
+    catalog: Catalog,
+    stores: dict[str, ObstoreStore],
+    references: dict[str, ReferenceCounts] | None = None,
+    quarantined: dict[str, tuple[int, int]] | None = None,
 ) -> list[TierUsage]:
-    """Usage of every tier from the inventory (and the filesystem for 'disk' capacity)."""
+    """Usage of every tier from the inventory (and the filesystem for 'disk' capacity).
+
+    ``references`` (from the latest reference snapshot) fills the referenced and orphan
+    figures; without a snapshot they stay None: unknown, not zero. Quarantined objects
+    still occupy their tier, so they count in ``objects`` and ``bytes`` and are also
+    reported on their own.
+    """
+    quarantined = quarantined or {}
     totals = catalog.totals()
     usage = []
     for name, tier in config.tiers.items():
@@ -74,8 +96,21 @@ def tier_usage(
             capacity, used = store.disk_size(), store.disk_used()
         else:
             capacity = tier.capacity
+        counts = None if references is None else references.get(name, ReferenceCounts(0, 0, 0))
         usage.append(
-            TierUsage(name, objects, size, capacity, used, tier.high_watermark, tier.low_watermark)
+            TierUsage(
+                name,
+                objects,
+                size,
+                capacity,
+                used,
+                tier.high_watermark,
+                tier.low_watermark,
+                None if counts is None else counts.referenced_objects,
+                None if counts is None else counts.orphan_objects,
+                None if counts is None else counts.orphan_bytes,
+                *quarantined.get(name, (0, 0)),
+            )
         )
     return usage
 
@@ -85,6 +120,7 @@ def classify(usage: list[TierUsage], thresholds: HealthConfig) -> Health:
     health = Health()
     critical, warning = thresholds.usage_critical, thresholds.usage_warning
     for tier in usage:
+        _classify_orphans(tier, thresholds, health)
         ratio = tier.usage_ratio
         if ratio is None:
             continue
@@ -94,6 +130,22 @@ def classify(usage: list[TierUsage], thresholds: HealthConfig) -> Health:
         elif ratio >= warning:
             health.raise_to("warning", f"{full} (warning at {warning:.0%})")
     return health
+
+
+def _classify_orphans(tier: TierUsage, thresholds: HealthConfig, health: Health) -> None:
+    if not tier.orphan_objects or not tier.objects:
+        return
+    by_count = tier.orphan_objects / tier.objects
+    by_bytes = (tier.orphan_bytes or 0) / tier.bytes if tier.bytes else 0.0
+    worst = max(by_count, by_bytes)
+    what = (
+        f"tier {tier.name}: {tier.orphan_objects} of {tier.objects} objects "
+        f"({by_count:.0%}, {by_bytes:.0%} of bytes) are orphans"
+    )
+    if worst > thresholds.orphan_critical:
+        health.raise_to("critical", f"{what} (critical above {thresholds.orphan_critical:.0%})")
+    elif worst >= thresholds.orphan_warning:
+        health.raise_to("warning", f"{what} (warning at {thresholds.orphan_warning:.0%})")
 
 
 def stats_json(usage: list[TierUsage], health: Health) -> dict[str, Any]:

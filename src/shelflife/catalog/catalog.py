@@ -248,6 +248,24 @@ class Catalog:
             rows = conn.execute(select(*_OBJECT_COLUMNS).where(objects.c.key == key)).all()
         return [CatalogObject(*row) for row in rows]
 
+    def present(self, locations: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which (tier, key) pairs the inventory holds."""
+        wanted = list(locations)
+        found: set[tuple[str, str]] = set()
+        by_tier: dict[str, list[str]] = {}
+        for tier, key in wanted:
+            by_tier.setdefault(tier, []).append(key)
+        with self._connect() as conn:
+            for tier, keys in by_tier.items():
+                for start in range(0, len(keys), 500):
+                    rows = conn.execute(
+                        select(objects.c.key).where(
+                            objects.c.tier == tier, objects.c.key.in_(keys[start : start + 500])
+                        )
+                    ).scalars()
+                    found.update((tier, key) for key in rows)
+        return found
+
     def iter_objects(
         self, tier: str, prefix: str = "", *, batch_size: int = 5000
     ) -> Iterator[CatalogObject]:

@@ -81,3 +81,84 @@ scans = Table(
     Column("removed", BigInteger, nullable=False, default=0),
 )
 Index("ix_scans_tier_started", scans.c.tier, scans.c.started_at)
+
+# -- references, protection and orphan collection (0002) ------------------------------
+
+ref_snapshots = Table(
+    "ref_snapshots",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("taken_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime),
+    Column("status", String(16), nullable=False),  # building | ok | failed
+    Column("rows", BigInteger, nullable=False, default=0),
+    Column("unmatched", BigInteger, nullable=False, default=0),
+)
+
+refs = Table(
+    "refs",
+    metadata,
+    Column("snapshot_id", Integer, nullable=False),
+    Column("tier", String(64), nullable=False),
+    Column("key", KeyType, nullable=False),
+)
+Index("ix_refs_snapshot_key", refs.c.snapshot_id, refs.c.key)
+
+pins = Table(
+    "pins",
+    metadata,
+    Column("tier", String(64), primary_key=True),
+    Column("key", KeyType, primary_key=True),
+    Column("until", UTCDateTime),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+leases = Table(
+    "leases",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("tier", String(64), nullable=False),
+    Column("key", KeyType, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+)
+Index("ix_leases_tier_key", leases.c.tier, leases.c.key)
+
+marks = Table(
+    "marks",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("rule", String(128), nullable=False),
+    Column("tier", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("evaluated_at", UTCDateTime, nullable=False),
+    Column("status", String(16), nullable=False),  # open | swept | refused
+    Column("candidates", BigInteger, nullable=False, default=0),
+    Column("bytes", BigInteger, nullable=False, default=0),
+    Column("snapshot_id", Integer),
+)
+
+mark_items = Table(
+    "mark_items",
+    metadata,
+    Column("mark_id", Integer, nullable=False),
+    Column("key", KeyType, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("modified_at", UTCDateTime, nullable=False),
+    Column("etag", String(256)),
+)
+Index("ix_mark_items_mark_key", mark_items.c.mark_id, mark_items.c.key)
+
+quarantine = Table(
+    "quarantine",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("tier", String(64), nullable=False),
+    Column("key", KeyType, nullable=False),
+    Column("trash_key", KeyType, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("quarantined_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("state", String(16), nullable=False),  # held | restored | purged
+)
+Index("ix_quarantine_tier_key", quarantine.c.tier, quarantine.c.key)
+Index("ix_quarantine_state_expires", quarantine.c.state, quarantine.c.expires_at)

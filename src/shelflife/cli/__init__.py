@@ -12,7 +12,7 @@ from typing import Any
 
 import typer
 
-from shelflife.cli import commands
+from shelflife.cli import collect, commands
 from shelflife.cli.render import err
 from shelflife.errors import ShelflifeError
 
@@ -24,6 +24,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 commands.register(app)
+collect.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -8,36 +8,13 @@ from typing import Annotated
 
 import typer
 
-from shelflife.checks import CheckResult, check_database, check_tier
+from shelflife.checks import CheckResult, check_database, check_tier, lint_references
 from shelflife.cli.render import RichProgress, err, out, print_json, usage_table
+from shelflife.cli.state import ConfigOption, JsonOption, TierOption, state
 from shelflife.config import load_config
 from shelflife.errors import ShelflifeError, UsageError
 from shelflife.shelf import Shelf
 from shelflife.units import format_size
-
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--config",
-        "-c",
-        help="shelflife.toml to use (else $SHELFLIFE_CONFIG, ./shelflife.toml, the default)",
-    ),
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="print JSON instead of tables")]
-TierOption = Annotated[str | None, typer.Option("--tier", "-t", help="tier name")]
-
-
-class State:
-    config_path: Path | None = None
-    shelf: Shelf | None = None
-
-    def open(self) -> Shelf:
-        if self.shelf is None:
-            self.shelf = Shelf.from_config(self.config_path)
-        return self.shelf
-
-
-state = State()
 
 
 def register(app: typer.Typer) -> None:
@@ -82,45 +59,65 @@ def check(json: JsonOption = False) -> int:
         results += [check_tier(name, shelf.store) for name in config.tiers]
     except ShelflifeError as exc:
         results.append(CheckResult("catalog", "catalog", False, exc.message, exc.hint))
-    results += [
+    databases = [
         check_database(name, db.url.get_secret_value()) for name, db in config.databases.items()
     ]
+    results += databases
+    if state.shelf is not None and all(result.ok for result in databases):
+        results += lint_references(config, state.shelf.databases, state.shelf.locator)
     failed = [result for result in results if not result.ok]
     if json:
         print_json({"ok": not failed, "checks": [result.as_json() for result in results]})
     else:
         for result in results:
-            mark = "[green]ok[/]" if result.ok else "[bold red]FAIL[/]"
+            mark = (
+                ("[yellow]warn[/]" if result.warning else "[green]ok[/]")
+                if result.ok
+                else ("[bold red]FAIL[/]")
+            )
             out.print(f"{mark:>20} {result.component} {result.name}: {result.message}")
-            if result.hint and not result.ok:
+            if result.hint and (result.warning or not result.ok):
                 out.print(f"{'':>9}[dim]hint: {result.hint}[/]")
     return 2 if failed else 0
 
 
 def scan(tier: TierOption = None, json: JsonOption = False) -> None:
-    """Bring the inventory up to date with the stores."""
+    """Bring the inventory up to date with the stores, and snapshot the references."""
     shelf = state.open()
-    results = shelf.scan([tier] if tier else None, progress=RichProgress(enabled=not json))
+    progress = RichProgress(enabled=not json)
+    results = shelf.scan([tier] if tier else None, progress=progress)
+    references = shelf.refresh_references(progress) if shelf.config.references else None
     if json:
-        print_json(
-            {
-                "tiers": {
-                    r.tier: {
-                        "objects": r.objects,
-                        "bytes": r.bytes,
-                        "removed": r.removed,
-                        "seconds": round(r.seconds, 3),
-                    }
-                    for r in results
-                }
+        figures = {
+            r.tier: {
+                "objects": r.objects,
+                "bytes": r.bytes,
+                "removed": r.removed,
+                "seconds": round(r.seconds, 3),
             }
-        )
+            for r in results
+        }
+        data: dict[str, object] = {"tiers": figures}
+        if references is not None:
+            data["references"] = {
+                "rows": references.rows,
+                "unmatched": references.unmatched,
+                "unmatched_examples": references.examples,
+            }
+        print_json(data)
         return
     for r in results:
         out.print(
             f"{r.tier}: {r.objects:,} objects, {format_size(r.bytes)}"
             f" ({r.removed:,} gone since the last scan) in {r.seconds:.1f}s"
         )
+    if references is not None:
+        out.print(
+            f"references: {references.rows:,} rows read, "
+            f"{references.unmatched:,} match no tier's spelling"
+        )
+        for example in references.examples:
+            out.print(f"  unmatched: {example}", markup=False)
 
 
 def put(
@@ -205,7 +202,7 @@ def stats(json: JsonOption = False) -> None:
 def demo(
     directory: Annotated[Path, typer.Option("--dir", help="where to build it")] = Path("demo"),
 ) -> None:
-    """Build a sample application and show what shelflife sees in it."""
+    """Build a sample application and run shelflife against it."""
     from shelflife.demo import build_demo
 
     built = build_demo(directory)
@@ -215,9 +212,35 @@ def demo(
     )
     shelf = Shelf.from_config(built.config_path)
     state.shelf = shelf
-    for result in shelf.scan(progress=RichProgress()):
+    progress = RichProgress()
+    for result in shelf.scan(progress=progress):
         out.print(f"scanned {result.tier}: {result.objects} objects, {format_size(result.bytes)}")
-    out.print(usage_table(shelf.usage()))
-    health = shelf.health()
-    out.print(f"health: {health.status}" + "".join(f"\n  - {r}" for r in health.reasons))
+    shelf.refresh_references(progress)
+    _show_stats(shelf, "before")
+
+    plan = shelf.gc(dry_run=True, progress=progress).as_json()
+    out.print("\n[bold]orphan collection plan[/] (gc --dry-run)")
+    for action in plan["actions"]:
+        out.print(
+            f"  {action['action']:<11} {action['key']}  {format_size(action['bytes'])}",
+            markup=False,
+        )
+    done = shelf.gc(progress=progress)
+    moved = done.as_json()["totals"].get("quarantine", {"objects": 0, "bytes": 0})
+    out.print(
+        f"quarantined {moved['objects']} orphans ({format_size(moved['bytes'])}); "
+        f"every referenced file is still in place"
+    )
+    shelf.scan(progress=progress)
+    shelf.refresh_references(progress)
+    _show_stats(shelf, "after")
     out.print(f"\nconfig: {built.config_path}  (try: shelflife -c {built.config_path} stats)")
+
+
+def _show_stats(shelf: Shelf, when: str) -> None:
+    usage = shelf.usage()
+    table = usage_table(usage)
+    table.title = f"Storage by tier ({when})"
+    out.print(table)
+    health = shelf.health(usage)
+    out.print(f"health: {health.status}" + "".join(f"\n  - {r}" for r in health.reasons))

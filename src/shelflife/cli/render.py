@@ -77,11 +77,11 @@ class RichProgress:
 __all__ = ["DownloadColumn", "RichProgress", "err", "out", "print_json"]
 
 
-def usage_bar(tier: TierUsage, width: int = 40) -> Text:
+def usage_bar(tier: TierUsage, width: int = 20) -> Text:
     """A bar filled to the tier's usage, with ╎ at the low and ┃ at the high watermark."""
     ratio = tier.usage_ratio
     if ratio is None:
-        return Text(f"{format_size(tier.bytes)} (no capacity set)", style="dim")
+        return Text("no capacity set", style="dim")
     filled = min(width, round(ratio * width))
     low, high = round(tier.low_watermark * width), round(tier.high_watermark * width)
     color = (
@@ -97,16 +97,37 @@ def usage_bar(tier: TierUsage, width: int = 40) -> Text:
             bar.append("╎", style="magenta")
         else:
             bar.append("█" if cell < filled else "░", style=color if cell < filled else "dim")
-    bar.append(f" {ratio:6.1%} of {format_size(tier.capacity or 0)}")
+    bar.append(f" {ratio:.0%}")
     return bar
 
 
 def usage_table(usage: list[TierUsage]) -> Table:
-    table = Table(title="Storage by tier", title_justify="left")
+    table = Table(
+        title="Storage by tier",
+        title_justify="left",
+        caption="usage bar: ╎ low watermark, ┃ high watermark",
+        caption_justify="left",
+    )
     table.add_column("tier", style="bold")
     table.add_column("objects", justify="right")
     table.add_column("bytes", justify="right")
-    table.add_column("usage  (╎ low, ┃ high watermark)")
+    table.add_column("orphans", justify="right")
+    table.add_column("capacity", justify="right")
+    table.add_column("usage", no_wrap=True)
     for tier in usage:
-        table.add_row(tier.name, f"{tier.objects:,}", format_size(tier.bytes), usage_bar(tier))
+        orphans = (
+            "?"
+            if tier.orphan_objects is None
+            else (f"{tier.orphan_objects:,} ({format_size(tier.orphan_bytes or 0)})")
+        )
+        if tier.quarantined_objects:
+            orphans += f"\n+{tier.quarantined_objects:,} in quarantine"
+        table.add_row(
+            tier.name,
+            f"{tier.objects:,}",
+            format_size(tier.bytes),
+            orphans,
+            "—" if tier.capacity is None else format_size(tier.capacity),
+            usage_bar(tier),
+        )
     return table

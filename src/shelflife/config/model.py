@@ -71,6 +71,7 @@ class TierConfig(_Strict):
     virtual_hosted_style: bool = False
     allow_http: bool | None = None
     presign_ttl: Duration = timedelta(hours=1)
+    upload_lease: Duration = timedelta(hours=1)
     storage_class: str | None = None
     multipart_threshold: Size = 8 * 1024 * 1024
     multipart_chunk_size: Size = 8 * 1024 * 1024

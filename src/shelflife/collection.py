@@ -1,0 +1,163 @@
+"""Service functions for orphan collection: ``gc``, release, restore.
+
+They return the DESIGN's JSON shapes: a dry run gives the plan shape (the candidates as
+``actions``), a real run the run shape (the actions taken). A refusal raises
+:class:`~shelflife.errors.RefusedError`; the CLI turns it into ``"status": "refused"``
+and exit code 3.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from shelflife.aio import run_sync
+from shelflife.errors import ObjectExists, RefusedError, UsageError
+from shelflife.locations import Location
+from shelflife.orphans import Action, Failure, OrphanCollector, Skip, totals
+from shelflife.progress import Progress
+from shelflife.references import spellings
+from shelflife.stores.transfer import transfer
+from shelflife.units import utcnow
+
+if TYPE_CHECKING:
+    from shelflife.shelf import Shelf
+
+FUTURE_SLACK = timedelta(seconds=5)
+
+
+@dataclass
+class GcOutcome:
+    """What a gc did (or, for a dry run, would do)."""
+
+    now: datetime
+    dry_run: bool
+    mark_ids: list[int] = field(default_factory=list)
+    actions: list[Action] = field(default_factory=list)
+    skipped: list[Skip] = field(default_factory=list)
+    failed: list[Failure] = field(default_factory=list)
+    unmatched: int = 0
+    unmatched_examples: list[str] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        return "partial" if self.failed else "ok"
+
+    def as_json(self) -> dict[str, Any]:
+        common = {
+            "actions": [a.as_json() for a in self.actions],
+            "skipped": [s.as_json() for s in self.skipped],
+            "totals": totals(self.actions),
+            "marks": self.mark_ids,
+            "unmatched_references": {"count": self.unmatched, "examples": self.unmatched_examples},
+        }
+        if self.dry_run:
+            return {"now": self.now.isoformat(), **common}
+        run_id = "gc-" + "-".join(str(m) for m in self.mark_ids) if self.mark_ids else None
+        return {
+            "run_id": run_id,
+            "status": self.status,
+            "now": self.now.isoformat(),
+            **common,
+            "failed": [f.as_json() for f in self.failed],
+        }
+
+
+def collect_garbage(
+    collector: OrphanCollector,
+    *,
+    dry_run: bool,
+    rule: str | None,
+    at: datetime | None,
+    mark: int | None,
+    progress: Progress | None,
+) -> GcOutcome:
+    now = utcnow()
+    if at is not None:
+        if at > now + FUTURE_SLACK and not dry_run:
+            raise UsageError(
+                "--at in the future evaluates ages as they will be then; it is for dry runs only",
+                hint="add --dry-run to see what would be collected at that time",
+            )
+        now = at
+    outcome = GcOutcome(now=now, dry_run=dry_run)
+    if mark is not None:
+        if dry_run:
+            raise UsageError("--mark sweeps a saved mark; it cannot be combined with --dry-run")
+        result = run_sync(collector.sweep(mark, now, progress))
+        outcome.mark_ids.append(mark)
+        outcome.actions, outcome.skipped, outcome.failed = (
+            result.actions,
+            result.skipped,
+            result.failed,
+        )
+        return outcome
+    if not dry_run:
+        outcome.actions += run_sync(collector.purge_quarantine(now))
+    marks = collector.mark_all(now, rule_id=rule, progress=progress)
+    if marks:
+        outcome.unmatched = marks[0].unmatched.unmatched
+        outcome.unmatched_examples = marks[0].unmatched.examples
+    for item in marks:
+        outcome.mark_ids.append(item.record.id)
+        if dry_run:
+            outcome.actions += item.actions
+            continue
+        result = run_sync(collector.sweep(item.record.id, now, progress))
+        outcome.actions += result.actions
+        outcome.skipped += result.skipped
+        outcome.failed += result.failed
+    return outcome
+
+
+def release_object(shelf: Shelf, ref: str) -> bool:
+    """Delete the object ``ref`` names now, unless a reference, pin or lease holds it."""
+    sources = shelf.sources()
+    if not sources:
+        raise RefusedError(
+            "no reference source is declared, so shelflife cannot tell that nothing points here",
+            hint="declare the columns that point at objects under [[references]]",
+        )
+    location = shelf.resolve(ref)
+    values = spellings(shelf.locator, shelf.config, location.key)
+    for source in sources:
+        if source.present(values):
+            return False
+    if shelf.ledger.protected_keys(location.tier, [location.key], utcnow()):
+        return False
+    run_sync(shelf.store(location.tier).delete(location.key))
+    shelf.catalog.forget(location.tier, [location.key])
+    return True
+
+
+async def restore_from_quarantine(shelf: Shelf, key: str, tier: str | None) -> Location:
+    entry = await asyncio.to_thread(shelf.ledger.find_quarantined, key, tier)
+    if entry is None:
+        raise UsageError(
+            f"{key!r} is not in quarantine" + (f" on tier {tier}" if tier else ""),
+            hint="quarantined objects are kept for the rule's quarantine_days, then purged",
+        )
+    store = shelf.store(entry.tier)
+    try:
+        result = await transfer(store, entry.trash_key, store, entry.key, overwrite=False)
+    except ObjectExists:
+        raise UsageError(
+            f"an object already exists at {entry.key} on {entry.tier}; not overwriting it",
+            hint="move or delete that object first, then restore",
+        ) from None
+    await store.delete(entry.trash_key)
+    now = utcnow()
+    await asyncio.to_thread(shelf.catalog.forget, entry.tier, [entry.trash_key])
+    await asyncio.to_thread(
+        shelf.catalog.record_put,
+        entry.tier,
+        entry.key,
+        size=result.size,
+        checksum=result.checksum,
+        etag=result.etag,
+        now=now,
+    )
+    await asyncio.to_thread(shelf.ledger.set_quarantine_state, entry.id, "restored")
+    return Location(entry.tier, entry.key)

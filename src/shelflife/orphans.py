@@ -1,0 +1,399 @@
+"""Orphan collection: mark the objects no reference points at, then sweep them in batches.
+
+Safety, in the order it is enforced:
+
+1. Refuse (exit 3, nothing deleted) when no reference source is declared, when a source
+   cannot be read, when a source is empty while the tier holds objects, or when the
+   candidates exceed the rule's ``max_fraction`` of the tier.
+2. Mark only objects older than the rule's ``grace``, not pinned, not under an upload
+   lease, absent from the reference snapshot (an anti-join in the catalog).
+3. At sweep time, re-check every batch: the references (each source queried for every
+   spelling of the batch's keys), pins and leases, and the object itself (a HEAD: it must
+   still be the object that was marked). Only then delete, or move under the trash prefix.
+
+A mark is saved with an id, so a dry run's list can be reviewed and that same list swept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from shelflife.catalog import Catalog
+from shelflife.catalog.ledger import CandidateFilter, Ledger, MarkRecord, trash_key
+from shelflife.config.model import Config, RuleConfig
+from shelflife.errors import ObjectNotFound, RefusedError, ShelflifeError, UsageError
+from shelflife.locations import Locator
+from shelflife.progress import NullProgress, Progress
+from shelflife.references import ParseReport, ReferenceSource, parse_values, spellings
+from shelflife.stores._obstore import ObstoreStore
+from shelflife.stores.transfer import transfer
+
+HEAD_CONCURRENCY = 32
+
+
+@dataclass
+class Action:
+    action: str  # "delete-orphan" | "quarantine"
+    rule: str
+    tier: str
+    key: str
+    bytes: int
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "action": self.action,
+            "rule": self.rule,
+            "tier": self.tier,
+            "key": self.key,
+            "bytes": self.bytes,
+        }
+
+
+@dataclass
+class Skip:
+    rule: str
+    tier: str
+    key: str
+    reason: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {"rule": self.rule, "tier": self.tier, "key": self.key, "reason": self.reason}
+
+
+@dataclass
+class Failure:
+    rule: str
+    tier: str
+    key: str
+    error: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {"rule": self.rule, "tier": self.tier, "key": self.key, "error": self.error}
+
+
+@dataclass
+class Mark:
+    record: MarkRecord
+    actions: list[Action]
+    unmatched: ParseReport
+
+
+@dataclass
+class SweepResult:
+    mark_id: int
+    actions: list[Action] = field(default_factory=list)
+    skipped: list[Skip] = field(default_factory=list)
+    failed: list[Failure] = field(default_factory=list)
+
+
+def totals(actions: list[Action]) -> dict[str, dict[str, int]]:
+    result: dict[str, dict[str, int]] = {}
+    for action in actions:
+        entry = result.setdefault(action.action, {"objects": 0, "bytes": 0})
+        entry["objects"] += 1
+        entry["bytes"] += action.bytes
+    return result
+
+
+class OrphanCollector:
+    """Marks and sweeps orphans for the collect-orphans rules of one configuration."""
+
+    def __init__(
+        self,
+        config: Config,
+        catalog: Catalog,
+        ledger: Ledger,
+        locator: Locator,
+        sources: list[ReferenceSource],
+        store: Callable[[str], ObstoreStore],
+    ) -> None:
+        self.config = config
+        self.catalog = catalog
+        self.ledger = ledger
+        self.locator = locator
+        self.sources = sources
+        self.store = store
+
+    # -- snapshot ----------------------------------------------------------------------------
+
+    def snapshot(self, now: datetime, progress: Progress | None = None) -> tuple[int, ParseReport]:
+        """Copy every location the sources name into the catalog; refuse if one is unreadable."""
+        progress = progress or NullProgress()
+        report = ParseReport()
+        snapshot_id = self.ledger.begin_snapshot(now)
+        progress.start("read references")
+        try:
+            for source in self.sources:
+                for values in source.iter_values():
+                    self.ledger.add_refs(
+                        snapshot_id, list(parse_values(self.locator, values, report))
+                    )
+                    progress.advance(len(values))
+        except BaseException:
+            self.ledger.fail_snapshot(snapshot_id)
+            raise
+        finally:
+            progress.finish()
+        self.ledger.finish_snapshot(
+            snapshot_id, rows=report.rows, unmatched=report.unmatched, now=now
+        )
+        return snapshot_id, report
+
+    # -- mark --------------------------------------------------------------------------------
+
+    def rules(self, rule_id: str | None = None) -> list[RuleConfig]:
+        rules = [r for r in self.config.rules if r.action == "collect-orphans" and r.enabled]
+        if rule_id is not None:
+            rules = [r for r in rules if r.id == rule_id]
+            if not rules:
+                raise UsageError(f"no collect-orphans rule with id {rule_id!r}")
+        return rules
+
+    def mark_all(
+        self, now: datetime, *, rule_id: str | None = None, progress: Progress | None = None
+    ) -> list[Mark]:
+        """Refusal checks, a fresh snapshot, then one mark per (rule, tier)."""
+        rules = self.rules(rule_id)
+        if not rules:
+            return []
+        if not self.sources:
+            raise RefusedError(
+                "no reference source is declared, so no object can be proven orphaned",
+                hint="declare the columns that point at objects under [[references]]",
+            )
+        for source in self.sources:
+            if source.count() == 0:
+                for tier in self._tiers_of(rules):
+                    held = self.ledger.objects_in_tier(tier)
+                    if held:
+                        raise RefusedError(
+                            f"reference source {source.label} is empty while tier {tier} holds "
+                            f"{held} objects; refusing to treat them all as orphans",
+                            hint="check the source's database and where clause; if it really is "
+                            "empty, remove it from [[references]]",
+                        )
+        snapshot_id, report = self.snapshot(now, progress)
+        self.ledger.purge_expired_leases(now)
+        marks: list[Mark] = []
+        taken: dict[str, list[str]] = {}
+        for rule in rules:
+            for tier in self._tiers_of([rule]):
+                earlier = tuple(taken.get(tier, []))
+                marks.append(self._mark(rule, tier, now, snapshot_id, report, earlier))
+                taken.setdefault(tier, []).append(rule.filter.prefix or "")
+        return marks
+
+    def _tiers_of(self, rules: list[RuleConfig]) -> list[str]:
+        tiers: list[str] = []
+        for rule in rules:
+            for tier in self.config.tiers if rule.tier == "*" else [rule.tier]:
+                if tier not in tiers:
+                    tiers.append(tier)
+        return tiers
+
+    def _mark(
+        self,
+        rule: RuleConfig,
+        tier: str,
+        now: datetime,
+        snapshot_id: int,
+        report: ParseReport,
+        earlier_prefixes: tuple[str, ...],
+    ) -> Mark:
+        selection = CandidateFilter(
+            prefix=rule.filter.prefix,
+            suffix=rule.filter.suffix,
+            min_size=rule.filter.min_size if rule.min_size is None else rule.min_size,
+            max_size=rule.filter.max_size,
+            exclude_prefixes=earlier_prefixes,
+        )
+        if "" in earlier_prefixes:
+            selection = CandidateFilter(prefix="\uffff-none")  # an earlier rule took the tier
+        mark_id = self.ledger.create_mark(
+            rule.id, tier, now=now, evaluated_at=now, snapshot_id=snapshot_id
+        )
+        action = "quarantine" if rule.mode == "quarantine" else "delete-orphan"
+        actions: list[Action] = []
+        batch = []
+        count = size = 0
+        for row in self.ledger.orphan_candidates(
+            tier, snapshot_id, cutoff=now - rule.grace, now=now, selection=selection
+        ):
+            batch.append(row)
+            count += 1
+            size += row.size
+            actions.append(Action(action, rule.id, tier, row.key, row.size))
+            if len(batch) >= 5000:
+                self.ledger.add_mark_items(mark_id, batch)
+                batch = []
+        self.ledger.add_mark_items(mark_id, batch)
+        held = self.ledger.objects_in_tier(tier)
+        status = "open"
+        if held and count / held > rule.max_fraction:
+            status = "refused"
+        self.ledger.set_mark(mark_id, status=status, candidates=count, size=size)
+        record = self.ledger.get_mark(mark_id)
+        assert record is not None
+        if status == "refused":
+            raise RefusedError(
+                f"rule {rule.id!r} would collect {count} of {held} objects on tier {tier} "
+                f"({count / held:.0%}), above its max_fraction of {rule.max_fraction:.0%}",
+                hint=f"review the list with 'shelflife gc --dry-run --rule {rule.id}'; if it is "
+                "right, raise max_fraction for this run's rule",
+            )
+        return Mark(record, actions, report)
+
+    # -- sweep -------------------------------------------------------------------------------
+
+    async def sweep(
+        self, mark_id: int, now: datetime, progress: Progress | None = None
+    ) -> SweepResult:
+        """Act on a saved mark, re-checking each batch first."""
+        record = self.ledger.get_mark(mark_id)
+        if record is None:
+            raise UsageError(f"no mark with id {mark_id}")
+        if record.status != "open":
+            raise UsageError(
+                f"mark {mark_id} is {record.status}; only an open mark can be swept",
+                hint="run 'shelflife gc' for a fresh mark",
+            )
+        rule = next((r for r in self.config.rules if r.id == record.rule), None)
+        if rule is None:
+            raise UsageError(
+                f"mark {mark_id} belongs to rule {record.rule!r}, which no longer exists"
+            )
+        self.ledger.set_mark(mark_id, status="sweeping")
+        progress = progress or NullProgress()
+        result = SweepResult(mark_id)
+        store = self.store(record.tier)
+        progress.start(f"collect orphans on {record.tier}", total=record.candidates)
+        try:
+            for items in self.ledger.iter_mark_items(mark_id, rule.batch_size):
+                await self._sweep_batch(rule, record.tier, store, items, now, result)
+                progress.advance(len(items), sum(item.size for item in items))
+        finally:
+            progress.finish()
+            self.ledger.set_mark(mark_id, status="swept")
+        return result
+
+    async def _sweep_batch(
+        self,
+        rule: RuleConfig,
+        tier: str,
+        store: ObstoreStore,
+        items: list[Any],
+        now: datetime,
+        result: SweepResult,
+    ) -> None:
+        keys = [item.key for item in items]
+        referenced = await asyncio.to_thread(self._still_referenced, tier, keys)
+        protected = await asyncio.to_thread(self.ledger.protected_keys, tier, keys, now)
+        current = await self._heads(store, keys)
+        act_on = []
+        for item in items:
+            reason = None
+            if item.key in referenced:
+                reason = "referenced at sweep time"
+            elif item.key in protected:
+                reason = "pinned or leased"
+            elif current.get(item.key, "gone") == "gone":
+                await asyncio.to_thread(self.catalog.forget, tier, [item.key])
+                reason = "already gone"
+            elif current[item.key] != (item.size, item.etag):
+                reason = "changed since it was marked"
+            if reason:
+                result.skipped.append(Skip(rule.id, tier, item.key, reason))
+            else:
+                act_on.append(item)
+        if not act_on:
+            return
+        if rule.mode == "quarantine":
+            await self._quarantine(rule, tier, store, act_on, now, result)
+            return
+        try:
+            await store.delete_many([item.key for item in act_on])
+        except ShelflifeError as exc:
+            result.failed += [Failure(rule.id, tier, item.key, exc.message) for item in act_on]
+            return
+        await asyncio.to_thread(self.catalog.forget, tier, [item.key for item in act_on])
+        result.actions += [Action("delete-orphan", rule.id, tier, i.key, i.size) for i in act_on]
+
+    async def _quarantine(
+        self,
+        rule: RuleConfig,
+        tier: str,
+        store: ObstoreStore,
+        items: list[Any],
+        now: datetime,
+        result: SweepResult,
+    ) -> None:
+        expires = now + timedelta(days=rule.quarantine_days)
+        for item in items:
+            trash = trash_key(item.key, now)
+            try:
+                copied = await transfer(store, item.key, store, trash, overwrite=False)
+                if copied.size != item.size:
+                    raise ShelflifeError(f"the trash copy of {item.key} has the wrong size")
+                await asyncio.to_thread(
+                    self.ledger.add_quarantine, tier, item.key, trash, item.size, now, expires
+                )
+                await store.delete(item.key)
+            except ShelflifeError as exc:
+                result.failed.append(Failure(rule.id, tier, item.key, exc.message))
+                continue
+            await asyncio.to_thread(self.catalog.forget, tier, [item.key])
+            result.actions.append(Action("quarantine", rule.id, tier, item.key, item.size))
+
+    def _still_referenced(self, tier: str, keys: list[str]) -> set[str]:
+        """Keys some row names right now, by any tier's spelling (see Ledger's rule)."""
+        wanted: dict[str, str] = {}
+        for key in keys:
+            for value in spellings(self.locator, self.config, key):
+                wanted[value] = key
+        found: set[str] = set()
+        values = list(wanted)
+        for source in self.sources:
+            for value in source.present(values):
+                key = wanted[value]
+                location = self.locator.parse(value)
+                if (
+                    location is None
+                    or location.tier == tier
+                    or location.tier in self.locator.bare_tiers
+                ):
+                    found.add(key)
+                elif self.catalog.get(location.tier, key) is None:
+                    found.add(key)  # the row's own tier lacks it: the row would resolve here
+        return found
+
+    async def _heads(self, store: ObstoreStore, keys: list[str]) -> dict[str, Any]:
+        semaphore = asyncio.Semaphore(HEAD_CONCURRENCY)
+
+        async def one(key: str) -> tuple[str, Any]:
+            async with semaphore:
+                try:
+                    info = await store.head(key)
+                except ObjectNotFound:
+                    return key, "gone"
+                return key, (info.size, info.etag)
+
+        return dict(await asyncio.gather(*(one(key) for key in keys)))
+
+    # -- quarantine upkeep -------------------------------------------------------------------
+
+    async def purge_quarantine(self, now: datetime) -> list[Action]:
+        """Delete quarantined objects whose time is up."""
+        purged = []
+        for entry in await asyncio.to_thread(self.ledger.expired_quarantine, now):
+            store = self.store(entry.tier)
+            await store.delete(entry.trash_key)
+            await asyncio.to_thread(self.catalog.forget, entry.tier, [entry.trash_key])
+            await asyncio.to_thread(self.ledger.set_quarantine_state, entry.id, "purged")
+            purged.append(
+                Action("purge-quarantine", "quarantine", entry.tier, entry.key, entry.size)
+            )
+        return purged
