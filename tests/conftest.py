@@ -182,9 +182,12 @@ def pg_catalog_url(pg_url: str) -> Iterator[str]:
     """The session database, emptied of shelflife's tables before each test."""
     from sqlalchemy import create_engine, text
 
+    from shelflife.catalog.schema import metadata
+
     engine = create_engine(pg_url)
     with engine.begin() as conn:
-        conn.execute(text("DROP TABLE IF EXISTS objects, scans, alembic_version CASCADE"))
+        names = ", ".join([*metadata.tables, "alembic_version"])
+        conn.execute(text(f"DROP TABLE IF EXISTS {names} CASCADE"))
     engine.dispose()
     return pg_url
 

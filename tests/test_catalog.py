@@ -33,10 +33,44 @@ def info(key: str, size: int = 10, etag: str | None = "e1", at: datetime = T0) -
     return ObjectInfo(key=key, size=size, modified=at, etag=etag)
 
 
+def head_revision() -> str | None:
+    from alembic.config import Config as AlembicConfig
+    from alembic.script import ScriptDirectory
+
+    from shelflife.catalog.catalog import MIGRATIONS
+
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return ScriptDirectory.from_config(config).get_current_head()
+
+
 def test_schema_is_at_head_and_opening_again_is_a_no_op(catalog: Catalog) -> None:
-    assert catalog.revision() == "0001_inventory"
+    head = head_revision()
+    assert head is not None
+    assert catalog.revision() == head
     catalog.migrate()
-    assert catalog.revision() == "0001_inventory"
+    assert catalog.revision() == head
+
+
+def test_upgrading_from_the_first_revision_keeps_the_inventory(tmp_path: Path) -> None:
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+
+    from shelflife.catalog.catalog import MIGRATIONS, create_catalog_engine
+
+    engine = create_catalog_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0001_inventory")
+    old = Catalog(engine)
+    old.record_put("t", "kept", size=3, checksum="sha256:x", etag="e", now=T0)
+    upgraded = Catalog.open(f"sqlite:///{tmp_path / 'old.db'}")
+    assert upgraded.revision() == head_revision()
+    row = upgraded.get("t", "kept")
+    assert row is not None
+    assert row.checksum == "sha256:x"
 
 
 def test_scan_upserts_and_forgets_objects_no_longer_listed(catalog: Catalog) -> None:
