@@ -205,3 +205,34 @@ def tier_config(kind: str, request: pytest.FixtureRequest, path: Path) -> dict[s
         endpoint = request.getfixturevalue("azure_endpoint")
         return azure_tier(endpoint, make_azure_container(endpoint))
     raise AssertionError(f"unknown backend {kind}")
+
+
+MARIADB_ADMIN = os.environ.get("SHELFLIFE_TEST_MARIADB", "mysql+pymysql://root@127.0.0.1:3306/")
+
+
+@pytest.fixture(scope="session")
+def mariadb_url() -> Iterator[str]:
+    """A fresh MariaDB database for this test session, dropped at the end."""
+    from sqlalchemy import create_engine, text
+
+    name = f"shelflife_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(MARIADB_ADMIN)
+    try:
+        with admin.begin() as conn:
+            conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
+    except Exception as exc:
+        pytest.fail(f"MariaDB is not reachable at {MARIADB_ADMIN}: {exc}")
+    yield MARIADB_ADMIN.rstrip("/") + "/" + name + "?charset=utf8mb4"
+    with admin.begin() as conn:
+        conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
+def app_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An application database of each supported kind (tables are named per test)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'app.db'}"
+    if request.param == "postgresql":
+        return str(request.getfixturevalue("pg_url"))
+    return str(request.getfixturevalue("mariadb_url"))

@@ -352,3 +352,16 @@ def test_gcs_tier_opens_and_signs_v4_urls_with_a_service_account(tmp_path: Path)
     assert url.startswith("https://storage.googleapis.com/media/pre/a%20b/%C3%A4.mp4?")
     assert "X-Goog-Algorithm=GOOG4-RSA-SHA256" in url
     assert "X-Goog-Expires=600" in url
+
+
+def test_a_local_tier_explains_keys_that_collide_with_folders(tmp_path: Path) -> None:
+    store = open_store(TierConfig(url=f"file://{tmp_path / 'tier'}"))
+    run(store.put("a/b", b"file"))
+    with pytest.raises(InvalidKeyError, match="needs a folder where this local tier has a file"):
+        run(store.put("a/b/c", b"x"))
+    with pytest.raises(InvalidKeyError, match="names a folder"):
+        run(store.put("a", b"x"))
+    with pytest.raises(ObjectExists):
+        run(store.put("a/b", b"other", overwrite=False))
+    assert run(_read(store, "a/b")) == b"file"
+    assert run(_all_keys(store)) == ["a/b"]

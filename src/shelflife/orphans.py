@@ -358,6 +358,11 @@ class OrphanCollector:
         values = list(wanted)
         for source in self.sources:
             for value in source.present(values):
+                if value not in wanted:
+                    # A case- or space-insensitive collation (MariaDB's default) matched a
+                    # spelling other than the one asked for: protect every key it could be.
+                    found.update(_loose_matches(wanted, value))
+                    continue
                 key = wanted[value]
                 location = self.locator.parse(value)
                 if (
@@ -397,3 +402,10 @@ class OrphanCollector:
                 Action("purge-quarantine", "quarantine", entry.tier, entry.key, entry.size)
             )
         return purged
+
+
+def _loose_matches(wanted: dict[str, str], value: str) -> set[str]:
+    """Keys whose spelling equals ``value`` up to case and trailing spaces; all if none."""
+    folded = value.casefold().rstrip(" ")
+    keys = {key for spelling, key in wanted.items() if spelling.casefold().rstrip(" ") == folded}
+    return keys or set(wanted.values())

@@ -8,7 +8,8 @@ import os
 import re
 import secrets
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import quote
@@ -59,7 +60,7 @@ class LocalStore(ObstoreStore):
         target = self.root / key
         staging = target.with_name(f"{target.name}#{secrets.randbelow(10**12)}")
         digest = hashlib.sha256()
-        with self._writing(key):
+        with self._writing(key), _folder_collision(key):
             await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
             handle = await asyncio.to_thread(open, staging, "xb")
             try:
@@ -135,6 +136,30 @@ class LocalStore(ObstoreStore):
         if self.public_url:
             return self.public_url.replace("{key}", quote(key, safe="/"))
         return self.path(key).as_uri()
+
+
+@contextmanager
+def _folder_collision(key: str) -> Iterator[None]:
+    """A file and a folder cannot share a path: say so instead of 'Is a directory'.
+
+    In the write block a FileExistsError can only come from creating the key's folders
+    (the staging name is random, and a create-only publish reports ObjectExists itself).
+    """
+    try:
+        yield
+    except ObjectExists:
+        raise
+    except (FileExistsError, NotADirectoryError):
+        raise InvalidKeyError(
+            f"key {key[:80]!r} needs a folder where this local tier has a file",
+            hint="choose another key, or store such keys on an object-store tier",
+        ) from None
+    except IsADirectoryError:
+        raise InvalidKeyError(
+            f"key {key[:80]!r} names a folder on this local tier; a file and a folder cannot "
+            "share a path",
+            hint="choose another key, or store such keys on an object-store tier",
+        ) from None
 
 
 def _copy_file(source: Path, handle: BinaryIO, digest: Any) -> int:
