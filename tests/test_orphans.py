@@ -126,7 +126,7 @@ def test_a_row_inserted_after_the_mark_saves_its_object(app: AppTable, tmp_path:
     app.insert(REF.format("placeholder.mp4"))
     shelf.scan()
     plan = shelf.gc(dry_run=True)
-    assert sorted(a.key for a in plan.actions) == ["gone.mp4", "late.mp4"]
+    assert sorted(a.key for a in plan.iter_actions()) == ["gone.mp4", "late.mp4"]
     app.insert("/workspace/outputs/late.mp4")  # the application claims it after the mark
     swept = shelf.gc(mark=plan.mark_ids[0])
     assert [a.key for a in swept.actions] == ["gone.mp4"]
@@ -147,14 +147,14 @@ def test_grace_pins_and_leases_protect(app: AppTable, tmp_path: Path) -> None:
     shelf.put(b"via shelflife", "leased.mp4")  # holds an upload lease for 1h
     plan = shelf.gc(dry_run=True, at=later)
     # By then the 1h upload lease has ended too; the unbounded pin still holds.
-    assert sorted(a.key for a in plan.actions) == [
+    assert sorted(a.key for a in plan.iter_actions()) == [
         "leased.mp4",
         "old.mp4",
         "pin-expired.mp4",
         "young.mp4",
     ]
     now_plan = shelf.gc(dry_run=True)
-    assert now_plan.actions == []  # nothing is older than the 1h grace yet
+    assert list(now_plan.iter_actions()) == []  # nothing is older than the 1h grace yet
     with pytest.raises(UsageError, match="dry runs only"):
         shelf.gc(at=later)
 
@@ -180,7 +180,7 @@ def test_dry_run_changes_no_store_and_no_application_database(
     shelf.scan()
     before_store, before_rows = fingerprint(shelf), app.rows()
     plan = shelf.gc(dry_run=True)
-    assert len(plan.actions) == 20
+    assert len(list(plan.iter_actions())) == 20
     assert fingerprint(shelf) == before_store
     assert app.rows() == before_rows
 

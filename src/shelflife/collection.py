@@ -9,6 +9,7 @@ and exit code 3.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from shelflife.aio import run_sync
 from shelflife.errors import ObjectExists, RefusedError, UsageError
 from shelflife.locations import Location
-from shelflife.orphans import Action, Failure, OrphanCollector, Skip, totals
+from shelflife.orphans import Action, Failure, Mark, OrphanCollector, Skip, totals
 from shelflife.progress import Progress
 from shelflife.references import spellings
 from shelflife.stores.transfer import transfer
@@ -30,7 +31,11 @@ FUTURE_SLACK = timedelta(seconds=5)
 
 @dataclass
 class GcOutcome:
-    """What a gc did (or, for a dry run, would do)."""
+    """What a gc did (or, for a dry run, would do).
+
+    A dry run's candidates stay in the catalog (its marks) and are streamed by
+    :meth:`iter_actions`, so planning a million deletions holds none of them in memory.
+    """
 
     now: datetime
     dry_run: bool
@@ -40,16 +45,32 @@ class GcOutcome:
     failed: list[Failure] = field(default_factory=list)
     unmatched: int = 0
     unmatched_examples: list[str] = field(default_factory=list)
+    planned: list[Mark] = field(default_factory=list)
+    collector: OrphanCollector | None = None
 
     @property
     def status(self) -> str:
         return "partial" if self.failed else "ok"
 
-    def as_json(self) -> dict[str, Any]:
+    def iter_actions(self) -> Iterator[Action]:
+        yield from self.actions
+        for mark in self.planned:
+            assert self.collector is not None
+            yield from self.collector.planned_actions(mark)
+
+    def totals(self) -> dict[str, dict[str, int]]:
+        result = totals(self.actions)
+        for mark in self.planned:
+            entry = result.setdefault(mark.action, {"objects": 0, "bytes": 0})
+            entry["objects"] += mark.record.candidates
+            entry["bytes"] += mark.record.bytes
+        return result
+
+    def header_json(self) -> dict[str, Any]:
+        """Every field of the JSON shape except ``actions``."""
         common = {
-            "actions": [a.as_json() for a in self.actions],
             "skipped": [s.as_json() for s in self.skipped],
-            "totals": totals(self.actions),
+            "totals": self.totals(),
             "marks": self.mark_ids,
             "unmatched_references": {"count": self.unmatched, "examples": self.unmatched_examples},
         }
@@ -63,6 +84,10 @@ class GcOutcome:
             **common,
             "failed": [f.as_json() for f in self.failed],
         }
+
+    def as_json(self) -> dict[str, Any]:
+        """The DESIGN 5.2 shape (plan for a dry run, run otherwise), actions materialized."""
+        return {**self.header_json(), "actions": [a.as_json() for a in self.iter_actions()]}
 
 
 def collect_garbage(
@@ -82,7 +107,7 @@ def collect_garbage(
                 hint="add --dry-run to see what would be collected at that time",
             )
         now = at
-    outcome = GcOutcome(now=now, dry_run=dry_run)
+    outcome = GcOutcome(now=now, dry_run=dry_run, collector=collector)
     if mark is not None:
         if dry_run:
             raise UsageError("--mark sweeps a saved mark; it cannot be combined with --dry-run")
@@ -103,7 +128,7 @@ def collect_garbage(
     for item in marks:
         outcome.mark_ids.append(item.record.id)
         if dry_run:
-            outcome.actions += item.actions
+            outcome.planned.append(item)
             continue
         result = run_sync(collector.sweep(item.record.id, now, progress))
         outcome.actions += result.actions

@@ -17,7 +17,7 @@ A mark is saved with an id, so a dry run's list can be reviewed and that same li
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -77,8 +77,10 @@ class Failure:
 
 @dataclass
 class Mark:
+    """A saved candidate list; its items live in the catalog, not in memory."""
+
     record: MarkRecord
-    actions: list[Action]
+    action: str
     unmatched: ParseReport
 
 
@@ -217,7 +219,6 @@ class OrphanCollector:
             rule.id, tier, now=now, evaluated_at=now, snapshot_id=snapshot_id
         )
         action = "quarantine" if rule.mode == "quarantine" else "delete-orphan"
-        actions: list[Action] = []
         batch = []
         count = size = 0
         for row in self.ledger.orphan_candidates(
@@ -226,7 +227,6 @@ class OrphanCollector:
             batch.append(row)
             count += 1
             size += row.size
-            actions.append(Action(action, rule.id, tier, row.key, row.size))
             if len(batch) >= 5000:
                 self.ledger.add_mark_items(mark_id, batch)
                 batch = []
@@ -245,7 +245,13 @@ class OrphanCollector:
                 hint=f"review the list with 'shelflife gc --dry-run --rule {rule.id}'; if it is "
                 "right, raise max_fraction for this run's rule",
             )
-        return Mark(record, actions, report)
+        return Mark(record, action, report)
+
+    def planned_actions(self, mark: Mark, batch_size: int = 5000) -> Iterator[Action]:
+        """The mark's candidates as actions, streamed from the catalog."""
+        for items in self.ledger.iter_mark_items(mark.record.id, batch_size):
+            for item in items:
+                yield Action(mark.action, mark.record.rule, mark.record.tier, item.key, item.size)
 
     # -- sweep -------------------------------------------------------------------------------
 

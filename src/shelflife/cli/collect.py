@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from shelflife.cli.render import RichProgress, err, out, print_json
+from shelflife.cli.render import RichProgress, err, out, print_json, print_json_stream
 from shelflife.cli.state import JsonOption, TierOption, state
 from shelflife.errors import RefusedError
 from shelflife.units import format_size, parse_instant
@@ -70,15 +70,19 @@ def gc(
             )
         raise
     if json:
-        print_json(outcome.as_json())
+        print_json_stream(
+            outcome.header_json(),
+            "actions",
+            (action.as_json() for action in outcome.iter_actions()),
+        )
         return 1 if outcome.failed else 0
     verb = "would collect" if dry_run else "collected"
-    data = outcome.as_json()
-    for action, figures in data["totals"].items():
+    totals = outcome.totals()
+    for action, figures in totals.items():
         out.print(
             f"{verb}: {figures['objects']} objects ({format_size(figures['bytes'])}) [{action}]"
         )
-    if not data["totals"]:
+    if not totals:
         out.print("no orphans to collect")
     if dry_run and outcome.mark_ids:
         marks = ", ".join(str(m) for m in outcome.mark_ids)

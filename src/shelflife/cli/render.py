@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterable
 from typing import Any
 
 from rich.console import Console
@@ -29,6 +30,18 @@ err = Console(stderr=True, highlight=False)
 
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def print_json_stream(head: dict[str, Any], key: str, items: Iterable[Any]) -> None:
+    """Print ``{**head, key: [items…]}`` writing one item at a time (bounded memory)."""
+    write = sys.stdout.write
+    write("{\n")
+    for name, value in head.items():
+        write(f"  {json.dumps(name)}: {json.dumps(value, default=str)},\n")
+    write(f"  {json.dumps(key)}: [")
+    for index, item in enumerate(items):
+        write(("," if index else "") + "\n    " + json.dumps(item, default=str))
+    write("\n  ]\n}\n")
 
 
 class RichProgress:
