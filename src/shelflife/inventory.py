@@ -15,7 +15,12 @@ from datetime import datetime
 from shelflife.catalog import Catalog
 from shelflife.progress import NullProgress, Progress
 from shelflife.stores._obstore import ObstoreStore
+from shelflife.stores.base import ObjectInfo
 from shelflife.units import utcnow
+
+# Rows per catalog transaction: large enough that commits are rare, small enough that
+# memory stays bounded (a listed object costs a few hundred bytes here).
+UPSERT_BATCH = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,19 +47,30 @@ async def scan_tier(
     count = total = 0
     pending: asyncio.Future[None] | None = None
     progress.start(f"scan {tier}")
+    batch: list[ObjectInfo] = []
+
+    def flush() -> asyncio.Future[None]:
+        rows = list(batch)
+        batch.clear()
+        return asyncio.ensure_future(
+            asyncio.to_thread(catalog.upsert_listed, tier, rows, started, scan_id)
+        )
+
     try:
         async for chunk in store.list():
-            if pending is not None:
-                await pending
-            pending = asyncio.ensure_future(
-                asyncio.to_thread(catalog.upsert_listed, tier, chunk, started, scan_id)
-            )
+            batch.extend(chunk)
             count += len(chunk)
             size = sum(info.size for info in chunk)
             total += size
             progress.advance(len(chunk), size)
+            if len(batch) >= UPSERT_BATCH:
+                if pending is not None:
+                    await pending
+                pending = flush()
         if pending is not None:
             await pending
+        if batch:
+            await flush()
     except BaseException:
         if pending is not None and not pending.done():
             await asyncio.gather(pending, return_exceptions=True)

@@ -13,20 +13,29 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, case, create_engine, delete, event, func, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    case,
+    create_engine,
+    delete,
+    event,
+    func,
+    inspect,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
 
-from shelflife.catalog.schema import objects, scans
+from shelflife.catalog.schema import bulk_execute, objects, scans, to_micros
 from shelflife.errors import CatalogError
 from shelflife.stores.base import ObjectInfo
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+HEAD_REVISION = "0002_references"  # the newest file in migrations/versions (a test checks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,27 +81,45 @@ class Catalog:
     # -- schema ------------------------------------------------------------------------
 
     def migrate(self) -> None:
-        """Apply pending Alembic migrations (a no-op when the schema is current)."""
+        """Apply pending Alembic migrations (a no-op when the schema is current).
+
+        The common case, a current schema, is one query; Alembic is imported only when
+        there is something to apply.
+        """
+        try:
+            if self.revision() == HEAD_REVISION:
+                return
+        except CatalogError:
+            raise
+        except SQLAlchemyError:
+            pass  # no alembic_version table yet: a new catalog
+        from alembic import command
+        from alembic.config import Config as AlembicConfig
+        from alembic.runtime.migration import MigrationContext
+
         alembic_cfg = AlembicConfig()
         alembic_cfg.set_main_option("script_location", str(MIGRATIONS))
-        head = ScriptDirectory.from_config(alembic_cfg).get_current_head()
         try:
             with self.engine.begin() as conn:
-                if MigrationContext.configure(conn).get_current_revision() == head:
+                if MigrationContext.configure(conn).get_current_revision() == HEAD_REVISION:
                     return
                 alembic_cfg.attributes["connection"] = conn
                 command.upgrade(alembic_cfg, "head")
         except OperationalError as exc:
-            raise _unreachable(self.engine, exc) from None
+            if "already exists" not in str(exc):
+                raise _unreachable(self.engine, exc) from None
         except SQLAlchemyError as exc:
             # A concurrent process may have migrated first; that is fine if it got to head.
-            with self.engine.connect() as conn:
-                if MigrationContext.configure(conn).get_current_revision() != head:
-                    raise CatalogError(f"cannot migrate the catalog: {exc}") from exc
+            if self.revision() != HEAD_REVISION:
+                raise CatalogError(f"cannot migrate the catalog: {exc}") from exc
 
     def revision(self) -> str | None:
-        with self.engine.connect() as conn:
-            return MigrationContext.configure(conn).get_current_revision()
+        """The schema's Alembic revision (None for an empty database)."""
+        with self._connect() as conn:
+            if not inspect(conn).has_table("alembic_version"):
+                return None
+            version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+            return None if version is None else str(version)
 
     # -- inventory writes ----------------------------------------------------------------
 
@@ -109,17 +136,19 @@ class Catalog:
         """Record objects seen in a listing; a changed object loses its known checksum."""
         if not infos:
             return
+        stamp = to_micros(now)
         rows = [
             {
                 "tier": tier,
                 "key": info.key,
                 "size": info.size,
                 "etag": info.etag,
-                "modified_at": info.modified,
-                "first_seen_at": now,
-                "last_seen_at": now,
+                "modified_at": to_micros(info.modified),
+                "first_seen_at": stamp,
+                "last_seen_at": stamp,
                 "scan_id": scan_id,
                 "checksum": None,
+                "state": "present",
             }
             for info in infos
         ]
@@ -140,7 +169,7 @@ class Catalog:
             },
         )
         with self._begin() as conn:
-            conn.execute(statement, rows)
+            bulk_execute(conn, statement, rows)
 
     def finish_scan(self, tier: str, scan_id: int, started_at: datetime, now: datetime) -> int:
         """Forget objects this complete scan did not see; return how many were removed.
@@ -397,6 +426,8 @@ def create_catalog_engine(url: str) -> Engine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute("PRAGMA cache_size=-65536")  # 64 MiB: large inventories' indexes
+            cursor.execute("PRAGMA temp_store=MEMORY")
             cursor.close()
 
         return engine

@@ -35,6 +35,7 @@ from sqlalchemy import (
 
 from shelflife.catalog.catalog import _OBJECT_COLUMNS, CatalogObject, _Guard
 from shelflife.catalog.schema import (
+    bulk_execute,
     leases,
     mark_items,
     marks,
@@ -43,6 +44,7 @@ from shelflife.catalog.schema import (
     quarantine,
     ref_snapshots,
     refs,
+    to_micros,
 )
 from shelflife.locations import Location
 
@@ -128,7 +130,7 @@ class Ledger:
         rows = [{"snapshot_id": snapshot_id, "tier": loc.tier, "key": loc.key} for loc in locations]
         with self._begin() as conn:
             for start in range(0, len(rows), INSERT_BATCH):
-                conn.execute(insert(refs), rows[start : start + INSERT_BATCH])
+                bulk_execute(conn, insert(refs), rows[start : start + INSERT_BATCH])
 
     def finish_snapshot(
         self, snapshot_id: int, *, rows: int, unmatched: int, now: datetime
@@ -349,14 +351,14 @@ class Ledger:
                 "mark_id": mark_id,
                 "key": o.key,
                 "size": o.size,
-                "modified_at": o.modified_at,
+                "modified_at": to_micros(o.modified_at),
                 "etag": o.etag,
             }
             for o in items
         ]
         if rows:
             with self._begin() as conn:
-                conn.execute(insert(mark_items), rows)
+                bulk_execute(conn, insert(mark_items), rows)
 
     def set_mark(
         self, mark_id: int, *, status: str, candidates: int | None = None, size: int | None = None

@@ -1,0 +1,178 @@
+"""Orphan marking at scale: ``shelflife gc --dry-run`` beside ``sort | comm`` and a naive set.
+
+    .venv/bin/python bench/gc.py [--sizes 100000,1000000]
+
+For each size N: N empty files on a ``file://`` tier (in 1,000 folders), and a PostgreSQL
+table whose rows reference every second one. Measured, each as a separate process, with
+wall time and peak RSS (from ``wait4``):
+
+- ``shelflife scan`` (inventory and reference snapshot) — reported, not compared;
+- ``shelflife gc --dry-run``: reads the references into the catalog and marks the orphans
+  with an anti-join there;
+- ``sort | comm``: ``LC_ALL=C sort`` of both key lists and ``comm -23``, the lists already
+  exported; and the full pipeline that also exports them (``find`` + ``psql COPY``);
+- a naive approach: every reference in a Python set, then a walk of the folder.
+
+Targets: the peak RSS of gc grows at most 1.5x from 10^5 to 10^6 objects; its wall time is
+at most 2x the sort | comm pipeline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SHELFLIFE = str(Path(sys.executable).parent / "shelflife")
+PG = os.environ.get("SHELFLIFE_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+NAIVE = r"""
+import os, sys, psycopg
+root, table, url = sys.argv[1], sys.argv[2], sys.argv[3]
+with psycopg.connect(url) as conn:
+    refs = {row[0] for row in conn.execute(f"SELECT path FROM {table}")}
+orphans = 0
+for folder, _, names in os.walk(root):
+    rel = os.path.relpath(folder, root)
+    for name in names:
+        if "files/" + (name if rel == "." else rel + "/" + name) not in refs:
+            orphans += 1
+print(orphans)
+"""
+
+
+@dataclass
+class Measure:
+    wall: float
+    rss_mib: float
+    output: str
+
+
+def measure(command: list[str] | str, *, cwd: Path, shell: bool = False) -> Measure:
+    start = time.perf_counter()
+    process = subprocess.Popen(
+        command,
+        cwd=cwd,
+        shell=shell,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "LC_ALL": "C"},
+    )
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - start
+    stdout = process.stdout.read().decode() if process.stdout else ""
+    stderr = process.stderr.read().decode() if process.stderr else ""
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{command} failed: {stderr[-2000:]}")
+    return Measure(wall, usage.ru_maxrss / 1024, stdout)
+
+
+def build(work: Path, n: int) -> str:
+    import psycopg
+
+    tier = work / "tier"
+    for folder in range(1000):
+        (tier / f"d{folder:03d}").mkdir(parents=True)
+    for i in range(n):
+        (tier / f"d{i % 1000:03d}" / f"f{i:08d}.bin").touch()
+    table = f"bench_refs_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {table} (id bigserial PRIMARY KEY, path text)")
+        with conn.cursor().copy(f"COPY {table} (path) FROM STDIN") as copy:
+            for i in range(0, n, 2):
+                copy.write_row((f"files/d{i % 1000:03d}/f{i:08d}.bin",))
+        conn.execute(f"CREATE INDEX ON {table} (path)")
+        conn.execute(f"ANALYZE {table}")
+    (work / "shelflife.toml").write_text(f"""
+[catalog]
+url = "sqlite:///catalog.db"
+[databases.app]
+url = "{PG.replace("postgresql://", "postgresql+psycopg://")}"
+[tiers.local]
+url = "file://tier"
+ref_format = "files/{{key}}"
+[[references]]
+database = "app"
+table = "{table}"
+column = "path"
+[[rules]]
+id = "orphans"
+tier = "local"
+action = "collect-orphans"
+grace = "0s"
+max_fraction = 1.0
+""")
+    return table
+
+
+def run_size(n: int) -> dict[str, Measure]:
+    work = Path(tempfile.mkdtemp(prefix=f"shelflife-gc-{n}-"))
+    table = ""
+    try:
+        table = build(work, n)
+        results = {"scan": measure([SHELFLIFE, "scan"], cwd=work)}
+        results["gc --dry-run"] = measure([SHELFLIFE, "gc", "--dry-run"], cwd=work)
+        export = (
+            f"find tier -type f -printf '%P\\n' > objects.txt && "
+            f"psql '{PG}' -qAtc \"COPY (SELECT substr(path, 7) FROM {table}) TO STDOUT\" "
+            "> refs.txt"
+        )
+        results["export lists"] = measure(export, cwd=work, shell=True)
+        comm = "sort objects.txt > a.txt && sort refs.txt > b.txt && comm -23 a.txt b.txt | wc -l"
+        results["sort | comm"] = measure(comm, cwd=work, shell=True)
+        results["naive set"] = measure(
+            [sys.executable, "-c", NAIVE, str(work / "tier"), table, PG], cwd=work
+        )
+        expected = n - (n + 1) // 2
+        assert int(results["sort | comm"].output.strip()) == expected
+        assert int(results["naive set"].output.strip()) == expected
+        assert f"{expected} objects" in results["gc --dry-run"].output.replace(",", ""), results[
+            "gc --dry-run"
+        ].output
+        return results
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        if table:
+            import psycopg
+
+            with psycopg.connect(PG, autocommit=True) as conn:
+                conn.execute(f"DROP TABLE IF EXISTS {table}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="100000,1000000")
+    sizes = [int(s) for s in parser.parse_args().sizes.split(",")]
+    all_results = {n: run_size(n) for n in sizes}
+    print(
+        f"\nmachine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}"
+    )
+    print(f"{'objects':>9} {'step':<14} {'wall':>8} {'peak RSS':>10}")
+    for n, results in all_results.items():
+        for name, m in results.items():
+            print(f"{n:>9,} {name:<14} {m.wall:>7.2f}s {m.rss_mib:>8.0f} MiB")
+        gc, comm, export = results["gc --dry-run"], results["sort | comm"], results["export lists"]
+        print(
+            f"{'':>9} gc / (sort | comm): {gc.wall / comm.wall:.2f}x;  "
+            f"gc / (export + sort | comm): {gc.wall / (comm.wall + export.wall):.2f}x"
+        )
+    if len(sizes) >= 2:
+        first, last = all_results[sizes[0]]["gc --dry-run"], all_results[sizes[-1]]["gc --dry-run"]
+        print(
+            f"peak RSS of gc --dry-run grows {last.rss_mib / first.rss_mib:.2f}x from "
+            f"{sizes[0]:,} to {sizes[-1]:,} objects"
+        )
+
+
+if __name__ == "__main__":
+    main()
