@@ -22,37 +22,24 @@ class Location:
     key: str
 
 
-@dataclass(frozen=True, slots=True)
-class _Template:
-    tier: str
-    head: str
-    tail: str
-
-    def match(self, value: str) -> str | None:
-        if len(value) <= len(self.head) + len(self.tail):
-            return None
-        if value.startswith(self.head) and value.endswith(self.tail):
-            return value[len(self.head) : len(value) - len(self.tail)]
-        return None
-
-
 class Locator:
     """Parses reference values into locations and renders locations as values."""
 
     def __init__(self, config: Config) -> None:
         self._formats = {name: tier.ref_format for name, tier in config.tiers.items()}
-        specific: list[_Template] = []
+        # (head, tail, minimum length, tier) for every spelling with literal text.
+        specific: list[tuple[str, str, int, str]] = []
         self._bare: list[str] = []
         for name, tier in config.tiers.items():
             for template in (tier.ref_format, *tier.ref_aliases):
                 head, _, tail = template.partition("{key}")
                 if head or tail:
-                    specific.append(_Template(name, head, tail))
+                    specific.append((head, tail, len(head) + len(tail), name))
                 elif name not in self._bare:
                     self._bare.append(name)
         # Longest literal first, so 'data/storage/outputs/archive/{key}' wins over
         # 'data/storage/outputs/{key}' for values under the archive folder.
-        self._templates = sorted(specific, key=lambda t: len(t.head) + len(t.tail), reverse=True)
+        self._templates = sorted(specific, key=lambda t: t[2], reverse=True)
 
     def parse(self, value: str) -> Location | None:
         """The location a value names, or None when it matches no tier's spelling."""
@@ -68,11 +55,11 @@ class Locator:
 
     def parse_specific(self, value: str) -> Location | None:
         """Like :meth:`parse`, but only through a tier's own spelling (never a bare key)."""
-        for template in self._templates:
-            key = template.match(value)
-            if key is not None:
+        for head, tail, literal, tier in self._templates:
+            if len(value) > literal and value.startswith(head) and value.endswith(tail):
+                key = value[len(head) : len(value) - len(tail)]
                 try:
-                    return Location(template.tier, validate_key(key))
+                    return Location(tier, validate_key(key))
                 except InvalidKeyError:
                     continue
         return None

@@ -219,18 +219,9 @@ class OrphanCollector:
             rule.id, tier, now=now, evaluated_at=now, snapshot_id=snapshot_id
         )
         action = "quarantine" if rule.mode == "quarantine" else "delete-orphan"
-        batch = []
-        count = size = 0
-        for row in self.ledger.orphan_candidates(
-            tier, snapshot_id, cutoff=now - rule.grace, now=now, selection=selection
-        ):
-            batch.append(row)
-            count += 1
-            size += row.size
-            if len(batch) >= 5000:
-                self.ledger.add_mark_items(mark_id, batch)
-                batch = []
-        self.ledger.add_mark_items(mark_id, batch)
+        count, size = self.ledger.mark_orphans(
+            mark_id, tier, snapshot_id, cutoff=now - rule.grace, now=now, selection=selection
+        )
         held = self.ledger.objects_in_tier(tier)
         status = "open"
         if held and count / held > rule.max_fraction:

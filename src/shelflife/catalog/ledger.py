@@ -27,13 +27,14 @@ from sqlalchemy import (
     exists,
     func,
     insert,
+    literal,
     not_,
     or_,
     select,
     update,
 )
 
-from shelflife.catalog.catalog import _OBJECT_COLUMNS, CatalogObject, _Guard
+from shelflife.catalog.catalog import _Guard
 from shelflife.catalog.schema import (
     bulk_execute,
     leases,
@@ -44,7 +45,6 @@ from shelflife.catalog.schema import (
     quarantine,
     ref_snapshots,
     refs,
-    to_micros,
 )
 from shelflife.locations import Location
 
@@ -190,18 +190,14 @@ class Ledger:
         )
         return or_(pinned, leased)
 
-    def orphan_candidates(
+    def _candidate_clauses(
         self,
         tier: str,
         snapshot_id: int,
-        *,
         cutoff: datetime,
         now: datetime,
         selection: CandidateFilter,
-        batch_size: int = 5000,
-    ) -> Iterator[CatalogObject]:
-        """Unreferenced, unprotected objects of ``tier`` modified before ``cutoff``, in key
-        order, streamed in batches (keyset pagination)."""
+    ) -> list[ColumnElement[bool]]:
         clauses = [
             objects.c.tier == tier,
             objects.c.state == "present",
@@ -220,18 +216,39 @@ class Ledger:
             clauses.append(objects.c.size <= selection.max_size)
         for prefix in selection.exclude_prefixes:
             clauses.append(not_(objects.c.key.startswith(prefix, autoescape=True)))
-        after: str | None = None
-        while True:
-            query = select(*_OBJECT_COLUMNS).where(*clauses)
-            if after is not None:
-                query = query.where(objects.c.key > after)
-            with self._connect() as conn:
-                rows = conn.execute(query.order_by(objects.c.key).limit(batch_size)).all()
-            for row in rows:
-                yield CatalogObject(*row)
-            if len(rows) < batch_size:
-                return
-            after = rows[-1].key
+        return clauses
+
+    def mark_orphans(
+        self,
+        mark_id: int,
+        tier: str,
+        snapshot_id: int,
+        *,
+        cutoff: datetime,
+        now: datetime,
+        selection: CandidateFilter,
+    ) -> tuple[int, int]:
+        """Save the unreferenced, unprotected objects of ``tier`` modified before ``cutoff``
+        as the items of a mark, inside the database (one INSERT … SELECT over an
+        anti-join: no row passes through Python, whatever the count). Returns the number
+        of candidates and their bytes."""
+        clauses = self._candidate_clauses(tier, snapshot_id, cutoff, now, selection)
+        chosen = select(
+            literal(mark_id),
+            objects.c.key,
+            objects.c.size,
+            objects.c.modified_at,
+            objects.c.etag,
+        ).where(*clauses)
+        columns = ["mark_id", "key", "size", "modified_at", "etag"]
+        with self._begin() as conn:
+            conn.execute(insert(mark_items).from_select(columns, chosen))
+            count, size = conn.execute(
+                select(func.count(), func.coalesce(func.sum(mark_items.c.size), 0)).where(
+                    mark_items.c.mark_id == mark_id
+                )
+            ).one()
+        return int(count), int(size)
 
     def reference_counts(self, snapshot_id: int) -> dict[str, ReferenceCounts]:
         """Referenced and orphaned objects (and orphan bytes) per tier, grace ignored."""
@@ -344,21 +361,6 @@ class Ledger:
                 )
             )
             return int(result.inserted_primary_key[0])
-
-    def add_mark_items(self, mark_id: int, items: Sequence[CatalogObject]) -> None:
-        rows = [
-            {
-                "mark_id": mark_id,
-                "key": o.key,
-                "size": o.size,
-                "modified_at": to_micros(o.modified_at),
-                "etag": o.etag,
-            }
-            for o in items
-        ]
-        if rows:
-            with self._begin() as conn:
-                bulk_execute(conn, insert(mark_items), rows)
 
     def set_mark(
         self, mark_id: int, *, status: str, candidates: int | None = None, size: int | None = None
