@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -46,6 +47,16 @@ def test_demo_builds_an_app_and_shows_it(tmp_path: Path) -> None:
     assert local["capacity"] == 2_000_000
     assert local["usage_ratio"] > local["high_watermark"]
     assert stats["health"]["status"] == "warning"
+    assert local["referenced_objects"] == 40
+    assert local["quarantined_objects"] == int(
+        result.stdout.split("quarantined ")[1].split(" orphans")[0]
+    )
+    assert local["quarantined_objects"] + local["orphan_objects"] == 8
+    app = sqlite3.connect(tmp_path / "demo" / "app.db")
+    paths = [row[0] for row in app.execute("SELECT output_path FROM video_jobs")]
+    app.close()
+    assert len(paths) == 40
+    assert all((tmp_path / "demo" / path).is_file() for path in paths)
     again = shelflife("demo", cwd=tmp_path)
     assert again.returncode == 0
     check = shelflife("-c", str(config), "check", cwd=tmp_path)

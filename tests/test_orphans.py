@@ -377,3 +377,35 @@ def test_uploads_racing_a_sweep_are_never_deleted(tmp_path: Path, pg_url: str) -
     collected = {a.key for outcome in outcomes for a in outcome.actions}
     assert collected == set(orphans)
     app.dispose()
+
+
+def test_a_tier_whose_rows_hold_bare_keys(app: AppTable, tmp_path: Path) -> None:
+    tiers = {"media": {"url": f"file://{tmp_path / 'media'}", "ref_format": "{key}"}}
+    shelf = make_app_shelf(tmp_path, app, tiers=tiers, rules=[orphan_rule()])
+    write(shelf, "videos/1.mp4", "videos/2.mp4", tier="media")
+    app.insert("videos/1.mp4")
+    shelf.scan()
+    assert [a.key for a in shelf.gc().actions] == ["videos/2.mp4"]
+    assert keys_on(shelf, "media") == {"videos/1.mp4"}
+
+
+def test_hostile_values_in_reference_columns_are_reported_not_followed(
+    app: AppTable, tmp_path: Path
+) -> None:
+    shelf = make_app_shelf(tmp_path, app, rules=[orphan_rule()])
+    write(shelf, "real.mp4", "orphan.mp4")
+    app.insert(
+        REF.format("real.mp4"),
+        REF.format("../../etc/passwd"),
+        REF.format("a//b"),
+        "/etc/shadow",
+        REF.format("x\nz"),
+    )
+    shelf.scan()
+    outcome = shelf.gc()
+    assert [a.key for a in outcome.actions] == ["orphan.mp4"]
+    assert outcome.unmatched == 4
+    assert keys_on(shelf) == {"real.mp4"}
+    report = shelf.audit()
+    assert report.unmatched == 4
+    assert report.dangling == []

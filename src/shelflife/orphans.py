@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -35,44 +35,40 @@ from shelflife.stores.transfer import transfer
 HEAD_CONCURRENCY = 32
 
 
+class _Record:
+    """A value printed as one JSON object, field by field."""
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload, no-any-return]
+
+
 @dataclass
-class Action:
-    action: str  # "delete-orphan" | "quarantine"
+class Action(_Record):
+    """One thing done (or planned) to one object: the DESIGN's plan/run action."""
+
+    action: str  # "delete-orphan" | "quarantine" | "purge-quarantine"
     rule: str
     tier: str
     key: str
     bytes: int
 
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "action": self.action,
-            "rule": self.rule,
-            "tier": self.tier,
-            "key": self.key,
-            "bytes": self.bytes,
-        }
-
 
 @dataclass
-class Skip:
+class Skip(_Record):
+    """An object a rule selected but did not act on, and why."""
+
     rule: str
     tier: str
     key: str
     reason: str
 
-    def as_json(self) -> dict[str, Any]:
-        return {"rule": self.rule, "tier": self.tier, "key": self.key, "reason": self.reason}
-
 
 @dataclass
-class Failure:
+class Failure(_Record):
     rule: str
     tier: str
     key: str
     error: str
-
-    def as_json(self) -> dict[str, Any]:
-        return {"rule": self.rule, "tier": self.tier, "key": self.key, "error": self.error}
 
 
 @dataclass
