@@ -76,7 +76,7 @@ def measure(command: list[str] | str, *, cwd: Path, shell: bool = False) -> Meas
     return Measure(wall, usage.ru_maxrss / 1024, stdout)
 
 
-def build(work: Path, n: int) -> str:
+def build(work: Path, n: int, catalog: str = "sqlite:///catalog.db") -> str:
     import psycopg
 
     tier = work / "tier"
@@ -94,7 +94,7 @@ def build(work: Path, n: int) -> str:
         conn.execute(f"ANALYZE {table}")
     (work / "shelflife.toml").write_text(f"""
 [catalog]
-url = "sqlite:///catalog.db"
+url = "{catalog}"
 [databases.app]
 url = "{PG.replace("postgresql://", "postgresql+psycopg://")}"
 [tiers.local]
@@ -114,11 +114,22 @@ max_fraction = 1.0
     return table
 
 
-def run_size(n: int) -> dict[str, Measure]:
+def run_size(n: int, catalog: str) -> dict[str, Measure]:
     work = Path(tempfile.mkdtemp(prefix=f"shelflife-gc-{n}-"))
     table = ""
+    database = ""
+    if catalog == "postgresql":
+        import psycopg
+
+        database = f"shelflife_bench_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(PG, autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {database}")
+        catalog = PG.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+        catalog += "/" + database
+    else:
+        catalog = "sqlite:///catalog.db"
     try:
-        table = build(work, n)
+        table = build(work, n, catalog)
         results = {"scan": measure([SHELFLIFE, "scan"], cwd=work)}
         results["gc --dry-run"] = measure([SHELFLIFE, "gc", "--dry-run"], cwd=work)
         export = (
@@ -141,18 +152,28 @@ def run_size(n: int) -> dict[str, Measure]:
         return results
     finally:
         shutil.rmtree(work, ignore_errors=True)
-        if table:
-            import psycopg
+        import psycopg
 
-            with psycopg.connect(PG, autocommit=True) as conn:
+        with psycopg.connect(PG, autocommit=True) as conn:
+            if table:
                 conn.execute(f"DROP TABLE IF EXISTS {table}")
+            if database:
+                conn.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="100000,1000000")
-    sizes = [int(s) for s in parser.parse_args().sizes.split(",")]
-    all_results = {n: run_size(n) for n in sizes}
+    parser.add_argument(
+        "--catalog",
+        choices=["sqlite", "postgresql"],
+        default="sqlite",
+        help="where shelflife keeps its catalog (default: SQLite)",
+    )
+    options = parser.parse_args()
+    sizes = [int(s) for s in options.sizes.split(",")]
+    all_results = {n: run_size(n, options.catalog) for n in sizes}
+    print(f"\ncatalog: {options.catalog}")
     print(
         f"\nmachine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}"
