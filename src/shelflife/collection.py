@@ -9,7 +9,8 @@ and exit code 3.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -91,6 +92,25 @@ class GcOutcome:
 
 
 def collect_garbage(
+    collector: OrphanCollector,
+    *,
+    lock: Callable[[], AbstractContextManager[Any]],
+    recover: Callable[[], object],
+    dry_run: bool,
+    rule: str | None,
+    at: datetime | None,
+    mark: int | None,
+    progress: Progress | None,
+) -> GcOutcome:
+    """Mark, and unless ``dry_run`` sweep, under the run lock after recovery."""
+    if dry_run:
+        return _collect(collector, dry_run=True, rule=rule, at=at, mark=mark, progress=progress)
+    with lock():
+        recover()
+        return _collect(collector, dry_run=False, rule=rule, at=at, mark=mark, progress=progress)
+
+
+def _collect(
     collector: OrphanCollector,
     *,
     dry_run: bool,

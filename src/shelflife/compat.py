@@ -2,8 +2,8 @@
 
 ``StorageService.upload_file(path, filename)`` stores a file on the local tier,
 ``upload_to_cloud(path, filename)`` on the cloud tier, and ``get_file_url(filename)``
-returns a working URL for wherever the file is today. Later layers add the
-``StorageManager`` side (``enforce_threshold``, ``apply_retention_policy``).
+returns a working URL for wherever the file is today. ``StorageManager.enforce_threshold()``
+runs the migrate rules (keep the local tier under its watermark).
 """
 
 from __future__ import annotations
@@ -38,3 +38,14 @@ class StorageService:
             return "cloud"
         others = [tier for tier in tiers if tier != self.shelf.config.default_tier]
         return others[0] if others else tiers[0]
+
+
+class StorageManager:
+    """The lifecycle side of the older services."""
+
+    def __init__(self, shelf: Shelf | None = None, *, config: Config | str | Path | None = None):
+        self.shelf = shelf or Shelf.from_config(config)
+
+    def enforce_threshold(self) -> dict[str, object]:
+        """Move the coldest objects off tiers above their high watermark; return the run."""
+        return self.shelf.enforce().as_json()

@@ -17,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
+from shelflife import tiering
 from shelflife.aio import run_sync
 from shelflife.audit import AuditReport, audit_references
 from shelflife.catalog import Catalog
@@ -27,12 +28,14 @@ from shelflife.errors import ObjectNotFound, UsageError
 from shelflife.inventory import ScanResult, scan_tier
 from shelflife.keys import validate_key, validate_prefix
 from shelflife.locations import Location, Locator
+from shelflife.lock import RunLock
 from shelflife.orphans import OrphanCollector
 from shelflife.progress import Progress
 from shelflife.references import Databases, ParseReport, ReferenceSource, open_sources
 from shelflife.stats import Health, TierUsage, classify, stats_json, tier_usage
 from shelflife.stores import ObjectInfo, ObstoreStore, open_store
 from shelflife.stores.local import LocalStore
+from shelflife.tiering import EnforceOutcome
 from shelflife.units import utcnow
 
 _SPOOL_LIMIT = 8 * 1024 * 1024
@@ -256,7 +259,14 @@ class Shelf:
     ) -> GcOutcome:
         """Collect orphans per the collect-orphans rules (see :mod:`shelflife.orphans`)."""
         return collect_garbage(
-            self.collector(), dry_run=dry_run, rule=rule, at=at, mark=mark, progress=progress
+            self.collector(),
+            lock=lambda: RunLock(self.catalog, "shelflife gc"),
+            recover=lambda: run_sync(tiering.migrator(self).recover(progress)),
+            dry_run=dry_run,
+            rule=rule,
+            at=at,
+            mark=mark,
+            progress=progress,
         )
 
     def pin(self, ref: str, until: datetime | None = None) -> Location:
@@ -282,6 +292,35 @@ class Shelf:
     def audit(self, *, repair: bool = False) -> AuditReport:
         """Rows that point at missing objects; with ``repair``, repoint those found elsewhere."""
         return audit_references(self, repair=repair)
+
+    # -- migration -------------------------------------------------------------------------
+
+    def enforce(
+        self,
+        *,
+        dry_run: bool = False,
+        rule: str | None = None,
+        at: datetime | None = None,
+        progress: Progress | None = None,
+    ) -> EnforceOutcome:
+        """Carry out the migrate rules: keep tiers under their watermarks, move aged objects."""
+        return tiering.enforce(self, dry_run=dry_run, rule=rule, at=at, progress=progress)
+
+    def recover(self, progress: Progress | None = None) -> dict[str, int]:
+        """Complete or undo every migration an interrupted run left unfinished."""
+        return tiering.recover(self, progress)
+
+    def recall(self, ref: str, *, to: str | None = None) -> Location:
+        """Move an object to ``to`` (the default tier), rewriting its rows like a migration."""
+        return tiering.recall(self, ref, to)
+
+    def fetch(self, ref: str) -> Path:
+        """Recall an object to the local tier and return its file, for code that needs one."""
+        location = self.recall(ref, to=self.config.default_tier)
+        store = self.store(location.tier)
+        if not isinstance(store, LocalStore):
+            raise UsageError(f"tier {location.tier} is not a local folder; fetch needs one")
+        return store.path(location.key)
 
     # -- inventory and stats --------------------------------------------------------------
 

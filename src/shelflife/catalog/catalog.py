@@ -35,7 +35,7 @@ from shelflife.errors import CatalogError
 from shelflife.stores.base import ObjectInfo
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-HEAD_REVISION = "0002_references"  # the newest file in migrations/versions (a test checks)
+HEAD_REVISION = "0003_journal"  # the newest file in migrations/versions (a test checks)
 
 
 @dataclass(frozen=True, slots=True)

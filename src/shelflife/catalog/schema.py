@@ -195,3 +195,35 @@ def bulk_execute(conn: Any, statement: Any, rows: list[dict[str, Any]]) -> None:
     else:
         params = [{**fixed, **row} for row in rows] if fixed else rows
     conn.exec_driver_sql(str(compiled), params)
+
+
+# -- migration journal and run lock (0003) ---------------------------------------------
+
+journal = Table(
+    "journal",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(64), nullable=False),
+    Column("rule", String(128), nullable=False),
+    Column("src_tier", String(64), nullable=False),
+    Column("dst_tier", String(64), nullable=False),
+    Column("key", KeyType, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("checksum", String(80)),
+    # copying | copied | repointing | deleting | done | failed | undone
+    Column("step", String(16), nullable=False),
+    Column("error", String(1000)),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+Index("ix_journal_step", journal.c.step)
+
+lock_holder = Table(
+    "lock_holder",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("pid", Integer, nullable=False),
+    Column("host", String(255), nullable=False),
+    Column("command", String(255), nullable=False),
+    Column("since", UTCDateTime, nullable=False),
+)

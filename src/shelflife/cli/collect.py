@@ -23,6 +23,9 @@ AtOption = Annotated[
 
 def register(app: typer.Typer) -> None:
     app.command()(gc)
+    app.command()(enforce)
+    app.command()(recover)
+    app.command()(recall)
     app.command()(pin)
     app.command()(unpin)
     app.command()(restore)
@@ -101,6 +104,61 @@ def gc(
             markup=False,
         )
     return 1 if outcome.failed else 0
+
+
+def enforce(
+    dry_run: DryRunOption = False,
+    rule: RuleOption = None,
+    at: AtOption = None,
+    json: JsonOption = False,
+) -> int:
+    """Run the migrate rules: keep tiers under their watermarks, move aged objects."""
+    shelf = state.open()
+    outcome = shelf.enforce(
+        dry_run=dry_run, rule=rule, at=_instant(at), progress=RichProgress(enabled=not json)
+    )
+    data = outcome.as_json()
+    if json:
+        print_json(data)
+        return 1 if data.get("failed") else 0
+    verb = "would move" if dry_run else "moved"
+    if outcome.recovered:
+        out.print(f"recovered first: {outcome.recovered}")
+    if not data["actions"]:
+        out.print("nothing to move: every tier is within its rules")
+    for pair, size in (data.get("moved_bytes") or {}).items():
+        out.print(f"{verb} {format_size(size)} {pair.replace('->', ' → ')}")
+    if dry_run:
+        for action in data["actions"][:50]:
+            out.print(
+                f"  {action['tier']} → {action['to']}  {action['key']}  "
+                f"{format_size(action['bytes'])}",
+                markup=False,
+            )
+        if data["totals"]:
+            figures = data["totals"]["migrate"]
+            out.print(f"{verb}: {figures['objects']} objects ({format_size(figures['bytes'])})")
+    for failure in data.get("failed", []):
+        err.print(f"failed {failure['tier']}:{failure['key']}: {failure['error']}", markup=False)
+    return 1 if data.get("failed") else 0
+
+
+def recover(json: JsonOption = False) -> None:
+    """Finish or undo migrations an interrupted run left unfinished."""
+    outcome = state.open().recover(progress=RichProgress(enabled=not json))
+    if json:
+        print_json({"recovered": outcome})
+    else:
+        out.print("nothing to recover" if not outcome else f"recovered: {outcome}")
+
+
+def recall(
+    key: Annotated[str, typer.Argument(help="a key or a row's value")],
+    to: Annotated[str | None, typer.Option("--to", help="tier (default: local)")] = None,
+) -> None:
+    """Bring an object back to a tier (local by default), rewriting its rows."""
+    location = state.open().recall(key, to=to)
+    err.print(f"{location.key} is on {location.tier}")
 
 
 def pin(

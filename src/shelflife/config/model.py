@@ -204,6 +204,13 @@ class ScheduleConfig(_Strict):
         return name
 
 
+class ExecutorConfig(_Strict):
+    """How runs carry out their actions."""
+
+    concurrency: int = Field(default=8, ge=1, le=256)
+    batch_size: int = Field(default=64, ge=1, le=10_000)
+
+
 class HealthConfig(_Strict):
     orphan_warning: Ratio = 0.10
     orphan_critical: Ratio = 0.25
@@ -221,6 +228,7 @@ class Config(_Strict):
     rules: tuple[RuleConfig, ...] = ()
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     # Not from the file: where it came from, and what relative paths are relative to.
     source: str = Field(default="embedded default", exclude=True)
     base_dir: Path = Field(default=Path("."), exclude=True)
@@ -237,6 +245,15 @@ class Config(_Strict):
                 )
             if rule.to is not None and rule.to not in self.tiers:
                 raise ValueError(f"{where}: unknown tier {rule.to!r} in 'to'")
+            if (
+                rule.when == "over-watermark"
+                and rule.tier != "*"
+                and (self.tiers[rule.tier].capacity is None)
+            ):
+                raise ValueError(
+                    f"{where}: tier {rule.tier!r} has no capacity, so it has no watermark; "
+                    "set capacity (a size or 'disk') on the tier"
+                )
         ids = [rule.id for rule in self.rules]
         duplicates = sorted({rule_id for rule_id in ids if ids.count(rule_id) > 1})
         if duplicates:

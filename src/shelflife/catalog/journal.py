@@ -1,0 +1,207 @@
+"""The migration journal: every step of every object's move, written before it is taken.
+
+Steps: ``copying`` → ``copied`` (verified at the destination) → ``repointing`` →
+``deleting`` → ``done``; or ``failed`` / ``undone``. Recovery reads the unfinished
+entries and completes or undoes each (see :mod:`shelflife.migrate`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, func, insert, not_, or_, select, update
+
+from shelflife.catalog.catalog import _Guard
+from shelflife.catalog.ledger import TRASH_PREFIX, CandidateFilter
+from shelflife.catalog.schema import journal, leases, objects, pins
+
+UNFINISHED = ("copying", "copied", "repointing", "deleting")
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    id: int
+    run_id: str
+    rule: str
+    src_tier: str
+    dst_tier: str
+    key: str
+    size: int
+    checksum: str | None
+    step: str
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """An object a migrate rule may move, with what its order is computed from."""
+
+    key: str
+    size: int
+    modified_at: datetime
+    last_accessed_at: datetime | None
+    checksum: str | None
+
+
+_ENTRY_COLUMNS = (
+    journal.c.id,
+    journal.c.run_id,
+    journal.c.rule,
+    journal.c.src_tier,
+    journal.c.dst_tier,
+    journal.c.key,
+    journal.c.size,
+    journal.c.checksum,
+    journal.c.step,
+)
+
+
+class Journal:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def begin(
+        self,
+        run_id: str,
+        rule: str,
+        src: str,
+        dst: str,
+        items: Sequence[tuple[str, int]],
+        now: datetime,
+    ) -> list[Entry]:
+        """Journal ``copying`` for a batch, in one transaction, before any copy starts."""
+        entries = []
+        with _Guard(self.engine, begin=True) as conn:
+            for key, size in items:
+                result = conn.execute(
+                    insert(journal).values(
+                        run_id=run_id,
+                        rule=rule,
+                        src_tier=src,
+                        dst_tier=dst,
+                        key=key,
+                        size=size,
+                        step="copying",
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+                entry_id = int(result.inserted_primary_key[0])  # type: ignore[index]
+                entries.append(Entry(entry_id, run_id, rule, src, dst, key, size, None, "copying"))
+        return entries
+
+    def advance(
+        self,
+        ids: Sequence[int],
+        step: str,
+        now: datetime,
+        checksums: dict[int, str] | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Move entries to ``step`` (with a checksum or an error where given)."""
+        if not ids:
+            return
+        with _Guard(self.engine, begin=True) as conn:
+            if checksums:
+                for entry_id in ids:
+                    conn.execute(
+                        update(journal)
+                        .where(journal.c.id == entry_id)
+                        .values(step=step, updated_at=now, checksum=checksums.get(entry_id))
+                    )
+            else:
+                values: dict[str, Any] = {"step": step, "updated_at": now}
+                if error is not None:
+                    values["error"] = error[:1000]
+                conn.execute(update(journal).where(journal.c.id.in_(list(ids))).values(**values))
+
+    def unfinished(self) -> list[Entry]:
+        with _Guard(self.engine, begin=False) as conn:
+            rows = conn.execute(
+                select(*_ENTRY_COLUMNS).where(journal.c.step.in_(UNFINISHED)).order_by(journal.c.id)
+            ).all()
+        return [Entry(*row) for row in rows]
+
+    def counts(self, run_id: str) -> dict[str, int]:
+        with _Guard(self.engine, begin=False) as conn:
+            rows = conn.execute(
+                select(journal.c.step, func.count())
+                .where(journal.c.run_id == run_id)
+                .group_by(journal.c.step)
+            ).all()
+        return {step: int(count) for step, count in rows}
+
+    def candidates(
+        self,
+        tier: str,
+        *,
+        order: str,
+        now: datetime,
+        cutoff: datetime | None,
+        selection: CandidateFilter,
+        batch_size: int = 1000,
+    ) -> Iterator[Candidate]:
+        """Objects of ``tier`` a migrate rule may move, coldest first, ties by key.
+
+        Pinned objects and objects under an upload lease are left where they are.
+        """
+        clauses: list[Any] = [
+            objects.c.tier == tier,
+            objects.c.state == "present",
+            not_(objects.c.key.startswith(TRASH_PREFIX + "/", autoescape=True)),
+            ~pins.select()
+            .where(
+                pins.c.tier == objects.c.tier,
+                pins.c.key == objects.c.key,
+                or_(pins.c.until.is_(None), pins.c.until > now),
+            )
+            .exists(),
+            ~leases.select()
+            .where(
+                leases.c.tier == objects.c.tier,
+                leases.c.key == objects.c.key,
+                leases.c.expires_at > now,
+            )
+            .exists(),
+        ]
+        if cutoff is not None:
+            clauses.append(objects.c.modified_at < cutoff)
+        if selection.prefix:
+            clauses.append(objects.c.key.startswith(selection.prefix, autoescape=True))
+        if selection.suffix:
+            clauses.append(objects.c.key.endswith(selection.suffix, autoescape=True))
+        if selection.min_size is not None:
+            clauses.append(objects.c.size >= selection.min_size)
+        if selection.max_size is not None:
+            clauses.append(objects.c.size <= selection.max_size)
+        if order == "largest":
+            sort_key: Any = -objects.c.size
+        elif order == "least-recently-used":
+            sort_key = func.coalesce(objects.c.last_accessed_at, objects.c.modified_at)
+        else:
+            sort_key = objects.c.modified_at
+        query = (
+            select(
+                objects.c.key,
+                objects.c.size,
+                objects.c.modified_at,
+                objects.c.last_accessed_at,
+                objects.c.checksum,
+                sort_key.label("sort_key"),
+            )
+            .where(*clauses)
+            .order_by(sort_key, objects.c.key)
+        )
+        offset = 0
+        while True:
+            with _Guard(self.engine, begin=False) as conn:
+                rows = conn.execute(query.limit(batch_size).offset(offset)).all()
+            for row in rows:
+                yield Candidate(
+                    row.key, row.size, row.modified_at, row.last_accessed_at, row.checksum
+                )
+            if len(rows) < batch_size:
+                return
+            offset += batch_size

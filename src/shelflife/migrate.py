@@ -1,0 +1,347 @@
+"""Moving objects between tiers without losing a byte or a row (DESIGN I1, I2).
+
+Per object: copy (create-only at the destination, so nothing there is overwritten) →
+verify at the destination (size and SHA-256 read back) → repoint every reference (one
+transaction per batch and source, ``WHERE column = old value`` so a row the application
+changed meanwhile is left alone) → delete the source. Each step is journaled before it is
+taken. :meth:`Migrator.recover` — run by ``shelflife recover`` and before every run —
+completes every unfinished entry it can prove safe to complete, and undoes the rest:
+
+- ``copying``: the destination holds the same bytes as the source → go on from
+  ``copied``; it holds nothing → ``undone`` (rows untouched, the source intact); it holds
+  different bytes → ``failed``, both left as they are.
+- ``copied``: verify again, repoint, delete the source.
+- ``repointing`` / ``deleting``: repoint again (idempotent), delete the source.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import case, update
+from sqlalchemy.exc import SQLAlchemyError
+
+from shelflife.catalog import Catalog
+from shelflife.catalog.journal import Candidate, Entry, Journal
+from shelflife.config.model import Config
+from shelflife.errors import ObjectExists, ObjectNotFound, ShelflifeError
+from shelflife.faults import checkpoint
+from shelflife.locations import Location, Locator
+from shelflife.progress import NullProgress, Progress
+from shelflife.references import ReferenceSource, SourceUnreadable
+from shelflife.stores._obstore import ObstoreStore
+from shelflife.stores.transfer import transfer
+from shelflife.units import utcnow
+
+
+@dataclass
+class Moved:
+    key: str
+    size: int
+    src: str
+    dst: str
+    rule: str
+
+
+@dataclass
+class MigrateResult:
+    run_id: str
+    moved: list[Moved] = field(default_factory=list)
+    failed: list[tuple[str, str, str]] = field(default_factory=list)  # (tier, key, error)
+    recovered: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def bytes_by_pair(self) -> dict[tuple[str, str], int]:
+        pairs: dict[tuple[str, str], int] = {}
+        for item in self.moved:
+            pairs[(item.src, item.dst)] = pairs.get((item.src, item.dst), 0) + item.size
+        return pairs
+
+
+def choose_for_watermark(
+    candidates: Sequence[Candidate] | Any, *, used: int, capacity: int, high: float, low: float
+) -> list[Candidate]:
+    """Pure: nothing while ``used`` is at or below the high mark; otherwise candidates in
+    the order given until the estimate is at or below the low mark."""
+    if capacity <= 0 or used * 1.0 <= high * capacity:
+        return []
+    target = int(low * capacity)
+    chosen = []
+    for candidate in candidates:
+        if used <= target:
+            break
+        chosen.append(candidate)
+        used -= candidate.size
+    return chosen
+
+
+class Migrator:
+    """Executes migrations and recovers interrupted ones."""
+
+    def __init__(
+        self,
+        config: Config,
+        catalog: Catalog,
+        journal: Journal,
+        locator: Locator,
+        sources: list[ReferenceSource],
+        store: Callable[[str], ObstoreStore],
+        *,
+        concurrency: int = 8,
+        batch_size: int = 64,
+    ) -> None:
+        self.config = config
+        self.catalog = catalog
+        self.journal = journal
+        self.locator = locator
+        self.sources = sources
+        self.store = store
+        self.concurrency = concurrency
+        self.batch_size = batch_size
+
+    # -- run ---------------------------------------------------------------------------------
+
+    async def migrate(
+        self,
+        rule: str,
+        src: str,
+        dst: str,
+        items: Sequence[Candidate],
+        progress: Progress | None = None,
+        run_id: str | None = None,
+    ) -> MigrateResult:
+        progress = progress or NullProgress()
+        result = MigrateResult(run_id or f"migrate-{uuid.uuid4().hex[:12]}")
+        progress.start(
+            f"migrate {src} → {dst}", total=len(items), total_bytes=sum(item.size for item in items)
+        )
+        try:
+            for start in range(0, len(items), self.batch_size):
+                batch = items[start : start + self.batch_size]
+                entries = await asyncio.to_thread(
+                    self.journal.begin,
+                    result.run_id,
+                    rule,
+                    src,
+                    dst,
+                    [(item.key, item.size) for item in batch],
+                    utcnow(),
+                )
+                checkpoint("journal-copying")
+                known = {item.key: item.checksum for item in batch}
+                await self._run_batch(entries, known, result)
+                progress.advance(len(batch), sum(item.size for item in batch))
+        finally:
+            progress.finish()
+        return result
+
+    async def _run_batch(
+        self, entries: list[Entry], known: dict[str, str | None], result: MigrateResult
+    ) -> None:
+        semaphore = asyncio.Semaphore(self.concurrency)
+
+        async def copy_one(entry: Entry) -> tuple[Entry, str | None, str | None]:
+            async with semaphore:
+                try:
+                    return entry, await self._copy_and_verify(entry, known.get(entry.key)), None
+                except ShelflifeError as exc:
+                    return entry, None, exc.message
+
+        outcomes = await asyncio.gather(*(copy_one(entry) for entry in entries))
+        copied = [(entry, digest) for entry, digest, _ in outcomes if digest]
+        failures = [(entry, error) for entry, _, error in outcomes if error]
+        for entry, error in failures:
+            await asyncio.to_thread(
+                self.journal.advance, [entry.id], "failed", utcnow(), None, error
+            )
+            result.failed.append((entry.src_tier, entry.key, error or "failed"))
+        if not copied:
+            return
+        await asyncio.to_thread(
+            self.journal.advance,
+            [e.id for e, _ in copied],
+            "copied",
+            utcnow(),
+            {e.id: d for e, d in copied},
+        )
+        checkpoint("journal-copied")
+        for entry, digest in copied:
+            await asyncio.to_thread(
+                self.catalog.record_put,
+                entry.dst_tier,
+                entry.key,
+                size=entry.size,
+                checksum=digest,
+                etag=None,
+                now=utcnow(),
+            )
+        await self._finish([entry for entry, _ in copied], result)
+
+    async def _finish(self, entries: list[Entry], result: MigrateResult) -> None:
+        """Repoint, then delete the sources: the steps after a verified copy."""
+        ids = [entry.id for entry in entries]
+        await asyncio.to_thread(self.journal.advance, ids, "repointing", utcnow())
+        checkpoint("journal-repointing")
+        await asyncio.to_thread(self._repoint, entries)
+        checkpoint("repointed")
+        await asyncio.to_thread(self.journal.advance, ids, "deleting", utcnow())
+        checkpoint("journal-deleting")
+        await asyncio.to_thread(self._repoint, entries)  # rows written since are caught too
+        by_tier: dict[str, list[str]] = {}
+        for entry in entries:
+            by_tier.setdefault(entry.src_tier, []).append(entry.key)
+        for tier, keys in by_tier.items():
+            await self.store(tier).delete_many(keys)
+            checkpoint("deleted")
+            await asyncio.to_thread(self.catalog.forget, tier, keys)
+        await asyncio.to_thread(self.journal.advance, ids, "done", utcnow())
+        checkpoint("journal-done")
+        result.moved += [Moved(e.key, e.size, e.src_tier, e.dst_tier, e.rule) for e in entries]
+
+    async def _copy_and_verify(self, entry: Entry, known: str | None) -> str:
+        src, dst = self.store(entry.src_tier), self.store(entry.dst_tier)
+        try:
+            written = await transfer(src, entry.key, dst, entry.key, overwrite=False)
+            checkpoint("copied-object")
+            digest, size = written.checksum, written.size
+        except ObjectExists:
+            # A retried copy, or someone else's object: only identical bytes may be reused.
+            digest, size = await _checksum(src, entry.key)
+            there, there_size = await _checksum(dst, entry.key)
+            if (there, there_size) != (digest, size):
+                raise ShelflifeError(
+                    f"{entry.dst_tier} already holds a different object at {entry.key}"
+                ) from None
+        if known and known != digest:
+            raise ShelflifeError(
+                f"{entry.key} on {entry.src_tier} no longer has the bytes shelflife recorded"
+            )
+        there, there_size = await _checksum(dst, entry.key)
+        if there_size != size or there != digest:
+            raise ShelflifeError(
+                f"verification failed for {entry.key} on {entry.dst_tier}: "
+                f"{there_size} bytes {there[:19]}…, expected {size} bytes {digest[:19]}…"
+            )
+        return digest
+
+    def _repoint(self, entries: Sequence[Entry]) -> None:
+        """Rewrite every row naming an entry's old location to its new one (per source, one
+        statement and one transaction for the whole batch)."""
+        mapping: dict[str, str] = {}
+        for entry in entries:
+            new = self.locator.render(Location(entry.dst_tier, entry.key))
+            tier = self.config.tiers[entry.src_tier]
+            for template in (tier.ref_format, *tier.ref_aliases):
+                old = template.replace("{key}", entry.key)
+                if old != new:
+                    mapping[old] = new
+        if not mapping:
+            return
+        for source in self.sources:
+            column = source.column
+            statement = (
+                update(source.table)
+                .where(column.in_(list(mapping)))
+                .values({column.name: case(mapping, value=column)})
+            )
+            try:
+                with source.engine.begin() as conn:
+                    conn.execute(statement)
+            except SQLAlchemyError as exc:
+                raise SourceUnreadable(f"cannot repoint rows in {source.label}: {exc}") from None
+
+    # -- recovery ------------------------------------------------------------------------------
+
+    async def recover(self, progress: Progress | None = None) -> dict[str, int]:
+        """Complete or undo every unfinished journal entry; return counts per outcome."""
+        entries = await asyncio.to_thread(self.journal.unfinished)
+        outcome: dict[str, int] = {}
+        if not entries:
+            return outcome
+        progress = progress or NullProgress()
+        progress.start("recover", total=len(entries))
+        result = MigrateResult("recover")
+        try:
+            forward: list[Entry] = []
+            for entry in entries:
+                verdict = await self._recover_one(entry)
+                outcome[verdict] = outcome.get(verdict, 0) + 1
+                if verdict == "completed":
+                    forward.append(entry)
+                progress.advance()
+            if forward:
+                await self._finish(forward, result)
+        finally:
+            progress.finish()
+        return outcome
+
+    async def _recover_one(self, entry: Entry) -> str:
+        now = utcnow()
+        src, dst = self.store(entry.src_tier), self.store(entry.dst_tier)
+        if entry.step in ("repointing", "deleting"):
+            return "completed"
+        there = await _checksum_or_none(dst, entry.key)
+        if entry.step == "copied":
+            if there is not None and there[0] == entry.checksum:
+                return "completed"
+            # The verified copy vanished before any row moved: the source still serves.
+            await asyncio.to_thread(
+                self.journal.advance,
+                [entry.id],
+                "undone",
+                now,
+                None,
+                "destination copy missing at recovery",
+            )
+            return "undone"
+        here = await _checksum_or_none(src, entry.key)
+        if there is None:
+            await asyncio.to_thread(self.journal.advance, [entry.id], "undone", now)
+            return "undone"
+        if here is not None and here == there:
+            await asyncio.to_thread(
+                self.journal.advance, [entry.id], "copied", now, {entry.id: there[0]}
+            )
+            await asyncio.to_thread(
+                self.catalog.record_put,
+                entry.dst_tier,
+                entry.key,
+                size=there[1],
+                checksum=there[0],
+                etag=None,
+                now=now,
+            )
+            return "completed"
+        await asyncio.to_thread(
+            self.journal.advance,
+            [entry.id],
+            "failed",
+            now,
+            None,
+            "destination holds different bytes than the source; both left in place",
+        )
+        return "failed"
+
+
+async def _checksum(store: ObstoreStore, key: str) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    async for chunk in store.get(key):
+        digest.update(chunk)
+        size += len(chunk)
+    return "sha256:" + digest.hexdigest(), size
+
+
+async def _checksum_or_none(store: ObstoreStore, key: str) -> tuple[str, int] | None:
+    try:
+        return await _checksum(store, key)
+    except ObjectNotFound:
+        return None
+
+
+__all__ = ["MigrateResult", "Migrator", "choose_for_watermark"]
