@@ -205,8 +205,10 @@ class Migrator:
 
     async def _copy_and_verify(self, entry: Entry, known: str | None) -> str:
         src, dst = self.store(entry.src_tier), self.store(entry.dst_tier)
+        created = False
         try:
             written = await transfer(src, entry.key, dst, entry.key, overwrite=False)
+            created = True
             checkpoint("copied-object")
             digest, size = written.checksum, written.size
         except ObjectExists:
@@ -217,16 +219,20 @@ class Migrator:
                 raise ShelflifeError(
                     f"{entry.dst_tier} already holds a different object at {entry.key}"
                 ) from None
+        problem = None
         if known and known != digest:
-            raise ShelflifeError(
-                f"{entry.key} on {entry.src_tier} no longer has the bytes shelflife recorded"
-            )
-        there, there_size = await _checksum(dst, entry.key)
-        if there_size != size or there != digest:
-            raise ShelflifeError(
-                f"verification failed for {entry.key} on {entry.dst_tier}: "
-                f"{there_size} bytes {there[:19]}…, expected {size} bytes {digest[:19]}…"
-            )
+            problem = f"{entry.key} on {entry.src_tier} no longer has the bytes shelflife recorded"
+        else:
+            there, there_size = await _checksum(dst, entry.key)
+            if there_size != size or there != digest:
+                problem = (
+                    f"verification failed for {entry.key} on {entry.dst_tier}: read back "
+                    f"{there_size} bytes {there[:19]}…, expected {size} bytes {digest[:19]}…"
+                )
+        if problem:
+            if created:  # our own copy, referenced by nothing: never leave it behind
+                await dst.delete(entry.key)
+            raise ShelflifeError(problem)
         return digest
 
     def _repoint(self, entries: Sequence[Entry]) -> None:

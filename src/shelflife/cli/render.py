@@ -25,7 +25,7 @@ from shelflife.stats import TierUsage
 from shelflife.units import format_size
 
 out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def print_json(data: Any) -> None:
