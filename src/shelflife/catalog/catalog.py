@@ -7,6 +7,7 @@ when the catalog is opened.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -35,6 +36,7 @@ from shelflife.errors import CatalogError
 from shelflife.stores.base import ObjectInfo
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+_MIGRATION_LOCK = threading.Lock()
 HEAD_REVISION = "0003_journal"  # the newest file in migrations/versions (a test checks)
 
 
@@ -99,9 +101,13 @@ class Catalog:
 
         alembic_cfg = AlembicConfig()
         alembic_cfg.set_main_option("script_location", str(MIGRATIONS))
+        with _MIGRATION_LOCK:  # alembic's context is process-global: one upgrade at a time
+            self._upgrade(alembic_cfg, MigrationContext, command)
+
+    def _upgrade(self, alembic_cfg: Any, migration_context: Any, command: Any) -> None:
         try:
             with self.engine.begin() as conn:
-                if MigrationContext.configure(conn).get_current_revision() == HEAD_REVISION:
+                if migration_context.configure(conn).get_current_revision() == HEAD_REVISION:
                     return
                 alembic_cfg.attributes["connection"] = conn
                 command.upgrade(alembic_cfg, "head")
