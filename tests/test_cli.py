@@ -43,11 +43,13 @@ def test_demo_builds_an_app_and_shows_it(tmp_path: Path) -> None:
     config = tmp_path / "demo" / "shelflife.toml"
     stats = json.loads(shelflife("-c", str(config), "stats", "--json", cwd=tmp_path).stdout)
     local = stats["tiers"]["local"]
-    assert local["objects"] == 48
+    cloud = stats["tiers"]["cloud"]
+    assert local["objects"] + cloud["objects"] == 48
     assert local["capacity"] == 2_000_000
-    assert local["usage_ratio"] > local["high_watermark"]
-    assert stats["health"]["status"] == "warning"
-    assert local["referenced_objects"] == 40
+    assert local["usage_ratio"] <= local["low_watermark"]  # started above the high mark
+    assert "moved " in result.stdout
+    assert stats["health"]["status"] == "healthy"
+    assert local["referenced_objects"] + cloud["referenced_objects"] == 40
     assert local["quarantined_objects"] == int(
         result.stdout.split("quarantined ")[1].split(" orphans")[0]
     )
@@ -57,6 +59,7 @@ def test_demo_builds_an_app_and_shows_it(tmp_path: Path) -> None:
     app.close()
     assert len(paths) == 40
     assert all((tmp_path / "demo" / path).is_file() for path in paths)
+    assert any(path.startswith("data/storage/cold/") for path in paths)
     again = shelflife("demo", cwd=tmp_path)
     assert again.returncode == 0
     check = shelflife("-c", str(config), "check", cwd=tmp_path)

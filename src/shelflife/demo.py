@@ -3,7 +3,7 @@
 It mimics a render service: a SQLite application database whose ``video_jobs`` rows
 point at output files on the local tier, written over the last few months, plus a few
 files no row points at (left behind by deleted jobs). The local tier's capacity is set
-small so the sample starts above its high watermark.
+small so the sample starts above its high watermark; the demo's run ends below the low one.
 """
 
 from __future__ import annotations

@@ -334,6 +334,16 @@ class OrphanCollector:
                 await asyncio.to_thread(
                     self.ledger.add_quarantine, tier, item.key, trash, item.size, now, expires
                 )
+                # The trash copy occupies the tier until purged: the inventory says so.
+                await asyncio.to_thread(
+                    self.catalog.record_put,
+                    tier,
+                    trash,
+                    size=copied.size,
+                    checksum=copied.checksum,
+                    etag=copied.etag,
+                    now=now,
+                )
                 await store.delete(item.key)
             except ShelflifeError as exc:
                 result.failed.append(Failure(rule.id, tier, item.key, exc.message))

@@ -231,6 +231,13 @@ def demo(
         f"quarantined {moved['objects']} orphans ({format_size(moved['bytes'])}); "
         f"every referenced file is still in place"
     )
+    out.print("\n[bold]keep local under its watermark[/] (enforce)")
+    migrated = shelf.enforce(progress=progress).as_json()
+    for pair, size in migrated["moved_bytes"].items():
+        out.print(
+            f"moved {len(migrated['actions'])} oldest files ({format_size(size)}) "
+            f"{pair.replace('->', ' → ')}; their rows now point at the new tier"
+        )
     shelf.scan(progress=progress)
     shelf.refresh_references(progress)
     _show_stats(shelf, "after")
