@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import case, update
+from sqlalchemy import Connection, case, text, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from shelflife.catalog import Catalog
@@ -249,15 +249,9 @@ class Migrator:
         if not mapping:
             return
         for source in self.sources:
-            column = source.column
-            statement = (
-                update(source.table)
-                .where(column.in_(list(mapping)))
-                .values({column.name: case(mapping, value=column)})
-            )
             try:
                 with source.engine.begin() as conn:
-                    conn.execute(statement)
+                    repoint(conn, source, mapping)
             except SQLAlchemyError as exc:
                 raise SourceUnreadable(f"cannot repoint rows in {source.label}: {exc}") from None
 
@@ -332,6 +326,33 @@ class Migrator:
             "destination holds different bytes than the source; both left in place",
         )
         return "failed"
+
+
+def repoint(conn: Connection, source: ReferenceSource, mapping: dict[str, str]) -> int:
+    """One UPDATE rewriting every row that holds an old value to its new value.
+
+    PostgreSQL joins the column's index against two arrays (``unnest``): the statement
+    text never changes, so it is compiled once and the batch travels as two parameters.
+    Elsewhere a ``CASE`` over the batch's values (MariaDB and SQLite have no arrays).
+    """
+    column = source.column
+    if conn.dialect.name == "postgresql":
+        quote = conn.dialect.identifier_preparer.quote
+        table = ".".join(quote(part) for part in source.config.table.split("."))
+        name = quote(column.name)
+        statement = text(
+            f"UPDATE {table} AS t SET {name} = m.new "
+            "FROM unnest(CAST(:olds AS text[]), CAST(:news AS text[])) AS m(old, new) "
+            f"WHERE t.{name} = m.old"
+        )
+        result = conn.execute(statement, {"olds": list(mapping), "news": list(mapping.values())})
+    else:
+        result = conn.execute(
+            update(source.table)
+            .where(column.in_(list(mapping)))
+            .values({column.name: case(mapping, value=column)})
+        )
+    return int(result.rowcount or 0)
 
 
 async def _checksum(store: ObstoreStore, key: str) -> tuple[str, int]:

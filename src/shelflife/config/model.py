@@ -208,7 +208,7 @@ class ExecutorConfig(_Strict):
     """How runs carry out their actions."""
 
     concurrency: int = Field(default=8, ge=1, le=256)
-    batch_size: int = Field(default=64, ge=1, le=10_000)
+    batch_size: int = Field(default=500, ge=1, le=10_000)
 
 
 class HealthConfig(_Strict):
