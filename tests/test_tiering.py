@@ -319,3 +319,25 @@ def test_compat_enforce_threshold(tmp_path: Path) -> None:
     shelf.scan()
     result = StorageManager(shelf).enforce_threshold()
     assert [a["key"] for a in result["actions"]] == ["a"]
+
+
+def test_bare_key_tiers_need_no_rewrite(app: AppTable, tmp_path: Path) -> None:
+    tiers = {
+        "local": {"url": f"file://{tmp_path / 'local'}", "capacity": "1000B"},
+        "cloud": {"url": f"file://{tmp_path / 'cold'}"},
+    }
+    rule = {
+        "id": "spill",
+        "tier": "local",
+        "action": "migrate",
+        "to": "cloud",
+        "when": "over-watermark",
+    }
+    shelf = make_app_shelf(tmp_path, app, tiers=tiers, rules=[rule])
+    data = put_aged(shelf, "clips/a.mp4", 900, 5)
+    app.insert("clips/a.mp4")
+    shelf.scan()
+    assert [a["key"] for a in shelf.enforce().as_json()["actions"]] == ["clips/a.mp4"]
+    assert app.values() == ["clips/a.mp4"]  # unchanged: the key is the same on both tiers
+    assert shelf.resolve("clips/a.mp4").tier == "cloud"
+    assert shelf.get("clips/a.mp4") == data
