@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 from tests.conftest import free_port, make_s3_bucket, wait_for_port  # noqa: E402
 
 from bench.gc import PG  # noqa: E402
+from bench.transfer import rclone_env  # noqa: E402
 
 SHELFLIFE = str(Path(sys.executable).parent / "shelflife")
 
@@ -110,16 +111,7 @@ after = "1d"
     assert moved is not None
     assert moved[0] == count, moved
     assert not any((base / "local").rglob("*.bin"))
-    env.update(
-        {
-            "RCLONE_CONFIG_MOTO_TYPE": "s3",
-            "RCLONE_CONFIG_MOTO_PROVIDER": "Other",
-            "RCLONE_CONFIG_MOTO_ENDPOINT": endpoint,
-            "RCLONE_CONFIG_MOTO_ACCESS_KEY_ID": "testing",
-            "RCLONE_CONFIG_MOTO_SECRET_ACCESS_KEY": "testing",
-            "RCLONE_CONFIG_MOTO_REGION": "us-east-1",
-        }
-    )
+    env = rclone_env(endpoint)
     rwall, rcpu = timed(
         [
             "rclone",

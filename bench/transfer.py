@@ -46,6 +46,22 @@ class Figure:
     cpu: float
 
 
+def rclone_env(endpoint: str) -> dict[str, str]:
+    """rclone's remote "moto" for the S3 server at ``endpoint`` (AWS_CA_BUNDLE breaks 1.60)."""
+    env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+    env.update(
+        {
+            "RCLONE_CONFIG_MOTO_TYPE": "s3",
+            "RCLONE_CONFIG_MOTO_PROVIDER": "Other",
+            "RCLONE_CONFIG_MOTO_ENDPOINT": endpoint,
+            "RCLONE_CONFIG_MOTO_ACCESS_KEY_ID": "testing",
+            "RCLONE_CONFIG_MOTO_SECRET_ACCESS_KEY": "testing",
+            "RCLONE_CONFIG_MOTO_REGION": "us-east-1",
+        }
+    )
+    return env
+
+
 def child_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
@@ -106,17 +122,7 @@ def main() -> None:
     )
     wait_for_port(port, moto, "moto_server")
     endpoint = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
-    env.update(
-        {
-            "RCLONE_CONFIG_MOTO_TYPE": "s3",
-            "RCLONE_CONFIG_MOTO_PROVIDER": "Other",
-            "RCLONE_CONFIG_MOTO_ENDPOINT": endpoint,
-            "RCLONE_CONFIG_MOTO_ACCESS_KEY_ID": "testing",
-            "RCLONE_CONFIG_MOTO_SECRET_ACCESS_KEY": "testing",
-            "RCLONE_CONFIG_MOTO_REGION": "us-east-1",
-        }
-    )
+    env = rclone_env(endpoint)
     results: dict[str, dict[str, list[Figure]]] = {}
     work = Path(tempfile.mkdtemp(prefix="shelflife-bench-"))
     try:

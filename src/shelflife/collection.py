@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from shelflife.aio import run_sync
@@ -22,12 +22,10 @@ from shelflife.orphans import Action, Failure, Mark, OrphanCollector, Skip, tota
 from shelflife.progress import Progress
 from shelflife.references import spellings
 from shelflife.stores.transfer import transfer
-from shelflife.units import utcnow
+from shelflife.units import evaluation_instant, utcnow
 
 if TYPE_CHECKING:
     from shelflife.shelf import Shelf
-
-FUTURE_SLACK = timedelta(seconds=5)
 
 
 @dataclass
@@ -119,14 +117,7 @@ def _collect(
     mark: int | None,
     progress: Progress | None,
 ) -> GcOutcome:
-    now = utcnow()
-    if at is not None:
-        if at > now + FUTURE_SLACK and not dry_run:
-            raise UsageError(
-                "--at in the future evaluates ages as they will be then; it is for dry runs only",
-                hint="add --dry-run to see what would be collected at that time",
-            )
-        now = at
+    now = evaluation_instant(at, dry_run=dry_run, what="would be collected")
     outcome = GcOutcome(now=now, dry_run=dry_run, collector=collector)
     if mark is not None:
         if dry_run:

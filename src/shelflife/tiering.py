@@ -7,7 +7,7 @@ run left unfinished.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from shelflife.aio import run_sync
@@ -19,12 +19,10 @@ from shelflife.locations import Location
 from shelflife.lock import RunLock
 from shelflife.migrate import MigrateResult, Migrator, choose_for_watermark
 from shelflife.progress import Progress
-from shelflife.units import utcnow
+from shelflife.units import evaluation_instant
 
 if TYPE_CHECKING:
     from shelflife.shelf import Shelf
-
-FUTURE_SLACK = timedelta(seconds=5)
 
 
 @dataclass
@@ -179,14 +177,7 @@ def _after(usage: Any, freed: int) -> Any:
 def enforce(
     shelf: Shelf, *, dry_run: bool, rule: str | None, at: datetime | None, progress: Progress | None
 ) -> EnforceOutcome:
-    now = utcnow()
-    if at is not None:
-        if at > now + FUTURE_SLACK and not dry_run:
-            raise UsageError(
-                "--at in the future is for dry runs only",
-                hint="add --dry-run to see what would move at that time",
-            )
-        now = at
+    now = evaluation_instant(at, dry_run=dry_run, what="would move")
     outcome = EnforceOutcome(now=now, dry_run=dry_run)
     if dry_run:
         outcome.planned = plan_migrations(shelf, now, rule)

@@ -116,3 +116,25 @@ def format_size(size: int | float) -> str:
 def utcnow() -> datetime:
     """The current instant, aware, in UTC. Read only at the edges and passed down."""
     return datetime.now(UTC)
+
+
+FUTURE_SLACK = timedelta(seconds=5)
+
+
+def evaluation_instant(at: datetime | None, *, dry_run: bool, what: str) -> datetime:
+    """The instant a run evaluates ages at: now, or ``--at``.
+
+    A future ``--at`` is for dry runs only: acting on ages as they will be next month would
+    touch objects still inside their grace or retention today.
+    """
+    from shelflife.errors import UsageError
+
+    now = utcnow()
+    if at is None:
+        return now
+    if at > now + FUTURE_SLACK and not dry_run:
+        raise UsageError(
+            "--at in the future evaluates ages as they will be then; it is for dry runs only",
+            hint=f"add --dry-run to see what {what} at that time",
+        )
+    return at
