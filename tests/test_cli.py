@@ -187,3 +187,21 @@ def test_seed_environment_is_used_without_a_config_file(tmp_path: Path) -> None:
 def test_unknown_command_is_a_usage_error(tmp_path: Path) -> None:
     result = shelflife("frobnicate", cwd=tmp_path)
     assert result.returncode == 2
+
+
+def test_check_reports_bad_credentials_clearly(tmp_path: Path, azure_endpoint: str) -> None:
+    from tests.conftest import AZURE_ACCOUNT, make_azure_container
+
+    container = make_azure_container(azure_endpoint)
+    wrong = "d3Jvbmcta2V5LXdyb25nLWtleS13cm9uZy1rZXktd3Jvbmcta2V5LXdyb25nLWtleQ=="
+    (tmp_path / "shelflife.toml").write_text(
+        f"[tiers.cloud]\nurl='az://{container}/p'\nendpoint='{azure_endpoint}'\n"
+        f"access_key='{AZURE_ACCOUNT}'\nsecret_key='{wrong}'\n"
+    )
+    result = shelflife("check", "--json", cwd=tmp_path)
+    assert result.returncode == 2
+    cloud = next(c for c in json.loads(result.stdout)["checks"] if c["name"] == "cloud")
+    assert cloud["ok"] is False
+    assert "refused access" in cloud["message"]
+    assert "access_key/secret_key" in cloud["hint"]
+    assert wrong not in result.stdout + result.stderr

@@ -341,3 +341,24 @@ def test_bare_key_tiers_need_no_rewrite(app: AppTable, tmp_path: Path) -> None:
     assert app.values() == ["clips/a.mp4"]  # unchanged: the key is the same on both tiers
     assert shelf.resolve("clips/a.mp4").tier == "cloud"
     assert shelf.get("clips/a.mp4") == data
+
+
+def test_enforce_dry_run_changes_no_store_and_no_row(app: AppTable, tmp_path: Path) -> None:
+    shelf = two_tier_shelf(tmp_path, app)
+    for i in range(4):
+        put_aged(shelf, f"d{i}", 240, 10 + i)
+    app.insert(*(f"data/out/d{i}" for i in range(4)))
+    shelf.scan()
+
+    def files() -> dict[str, bytes]:
+        return {
+            str(p.relative_to(tmp_path)): p.read_bytes()
+            for p in tmp_path.rglob("*")
+            if p.is_file() and "catalog" not in p.name and p.suffix != ".db"
+        }
+
+    before_files, before_rows = files(), app.rows()
+    plan = shelf.enforce(dry_run=True).as_json()
+    assert len(plan["actions"]) == 2
+    assert files() == before_files
+    assert app.rows() == before_rows
