@@ -216,3 +216,47 @@ max_fraction = 1.0
         ("rest", "renders/new.mp4"),
         ("scratch", "scratch/tmp.bin"),
     ]
+
+
+def test_listen_keeps_objects_whose_rows_a_migration_rewrites(
+    tmp_path: Path, app: AppTable
+) -> None:
+    migrate_rule = """
+[tiers.cloud]
+url = "file://cold"
+ref_format = "cold/{key}"
+[[rules]]
+id = "age-out"
+tier = "local"
+action = "migrate"
+to = "cloud"
+after = "0s"
+"""
+    write_config(tmp_path, app, extra=migrate_rule)
+    files(tmp_path, "moving.mp4", "staying.mp4")
+    app.insert("data/storage/outputs/moving.mp4", "/workspace/outputs/staying.mp4")
+    shelflife("scan", cwd=tmp_path)
+    shelflife("pin", "staying.mp4", cwd=tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STORAGE_", "SHELFLIFE_"))}
+    listener = subprocess.Popen(
+        [SHELFLIFE, "listen"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_for_trigger(app)
+        moved = shelflife("enforce", "--json", cwd=tmp_path)
+        assert moved.returncode == 0, moved.stderr
+        assert [a["key"] for a in json.loads(moved.stdout)["actions"]] == ["moving.mp4"]
+        time.sleep(2)  # the trigger fired with the old value; give the listener time to act
+    finally:
+        listener.send_signal(signal.SIGTERM)
+        _, stderr = listener.communicate(timeout=30)
+    assert "Traceback" not in stderr, stderr
+    assert "1 notifications" in stderr  # the rewrite was seen …
+    assert "0 released" in stderr  # … and nothing was released for it
+    assert (tmp_path / "cold" / "moving.mp4").read_bytes() == b"moving.mp4"
+    assert "cold/moving.mp4" in app.values()
