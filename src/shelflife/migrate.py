@@ -170,16 +170,11 @@ class Migrator:
             {e.id: d for e, d in copied},
         )
         checkpoint("journal-copied")
+        by_tier: dict[str, list[tuple[str, int, str | None, str | None]]] = {}
         for entry, digest in copied:
-            await asyncio.to_thread(
-                self.catalog.record_put,
-                entry.dst_tier,
-                entry.key,
-                size=entry.size,
-                checksum=digest,
-                etag=None,
-                now=utcnow(),
-            )
+            by_tier.setdefault(entry.dst_tier, []).append((entry.key, entry.size, digest, None))
+        for tier, written in by_tier.items():
+            await asyncio.to_thread(self.catalog.record_puts, tier, written, utcnow())
         await self._finish([entry for entry, _ in copied], result)
 
     async def _finish(self, entries: list[Entry], result: MigrateResult) -> None:

@@ -222,29 +222,47 @@ class Catalog:
         now: datetime,
     ) -> None:
         """Record an object shelflife itself has just written."""
-        insert = self._insert().values(
-            tier=tier,
-            key=key,
-            size=size,
-            checksum=checksum,
-            etag=etag,
-            modified_at=now,
-            first_seen_at=now,
-            last_seen_at=now,
-            last_accessed_at=None,
-        )
-        statement = insert.on_conflict_do_update(
-            index_elements=[objects.c.tier, objects.c.key],
-            set_={
+        self.record_puts(tier, [(key, size, checksum, etag)], now)
+
+    def record_puts(
+        self,
+        tier: str,
+        written: Sequence[tuple[str, int, str | None, str | None]],
+        now: datetime,
+    ) -> None:
+        """Record objects shelflife has just written, (key, size, checksum, etag) each, in one
+        statement and one transaction."""
+        if not written:
+            return
+        stamp = to_micros(now)
+        rows = [
+            {
+                "tier": tier,
+                "key": key,
                 "size": size,
                 "checksum": checksum,
                 "etag": etag,
-                "modified_at": now,
-                "last_seen_at": now,
+                "modified_at": stamp,
+                "first_seen_at": stamp,
+                "last_seen_at": stamp,
+                "state": "present",
+            }
+            for key, size, checksum, etag in written
+        ]
+        insert = self._insert()
+        excluded = insert.excluded
+        statement = insert.on_conflict_do_update(
+            index_elements=[objects.c.tier, objects.c.key],
+            set_={
+                "size": excluded.size,
+                "checksum": excluded.checksum,
+                "etag": excluded.etag,
+                "modified_at": excluded.modified_at,
+                "last_seen_at": excluded.last_seen_at,
             },
         )
         with self._begin() as conn:
-            conn.execute(statement)
+            bulk_execute(conn, statement, rows)
 
     def forget(self, tier: str, keys: Iterable[str]) -> None:
         """Remove objects from the inventory (after they were deleted from the store)."""
