@@ -28,10 +28,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.conftest import free_port, make_s3_bucket, wait_for_port  # noqa: E402
+from tests.conftest import make_s3_bucket  # noqa: E402
 
 from bench.gc import PG  # noqa: E402
-from bench.transfer import rclone_env  # noqa: E402
+from bench.transfer import rclone_env, start_moto  # noqa: E402
 
 SHELFLIFE = str(Path(sys.executable).parent / "shelflife")
 
@@ -182,14 +182,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", action="store_true", help="a tenth of the sizes")
     small = parser.parse_args().small
-    port = free_port()
-    moto = subprocess.Popen(
-        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    wait_for_port(port, moto, "moto_server")
-    endpoint = f"http://127.0.0.1:{port}"
+    moto, endpoint = start_moto()
     work = Path(tempfile.mkdtemp(prefix="shelflife-migrate-"))
     try:
         cases = {

@@ -46,6 +46,18 @@ class Figure:
     cpu: float
 
 
+def start_moto() -> tuple[subprocess.Popen[bytes], str]:
+    """moto's S3 server on a free loopback port: the process and its endpoint."""
+    port = free_port()
+    moto = subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_for_port(port, moto, "moto_server")
+    return moto, f"http://127.0.0.1:{port}"
+
+
 def rclone_env(endpoint: str) -> dict[str, str]:
     """rclone's remote "moto" for the S3 server at ``endpoint`` (AWS_CA_BUNDLE breaks 1.60)."""
     env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
@@ -114,14 +126,7 @@ def main() -> None:
     n_small, n_list, n_delete = 2000 // scale, 20000 // scale, 2000 // scale
     n_large = max(1, 8 // scale)
 
-    port = free_port()
-    moto = subprocess.Popen(
-        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    wait_for_port(port, moto, "moto_server")
-    endpoint = f"http://127.0.0.1:{port}"
+    moto, endpoint = start_moto()
     env = rclone_env(endpoint)
     results: dict[str, dict[str, list[Figure]]] = {}
     work = Path(tempfile.mkdtemp(prefix="shelflife-bench-"))

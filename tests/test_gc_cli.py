@@ -135,15 +135,7 @@ def test_listen_releases_objects_when_their_rows_go(tmp_path: Path, app: AppTabl
         "data/storage/outputs/rolled.mp4",
     )
     shelflife("scan", cwd=tmp_path)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("STORAGE_", "SHELFLIFE_"))}
-    listener = subprocess.Popen(
-        [SHELFLIFE, "listen"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    listener = start_listener(tmp_path)
     try:
         _wait_for_trigger(app)
         with app.engine.connect() as conn:  # a delete that rolls back releases nothing
@@ -164,6 +156,19 @@ def test_listen_releases_objects_when_their_rows_go(tmp_path: Path, app: AppTabl
     assert (tmp_path / "outputs" / "shared.mp4").exists()
     assert (tmp_path / "outputs" / "rolled.mp4").exists()
     assert "1 released" in stderr
+
+
+def start_listener(cwd: Path) -> subprocess.Popen[str]:
+    """``shelflife listen`` in the background, with a clean environment."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STORAGE_", "SHELFLIFE_"))}
+    return subprocess.Popen(
+        [SHELFLIFE, "listen"],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait_for_trigger(app: AppTable) -> None:
@@ -237,15 +242,7 @@ after = "0s"
     app.insert("data/storage/outputs/moving.mp4", "/workspace/outputs/staying.mp4")
     shelflife("scan", cwd=tmp_path)
     shelflife("pin", "staying.mp4", cwd=tmp_path)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("STORAGE_", "SHELFLIFE_"))}
-    listener = subprocess.Popen(
-        [SHELFLIFE, "listen"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    listener = start_listener(tmp_path)
     try:
         _wait_for_trigger(app)
         moved = shelflife("enforce", "--json", cwd=tmp_path)
