@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from shelflife.actions import Action, Failure, Skip, totals
 from shelflife.aio import run_sync
 from shelflife.errors import ObjectExists, RefusedError, UsageError
 from shelflife.locations import Location
-from shelflife.orphans import Action, Failure, Mark, OrphanCollector, Skip, totals
+from shelflife.orphans import Mark, OrphanCollector
 from shelflife.progress import Progress
 from shelflife.references import spellings
 from shelflife.stores.transfer import transfer

@@ -18,57 +18,28 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from shelflife.actions import Action, Failure, Skip
 from shelflife.catalog import Catalog
-from shelflife.catalog.ledger import CandidateFilter, Ledger, MarkRecord, trash_key
+from shelflife.catalog.ledger import CandidateFilter, Ledger, MarkItem, MarkRecord, trash_key
 from shelflife.config.model import Config, RuleConfig
 from shelflife.errors import ObjectNotFound, RefusedError, ShelflifeError, UsageError
 from shelflife.locations import Locator
 from shelflife.progress import NullProgress, Progress
-from shelflife.references import ParseReport, ReferenceSource, parse_values, spellings
+from shelflife.references import (
+    ParseReport,
+    ReferenceSource,
+    parse_values,
+    source_index,
+    spellings,
+)
 from shelflife.stores._obstore import ObstoreStore
 from shelflife.stores.transfer import transfer
 
 HEAD_CONCURRENCY = 32
-
-
-class _Record:
-    """A value printed as one JSON object, field by field."""
-
-    def as_json(self) -> dict[str, Any]:
-        return asdict(self)  # type: ignore[call-overload, no-any-return]
-
-
-@dataclass
-class Action(_Record):
-    """One thing done (or planned) to one object: the DESIGN's plan/run action."""
-
-    action: str  # "delete-orphan" | "quarantine" | "purge-quarantine"
-    rule: str
-    tier: str
-    key: str
-    bytes: int
-
-
-@dataclass
-class Skip(_Record):
-    """An object a rule selected but did not act on, and why."""
-
-    rule: str
-    tier: str
-    key: str
-    reason: str
-
-
-@dataclass
-class Failure(_Record):
-    rule: str
-    tier: str
-    key: str
-    error: str
 
 
 @dataclass
@@ -86,15 +57,6 @@ class SweepResult:
     actions: list[Action] = field(default_factory=list)
     skipped: list[Skip] = field(default_factory=list)
     failed: list[Failure] = field(default_factory=list)
-
-
-def totals(actions: list[Action]) -> dict[str, dict[str, int]]:
-    result: dict[str, dict[str, int]] = {}
-    for action in actions:
-        entry = result.setdefault(action.action, {"objects": 0, "bytes": 0})
-        entry["objects"] += 1
-        entry["bytes"] += action.bytes
-    return result
 
 
 class OrphanCollector:
@@ -126,9 +88,10 @@ class OrphanCollector:
         progress.start("read references")
         try:
             for source in self.sources:
+                index = source_index(self.config, source)
                 for values in source.iter_values():
                     self.ledger.add_refs(
-                        snapshot_id, list(parse_values(self.locator, values, report))
+                        snapshot_id, list(parse_values(self.locator, values, report)), index
                     )
                     progress.advance(len(values))
         except BaseException:
@@ -158,32 +121,39 @@ class OrphanCollector:
         rules = self.rules(rule_id)
         if not rules:
             return []
-        if not self.sources:
+        self.check_sources(self._tiers_of(rules), need_sources=True)
+        snapshot_id, report = self.snapshot(now, progress)
+        self.ledger.purge_expired_leases(now)
+        marks: list[Mark] = []
+        taken: dict[str, list[int]] = {}  # marks made earlier in this run, per tier
+        for rule in rules:
+            for tier in self._tiers_of([rule]):
+                earlier = tuple(taken.get(tier, []))
+                mark = self._mark(rule, tier, now, snapshot_id, report, earlier)
+                marks.append(mark)
+                taken.setdefault(tier, []).append(mark.record.id)
+        return marks
+
+    def check_sources(self, tiers: list[str], *, need_sources: bool) -> None:
+        """Refuse (exit 3) unless the references can be trusted for deleting on ``tiers``:
+        a source is declared (when ``need_sources``), each can be read, and none is empty
+        while one of the tiers holds objects."""
+        if need_sources and not self.sources:
             raise RefusedError(
                 "no reference source is declared, so no object can be proven orphaned",
                 hint="declare the columns that point at objects under [[references]]",
             )
         for source in self.sources:
             if source.count() == 0:
-                for tier in self._tiers_of(rules):
+                for tier in tiers:
                     held = self.ledger.objects_in_tier(tier)
                     if held:
                         raise RefusedError(
                             f"reference source {source.label} is empty while tier {tier} holds "
-                            f"{held} objects; refusing to treat them all as orphans",
+                            f"{held} objects; refusing to treat them all as unreferenced",
                             hint="check the source's database and where clause; if it really is "
                             "empty, remove it from [[references]]",
                         )
-        snapshot_id, report = self.snapshot(now, progress)
-        self.ledger.purge_expired_leases(now)
-        marks: list[Mark] = []
-        taken: dict[str, list[str]] = {}
-        for rule in rules:
-            for tier in self._tiers_of([rule]):
-                earlier = tuple(taken.get(tier, []))
-                marks.append(self._mark(rule, tier, now, snapshot_id, report, earlier))
-                taken.setdefault(tier, []).append(rule.filter.prefix or "")
-        return marks
 
     def _tiers_of(self, rules: list[RuleConfig]) -> list[str]:
         tiers: list[str] = []
@@ -200,17 +170,15 @@ class OrphanCollector:
         now: datetime,
         snapshot_id: int,
         report: ParseReport,
-        earlier_prefixes: tuple[str, ...],
+        earlier_marks: tuple[int, ...],
     ) -> Mark:
         selection = CandidateFilter(
             prefix=rule.filter.prefix,
             suffix=rule.filter.suffix,
             min_size=rule.filter.min_size if rule.min_size is None else rule.min_size,
             max_size=rule.filter.max_size,
-            exclude_prefixes=earlier_prefixes,
+            exclude_marks=earlier_marks,  # an object an earlier rule selected is taken
         )
-        if "" in earlier_prefixes:
-            selection = CandidateFilter(prefix="\uffff-none")  # an earlier rule took the tier
         mark_id = self.ledger.create_mark(
             rule.id, tier, now=now, evaluated_at=now, snapshot_id=snapshot_id
         )
@@ -271,6 +239,14 @@ class OrphanCollector:
         finally:
             progress.finish()
             self.ledger.set_mark(mark_id, status="swept")
+        return result
+
+    async def sweep_items(
+        self, rule: RuleConfig, tier: str, items: list[MarkItem], now: datetime
+    ) -> SweepResult:
+        """Re-check and collect one batch of planned orphans (a plan's, not a mark's)."""
+        result = SweepResult(mark_id=0)
+        await self._sweep_batch(rule, tier, self.store(tier), items, now, result)
         return result
 
     async def _sweep_batch(

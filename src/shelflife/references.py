@@ -19,11 +19,13 @@ from sqlalchemy import (
     and_,
     column,
     create_engine,
+    delete,
     func,
     inspect,
     select,
     table,
     text,
+    update,
 )
 from sqlalchemy.exc import NoSuchTableError, SQLAlchemyError
 
@@ -130,6 +132,29 @@ class ReferenceSource:
             raise self._unreadable(exc) from None
         return found
 
+    def expire_rows(self, values: Sequence[str]) -> int:
+        """Do what ``on_expire`` says to the rows holding one of ``values``: set the column
+        to NULL (``null``) or delete the row (``delete-row``), one statement per batch, in
+        one transaction. Returns the number of rows changed."""
+        behaviour = self.config.on_expire
+        if behaviour == "block":
+            raise ShelflifeError(f"{self.label} blocks expiration; its rows are never changed")
+        changed = 0
+        try:
+            with self.engine.begin() as conn:
+                for start in range(0, len(values), LOOKUP_BATCH):
+                    chunk = list(values[start : start + LOOKUP_BATCH])
+                    condition = and_(self._where(), self.column.in_(chunk))
+                    statement: Any = (
+                        update(self.table).where(condition).values({self.config.column: None})
+                        if behaviour == "null"
+                        else delete(self.table).where(condition)
+                    )
+                    changed += conn.execute(statement).rowcount or 0
+        except SQLAlchemyError as exc:
+            raise self._unreadable(exc) from None
+        return changed
+
     def has_index(self) -> bool | None:
         """Whether some index leads with the column (None when it cannot be told)."""
         schema, _, name = self.config.table.rpartition(".")
@@ -158,6 +183,14 @@ class ReferenceSource:
 
 def open_sources(config: Config, databases: Databases) -> list[ReferenceSource]:
     return [ReferenceSource(ref, databases.engine(ref.database)) for ref in config.references]
+
+
+def source_index(config: Config, source: ReferenceSource) -> int | None:
+    """The position of ``source`` under ``[[references]]`` (how snapshots name it)."""
+    try:
+        return config.references.index(source.config)
+    except ValueError:
+        return None
 
 
 def parse_values(
@@ -207,5 +240,6 @@ __all__ = [
     "SourceUnreadable",
     "open_sources",
     "parse_values",
+    "source_index",
     "spellings",
 ]

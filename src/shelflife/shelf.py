@@ -17,19 +17,22 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
-from shelflife import tiering
+from shelflife import lifecycle, tiering
 from shelflife.aio import run_sync
 from shelflife.audit import AuditReport, audit_references
 from shelflife.catalog import Catalog
+from shelflife.catalog.history import History, RunRecord
 from shelflife.catalog.ledger import Ledger
 from shelflife.collection import GcOutcome, collect_garbage, release_object, restore_from_quarantine
 from shelflife.config import Config, load_config
-from shelflife.errors import ObjectNotFound, UsageError
+from shelflife.errors import ObjectNotFound, StoreError, UsageError
 from shelflife.inventory import ScanResult, scan_tier
 from shelflife.keys import validate_key, validate_prefix
+from shelflife.lifecycle import RunOutcome
 from shelflife.locations import Location, Locator
 from shelflife.lock import RunLock
 from shelflife.orphans import OrphanCollector
+from shelflife.planner import Plan
 from shelflife.progress import Progress
 from shelflife.references import Databases, ParseReport, ReferenceSource, open_sources
 from shelflife.stats import Health, TierUsage, classify, stats_json, tier_usage
@@ -88,6 +91,7 @@ class Shelf:
         self.locator = Locator(config)
         self.databases = Databases(config)
         self._stores: dict[str, ObstoreStore] = {}
+        self._versioned: dict[str, bool] = {}
 
     @classmethod
     def from_config(cls, config: Config | str | Path | None = None) -> Shelf:
@@ -145,6 +149,7 @@ class Shelf:
         *,
         tier: str | None = None,
         overwrite: bool = True,
+        tags: dict[str, str] | None = None,
     ) -> StoredObject:
         """Store a file, bytes or a binary stream; return where it went and its row value."""
         tier = tier or self.config.default_tier
@@ -173,6 +178,8 @@ class Shelf:
         self.catalog.record_put(
             tier, key, size=result.size, checksum=result.checksum, etag=result.etag, now=utcnow()
         )
+        if tags:
+            self.catalog.set_tags(tier, key, tags)
         ref = self.locator.render(Location(tier, key))
         return StoredObject(tier, key, result.size, result.checksum, ref)
 
@@ -309,6 +316,87 @@ class Shelf:
     def recover(self, progress: Progress | None = None) -> dict[str, int]:
         """Complete or undo every migration an interrupted run left unfinished."""
         return tiering.recover(self, progress)
+
+    def recover_unlocked(self, progress: Progress | None = None) -> dict[str, int]:
+        """:meth:`recover` for a caller that already holds the run lock."""
+        return run_sync(tiering.migrator(self).recover(progress))
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def plan(
+        self,
+        *,
+        rule: str | None = None,
+        at: datetime | None = None,
+        kinds: tuple[str, ...] = lifecycle.ACTION_KINDS,
+        progress: Progress | None = None,
+    ) -> Plan:
+        """What the rules call for at ``at`` (now by default); changes nothing."""
+        return lifecycle.plan(self, rule=rule, at=at, kinds=kinds, progress=progress)
+
+    def run(
+        self,
+        *,
+        dry_run: bool = False,
+        rule: str | None = None,
+        at: datetime | None = None,
+        yes: bool = False,
+        kinds: tuple[str, ...] = lifecycle.ACTION_KINDS,
+        command: str = "run",
+        scan: bool = True,
+        trigger: str = "python",
+        progress: Progress | None = None,
+    ) -> RunOutcome:
+        """The main job: recover, scan, plan every rule, apply (``dry_run``: plan only)."""
+        return lifecycle.run(
+            self,
+            command=command,
+            kinds=kinds,
+            dry_run=dry_run,
+            rule=rule,
+            at=at,
+            yes=yes,
+            scan=scan,
+            trigger=trigger,
+            progress=progress,
+        )
+
+    def apply(
+        self,
+        plan: Plan | dict[str, Any] | str | Path,
+        *,
+        yes: bool = False,
+        trigger: str = "python",
+        progress: Progress | None = None,
+    ) -> RunOutcome:
+        """Apply a plan (a Plan, its JSON, or a plan file) once, re-checking each action."""
+        if isinstance(plan, str | Path):
+            plan = lifecycle.read_plan_file(Path(plan))
+        if isinstance(plan, dict):
+            plan = Plan.from_json(plan)
+        return lifecycle.apply(self, plan, yes=yes, trigger=trigger, progress=progress)
+
+    def runs(self, limit: int = 50) -> list[RunRecord]:
+        """The run history, newest first."""
+        return History(self.catalog.engine).list(limit)
+
+    def versioned(self, tier: str) -> bool:
+        """Whether a tier's bucket keeps versions: ``versioned`` in its config, else asked
+        of the store (S3; an answer that cannot be had counts as no)."""
+        declared = self.config.tiers[tier].versioned
+        if declared is not None:
+            return declared
+        if tier not in self._versioned:
+            answer = False
+            if self.config.tiers[tier].scheme == "s3":
+                from shelflife.policy import bucket_versioned
+
+                try:
+                    answer = bucket_versioned(self.config.tiers[tier])
+                except StoreError:
+                    answer = False
+            self._versioned[tier] = answer
+        return self._versioned[tier]
 
     def recall(self, ref: str, *, to: str | None = None) -> Location:
         """Move an object to ``to`` (the default tier), rewriting its rows like a migration."""

@@ -37,7 +37,7 @@ from shelflife.stores.base import ObjectInfo
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 _MIGRATION_LOCK = threading.Lock()
-HEAD_REVISION = "0003_journal"  # the newest file in migrations/versions (a test checks)
+HEAD_REVISION = "0004_runs"  # the newest file in migrations/versions (a test checks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +53,7 @@ class CatalogObject:
     first_seen_at: datetime
     last_accessed_at: datetime | None
     state: str
+    tags: str | None = None  # JSON object
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,6 +265,18 @@ class Catalog:
         with self._begin() as conn:
             bulk_execute(conn, statement, rows)
 
+    def set_tags(self, tier: str, key: str, tags: dict[str, str] | None) -> None:
+        """Record an object's tags (what rules' ``filter.tags`` match)."""
+        import json
+
+        value = json.dumps(tags, sort_keys=True) if tags else None
+        with self._begin() as conn:
+            conn.execute(
+                update(objects)
+                .where(objects.c.tier == tier, objects.c.key == key)
+                .values(tags=value)
+            )
+
     def forget(self, tier: str, keys: Iterable[str]) -> None:
         """Remove objects from the inventory (after they were deleted from the store)."""
         batch = list(keys)
@@ -399,6 +412,7 @@ _OBJECT_COLUMNS = (
     objects.c.first_seen_at,
     objects.c.last_accessed_at,
     objects.c.state,
+    objects.c.tags,
 )
 
 

@@ -100,7 +100,7 @@ class CandidateFilter:
     suffix: str | None = None
     min_size: int | None = None
     max_size: int | None = None
-    exclude_prefixes: tuple[str, ...] = ()
+    exclude_marks: tuple[int, ...] = ()
 
 
 def trash_key(key: str, now: datetime) -> str:
@@ -126,8 +126,13 @@ class Ledger:
             result = conn.execute(insert(ref_snapshots).values(taken_at=now, status="building"))
             return int(result.inserted_primary_key[0])
 
-    def add_refs(self, snapshot_id: int, locations: Sequence[Location]) -> None:
-        rows = [{"snapshot_id": snapshot_id, "tier": loc.tier, "key": loc.key} for loc in locations]
+    def add_refs(
+        self, snapshot_id: int, locations: Sequence[Location], source: int | None = None
+    ) -> None:
+        rows = [
+            {"snapshot_id": snapshot_id, "tier": loc.tier, "key": loc.key, "source": source}
+            for loc in locations
+        ]
         with self._begin() as conn:
             for start in range(0, len(rows), INSERT_BATCH):
                 bulk_execute(conn, insert(refs), rows[start : start + INSERT_BATCH])
@@ -167,7 +172,7 @@ class Ledger:
 
     # -- orphans ---------------------------------------------------------------------------
 
-    def _referenced(self, snapshot_id: int) -> ColumnElement[bool]:
+    def referenced_clause(self, snapshot_id: int) -> ColumnElement[bool]:
         r = refs.alias("r")
         other = objects.alias("other")
         elsewhere_missing = ~exists().where(other.c.tier == r.c.tier, other.c.key == r.c.key)
@@ -203,7 +208,7 @@ class Ledger:
             objects.c.state == "present",
             objects.c.modified_at < cutoff,
             not_(objects.c.key.startswith(TRASH_PREFIX + "/", autoescape=True)),
-            ~self._referenced(snapshot_id),
+            ~self.referenced_clause(snapshot_id),
             ~self._protected(now),
         ]
         if selection.prefix:
@@ -214,8 +219,13 @@ class Ledger:
             clauses.append(objects.c.size >= selection.min_size)
         if selection.max_size is not None:
             clauses.append(objects.c.size <= selection.max_size)
-        for prefix in selection.exclude_prefixes:
-            clauses.append(not_(objects.c.key.startswith(prefix, autoescape=True)))
+        if selection.exclude_marks:
+            clauses.append(
+                ~exists().where(
+                    mark_items.c.mark_id.in_(selection.exclude_marks),
+                    mark_items.c.key == objects.c.key,
+                )
+            )
         return clauses
 
     def mark_orphans(
@@ -252,7 +262,7 @@ class Ledger:
 
     def reference_counts(self, snapshot_id: int) -> dict[str, ReferenceCounts]:
         """Referenced and orphaned objects (and orphan bytes) per tier, grace ignored."""
-        referenced = case((self._referenced(snapshot_id), 1), else_=0)
+        referenced = case((self.referenced_clause(snapshot_id), 1), else_=0)
         live = and_(
             objects.c.state == "present",
             not_(objects.c.key.startswith(TRASH_PREFIX + "/", autoescape=True)),

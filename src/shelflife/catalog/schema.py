@@ -69,6 +69,7 @@ objects = Table(
     Column("scan_id", Integer),
     # present: on its tier. Later layers add states of their own (e.g. quarantined).
     Column("state", String(16), nullable=False, server_default="present"),
+    Column("tags", String(2000)),  # JSON object, set by put(tags=...) (0004)
     UniqueConstraint("tier", "key", name="uq_objects_tier_key"),
 )
 Index("ix_objects_tier_modified", objects.c.tier, objects.c.modified_at)
@@ -106,6 +107,7 @@ refs = Table(
     Column("snapshot_id", Integer, nullable=False),
     Column("tier", String(64), nullable=False),
     Column("key", KeyType, nullable=False),
+    Column("source", Integer),  # index into [[references]] (0004)
 )
 Index("ix_refs_snapshot_key", refs.c.snapshot_id, refs.c.key)
 
@@ -227,3 +229,40 @@ lock_holder = Table(
     Column("command", String(255), nullable=False),
     Column("since", UTCDateTime, nullable=False),
 )
+
+
+# -- plans and run history (0004) --------------------------------------------------------
+
+plans = Table(
+    "plans",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("evaluated_at", UTCDateTime, nullable=False),
+    Column("status", String(16), nullable=False),  # open | applied
+    Column("actions", BigInteger, nullable=False, default=0),
+    Column("bytes", BigInteger, nullable=False, default=0),
+    Column("applied_at", UTCDateTime),
+    Column("run_id", String(64)),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("command", String(32), nullable=False),  # run | apply | gc | enforce | expire
+    Column("trigger", String(32), nullable=False),  # cli | api | schedule | celery | python
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime),
+    # running | ok | partial | refused | stopped | failed
+    Column("status", String(16), nullable=False),
+    Column("dry_run", Integer, nullable=False, default=0),
+    Column("plan_id", String(64)),
+    Column("totals", String(4000)),  # JSON: {action: {objects, bytes}}
+    Column("failed_count", BigInteger, nullable=False, default=0),
+    Column("failures", String(20000)),  # JSON: the first failures
+    Column("error", String(2000)),
+    Column("host", String(255)),
+    Column("pid", Integer),
+)
+Index("ix_runs_started", runs.c.started_at)

@@ -29,6 +29,24 @@ Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
 MAX_PRESIGN_TTL = timedelta(days=7)  # S3 rejects longer-lived signatures
 
+_S3_CLASSES = (
+    "STANDARD",
+    "STANDARD_IA",
+    "ONEZONE_IA",
+    "INTELLIGENT_TIERING",
+    "GLACIER_IR",
+    "GLACIER",
+    "DEEP_ARCHIVE",
+    "REDUCED_REDUNDANCY",
+)
+_AZURE_TIERS = ("Hot", "Cool", "Cold", "Archive")
+STORAGE_CLASSES: dict[str, tuple[str, ...]] = {
+    "s3": _S3_CLASSES,
+    "az": _AZURE_TIERS,
+    "azure": _AZURE_TIERS,
+    "gs": ("STANDARD", "NEARLINE", "COLDLINE", "ARCHIVE"),
+}
+
 
 def _parse_capacity(value: Any) -> Any:
     if value is None or value == "disk":
@@ -73,6 +91,7 @@ class TierConfig(_Strict):
     presign_ttl: Duration = timedelta(hours=1)
     upload_lease: Duration = timedelta(hours=1)
     storage_class: str | None = None
+    versioned: bool | None = None  # None: ask the store (S3 buckets)
     multipart_threshold: Size = 8 * 1024 * 1024
     multipart_chunk_size: Size = 8 * 1024 * 1024
 
@@ -110,6 +129,16 @@ class TierConfig(_Strict):
 
     @model_validator(mode="after")
     def _watermarks_ordered(self) -> TierConfig:
+        if self.storage_class is not None:
+            allowed = STORAGE_CLASSES.get(self.scheme)
+            if allowed is None:
+                raise ValueError(
+                    f"storage_class applies to s3:// and az:// tiers, not {self.scheme}://"
+                )
+            if self.storage_class not in allowed:
+                raise ValueError(
+                    f"storage_class {self.storage_class!r} is not one of {', '.join(allowed)}"
+                )
         if self.capacity == "disk" and self.scheme != "file":
             raise ValueError("capacity = 'disk' applies to file:// tiers only; give a size")
         if self.low_watermark > self.high_watermark:
@@ -209,6 +238,11 @@ class ExecutorConfig(_Strict):
 
     concurrency: int = Field(default=8, ge=1, le=256)
     batch_size: int = Field(default=500, ge=1, le=10_000)
+    # Deletions (expire, delete-orphan, quarantine) above either cap need --yes.
+    max_delete: int = Field(default=10_000, ge=0)
+    max_delete_bytes: Size | None = 1_000_000_000_000
+    # A run stops itself once more than this fraction of the actions it tried failed.
+    max_error_fraction: Ratio = 0.10
 
 
 class HealthConfig(_Strict):

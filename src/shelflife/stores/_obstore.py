@@ -95,8 +95,12 @@ class ObstoreStore:
         multipart_threshold: int = 8 * 1024 * 1024,
         multipart_chunk_size: int = 8 * 1024 * 1024,
         max_part_concurrency: int = 4,
+        storage_class: str | None = None,
     ) -> None:
         self.location = url
+        # Applied to every write (an archive tier is one more rung of the ladder).
+        self.storage_class = storage_class
+        self._attributes: Any = {"Storage-Class": storage_class} if storage_class else None
         self._store = store
         self.multipart_threshold = multipart_threshold
         self.multipart_chunk_size = max(multipart_chunk_size, 5 * 1024 * 1024)
@@ -141,6 +145,7 @@ class ObstoreStore:
                     key,
                     data,
                     mode="overwrite" if overwrite else "create",
+                    attributes=self._attributes,
                     use_multipart=size > self.multipart_threshold,
                     chunk_size=self.multipart_chunk_size,
                     max_concurrency=self.max_part_concurrency,
@@ -156,6 +161,7 @@ class ObstoreStore:
                 self._store,
                 key,
                 _hashing(source, digest, counter),
+                attributes=self._attributes,
                 chunk_size=self.multipart_chunk_size,
                 max_concurrency=self.max_part_concurrency,
             )

@@ -60,6 +60,7 @@ class S3Store(ObstoreStore):
             tier.url.rstrip("/"),
             multipart_threshold=tier.multipart_threshold,
             multipart_chunk_size=tier.multipart_chunk_size,
+            storage_class=tier.storage_class,
         )
 
     async def url(self, key: str) -> str:

@@ -1,0 +1,193 @@
+"""Plans and run history in the catalog."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, insert, select, update
+
+from shelflife.catalog.catalog import _Guard
+from shelflife.catalog.schema import plans, runs
+
+MAX_FAILURES_KEPT = 100
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    id: str
+    command: str
+    trigger: str
+    started_at: datetime
+    finished_at: datetime | None
+    status: str
+    dry_run: bool
+    plan_id: str | None
+    totals: dict[str, dict[str, int]]
+    failed_count: int
+    failures: list[dict[str, str]]
+    error: str | None
+    host: str | None
+    pid: int | None
+
+    def as_json(self) -> dict[str, Any]:
+        duration = (
+            None
+            if self.finished_at is None
+            else round((self.finished_at - self.started_at).total_seconds(), 3)
+        )
+        return {
+            "run_id": self.id,
+            "command": self.command,
+            "trigger": self.trigger,
+            "started_at": self.started_at.isoformat(),
+            "finished_at": None if self.finished_at is None else self.finished_at.isoformat(),
+            "duration_seconds": duration,
+            "status": self.status,
+            "dry_run": self.dry_run,
+            "plan_id": self.plan_id,
+            "totals": self.totals,
+            "failed_count": self.failed_count,
+            "failures": self.failures,
+            "error": self.error,
+            "host": self.host,
+            "pid": self.pid,
+        }
+
+
+class History:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # -- plans -----------------------------------------------------------------------------
+
+    def save_plan(
+        self, plan_id: str, *, created_at: datetime, evaluated_at: datetime, actions: int, size: int
+    ) -> None:
+        with _Guard(self.engine, begin=True) as conn:
+            conn.execute(
+                insert(plans).values(
+                    id=plan_id,
+                    created_at=created_at,
+                    evaluated_at=evaluated_at,
+                    status="open",
+                    actions=actions,
+                    bytes=size,
+                )
+            )
+
+    def plan_status(self, plan_id: str) -> tuple[str, str | None] | None:
+        """``(status, run_id)`` of a saved plan, or None when the catalog never saw it."""
+        with _Guard(self.engine, begin=False) as conn:
+            row = conn.execute(
+                select(plans.c.status, plans.c.run_id).where(plans.c.id == plan_id)
+            ).first()
+        return None if row is None else (str(row[0]), row[1])
+
+    def claim_plan(self, plan_id: str, run_id: str, now: datetime) -> bool:
+        """Mark an open plan applied by ``run_id``; False if it was not open (one winner)."""
+        with _Guard(self.engine, begin=True) as conn:
+            result = conn.execute(
+                update(plans)
+                .where(plans.c.id == plan_id, plans.c.status == "open")
+                .values(status="applied", applied_at=now, run_id=run_id)
+            )
+            return bool(result.rowcount)
+
+    # -- runs ------------------------------------------------------------------------------
+
+    def start(
+        self,
+        run_id: str,
+        *,
+        command: str,
+        trigger: str,
+        now: datetime,
+        dry_run: bool = False,
+        plan_id: str | None = None,
+    ) -> None:
+        with _Guard(self.engine, begin=True) as conn:
+            conn.execute(
+                insert(runs).values(
+                    id=run_id,
+                    command=command,
+                    trigger=trigger,
+                    started_at=now,
+                    status="running",
+                    dry_run=int(dry_run),
+                    plan_id=plan_id,
+                    failed_count=0,
+                    host=socket.gethostname()[:255],
+                    pid=os.getpid(),
+                )
+            )
+
+    def finish(
+        self,
+        run_id: str,
+        *,
+        status: str,
+        now: datetime,
+        totals: dict[str, dict[str, int]] | None = None,
+        failures: list[dict[str, str]] | None = None,
+        error: str | None = None,
+        plan_id: str | None = None,
+    ) -> None:
+        failures = failures or []
+        values: dict[str, Any] = {
+            "status": status,
+            "finished_at": now,
+            "totals": json.dumps(totals or {}),
+            "failed_count": len(failures),
+            "failures": json.dumps(failures[:MAX_FAILURES_KEPT])[:20000],
+            "error": None if error is None else error[:2000],
+        }
+        if plan_id is not None:
+            values["plan_id"] = plan_id
+        with _Guard(self.engine, begin=True) as conn:
+            conn.execute(update(runs).where(runs.c.id == run_id).values(**values))
+
+    def list(self, limit: int = 50) -> list[RunRecord]:
+        with _Guard(self.engine, begin=False) as conn:
+            rows = conn.execute(
+                select(runs).order_by(runs.c.started_at.desc(), runs.c.id.desc()).limit(limit)
+            ).mappings()
+            return [_record(row) for row in rows]
+
+    def get(self, run_id: str) -> RunRecord | None:
+        with _Guard(self.engine, begin=False) as conn:
+            row = conn.execute(select(runs).where(runs.c.id == run_id)).mappings().first()
+        return None if row is None else _record(row)
+
+    def last_success(self) -> datetime | None:
+        with _Guard(self.engine, begin=False) as conn:
+            value = conn.execute(
+                select(runs.c.finished_at)
+                .where(runs.c.status == "ok", runs.c.dry_run == 0)
+                .order_by(runs.c.finished_at.desc())
+                .limit(1)
+            ).scalar()
+        return value
+
+
+def _record(row: Any) -> RunRecord:
+    return RunRecord(
+        id=row["id"],
+        command=row["command"],
+        trigger=row["trigger"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        status=row["status"],
+        dry_run=bool(row["dry_run"]),
+        plan_id=row["plan_id"],
+        totals=json.loads(row["totals"]) if row["totals"] else {},
+        failed_count=int(row["failed_count"]),
+        failures=json.loads(row["failures"]) if row["failures"] else [],
+        error=row["error"],
+        host=row["host"],
+        pid=row["pid"],
+    )

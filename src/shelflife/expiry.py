@@ -1,0 +1,175 @@
+"""Expiration: delete objects that outlived their retention, and deal with their rows.
+
+Per batch of planned expirations, in this order:
+
+1. Re-check each object: still there with the size and ETag it was planned with, not
+   pinned, not under an upload lease, and named by no row of a reference whose
+   ``on_expire`` is ``block``. Anything else is skipped with the reason.
+2. The rows: each ``null`` source sets the column to NULL, each ``delete-row`` source
+   deletes the row, for every spelling that resolves to the object (one statement per
+   batch and source, in one transaction per source).
+3. Check every source once more: a row written meanwhile keeps the object (skipped).
+4. Delete the objects and forget them in the catalog.
+
+A crash between 2 and 4 leaves an object no row points at (an orphan, collected later),
+never a row pointing at nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from shelflife.actions import Action, Failure, Skip
+from shelflife.catalog import Catalog
+from shelflife.catalog.ledger import Ledger
+from shelflife.config.model import Config
+from shelflife.errors import ObjectNotFound, ShelflifeError
+from shelflife.faults import checkpoint
+from shelflife.locations import Locator
+from shelflife.references import ReferenceSource
+from shelflife.stores._obstore import ObstoreStore
+
+HEAD_CONCURRENCY = 32
+
+
+@dataclass
+class ExpireResult:
+    actions: list[Action] = field(default_factory=list)
+    skipped: list[Skip] = field(default_factory=list)
+    failed: list[Failure] = field(default_factory=list)
+    rows: dict[str, int] = field(default_factory=dict)  # rows changed per source label
+
+
+class Expirer:
+    def __init__(
+        self,
+        config: Config,
+        catalog: Catalog,
+        ledger: Ledger,
+        locator: Locator,
+        sources: list[ReferenceSource],
+        store: Callable[[str], ObstoreStore],
+    ) -> None:
+        self.config = config
+        self.catalog = catalog
+        self.ledger = ledger
+        self.locator = locator
+        self.sources = sources
+        self.store = store
+
+    def spellings(self, tier: str, keys: Sequence[str]) -> dict[str, list[str]]:
+        """Per key, every value a row could hold that resolves to the object on ``tier``:
+        the tier's own spellings, and another tier's where that tier lacks the key."""
+        others = [name for name in self.config.tiers if name != tier]
+        present = self.catalog.present((other, key) for other in others for key in keys)
+        result: dict[str, list[str]] = {}
+        for key in keys:
+            values: set[str] = set()
+            for name, tier_config in self.config.tiers.items():
+                if name != tier and (name, key) in present:
+                    continue
+                for template in (tier_config.ref_format, *tier_config.ref_aliases):
+                    values.add(template.replace("{key}", key))
+            result[key] = sorted(values)
+        return result
+
+    def _named_by(
+        self, sources: Sequence[ReferenceSource], values: dict[str, list[str]]
+    ) -> set[str]:
+        owner = {value: key for key, spelled in values.items() for value in spelled}
+        folded = {value.casefold().rstrip(" "): key for value, key in owner.items()}
+        named: set[str] = set()
+        for source in sources:
+            for value in source.present(list(owner)):
+                key = owner.get(value) or folded.get(value.casefold().rstrip(" "))
+                if key is None:  # a loose collation matched something unexpected: keep all
+                    return set(values)
+                named.add(key)
+        return named
+
+    async def expire(
+        self, tier: str, items: Sequence[Action], now: datetime, result: ExpireResult
+    ) -> None:
+        """Expire one batch of planned actions on ``tier``."""
+        store = self.store(tier)
+        keys = [item.key for item in items]
+        heads = await self._heads(store, keys)
+        protected = await asyncio.to_thread(self.ledger.protected_keys, tier, keys, now)
+        values = await asyncio.to_thread(self.spellings, tier, keys)
+        blocking = [s for s in self.sources if s.config.on_expire == "block"]
+        changing = [s for s in self.sources if s.config.on_expire != "block"]
+        try:
+            blocked = await asyncio.to_thread(self._named_by, blocking, values)
+        except ShelflifeError as exc:
+            result.failed += [Failure(i.rule, tier, i.key, exc.message) for i in items]
+            return
+        chosen: list[Action] = []
+        for item in items:
+            head = heads.get(item.key)
+            reason = None
+            if head is None:
+                await asyncio.to_thread(self.catalog.forget, tier, [item.key])
+                reason = "already gone"
+            elif head[0] != item.bytes or (item.etag is not None and head[1] != item.etag):
+                reason = "changed since it was planned"
+            elif item.key in protected:
+                reason = "pinned or leased"
+            elif item.key in blocked:
+                reason = "referenced by a reference with on_expire = block"
+            if reason:
+                result.skipped.append(Skip(item.rule, tier, item.key, reason))
+            else:
+                chosen.append(item)
+        if not chosen:
+            return
+        chosen_values = [value for item in chosen for value in values[item.key]]
+        try:
+            for source in changing:
+                changed = await asyncio.to_thread(source.expire_rows, chosen_values)
+                result.rows[source.label] = result.rows.get(source.label, 0) + changed
+            checkpoint("expire-rows")
+            # A row written since (any source) keeps its object.
+            again = await asyncio.to_thread(
+                self._named_by, self.sources, {item.key: values[item.key] for item in chosen}
+            )
+        except ShelflifeError as exc:
+            result.failed += [Failure(i.rule, tier, i.key, exc.message) for i in chosen]
+            return
+        final = [item for item in chosen if item.key not in again]
+        result.skipped += [
+            Skip(i.rule, tier, i.key, "referenced again at delete time")
+            for i in chosen
+            if i.key in again
+        ]
+        if not final:
+            return
+        try:
+            await store.delete_many([item.key for item in final])
+        except ShelflifeError as exc:
+            result.failed += [Failure(i.rule, tier, i.key, exc.message) for i in final]
+            return
+        await asyncio.to_thread(self.catalog.forget, tier, [item.key for item in final])
+        result.actions += [
+            Action("expire", item.rule, tier, item.key, item.bytes, rows=item.rows)
+            for item in final
+        ]
+
+    async def _heads(
+        self, store: ObstoreStore, keys: Sequence[str]
+    ) -> dict[str, tuple[int, str | None]]:
+        semaphore = asyncio.Semaphore(HEAD_CONCURRENCY)
+        found: dict[str, tuple[int, str | None]] = {}
+
+        async def one(key: str) -> None:
+            async with semaphore:
+                try:
+                    info = await store.head(key)
+                except ObjectNotFound:
+                    return
+                found[key] = (info.size, info.etag)
+
+        await asyncio.gather(*(one(key) for key in keys))
+        return found

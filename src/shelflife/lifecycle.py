@@ -1,0 +1,498 @@
+"""The lifecycle service: plan the rules, apply a plan, and ``run`` (recover, scan, plan,
+apply) — the main job. Runs are recorded in the catalog's run history.
+
+``apply`` re-checks every action before taking it (the executors do: the object is
+unchanged, still selected by its rule, not pinned or leased, unreferenced for deletions)
+and skips what changed. A plan can be applied once. Deletions above the executor's
+``max_delete`` / ``max_delete_bytes`` need ``yes``; a run stops itself once more than
+``max_error_fraction`` of the actions it tried have failed.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from itertools import groupby
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from shelflife.actions import Action, Failure, Refusal, Skip, totals
+from shelflife.aio import run_sync
+from shelflife.catalog.history import History
+from shelflife.catalog.journal import Candidate
+from shelflife.catalog.ledger import MarkItem
+from shelflife.catalog.view import CatalogInventory, ObjectView, TierState
+from shelflife.config.model import RuleConfig
+from shelflife.errors import ObjectNotFound, RefusedError, ShelflifeError, UsageError
+from shelflife.expiry import Expirer, ExpireResult
+from shelflife.lock import RunLock
+from shelflife.planner import Plan, matches, rule_tiers
+from shelflife.planner import plan as make_plan
+from shelflife.progress import NullProgress, Progress
+from shelflife.units import FUTURE_SLACK, evaluation_instant, utcnow
+
+if TYPE_CHECKING:
+    from shelflife.shelf import Shelf
+
+ACTION_KINDS = ("migrate", "expire", "collect-orphans")
+_RULE_ACTION = {
+    "migrate": "migrate",
+    "expire": "expire",
+    "delete-orphan": "collect-orphans",
+    "quarantine": "collect-orphans",
+}
+
+
+def new_id(prefix: str, now: datetime) -> str:
+    return f"{prefix}-{now:%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+
+
+@dataclass
+class RunOutcome:
+    """What a run did; a dry run carries only its plan."""
+
+    command: str
+    plan: Plan
+    dry_run: bool = False
+    run_id: str | None = None
+    actions: list[Action] = field(default_factory=list)
+    skipped: list[Skip] = field(default_factory=list)
+    failed: list[Failure] = field(default_factory=list)
+    rows: dict[str, int] = field(default_factory=dict)
+    recovered: dict[str, int] = field(default_factory=dict)
+    scanned: dict[str, int] = field(default_factory=dict)
+    stopped: str | None = None
+    refused: str | None = None
+
+    @property
+    def refusals(self) -> list[Refusal]:
+        return self.plan.refusals
+
+    @property
+    def status(self) -> str:
+        if self.refused or (self.refusals and not self.failed):
+            return "refused"
+        if self.failed or self.stopped:
+            return "partial"
+        return "ok"
+
+    @property
+    def exit_code(self) -> int:
+        return {"ok": 0, "partial": 1, "refused": 3}[self.status]
+
+    def as_json(self) -> dict[str, Any]:
+        if self.dry_run:
+            return self.plan.as_json()
+        body: dict[str, Any] = {
+            "run_id": self.run_id,
+            "status": self.status,
+            "command": self.command,
+            "plan_id": self.plan.id,
+            "now": self.plan.now.isoformat(),
+            "actions": [a.as_json() for a in self.actions],
+            "skipped": [s.as_json() for s in self.skipped],
+            "totals": totals(self.actions),
+            "failed": [f.as_json() for f in self.failed],
+            "refusals": [r.as_json() for r in self.refusals],
+            "rows": self.rows,
+            "recovered": self.recovered,
+            "notes": self.plan.notes,
+        }
+        if self.scanned:
+            body["scanned"] = self.scanned
+        if self.stopped:
+            body["stopped"] = self.stopped
+        if self.refused:
+            body["reason"] = self.refused
+        return body
+
+
+# -- planning ----------------------------------------------------------------------------
+
+
+def choose_rules(
+    shelf: Shelf, rule_id: str | None = None, kinds: tuple[str, ...] = ACTION_KINDS
+) -> list[RuleConfig]:
+    """The enabled rules of ``kinds`` in file order, or the one named ``rule_id``."""
+    rules = [r for r in shelf.config.rules if r.enabled and r.action in kinds]
+    if rule_id is None:
+        return rules
+    chosen = [r for r in rules if r.id == rule_id]
+    if not chosen:
+        known = [r.id for r in shelf.config.rules if r.action in kinds]
+        raise UsageError(
+            f"no enabled rule with id {rule_id!r}" + (f"; known: {known}" if known else ""),
+            hint="rule ids are the 'id' of each [[rules]] entry in the configuration",
+        )
+    return chosen
+
+
+def tier_states(shelf: Shelf) -> dict[str, TierState]:
+    states = {}
+    for usage in shelf.usage():
+        states[usage.name] = TierState(
+            name=usage.name,
+            used=usage.used_bytes,
+            capacity=usage.capacity,
+            high=usage.high_watermark,
+            low=usage.low_watermark,
+            objects=shelf.ledger.objects_in_tier(usage.name),
+            versioned=shelf.versioned(usage.name),
+        )
+    return states
+
+
+def build_plan(
+    shelf: Shelf, now: datetime, rules: list[RuleConfig], progress: Progress | None = None
+) -> Plan:
+    """Plan ``rules`` at ``now`` over the catalog, after a fresh reference snapshot when a
+    rule deletes. Refuses (exit 3) when the references cannot be trusted."""
+    snapshot_id = None
+    deleting = [r for r in rules if r.action in ("expire", "collect-orphans")]
+    if deleting:
+        collector = shelf.collector()
+        tiers = sorted({t for r in deleting for t in rule_tiers(r, list(shelf.config.tiers))})
+        collector.check_sources(
+            tiers, need_sources=any(r.action == "collect-orphans" for r in deleting)
+        )
+        snapshot_id, _ = collector.snapshot(now, progress)
+        shelf.ledger.purge_expired_leases(now)
+    inventory = CatalogInventory(
+        shelf.catalog.engine, tier_states(shelf), snapshot_id=snapshot_id, now=now
+    )
+    result = make_plan(
+        rules,
+        inventory,
+        now,
+        tiers=list(shelf.config.tiers),
+        references=shelf.config.references,
+    )
+    result.id = new_id("plan", utcnow())
+    count = len(result.actions)
+    History(shelf.catalog.engine).save_plan(
+        result.id,
+        created_at=utcnow(),
+        evaluated_at=now,
+        actions=count,
+        size=sum(a.bytes for a in result.actions),
+    )
+    return result
+
+
+def plan(
+    shelf: Shelf,
+    *,
+    rule: str | None = None,
+    at: datetime | None = None,
+    kinds: tuple[str, ...] = ACTION_KINDS,
+    progress: Progress | None = None,
+) -> Plan:
+    """The plan at ``at`` (now by default); changes nothing that matters (I4)."""
+    now = evaluation_instant(at, dry_run=True, what="would happen")
+    return build_plan(shelf, now, choose_rules(shelf, rule, kinds), progress)
+
+
+# -- running -----------------------------------------------------------------------------
+
+
+def run(
+    shelf: Shelf,
+    *,
+    command: str = "run",
+    kinds: tuple[str, ...] = ACTION_KINDS,
+    dry_run: bool = False,
+    rule: str | None = None,
+    at: datetime | None = None,
+    yes: bool = False,
+    scan: bool = True,
+    trigger: str = "cli",
+    progress: Progress | None = None,
+) -> RunOutcome:
+    """Recover, scan, plan and apply (DESIGN 5.2 ``run``); a dry run stops after planning."""
+    now = evaluation_instant(at, dry_run=dry_run, what="would happen")
+    rules = choose_rules(shelf, rule, kinds)
+    if dry_run:
+        scanned = _scan(shelf, progress) if scan else {}
+        outcome = RunOutcome(command, build_plan(shelf, now, rules, progress), dry_run=True)
+        outcome.scanned = scanned
+        return outcome
+    run_id = new_id(command, utcnow())
+    history = History(shelf.catalog.engine)
+    with RunLock(shelf.catalog, f"shelflife {command}"):
+        history.start(run_id, command=command, trigger=trigger, now=utcnow())
+        outcome = RunOutcome(command, Plan(now=now), run_id=run_id)
+        try:
+            outcome.recovered = shelf.recover_unlocked(progress)
+            if scan:
+                outcome.scanned = _scan(shelf, progress)
+            outcome.plan = build_plan(shelf, now, rules, progress)
+            _execute(shelf, outcome, yes=yes, progress=progress)
+        except BaseException as exc:
+            _record(history, outcome, error=exc)
+            raise
+        _record(history, outcome)
+    return outcome
+
+
+def apply(
+    shelf: Shelf,
+    plan_body: Plan,
+    *,
+    yes: bool = False,
+    trigger: str = "cli",
+    progress: Progress | None = None,
+) -> RunOutcome:
+    """Apply a saved plan once, re-checking every action."""
+    if plan_body.now > utcnow() + FUTURE_SLACK:
+        raise UsageError(
+            f"plan {plan_body.id or '(no id)'} was evaluated at {plan_body.now.isoformat()}, "
+            "in the future; such a plan is for review only",
+            hint="make a plan for now with 'shelflife plan -o plan.json' and apply that",
+        )
+    history = History(shelf.catalog.engine)
+    if plan_body.id:
+        known = history.plan_status(plan_body.id)
+        if known is None:
+            raise UsageError(
+                f"plan {plan_body.id} was not made with this catalog",
+                hint="make the plan with the same configuration that applies it",
+            )
+        if known[0] != "open":
+            raise UsageError(
+                f"plan {plan_body.id} was already applied (run {known[1]}); a plan applies once",
+                hint="make a fresh plan with 'shelflife plan -o plan.json'",
+            )
+    else:
+        raise UsageError("the plan has no plan_id", hint="make it with 'shelflife plan -o FILE'")
+    run_id = new_id("apply", utcnow())
+    with RunLock(shelf.catalog, "shelflife apply"):
+        history.start(run_id, command="apply", trigger=trigger, now=utcnow(), plan_id=plan_body.id)
+        outcome = RunOutcome("apply", plan_body, run_id=run_id)
+        try:
+            outcome.recovered = shelf.recover_unlocked(progress)
+            _execute(shelf, outcome, yes=yes, progress=progress)
+        except BaseException as exc:
+            _record(history, outcome, error=exc)
+            raise
+        _record(history, outcome)
+    return outcome
+
+
+def read_plan_file(path: Path) -> Plan:
+    """A plan written by ``shelflife plan -o FILE``; clear errors for anything else."""
+    try:
+        body = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"no plan file at {path}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UsageError(
+            f"{path} is not a plan file: {exc}", hint="write one with 'shelflife plan -o FILE'"
+        ) from None
+    try:
+        return Plan.from_json(body)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise UsageError(
+            f"{path} is not a plan file: {type(exc).__name__} {exc}",
+            hint="write one with 'shelflife plan -o FILE'",
+        ) from None
+
+
+def _scan(shelf: Shelf, progress: Progress | None) -> dict[str, int]:
+    return {result.tier: result.objects for result in shelf.scan(progress=progress)}
+
+
+def _record(history: History, outcome: RunOutcome, error: BaseException | None = None) -> None:
+    assert outcome.run_id is not None
+    if error is None:
+        status = outcome.status
+        message = outcome.refused or outcome.stopped
+    elif isinstance(error, RefusedError):
+        status, message = "refused", error.message
+    else:
+        status = "failed"
+        message = error.message if isinstance(error, ShelflifeError) else repr(error)
+    history.finish(
+        outcome.run_id,
+        status=status,
+        now=utcnow(),
+        totals=totals(outcome.actions),
+        failures=[f.as_json() for f in outcome.failed],
+        error=message,
+        plan_id=outcome.plan.id or None,
+    )
+
+
+def _execute(shelf: Shelf, outcome: RunOutcome, *, yes: bool, progress: Progress | None) -> None:
+    plan_body = outcome.plan
+    executor = shelf.config.executor
+    count, size = plan_body.deletions()
+    over = []
+    if count > executor.max_delete:
+        over.append(f"{count} objects (max_delete = {executor.max_delete})")
+    if executor.max_delete_bytes is not None and size > executor.max_delete_bytes:
+        over.append(f"{size} bytes (max_delete_bytes = {executor.max_delete_bytes})")
+    if over and not yes:
+        raise RefusedError(
+            "the plan deletes " + " and ".join(over) + "; nothing was done",
+            hint="review it with 'shelflife plan', then run again with --yes",
+        )
+    if plan_body.id and not History(shelf.catalog.engine).claim_plan(
+        plan_body.id, outcome.run_id or "", utcnow()
+    ):
+        raise UsageError(f"plan {plan_body.id} was already applied; a plan applies once")
+    outcome.skipped += plan_body.skipped
+    progress = progress or NullProgress()
+    runner = _Executor(shelf, outcome, progress)
+    total = len(plan_body.actions)
+    attempted = 0
+    for batch in runner.batches(plan_body.actions):
+        runner.take(batch)
+        attempted += len(batch)
+        failed = len(outcome.failed)
+        if failed and failed / attempted > executor.max_error_fraction and attempted < total:
+            outcome.stopped = (
+                f"{failed} of {attempted} actions failed (more than max_error_fraction "
+                f"{executor.max_error_fraction:.0%}); {total - attempted} actions not attempted"
+            )
+            return
+
+
+class _Executor:
+    """Takes a plan's actions batch by batch, each by the engine its action belongs to."""
+
+    def __init__(self, shelf: Shelf, outcome: RunOutcome, progress: Progress) -> None:
+        self.shelf = shelf
+        self.outcome = outcome
+        self.progress = progress
+        self.now = utcnow()
+        self.rules = {rule.id: rule for rule in shelf.config.rules}
+        self._migrator: Any = None
+        self._collector: Any = None
+        self._expirer: Expirer | None = None
+
+    def batches(self, actions: list[Action]) -> Iterator[list[Action]]:
+        """Runs of the same (action, rule, tier, to), in plan order, cut to batch size."""
+        size = self.shelf.config.executor.batch_size
+        for _, group in groupby(actions, key=lambda a: (a.action, a.rule, a.tier, a.to)):
+            items = list(group)
+            for start in range(0, len(items), size):
+                yield items[start : start + size]
+
+    def take(self, batch: list[Action]) -> None:
+        first = batch[0]
+        eligible = [item for item in batch if self._still_selected(item)]
+        if not eligible:
+            return
+        self.progress.start(f"{first.action} on {first.tier}", total=len(eligible))
+        try:
+            if first.action == "migrate":
+                self._migrate(eligible)
+            elif first.action == "expire":
+                self._expire(eligible)
+            else:
+                self._collect(eligible)
+            self.progress.advance(len(eligible), sum(item.bytes for item in eligible))
+        finally:
+            self.progress.finish()
+
+    def _still_selected(self, item: Action) -> bool:
+        """The action's rule still exists, acts the same way, and selects the object."""
+        rule = self.rules.get(item.rule)
+        reason = None
+        if rule is None or not rule.enabled:
+            reason = "its rule is gone or disabled"
+        elif _RULE_ACTION.get(item.action) != rule.action:
+            reason = "its rule now does something else"
+        elif item.tier not in rule_tiers(rule, list(self.shelf.config.tiers)):
+            reason = "its rule no longer covers this tier"
+        elif item.action == "migrate" and item.to != rule.to:
+            reason = "its rule now migrates elsewhere"
+        else:
+            row = self.shelf.catalog.get(item.tier, item.key)
+            tags = json.loads(row.tags) if row is not None and row.tags else None
+            view = ObjectView(item.key, item.bytes, item.modified or self.now, tags=tags)
+            if not matches(rule, view):
+                reason = "its rule no longer selects it"
+        if reason is None:
+            return True
+        self.outcome.skipped.append(Skip(item.rule, item.tier, item.key, reason))
+        return False
+
+    def _migrate(self, batch: list[Action]) -> None:
+        from shelflife.tiering import migrator
+
+        if self._migrator is None:
+            self._migrator = migrator(self.shelf)
+        tier, rule, to = batch[0].tier, batch[0].rule, batch[0].to
+        assert to is not None
+        store = self.shelf.store(tier)
+        protected = self.shelf.ledger.protected_keys(tier, [a.key for a in batch], self.now)
+        candidates = []
+        for item in batch:
+            reason = None
+            try:
+                info = run_sync(store.head(item.key))
+            except ObjectNotFound:
+                self.shelf.catalog.forget(tier, [item.key])
+                reason = "already gone"
+            else:
+                if info.size != item.bytes or (item.etag and info.etag != item.etag):
+                    reason = "changed since it was planned"
+            if reason is None and item.key in protected:
+                reason = "pinned or leased"
+            if reason is not None:
+                self.outcome.skipped.append(Skip(rule, tier, item.key, reason))
+                continue
+            row = self.shelf.catalog.get(tier, item.key)
+            candidates.append(
+                Candidate(
+                    item.key,
+                    item.bytes,
+                    item.modified or self.now,
+                    None,
+                    None if row is None else row.checksum,
+                )
+            )
+        if not candidates:
+            return
+        result = run_sync(
+            self._migrator.migrate(rule, tier, to, candidates, None, self.outcome.run_id)
+        )
+        self.outcome.actions += [
+            Action("migrate", m.rule, m.src, m.key, m.size, to=m.dst) for m in result.moved
+        ]
+        self.outcome.failed += [Failure(rule, t, k, e) for t, k, e in result.failed]
+
+    def _expire(self, batch: list[Action]) -> None:
+        if self._expirer is None:
+            shelf = self.shelf
+            self._expirer = Expirer(
+                shelf.config,
+                shelf.catalog,
+                shelf.ledger,
+                shelf.locator,
+                shelf.sources(),
+                shelf.store,
+            )
+        result = ExpireResult()
+        run_sync(self._expirer.expire(batch[0].tier, batch, self.now, result))
+        self.outcome.actions += result.actions
+        self.outcome.skipped += result.skipped
+        self.outcome.failed += result.failed
+        for label, changed in result.rows.items():
+            self.outcome.rows[label] = self.outcome.rows.get(label, 0) + changed
+
+    def _collect(self, batch: list[Action]) -> None:
+        if self._collector is None:
+            self._collector = self.shelf.collector()
+        rule = self.rules[batch[0].rule]
+        items = [
+            MarkItem(item.key, item.bytes, item.modified or self.now, item.etag) for item in batch
+        ]
+        result = run_sync(self._collector.sweep_items(rule, batch[0].tier, items, self.now))
+        self.outcome.actions += result.actions
+        self.outcome.skipped += result.skipped
+        self.outcome.failed += result.failed
