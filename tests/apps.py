@@ -68,6 +68,8 @@ def make_app_shelf(
     tiers: dict[str, dict[str, Any]] | None = None,
     rules: Iterable[dict[str, Any]] = (),
     health: dict[str, Any] | None = None,
+    on_expire: str | None = None,
+    executor: dict[str, Any] | None = None,
 ) -> Shelf:
     raw: dict[str, Any] = {
         "catalog": {"url": f"sqlite:///{tmp_path / 'catalog.db'}"},
@@ -84,6 +86,10 @@ def make_app_shelf(
     if app is not None:
         raw["databases"] = {"app": {"url": app.url}}
         raw["references"] = [{"database": "app", "table": app.name, "column": "path"}]
+        if on_expire:
+            raw["references"][0]["on_expire"] = on_expire
+    if executor:
+        raw["executor"] = executor
     if health:
         raw["health"] = health
     return Shelf.open(parse_config(raw, base_dir=tmp_path, source="test", env={}))

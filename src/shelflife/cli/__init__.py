@@ -12,7 +12,7 @@ from typing import Any
 
 import typer
 
-from shelflife.cli import collect, commands
+from shelflife.cli import collect, commands, lifecycle
 from shelflife.cli.render import err
 from shelflife.errors import ShelflifeError
 
@@ -25,6 +25,7 @@ app = typer.Typer(
 )
 commands.register(app)
 collect.register(app)
+lifecycle.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:

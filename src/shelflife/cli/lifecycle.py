@@ -1,0 +1,315 @@
+"""The lifecycle commands: plan, apply, run, expire, runs, policy export/import."""
+
+from __future__ import annotations
+
+import json as jsonlib
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from shelflife.cli.collect import AtOption, DryRunOption, RuleOption, _instant
+from shelflife.cli.render import RichProgress, err, out, print_json
+from shelflife.cli.state import JsonOption, state
+from shelflife.errors import RefusedError, UsageError
+from shelflife.lifecycle import RunOutcome
+from shelflife.planner import Plan
+from shelflife.units import format_size
+
+YesOption = Annotated[
+    bool, typer.Option("--yes", "-y", help="allow deletions above max_delete / max_delete_bytes")
+]
+
+policy_app = typer.Typer(
+    help="Native lifecycle policies (S3 lifecycle JSON).", no_args_is_help=True
+)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(plan)
+    app.command()(apply)
+    app.command("run")(run_command)
+    app.command()(expire)
+    app.command()(runs)
+    app.add_typer(policy_app, name="policy")
+
+
+def plan(
+    rule: RuleOption = None,
+    at: AtOption = None,
+    json: JsonOption = False,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="write the plan to this file")
+    ] = None,
+) -> None:
+    """Show what the rules call for now (or --at a given instant); change nothing."""
+    shelf = state.open()
+    result = shelf.plan(rule=rule, at=_instant(at), progress=RichProgress(enabled=not json))
+    if output is not None:
+        output.write_text(jsonlib.dumps(result.as_json(), indent=1) + "\n", encoding="utf-8")
+    if json:
+        print_json(result.as_json())
+        return
+    show_plan(result)
+    if output is not None:
+        out.print(f"plan {result.id} written to {output}; apply it with 'shelflife apply {output}'")
+
+
+def apply(
+    plan_file: Annotated[Path, typer.Argument(help="a plan written by 'shelflife plan -o'")],
+    yes: YesOption = False,
+    json: JsonOption = False,
+) -> int:
+    """Apply a saved plan once, re-checking every action before taking it."""
+    shelf = state.open()
+    return _report(
+        lambda: shelf.apply(
+            plan_file, yes=yes, trigger="cli", progress=RichProgress(enabled=not json)
+        ),
+        json=json,
+    )
+
+
+def run_command(
+    dry_run: DryRunOption = False,
+    rule: RuleOption = None,
+    at: AtOption = None,
+    yes: YesOption = False,
+    json: JsonOption = False,
+) -> int:
+    """The main job: recover, scan, plan every rule, apply."""
+    return _run("run", ("migrate", "expire", "collect-orphans"), dry_run, rule, at, yes, json)
+
+
+def expire(
+    dry_run: DryRunOption = False,
+    rule: RuleOption = None,
+    at: AtOption = None,
+    yes: YesOption = False,
+    json: JsonOption = False,
+) -> int:
+    """Run the expire rules only: delete objects older than their retention."""
+    return _run("expire", ("expire",), dry_run, rule, at, yes, json, scan=False)
+
+
+def _run(
+    command: str,
+    kinds: tuple[str, ...],
+    dry_run: bool,
+    rule: str | None,
+    at: str | None,
+    yes: bool,
+    json: bool,
+    *,
+    scan: bool = True,
+) -> int:
+    shelf = state.open()
+    return _report(
+        lambda: shelf.run(
+            command=command,
+            kinds=kinds,
+            dry_run=dry_run,
+            rule=rule,
+            at=_instant(at),
+            yes=yes,
+            scan=scan,
+            trigger="cli",
+            progress=RichProgress(enabled=not json),
+        ),
+        json=json,
+    )
+
+
+def _report(call: Any, *, json: bool) -> int:
+    try:
+        outcome: RunOutcome = call()
+    except RefusedError as exc:
+        if json:
+            print_json(
+                {
+                    "run_id": None,
+                    "status": "refused",
+                    "reason": exc.message,
+                    "actions": [],
+                    "totals": {},
+                    "failed": [],
+                }
+            )
+        raise
+    if json:
+        print_json(outcome.as_json())
+        return 0 if outcome.dry_run and not outcome.refusals else outcome.exit_code
+    if outcome.dry_run:
+        show_plan(outcome.plan)
+        return 3 if outcome.refusals else 0
+    show_run(outcome)
+    return outcome.exit_code
+
+
+def show_plan(result: Plan) -> None:
+    table = Table(
+        title=f"plan {result.id} at {result.now:%Y-%m-%d %H:%M:%S} UTC", title_justify="left"
+    )
+    for name in ("rule", "action", "tiers", "objects", "bytes"):
+        table.add_column(name, justify="right" if name in ("objects", "bytes") else "left")
+    groups: dict[tuple[str, str, str], list[int]] = {}
+    for action in result.actions:
+        where = action.tier + (f" → {action.to}" if action.to else "")
+        entry = groups.setdefault((action.rule, action.action, where), [0, 0])
+        entry[0] += 1
+        entry[1] += action.bytes
+    for (rule, name, where), (count, size) in groups.items():
+        table.add_row(rule, name, where, str(count), format_size(size))
+    if groups:
+        out.print(table)
+    else:
+        out.print("nothing to do: every rule is satisfied")
+    if result.skipped:
+        out.print(f"{len(result.skipped)} selected objects are kept:")
+        for skip in result.skipped[:20]:
+            out.print(f"  {skip.tier}:{skip.key}: {skip.reason}", markup=False)
+    for refusal in result.refusals:
+        err.print(f"refused: {refusal.reason}", markup=False)
+    for note in result.notes:
+        out.print(f"note: {note}", markup=False)
+
+
+def show_run(outcome: RunOutcome) -> None:
+    if outcome.recovered:
+        out.print(f"recovered first: {outcome.recovered}")
+    if outcome.scanned:
+        scanned = ", ".join(f"{tier} {count}" for tier, count in outcome.scanned.items())
+        out.print(f"scanned: {scanned} objects")
+    data = outcome.as_json()
+    for name, figures in data["totals"].items():
+        out.print(f"{name}: {figures['objects']} objects ({format_size(figures['bytes'])})")
+    if not data["totals"]:
+        out.print("nothing to do: every rule is satisfied")
+    for label, count in outcome.rows.items():
+        out.print(f"rows changed in {label}: {count}")
+    for skip in outcome.skipped[:20]:
+        out.print(f"  kept {skip.tier}:{skip.key}: {skip.reason}", markup=False)
+    for failure in outcome.failed[:50]:
+        err.print(f"failed {failure.tier}:{failure.key}: {failure.error}", markup=False)
+    for refusal in outcome.refusals:
+        err.print(f"refused: {refusal.reason}", markup=False)
+    for note in outcome.plan.notes:
+        out.print(f"note: {note}", markup=False)
+    if outcome.stopped:
+        err.print(f"stopped: {outcome.stopped}", markup=False)
+    out.print(f"run {outcome.run_id}: {outcome.status}")
+
+
+def runs(
+    limit: Annotated[int, typer.Option("--limit", "-n", help="how many, newest first")] = 20,
+    json: JsonOption = False,
+) -> None:
+    """Run history: start, end, trigger, status, totals per action, failures."""
+    records = state.open().runs(limit)
+    if json:
+        print_json({"runs": [record.as_json() for record in records]})
+        return
+    if not records:
+        out.print("no runs yet")
+        return
+    table = Table()
+    for name in ("run", "command", "trigger", "started", "took", "status", "actions", "failed"):
+        table.add_column(name)
+    for record in records:
+        body = record.as_json()
+        took = "" if body["duration_seconds"] is None else f"{body['duration_seconds']:.1f}s"
+        actions = ", ".join(
+            f"{name} {figures['objects']} ({format_size(figures['bytes'])})"
+            for name, figures in record.totals.items()
+        )
+        table.add_row(
+            record.id,
+            record.command,
+            record.trigger,
+            f"{record.started_at:%Y-%m-%d %H:%M:%S}",
+            took,
+            record.status,
+            actions or "-",
+            str(record.failed_count),
+        )
+    out.print(table)
+
+
+@policy_app.command("export")
+def policy_export(
+    tier: Annotated[str, typer.Option("--tier", "-t", help="an s3:// tier")],
+    apply_it: Annotated[
+        bool, typer.Option("--apply", help="put the policy on the bucket (other rules kept)")
+    ] = False,
+    noncurrent_days: Annotated[
+        int, typer.Option(help="days a noncurrent version is kept on a versioned bucket")
+    ] = 7,
+    abort_multipart_days: Annotated[
+        int, typer.Option(help="days before an incomplete multipart upload is aborted")
+    ] = 7,
+    json: JsonOption = False,
+) -> None:
+    """Write the rules a tier's bucket can enforce by itself as S3 lifecycle JSON."""
+    from shelflife.policy import apply_policy, export_policy
+
+    shelf = state.open()
+    if tier not in shelf.config.tiers:
+        raise UsageError(f"unknown tier {tier!r}", hint=f"known: {', '.join(shelf.config.tiers)}")
+    versioned = shelf.versioned(tier) if shelf.config.tiers[tier].scheme == "s3" else None
+    result = export_policy(
+        shelf.config,
+        tier,
+        versioned=versioned,
+        noncurrent_days=noncurrent_days,
+        abort_multipart_days=abort_multipart_days,
+    )
+    kept: list[str] = []
+    if apply_it:
+        kept = apply_policy(shelf.config.tiers[tier], result)
+    if json:
+        body = result.as_json()
+        if apply_it:
+            body["applied"] = True
+            body["kept_rules"] = kept
+        print_json(body)
+        return
+    print(jsonlib.dumps(result.document, indent=2))
+    for rule_id, reason in result.not_exported.items():
+        err.print(f"not exported: {rule_id}: {reason}", markup=False)
+    for note in result.notes:
+        err.print(f"note: {note}", markup=False)
+    if apply_it:
+        err.print(
+            f"applied to bucket {result.bucket}"
+            + (f" (kept its other rules: {', '.join(kept)})" if kept else "")
+        )
+
+
+@policy_app.command("import")
+def policy_import(
+    file: Annotated[Path, typer.Argument(help="S3 lifecycle JSON")],
+    tier: Annotated[str, typer.Option("--tier", "-t", help="the tier the rules apply to")] = "*",
+    json: JsonOption = False,
+) -> None:
+    """Turn an S3 lifecycle JSON into shelflife [[rules]] (printed as TOML)."""
+    from shelflife.policy import import_policy
+
+    try:
+        document = jsonlib.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"no file at {file}") from None
+    except (OSError, UnicodeDecodeError, jsonlib.JSONDecodeError) as exc:
+        raise UsageError(f"{file} is not JSON: {exc}") from None
+    if isinstance(document, dict) and "LifecycleConfiguration" in document:
+        document = document["LifecycleConfiguration"]
+    if not isinstance(document, dict):
+        raise UsageError(f"{file} is not an S3 lifecycle configuration")
+    from shelflife.config import load_config
+
+    config = load_config(state.config_path)
+    result = import_policy(document, config, tier)
+    if json:
+        print_json(result.as_json())
+        return
+    print(result.as_toml(), end="")
