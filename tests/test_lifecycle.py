@@ -1,0 +1,317 @@
+"""plan / apply / run / expire against real application databases and real stores."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shelflife import Shelf
+from shelflife.errors import RefusedError, UsageError
+from shelflife.units import utcnow
+from tests.apps import AppTable, make_app_shelf, orphan_rule
+from tests.test_cli import shelflife
+
+REF = "data/storage/outputs/{}"
+
+
+def age(shelf: Shelf, tier: str, key: str, days: float) -> None:
+    """Make an object ``days`` old, in the store and in the inventory."""
+    path = shelf.store(tier).path(key)  # type: ignore[attr-defined]
+    stamp = (utcnow() - timedelta(days=days)).timestamp()
+    os.utime(path, (stamp, stamp))
+    from sqlalchemy import update
+
+    from shelflife.catalog.schema import objects
+
+    from shelflife.aio import run_sync
+
+    etag = run_sync(shelf.store(tier).head(key)).etag  # a local ETag includes the mtime
+    with shelf.catalog.engine.begin() as conn:
+        conn.execute(
+            update(objects)
+            .where(objects.c.tier == tier, objects.c.key == key)
+            .values(modified_at=utcnow() - timedelta(days=days), etag=etag)
+        )
+
+
+def no_leases(shelf: Shelf) -> None:
+    shelf.ledger.purge_expired_leases(utcnow() + timedelta(days=365))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def app(request: pytest.FixtureRequest, tmp_path: Path) -> AppTable:
+    if request.param == "sqlite":
+        return AppTable(f"sqlite:///{tmp_path / 'app.db'}")
+    return AppTable(str(request.getfixturevalue("pg_url")))
+
+
+EXPIRE = {"id": "retention", "tier": "local", "action": "expire", "after": "30d"}
+
+
+def shelf_with(tmp_path: Path, app: AppTable, *rules: dict[str, Any], **extra: Any) -> Shelf:
+    return make_app_shelf(tmp_path, app, rules=list(rules), **extra)
+
+
+def stored(shelf: Shelf, *names: str, days: float = 0) -> None:
+    """Objects written through the shelf (``days`` old), leases lifted."""
+    for name in names:
+        shelf.put(name.encode() * 10, name)
+        if days:
+            age(shelf, "local", name, days)
+    no_leases(shelf)
+
+
+@pytest.mark.parametrize("on_expire", ["null", "delete-row", "block"])
+def test_expire_applies_on_expire_to_rows(tmp_path: Path, app: AppTable, on_expire: str) -> None:
+    shelf = shelf_with(tmp_path, app, EXPIRE, on_expire=on_expire)
+    stored(shelf, "old.bin", "old-free.bin", days=40)
+    stored(shelf, "young.bin", days=1)
+    app.insert(REF.format("old.bin"), REF.format("young.bin"), "unrelated/value")
+
+    outcome = shelf.run(kinds=("expire",), command="expire", scan=False)
+
+    store = shelf.store("local")
+    assert outcome.status == "ok"
+    assert run_sync_exists(store, "young.bin")
+    assert not run_sync_exists(store, "old-free.bin")  # no row: expires whatever on_expire
+    if on_expire == "block":
+        assert run_sync_exists(store, "old.bin")
+        assert [s.key for s in outcome.skipped] == ["old.bin"]
+        assert "block" in outcome.skipped[0].reason
+        assert REF.format("old.bin") in app.values()
+    else:
+        assert not run_sync_exists(store, "old.bin")
+        values = [row[1] for row in app.rows()]
+        if on_expire == "null":
+            assert values == [None, REF.format("young.bin"), "unrelated/value"]
+        else:
+            assert values == [REF.format("young.bin"), "unrelated/value"]
+        assert sum(outcome.rows.values()) == 1
+    expired = sorted(a.key for a in outcome.actions)
+    assert expired == (["old-free.bin"] if on_expire == "block" else ["old-free.bin", "old.bin"])
+
+
+def run_sync_exists(store: Any, key: str) -> bool:
+    from shelflife.aio import run_sync
+
+    return bool(run_sync(store.exists(key)))
+
+
+def test_apply_rechecks_every_action(tmp_path: Path, app: AppTable) -> None:
+    """Changed, re-referenced and pinned between plan and apply: each is skipped."""
+    shelf = shelf_with(tmp_path, app, EXPIRE, orphan_rule(), on_expire="null")
+    stored(shelf, "changed.bin", "pinned.bin", "plain.bin", days=40)
+    stored(shelf, "orphan-a.bin", "orphan-b.bin", days=2)
+    app.insert(REF.format("changed.bin"), REF.format("pinned.bin"), REF.format("plain.bin"))
+    plan = shelf.plan()
+    assert sorted((a.action, a.key) for a in plan.actions) == [
+        ("delete-orphan", "orphan-a.bin"),
+        ("delete-orphan", "orphan-b.bin"),
+        ("expire", "changed.bin"),
+        ("expire", "pinned.bin"),
+        ("expire", "plain.bin"),
+    ]
+    (tmp_path / "outputs" / "changed.bin").write_bytes(b"new content, other size")
+    shelf.pin("pinned.bin")
+    app.insert(REF.format("orphan-b.bin"))  # the application uses it after all
+
+    outcome = shelf.apply(plan.as_json())
+
+    done = sorted((a.action, a.key) for a in outcome.actions)
+    assert done == [("delete-orphan", "orphan-a.bin"), ("expire", "plain.bin")]
+    reasons = {s.key: s.reason for s in outcome.skipped}
+    assert reasons["changed.bin"] == "changed since it was planned"
+    assert reasons["pinned.bin"] == "pinned or leased"
+    assert reasons["orphan-b.bin"] == "referenced at sweep time"
+    store = shelf.store("local")
+    for key in ("changed.bin", "pinned.bin", "orphan-b.bin"):
+        assert run_sync_exists(store, key)
+    assert REF.format("changed.bin") in app.values()
+    assert REF.format("pinned.bin") in app.values()
+    assert REF.format("plain.bin") not in app.values()
+
+
+def test_a_plan_applies_once(tmp_path: Path, app: AppTable) -> None:
+    shelf = shelf_with(tmp_path, app, EXPIRE)
+    app.insert("unrelated/value")  # an empty source would refuse (tested elsewhere)
+    stored(shelf, "a.bin", days=40)
+    plan = shelf.plan()
+    first = shelf.apply(plan.as_json())
+    assert [a.key for a in first.actions] == ["a.bin"]
+    with pytest.raises(UsageError, match="already applied"):
+        shelf.apply(plan.as_json())
+    history = shelf.runs()
+    assert history[0].plan_id == plan.id
+    assert history[0].totals == {"expire": {"objects": 1, "bytes": 50}}
+
+
+def test_a_future_plan_is_for_review_only(tmp_path: Path, app: AppTable) -> None:
+    shelf = shelf_with(tmp_path, app, EXPIRE)
+    app.insert("unrelated/value")
+    stored(shelf, "a.bin", days=20)
+    assert shelf.plan().actions == []
+    later = shelf.plan(at=utcnow() + timedelta(days=11))  # "what happens in 11 days"
+    assert [a.key for a in later.actions] == ["a.bin"]
+    with pytest.raises(UsageError, match="in the future"):
+        shelf.apply(later.as_json())
+    assert run_sync_exists(shelf.store("local"), "a.bin")
+
+
+def test_deletions_over_the_caps_need_yes(tmp_path: Path, app: AppTable) -> None:
+    shelf = shelf_with(tmp_path, app, EXPIRE, executor={"max_delete": 2})
+    app.insert("unrelated/value")
+    stored(shelf, "a.bin", "b.bin", "c.bin", days=40)
+    with pytest.raises(RefusedError, match="max_delete = 2"):
+        shelf.run(scan=False)
+    assert all(run_sync_exists(shelf.store("local"), k) for k in ("a.bin", "b.bin", "c.bin"))
+    assert shelf.runs()[0].status == "refused"
+    outcome = shelf.run(scan=False, yes=True)
+    assert sorted(a.key for a in outcome.actions) == ["a.bin", "b.bin", "c.bin"]
+
+    shelf = shelf_with(tmp_path, app, EXPIRE, executor={"max_delete_bytes": "40B"})
+    stored(shelf, "d.bin", days=40)  # 50 bytes
+    with pytest.raises(RefusedError, match="max_delete_bytes"):
+        shelf.run(scan=False)
+
+
+def test_a_run_stops_itself_when_too_many_actions_fail(tmp_path: Path, app: AppTable) -> None:
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the cloud tier's folder should be")
+    tiers = {
+        "local": {
+            "url": f"file://{tmp_path / 'outputs'}",
+            "ref_format": "data/storage/outputs/{key}",
+        },
+        "cloud": {"url": f"file://{blocked}/cold", "ref_format": "cold/{key}"},
+    }
+    migrate = {"id": "cold", "tier": "local", "action": "migrate", "to": "cloud", "after": "1d"}
+    shelf = make_app_shelf(
+        tmp_path,
+        app,
+        tiers=tiers,
+        rules=[migrate],
+        executor={"batch_size": 2, "max_error_fraction": 0.25},
+    )
+    stored(shelf, *(f"f{i}.bin" for i in range(6)), days=5)
+    app.insert(*(REF.format(f"f{i}.bin") for i in range(6)))
+
+    outcome = shelf.run(scan=False)
+
+    assert outcome.status == "partial"
+    assert outcome.exit_code == 1
+    assert len(outcome.failed) == 2  # the first batch; the other four were not attempted
+    assert outcome.stopped is not None and "4 actions not attempted" in outcome.stopped
+    assert sorted(app.values()) == sorted(REF.format(f"f{i}.bin") for i in range(6))
+    record = shelf.runs()[0]
+    assert (record.status, record.failed_count) == ("partial", 2)
+
+
+def test_second_run_does_nothing(tmp_path: Path, app: AppTable) -> None:
+    tiers = {
+        "local": {
+            "url": f"file://{tmp_path / 'outputs'}",
+            "ref_format": "data/storage/outputs/{key}",
+            "capacity": "1000B",
+        },
+        "cloud": {"url": f"file://{tmp_path / 'cold'}", "ref_format": "cold/{key}"},
+    }
+    rules = [  # deleting first: what they remove counts as freed for the watermark
+        EXPIRE,
+        orphan_rule(),
+        {"id": "wm", "tier": "local", "action": "migrate", "to": "cloud", "when": "over-watermark"},
+        {**EXPIRE, "id": "cloud-retention", "tier": "cloud"},
+    ]
+    shelf = make_app_shelf(tmp_path, app, tiers=tiers, rules=rules, on_expire="null")
+    for i in range(9):
+        shelf.put(b"x" * 100, f"f{i}.bin")
+    stored(shelf, "expired.bin", days=60)
+    stored(shelf, "orphan.bin", days=1)
+    app.insert(*(REF.format(f"f{i}.bin") for i in range(9)), REF.format("expired.bin"))
+    no_leases(shelf)
+
+    first = shelf.run()
+    second = shelf.run()
+
+    assert first.status == "ok"
+    kinds = {a.action for a in first.actions}
+    assert kinds == {"migrate", "expire", "delete-orphan"}
+    assert second.actions == [] and second.plan.actions == []
+    assert second.status == "ok"
+    assert shelf.usage()[0].used_bytes <= 700
+    # every row still resolves to the bytes it named
+    values = [row[1] for row in app.rows()]
+    assert values.count(None) == 1  # the expired object's row, set to NULL
+    for value in values:
+        if value is not None:
+            assert shelf.get(value) == b"x" * 100
+
+
+def test_cli_plan_apply_run_and_runs(tmp_path: Path) -> None:
+    app = AppTable(f"sqlite:///{tmp_path / 'app.db'}")
+    (tmp_path / "outputs").mkdir()
+    (tmp_path / "shelflife.toml").write_text(f"""
+[catalog]
+url = "sqlite:///catalog.db"
+[databases.app]
+url = "{app.url}"
+[tiers.local]
+url = "file://outputs"
+ref_format = "data/storage/outputs/{{key}}"
+[[references]]
+database = "app"
+table = "{app.name}"
+column = "path"
+on_expire = "null"
+[[rules]]
+id = "retention"
+tier = "local"
+action = "expire"
+after = "30d"
+""")
+    old = tmp_path / "outputs" / "old.mp4"
+    old.write_bytes(b"old")
+    stamp = (utcnow() - timedelta(days=40)).timestamp()
+    os.utime(old, (stamp, stamp))
+    (tmp_path / "outputs" / "new.mp4").write_bytes(b"new")
+    app.insert("data/storage/outputs/old.mp4")
+    assert shelflife("scan", cwd=tmp_path).returncode == 0
+
+    planned = shelflife("plan", "--json", "-o", "plan.json", cwd=tmp_path)
+    assert planned.returncode == 0, planned.stderr
+    body = json.loads(planned.stdout)
+    assert [(a["action"], a["key"]) for a in body["actions"]] == [("expire", "old.mp4")]
+    assert body["totals"] == {"expire": {"objects": 1, "bytes": 3}}
+    assert json.loads((tmp_path / "plan.json").read_text())["plan_id"] == body["plan_id"]
+    table = shelflife("plan", "--at", (utcnow() + timedelta(days=31)).isoformat(), cwd=tmp_path)
+    assert "retention" in table.stdout and "2" in table.stdout  # both, a month from now
+
+    applied = shelflife("apply", "plan.json", "--json", cwd=tmp_path)
+    assert applied.returncode == 0, applied.stderr
+    run_body = json.loads(applied.stdout)
+    assert run_body["status"] == "ok"
+    assert run_body["rows"] == {f"app.{app.name}.path": 1}
+    assert not old.exists()
+    assert app.rows()[0][1] is None
+
+    again = shelflife("apply", "plan.json", cwd=tmp_path)
+    assert again.returncode == 2
+    assert "already applied" in again.stderr
+
+    dry = shelflife("run", "--dry-run", "--json", cwd=tmp_path)
+    assert json.loads(dry.stdout)["actions"] == []
+    history = json.loads(shelflife("runs", "--json", cwd=tmp_path).stdout)["runs"]
+    assert [(r["command"], r["status"], r["trigger"]) for r in history] == [("apply", "ok", "cli")]
+    assert history[0]["totals"] == {"expire": {"objects": 1, "bytes": 3}}
+    assert "apply" in shelflife("runs", cwd=tmp_path).stdout
+
+    unknown = shelflife("run", "--rule", "nope", cwd=tmp_path)
+    assert unknown.returncode == 2 and "no enabled rule" in unknown.stderr
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    bad = shelflife("apply", "broken.json", cwd=tmp_path)
+    assert bad.returncode == 2 and "not a plan file" in bad.stderr
