@@ -437,7 +437,19 @@ class Shelf:
     def stats(self) -> dict[str, Any]:
         """Usage per tier and health, as ``stats --json`` prints them."""
         usage = self.usage()
-        return stats_json(usage, self.health(usage))
+        body = stats_json(usage, self.health(usage))
+        for name, tier in self.config.tiers.items():
+            if tier.scheme != "s3" or not self.versioned(name):
+                continue
+            from shelflife.policy import noncurrent_bytes
+
+            entry = body["tiers"][name]
+            entry["versioned"] = True
+            try:
+                entry["noncurrent_objects"], entry["noncurrent_bytes"] = noncurrent_bytes(tier)
+            except StoreError:
+                entry["noncurrent_objects"] = entry["noncurrent_bytes"] = None
+        return body
 
     def _touch(self, location: Location) -> None:
         self.catalog.touch(location.tier, [location.key], utcnow())
