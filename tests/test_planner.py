@@ -336,3 +336,27 @@ def test_planner_does_no_io(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket, "socket", refuse)
     result = plan(rules, inventory, NOW, tiers=["cloud"])
     assert planned(result) == [("expire", "ret", "cloud", "a")]
+
+
+def test_quarantine_frees_nothing_for_the_watermark() -> None:
+    objects = [obj("orphan", 100, 200), obj("b", 9, 100), obj("c", 8, 100)]
+    state = TierState("local", used=850, capacity=1000, objects=3)
+    inventory = ListInventory({"local": objects}, {"local": state})
+    rules = [
+        rule(
+            id="gc",
+            tier="local",
+            action="collect-orphans",
+            grace="1d",
+            mode="quarantine",
+            max_fraction=1,
+            filter={"prefix": "orphan"},
+        ),
+        rule(**WATERMARK[0]),
+    ]
+    result = plan(rules, inventory, NOW, tiers=["local", "cloud"])
+    assert planned(result) == [
+        ("quarantine", "gc", "local", "orphan"),
+        ("migrate", "wm", "local", "b"),
+        ("migrate", "wm", "local", "c"),
+    ]

@@ -3,7 +3,10 @@
 ``StorageService.upload_file(path, filename)`` stores a file on the local tier,
 ``upload_to_cloud(path, filename)`` on the cloud tier, and ``get_file_url(filename)``
 returns a working URL for wherever the file is today. ``StorageManager.enforce_threshold()``
-runs the migrate rules (keep the local tier under its watermark).
+runs the migrate rules (keep the local tier under its watermark);
+``StorageManager.apply_retention_policy(days=90)`` expires cloud-tier objects older than
+``days`` through the same plan and re-checks as ``shelflife expire`` (rows are treated as
+each reference's ``on_expire`` says).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from shelflife.config import Config
+from shelflife.errors import UsageError
 from shelflife.shelf import Shelf
 
 
@@ -33,15 +37,13 @@ class StorageService:
         return self.shelf.url(filename)
 
     def _cloud_tier(self) -> str:
-        tiers = list(self.shelf.config.tiers)
-        if "cloud" in tiers:
-            return "cloud"
-        others = [tier for tier in tiers if tier != self.shelf.config.default_tier]
-        return others[0] if others else tiers[0]
+        return _cloud_tier(self.shelf)
 
 
 class StorageManager:
     """The lifecycle side of the older services."""
+
+    RETENTION_DAYS = 90
 
     def __init__(self, shelf: Shelf | None = None, *, config: Config | str | Path | None = None):
         self.shelf = shelf or Shelf.from_config(config)
@@ -49,3 +51,31 @@ class StorageManager:
     def enforce_threshold(self) -> dict[str, object]:
         """Move the coldest objects off tiers above their high watermark; return the run."""
         return self.shelf.enforce().as_json()
+
+    def apply_retention_policy(
+        self, days: int | None = None, *, yes: bool = False
+    ) -> dict[str, object]:
+        """Expire objects on the cloud tier older than ``days`` (RETENTION_DAYS by default);
+        return the run. Deletions above the executor's caps need ``yes=True``."""
+        from datetime import timedelta
+
+        from shelflife.config.model import RuleConfig
+
+        days = self.RETENTION_DAYS if days is None else days
+        if days < 1:
+            raise UsageError(f"retention must be at least one day, not {days}")
+        tier = _cloud_tier(self.shelf)
+        rule = RuleConfig(
+            id=f"retention-{days}d", tier=tier, action="expire", after=timedelta(days=days)
+        )
+        return self.shelf.run(
+            command="expire", rules=[rule], scan=False, trigger="python", yes=yes
+        ).as_json()
+
+
+def _cloud_tier(shelf: Shelf) -> str:
+    tiers = list(shelf.config.tiers)
+    if "cloud" in tiers:
+        return "cloud"
+    others = [tier for tier in tiers if tier != shelf.config.default_tier]
+    return others[0] if others else tiers[0]

@@ -3,7 +3,8 @@
 It mimics a render service: a SQLite application database whose ``video_jobs`` rows
 point at output files on the local tier, written over the last few months, plus a few
 files no row points at (left behind by deleted jobs). The local tier's capacity is set
-small so the sample starts above its high watermark; the demo's run ends below the low one.
+small so the sample starts above its high watermark; the demo's lifecycle pass collects
+the orphans, expires outputs past their retention and ends below the low watermark.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ url = "sqlite:///app.db"
 [tiers.local]
 url = "file://data/storage/outputs"
 ref_format = "data/storage/outputs/{key}"
-capacity = "2MB"
+capacity = "1.6MB"
 high_watermark = "80%"
 low_watermark = "70%"
 
@@ -48,14 +49,7 @@ table = "video_jobs"
 column = "output_path"
 on_expire = "null"
 
-[[rules]]
-id = "keep-local-under-watermark"
-tier = "local"
-action = "migrate"
-to = "cloud"
-when = "over-watermark"
-order = "oldest"
-
+# Rules apply in file order; what an earlier rule removes counts as freed for later ones.
 [[rules]]
 id = "orphans"
 tier = "*"
@@ -64,6 +58,20 @@ grace = "7d"                # files younger than this are never collected
 mode = "quarantine"         # moved under .shelflife-trash/; 'shelflife restore KEY' undoes it
 quarantine_days = 7
 max_fraction = 0.25
+
+[[rules]]
+id = "retention"
+tier = "*"
+action = "expire"
+after = "100d"              # rows of expired outputs get output_path = NULL (on_expire)
+
+[[rules]]
+id = "keep-local-under-watermark"
+tier = "local"
+action = "migrate"
+to = "cloud"
+when = "over-watermark"
+order = "oldest"
 """
 
 

@@ -209,11 +209,16 @@ def run(
     yes: bool = False,
     scan: bool = True,
     trigger: str = "cli",
+    rules: list[RuleConfig] | None = None,
     progress: Progress | None = None,
 ) -> RunOutcome:
-    """Recover, scan, plan and apply (DESIGN 5.2 ``run``); a dry run stops after planning."""
+    """Recover, scan, plan and apply (DESIGN 5.2 ``run``); a dry run stops after planning.
+
+    ``rules`` replaces the configuration's rules for this run (the Python API's ad-hoc
+    retention); otherwise the enabled rules of ``kinds`` (or the one named ``rule``)."""
     now = evaluation_instant(at, dry_run=dry_run, what="would happen")
-    rules = choose_rules(shelf, rule, kinds)
+    extra = rules or []
+    rules = rules if rules is not None else choose_rules(shelf, rule, kinds)
     if dry_run:
         scanned = _scan(shelf, progress) if scan else {}
         outcome = RunOutcome(command, build_plan(shelf, now, rules, progress), dry_run=True)
@@ -229,7 +234,7 @@ def run(
             if scan:
                 outcome.scanned = _scan(shelf, progress)
             outcome.plan = build_plan(shelf, now, rules, progress)
-            _execute(shelf, outcome, yes=yes, progress=progress)
+            _execute(shelf, outcome, yes=yes, progress=progress, extra_rules=extra)
         except BaseException as exc:
             _record(history, outcome, error=exc)
             raise
@@ -325,7 +330,14 @@ def _record(history: History, outcome: RunOutcome, error: BaseException | None =
     )
 
 
-def _execute(shelf: Shelf, outcome: RunOutcome, *, yes: bool, progress: Progress | None) -> None:
+def _execute(
+    shelf: Shelf,
+    outcome: RunOutcome,
+    *,
+    yes: bool,
+    progress: Progress | None,
+    extra_rules: list[RuleConfig] | None = None,
+) -> None:
     plan_body = outcome.plan
     executor = shelf.config.executor
     count, size = plan_body.deletions()
@@ -345,7 +357,7 @@ def _execute(shelf: Shelf, outcome: RunOutcome, *, yes: bool, progress: Progress
         raise UsageError(f"plan {plan_body.id} was already applied; a plan applies once")
     outcome.skipped += plan_body.skipped
     progress = progress or NullProgress()
-    runner = _Executor(shelf, outcome, progress)
+    runner = _Executor(shelf, outcome, progress, extra_rules or [])
     total = len(plan_body.actions)
     attempted = 0
     for batch in runner.batches(plan_body.actions):
@@ -363,12 +375,14 @@ def _execute(shelf: Shelf, outcome: RunOutcome, *, yes: bool, progress: Progress
 class _Executor:
     """Takes a plan's actions batch by batch, each by the engine its action belongs to."""
 
-    def __init__(self, shelf: Shelf, outcome: RunOutcome, progress: Progress) -> None:
+    def __init__(
+        self, shelf: Shelf, outcome: RunOutcome, progress: Progress, extra: list[RuleConfig]
+    ) -> None:
         self.shelf = shelf
         self.outcome = outcome
         self.progress = progress
         self.now = utcnow()
-        self.rules = {rule.id: rule for rule in shelf.config.rules}
+        self.rules = {rule.id: rule for rule in [*shelf.config.rules, *extra]}
         self._migrator: Any = None
         self._collector: Any = None
         self._expirer: Expirer | None = None

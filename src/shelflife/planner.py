@@ -19,7 +19,8 @@ Semantics, in the order they are applied:
   When they exceed ``max_fraction`` of the tier's objects, the rule is refused for that
   tier and plans nothing there.
 - Pinned objects and objects under an upload lease are never acted on: listed as skipped.
-- Whatever a rule plans to remove from a tier counts as freed for the rules after it.
+- Whatever a rule plans to remove from a tier counts as freed for the rules after it
+  (quarantine does not: the trash copy stays on the tier until it is purged).
 """
 
 from __future__ import annotations
@@ -139,7 +140,8 @@ def plan(
             if later:  # remember what this rule took only if a later rule could take it too
                 taken.update((tier, a.key) for a in planner.actions)
                 taken.update((tier, s.key) for s in planner.skipped)
-            freed = sum(a.bytes for a in planner.actions)
+            # quarantine keeps the bytes on the tier (under the trash prefix) until purged
+            freed = sum(a.bytes for a in planner.actions if a.action != "quarantine")
             state[tier] = replace(
                 state[tier], used=state[tier].used - freed, objects=state[tier].objects
             )

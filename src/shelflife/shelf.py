@@ -25,6 +25,7 @@ from shelflife.catalog.history import History, RunRecord
 from shelflife.catalog.ledger import Ledger
 from shelflife.collection import GcOutcome, collect_garbage, release_object, restore_from_quarantine
 from shelflife.config import Config, load_config
+from shelflife.config.model import RuleConfig
 from shelflife.errors import ObjectNotFound, StoreError, UsageError
 from shelflife.inventory import ScanResult, scan_tier
 from shelflife.keys import validate_key, validate_prefix
@@ -345,6 +346,7 @@ class Shelf:
         command: str = "run",
         scan: bool = True,
         trigger: str = "python",
+        rules: list[RuleConfig] | None = None,
         progress: Progress | None = None,
     ) -> RunOutcome:
         """The main job: recover, scan, plan every rule, apply (``dry_run``: plan only)."""
@@ -358,6 +360,7 @@ class Shelf:
             yes=yes,
             scan=scan,
             trigger=trigger,
+            rules=rules,
             progress=progress,
         )
 

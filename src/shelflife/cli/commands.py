@@ -218,26 +218,18 @@ def demo(
     shelf.refresh_references(progress)
     _show_stats(shelf, "before")
 
-    plan = shelf.gc(dry_run=True, progress=progress).as_json()
-    out.print("\n[bold]orphan collection plan[/] (gc --dry-run)")
-    for action in plan["actions"]:
-        out.print(
-            f"  {action['action']:<11} {action['key']}  {format_size(action['bytes'])}",
-            markup=False,
-        )
-    done = shelf.gc(progress=progress)
-    moved = done.as_json()["totals"].get("quarantine", {"objects": 0, "bytes": 0})
+    from shelflife.cli.lifecycle import show_plan, show_run
+
+    out.print("\n[bold]the plan[/] (shelflife plan): what the rules call for now")
+    plan = shelf.plan(progress=progress)
+    show_plan(plan)
+    out.print("\n[bold]applying it[/] (shelflife apply): each action re-checked first")
+    outcome = shelf.apply(plan, trigger="demo", progress=progress)
+    show_run(outcome)
     out.print(
-        f"quarantined {moved['objects']} orphans ({format_size(moved['bytes'])}); "
-        f"every referenced file is still in place"
+        "every row still points at its file's bytes: moved files' rows were rewritten, "
+        "expired files' rows set to NULL, orphans kept in quarantine for 7 days"
     )
-    out.print("\n[bold]keep local under its watermark[/] (enforce)")
-    migrated = shelf.enforce(progress=progress).as_json()
-    for pair, size in migrated["moved_bytes"].items():
-        out.print(
-            f"moved {len(migrated['actions'])} oldest files ({format_size(size)}) "
-            f"{pair.replace('->', ' → ')}; their rows now point at the new tier"
-        )
     shelf.scan(progress=progress)
     shelf.refresh_references(progress)
     _show_stats(shelf, "after")
