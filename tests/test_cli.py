@@ -44,22 +44,32 @@ def test_demo_builds_an_app_and_shows_it(tmp_path: Path) -> None:
     stats = json.loads(shelflife("-c", str(config), "stats", "--json", cwd=tmp_path).stdout)
     local = stats["tiers"]["local"]
     cloud = stats["tiers"]["cloud"]
-    assert local["objects"] + cloud["objects"] == 48
-    assert local["capacity"] == 2_000_000
+    expired = int(result.stdout.split("expire: ")[1].split(" objects")[0])
+    quarantined = int(result.stdout.split("quarantine: ")[1].split(" objects")[0])
+    moved = int(result.stdout.split("migrate: ")[1].split(" objects")[0])
+    assert min(expired, quarantined, moved) > 0  # all three kinds of action ran
+    assert local["objects"] + cloud["objects"] == 48 - expired
+    assert local["capacity"] == 1_600_000
     assert local["usage_ratio"] <= local["low_watermark"]  # started above the high mark
-    assert "moved " in result.stdout
+    assert cloud["objects"] == moved
     assert stats["health"]["status"] == "healthy"
-    assert local["referenced_objects"] + cloud["referenced_objects"] == 40
-    assert local["quarantined_objects"] == int(
-        result.stdout.split("quarantined ")[1].split(" orphans")[0]
-    )
+    assert local["quarantined_objects"] == quarantined
     assert local["quarantined_objects"] + local["orphan_objects"] == 8
     app = sqlite3.connect(tmp_path / "demo" / "app.db")
     paths = [row[0] for row in app.execute("SELECT output_path FROM video_jobs")]
     app.close()
     assert len(paths) == 40
-    assert all((tmp_path / "demo" / path).is_file() for path in paths)
-    assert any(path.startswith("data/storage/cold/") for path in paths)
+    assert paths.count(None) == expired  # on_expire = "null"
+    live = [path for path in paths if path is not None]
+    assert local["referenced_objects"] + cloud["referenced_objects"] == len(live)
+    assert all((tmp_path / "demo" / path).is_file() for path in live)
+    assert sum(path.startswith("data/storage/cold/") for path in live) == moved
+    runs = json.loads(shelflife("-c", str(config), "runs", "--json", cwd=tmp_path).stdout)
+    assert [(r["command"], r["trigger"], r["status"]) for r in runs["runs"]] == [
+        ("apply", "demo", "ok")
+    ]
+    second = json.loads(shelflife("-c", str(config), "run", "--json", cwd=tmp_path).stdout)
+    assert second["actions"] == []  # the pass left nothing to do
     again = shelflife("demo", cwd=tmp_path)
     assert again.returncode == 0
     check = shelflife("-c", str(config), "check", cwd=tmp_path)

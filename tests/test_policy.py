@@ -135,7 +135,8 @@ def test_export_import_round_trip(s3_endpoint: str) -> None:
         "shelflife-noncurrent-versions",
     }
     text = imported.as_toml()
-    assert "[[rules]]" in text and 'id = "tmp-retention"' in text
+    assert "[[rules]]" in text
+    assert 'id = "tmp-retention"' in text
 
 
 def test_import_refuses_what_is_not_a_lifecycle_document() -> None:
@@ -195,7 +196,8 @@ after = "30d"
     exported.write_text(json.dumps({"Rules": rules}, default=str))
     imported = shelflife("policy", "import", str(exported), "--tier", "cloud", cwd=tmp_path)
     assert imported.returncode == 0, imported.stderr
-    assert 'id = "retention"' in imported.stdout and 'after = "30d"' in imported.stdout
+    assert 'id = "retention"' in imported.stdout
+    assert 'after = "30d"' in imported.stdout
     # team-logs' prefix lies outside the tier: it is reported, not imported
     assert 'id = "team-logs"' not in imported.stdout
     assert "# not imported: team-logs" in imported.stdout

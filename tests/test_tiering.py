@@ -321,6 +321,36 @@ def test_compat_enforce_threshold(tmp_path: Path) -> None:
     assert [a["key"] for a in result["actions"]] == ["a"]
 
 
+def test_compat_apply_retention_policy(tmp_path: Path) -> None:
+    from shelflife.compat import StorageManager
+
+    shelf = two_tier_shelf(tmp_path, None)
+    shelf.put(b"old", "old.bin", tier="cloud")
+    shelf.put(b"new", "new.bin", tier="cloud")
+    shelf.put(b"local", "local.bin")
+    from sqlalchemy import update
+
+    from shelflife.catalog.schema import objects
+    from shelflife.units import utcnow
+
+    with shelf.catalog.engine.begin() as conn:
+        conn.execute(
+            update(objects)
+            .where(objects.c.key.in_(["old.bin", "local.bin"]))
+            .values(modified_at=utcnow() - timedelta(days=91))
+        )
+    shelf.ledger.purge_expired_leases(utcnow() + timedelta(days=1))
+    manager = StorageManager(shelf)
+    assert manager.RETENTION_DAYS == 90
+    result = manager.apply_retention_policy()
+    assert [(a["action"], a["tier"], a["key"]) for a in result["actions"]] == [
+        ("expire", "cloud", "old.bin")
+    ]
+    assert result["status"] == "ok"
+    assert manager.apply_retention_policy(days=1000)["actions"] == []
+    assert shelf.get("local.bin") == b"local"  # the local tier is not the retention's
+
+
 def test_bare_key_tiers_need_no_rewrite(app: AppTable, tmp_path: Path) -> None:
     tiers = {
         "local": {"url": f"file://{tmp_path / 'local'}", "capacity": "1000B"},
