@@ -319,3 +319,34 @@ after = "30d"
     bad = shelflife("apply", "broken.json", cwd=tmp_path)
     assert bad.returncode == 2
     assert "not a plan file" in bad.stderr
+
+
+def test_gc_and_enforce_are_recorded_in_the_history(tmp_path: Path, app: AppTable) -> None:
+    tiers = {
+        "local": {"url": f"file://{tmp_path / 'outputs'}", "ref_format": REF.format("{key}")},
+        "cloud": {"url": f"file://{tmp_path / 'cold'}", "ref_format": "cold/{key}"},
+    }
+    migrate = {"id": "cold", "tier": "local", "action": "migrate", "to": "cloud", "after": "1d"}
+    shelf = make_app_shelf(tmp_path, app, tiers=tiers, rules=[migrate, orphan_rule()])
+    stored(shelf, "kept.bin", "orphan.bin", days=3)
+    app.insert(REF.format("kept.bin"))
+
+    gc = shelf.gc()
+    enforce = shelf.enforce()
+    shelf.gc(dry_run=True)  # dry runs are not runs
+
+    history = shelf.runs()
+    assert [r.command for r in history] == ["enforce", "gc"]
+    assert history[0].id == enforce.as_json()["run_id"]
+    assert history[0].totals == {"migrate": {"objects": 1, "bytes": 80}}
+    assert history[1].id == gc.as_json()["run_id"]
+    assert history[1].totals == {"delete-orphan": {"objects": 1, "bytes": 100}}
+    assert all(r.status == "ok" and r.finished_at is not None for r in history)
+
+    with app.engine.begin() as conn:
+        conn.execute(app.table.delete())
+    stored(shelf, "lonely.bin", days=3)
+    with pytest.raises(RefusedError):
+        shelf.gc()  # an empty source refuses, and the refusal is on record
+    assert shelf.runs()[0].status == "refused"
+    assert "empty" in (shelf.runs()[0].error or "")

@@ -47,6 +47,7 @@ class GcOutcome:
     unmatched_examples: list[str] = field(default_factory=list)
     planned: list[Mark] = field(default_factory=list)
     collector: OrphanCollector | None = None
+    run_id: str | None = None  # the run history's id, when recorded
 
     @property
     def status(self) -> str:
@@ -76,7 +77,9 @@ class GcOutcome:
         }
         if self.dry_run:
             return {"now": self.now.isoformat(), **common}
-        run_id = "gc-" + "-".join(str(m) for m in self.mark_ids) if self.mark_ids else None
+        run_id = self.run_id
+        if run_id is None and self.mark_ids:
+            run_id = "gc-" + "-".join(str(m) for m in self.mark_ids)
         return {
             "run_id": run_id,
             "status": self.status,

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import groupby
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from shelflife.actions import Action, Failure, Refusal, Skip, totals
 from shelflife.aio import run_sync
@@ -36,6 +36,8 @@ from shelflife.units import FUTURE_SLACK, evaluation_instant, utcnow
 
 if TYPE_CHECKING:
     from shelflife.shelf import Shelf
+
+T = TypeVar("T")
 
 ACTION_KINDS = ("migrate", "expire", "collect-orphans")
 _RULE_ACTION = {
@@ -284,6 +286,30 @@ def apply(
             raise
         _record(history, outcome)
     return outcome
+
+
+def recorded(
+    shelf: Shelf,
+    command: str,
+    trigger: str,
+    call: Callable[[str], T],
+    summary: Callable[[T], tuple[str, dict[str, dict[str, int]], list[dict[str, str]]]],
+) -> T:
+    """Run ``call(run_id)`` and record it in the run history: for the commands that keep
+    their own engines (``gc``, ``enforce``). ``summary`` gives status, totals, failures."""
+    run_id = new_id(command, utcnow())
+    history = History(shelf.catalog.engine)
+    history.start(run_id, command=command, trigger=trigger, now=utcnow())
+    try:
+        result = call(run_id)
+    except BaseException as exc:
+        status = "refused" if isinstance(exc, RefusedError) else "failed"
+        message = exc.message if isinstance(exc, ShelflifeError) else repr(exc)
+        history.finish(run_id, status=status, now=utcnow(), error=message)
+        raise
+    status, counts, failures = summary(result)
+    history.finish(run_id, status=status, now=utcnow(), totals=counts, failures=failures)
+    return result
 
 
 def read_plan_file(path: Path) -> Plan:

@@ -263,18 +263,33 @@ class Shelf:
         rule: str | None = None,
         at: datetime | None = None,
         mark: int | None = None,
+        trigger: str = "python",
         progress: Progress | None = None,
     ) -> GcOutcome:
         """Collect orphans per the collect-orphans rules (see :mod:`shelflife.orphans`)."""
-        return collect_garbage(
-            self.collector(),
-            lock=lambda: RunLock(self.catalog, "shelflife gc"),
-            recover=lambda: run_sync(tiering.migrator(self).recover(progress)),
-            dry_run=dry_run,
-            rule=rule,
-            at=at,
-            mark=mark,
-            progress=progress,
+
+        def call(run_id: str | None) -> GcOutcome:
+            outcome = collect_garbage(
+                self.collector(),
+                lock=lambda: RunLock(self.catalog, "shelflife gc"),
+                recover=lambda: run_sync(tiering.migrator(self).recover(progress)),
+                dry_run=dry_run,
+                rule=rule,
+                at=at,
+                mark=mark,
+                progress=progress,
+            )
+            outcome.run_id = run_id
+            return outcome
+
+        if dry_run:
+            return call(None)
+        return lifecycle.recorded(
+            self,
+            "gc",
+            trigger,
+            call,
+            lambda o: (o.status, o.totals(), [f.as_json() for f in o.failed]),
         )
 
     def pin(self, ref: str, until: datetime | None = None) -> Location:
@@ -309,10 +324,24 @@ class Shelf:
         dry_run: bool = False,
         rule: str | None = None,
         at: datetime | None = None,
+        trigger: str = "python",
         progress: Progress | None = None,
     ) -> EnforceOutcome:
         """Carry out the migrate rules: keep tiers under their watermarks, move aged objects."""
-        return tiering.enforce(self, dry_run=dry_run, rule=rule, at=at, progress=progress)
+
+        def call(run_id: str | None) -> EnforceOutcome:
+            return tiering.enforce(
+                self, dry_run=dry_run, rule=rule, at=at, progress=progress, run_id=run_id
+            )
+
+        if dry_run:
+            return call(None)
+
+        def summary(o: EnforceOutcome) -> Any:
+            body = o.as_json()
+            return body["status"], body["totals"], body["failed"]
+
+        return lifecycle.recorded(self, "enforce", trigger, call, summary)
 
     def recover(self, progress: Progress | None = None) -> dict[str, int]:
         """Complete or undo every migration an interrupted run left unfinished."""

@@ -175,7 +175,13 @@ def _after(usage: Any, freed: int) -> Any:
 
 
 def enforce(
-    shelf: Shelf, *, dry_run: bool, rule: str | None, at: datetime | None, progress: Progress | None
+    shelf: Shelf,
+    *,
+    dry_run: bool,
+    rule: str | None,
+    at: datetime | None,
+    progress: Progress | None,
+    run_id: str | None = None,
 ) -> EnforceOutcome:
     now = evaluation_instant(at, dry_run=dry_run, what="would move")
     outcome = EnforceOutcome(now=now, dry_run=dry_run)
@@ -186,7 +192,7 @@ def enforce(
         engine = migrator(shelf)
         outcome.recovered = run_sync(engine.recover(progress))
         outcome.planned = plan_migrations(shelf, now, rule)
-        result = MigrateResult(run_id=f"enforce-{now:%Y%m%dT%H%M%S}")
+        result = MigrateResult(run_id=run_id or f"enforce-{now:%Y%m%dT%H%M%S}")
         groups: dict[tuple[str, str, str], list[Candidate]] = {}
         for move in outcome.planned:
             groups.setdefault((move.rule, move.tier, move.to), []).append(move.candidate)

@@ -57,6 +57,7 @@ def gc(
             rule=rule,
             at=_instant(at),
             mark=mark,
+            trigger="cli",
             progress=RichProgress(enabled=not json),
         )
     except RefusedError as exc:
@@ -115,7 +116,11 @@ def enforce(
     """Run the migrate rules: keep tiers under their watermarks, move aged objects."""
     shelf = state.open()
     outcome = shelf.enforce(
-        dry_run=dry_run, rule=rule, at=_instant(at), progress=RichProgress(enabled=not json)
+        dry_run=dry_run,
+        rule=rule,
+        at=_instant(at),
+        trigger="cli",
+        progress=RichProgress(enabled=not json),
     )
     data = outcome.as_json()
     if json:
