@@ -288,3 +288,23 @@ def shelf_now_plus_days(days: int) -> Any:
     from shelflife.units import utcnow
 
     return utcnow() + timedelta(days=days)
+
+
+@pytest.mark.azure
+def test_azure_access_tier_is_applied_on_write(azure_endpoint: str, tmp_path: Path) -> None:
+    from azure.storage.blob import BlobServiceClient
+
+    from tests.conftest import AZURE_ACCOUNT, AZURE_KEY, azure_tier, make_azure_container
+
+    container = make_azure_container(azure_endpoint)
+    tier = {**azure_tier(azure_endpoint, container), "storage_class": "Cool"}
+    raw = {"catalog": {"url": f"sqlite:///{tmp_path / 'c.db'}"}, "tiers": {"archive": tier}}
+    shelf = Shelf.open(parse_config(raw, base_dir=tmp_path, source="t", env={}))
+    shelf.put(b"cool bytes", "a.bin", tier="archive")
+    service = BlobServiceClient.from_connection_string(
+        f"DefaultEndpointsProtocol=http;AccountName={AZURE_ACCOUNT};AccountKey={AZURE_KEY};"
+        f"BlobEndpoint={azure_endpoint};"
+    )
+    properties = service.get_blob_client(container, "pre/a.bin").get_blob_properties()
+    assert properties.blob_tier == "Cool"
+    assert not properties.blob_tier_inferred
