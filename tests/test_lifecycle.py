@@ -350,3 +350,24 @@ def test_gc_and_enforce_are_recorded_in_the_history(tmp_path: Path, app: AppTabl
         shelf.gc()  # an empty source refuses, and the refusal is on record
     assert shelf.runs()[0].status == "refused"
     assert "empty" in (shelf.runs()[0].error or "")
+
+
+def test_apply_judges_ages_by_the_inventory_not_the_plan_file(
+    tmp_path: Path, app: AppTable
+) -> None:
+    shelf = shelf_with(tmp_path, app, EXPIRE)
+    app.insert("unrelated/value")
+    stored(shelf, "old.bin", days=40)
+    stored(shelf, "young.bin", days=1)
+    body = shelf.plan().as_json()
+    forged = {**body["actions"][0], "key": "young.bin", "bytes": 90}
+    forged.pop("etag", None)
+    body["actions"].append(forged)  # an edited plan file claims young.bin is old
+
+    outcome = shelf.apply(body)
+
+    assert [a.key for a in outcome.actions] == ["old.bin"]
+    assert {s.key: s.reason for s in outcome.skipped} == {
+        "young.bin": "its rule no longer selects it"
+    }
+    assert run_sync_exists(shelf.store("local"), "young.bin")

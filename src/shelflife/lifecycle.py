@@ -452,10 +452,15 @@ class _Executor:
             reason = "its rule now migrates elsewhere"
         else:
             row = self.shelf.catalog.get(item.tier, item.key)
-            tags = json.loads(row.tags) if row is not None and row.tags else None
-            view = ObjectView(item.key, item.bytes, item.modified or self.now, tags=tags)
-            if not matches(rule, view):
-                reason = "its rule no longer selects it"
+            if row is None:
+                reason = "no longer in the inventory"
+            else:
+                tags = json.loads(row.tags) if row.tags else None
+                view = ObjectView(item.key, row.size, row.modified_at, tags=tags)
+                age = rule.grace if rule.action == "collect-orphans" else rule.after
+                cutoff = None if age is None else self.outcome.plan.now - age
+                if not matches(rule, view) or (cutoff is not None and row.modified_at >= cutoff):
+                    reason = "its rule no longer selects it"
         if reason is None:
             return True
         self.outcome.skipped.append(Skip(item.rule, item.tier, item.key, reason))
