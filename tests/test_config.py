@@ -54,11 +54,19 @@ INVALID = [
     ),
     (
         BASE + "[[rules]]\nid='r'\ntier='local'\naction='migrate'\nwhen='over-watermark'",
-        "rules[0]",
+        "rules[0] (id 'r')",
         "needs 'to'",
     ),
-    (BASE + "[[rules]]\nid='r'\ntier='local'\naction='shred'", "rules[0].action", "migrate"),
-    (BASE + "[[rules]]\nid='r'\ntier='local'\naction='expire'", "rules[0]", "needs 'after'"),
+    (
+        BASE + "[[rules]]\nid='r'\ntier='local'\naction='shred'",
+        "rules[0] (id 'r').action",
+        "migrate",
+    ),
+    (
+        BASE + "[[rules]]\nid='r'\ntier='local'\naction='expire'",
+        "rules[0] (id 'r')",
+        "needs 'after'",
+    ),
     (
         BASE + "[[rules]]\nid='r'\ntier='nowhere'\naction='expire'\nafter='1d'",
         "",
@@ -66,12 +74,12 @@ INVALID = [
     ),
     (
         BASE + "[[rules]]\nid='r'\ntier='local'\naction='expire'\nafter='soon'",
-        "rules[0].after",
+        "rules[0] (id 'r').after",
         "not a duration",
     ),
     (
         BASE + "[[rules]]\nid='r'\ntier='local'\naction='collect-orphans'\nmax_fraction=2",
-        "rules[0].max_fraction",
+        "rules[0] (id 'r').max_fraction",
         "outside",
     ),
     (

@@ -88,7 +88,7 @@ def parse_config(
     try:
         return Config.model_validate({**data, "source": source, "base_dir": base_dir})
     except ValidationError as exc:
-        raise _config_error(exc, source) from None
+        raise _config_error(exc, source, data) from None
 
 
 def _read_toml(file: Path) -> dict[str, Any]:
@@ -194,14 +194,21 @@ def resolve_sqlite_url(url: str, base_dir: Path) -> str:
     return url
 
 
-def _config_error(exc: ValidationError, source: str) -> ConfigError:
+def _config_error(
+    exc: ValidationError, source: str, data: dict[str, Any] | None = None
+) -> ConfigError:
     lines = []
     first_path = ""
+    rules = (data or {}).get("rules")
     for detail in exc.errors():
         location = ""
-        for part in detail["loc"]:
+        for depth, part in enumerate(detail["loc"]):
             if isinstance(part, int):
                 location += f"[{part}]"
+                if depth == 1 and detail["loc"][0] == "rules" and isinstance(rules, list):
+                    rule = rules[part] if part < len(rules) else None
+                    if isinstance(rule, dict) and rule.get("id"):
+                        location += f" (id {rule['id']!r})"
             elif not _is_pydantic_tag(part):
                 location = _join(location, part)
         message = detail["msg"].removeprefix("Value error, ")
