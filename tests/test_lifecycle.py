@@ -371,3 +371,65 @@ def test_apply_judges_ages_by_the_inventory_not_the_plan_file(
         "young.bin": "its rule no longer selects it"
     }
     assert run_sync_exists(shelf.store("local"), "young.bin")
+
+
+def test_kill_during_expiration_leaves_no_row_pointing_at_nothing(tmp_path: Path) -> None:
+    """kill -9 after the rows were changed, before the object is deleted: the object is
+    left unreferenced (never a row without its object); the next run finishes the job and
+    records the killed run as interrupted."""
+    import subprocess
+
+    from tests.test_cli import SHELFLIFE
+
+    app = AppTable(f"sqlite:///{tmp_path / 'app.db'}")
+    (tmp_path / "outputs").mkdir()
+    (tmp_path / "shelflife.toml").write_text(f"""
+[catalog]
+url = "sqlite:///catalog.db"
+[databases.app]
+url = "{app.url}"
+[tiers.local]
+url = "file://outputs"
+ref_format = "data/storage/outputs/{{key}}"
+[[references]]
+database = "app"
+table = "{app.name}"
+column = "path"
+on_expire = "delete-row"
+[[rules]]
+id = "retention"
+tier = "local"
+action = "expire"
+after = "30d"
+""")
+    stamp = (utcnow() - timedelta(days=40)).timestamp()
+    for name in ("a.bin", "b.bin"):
+        path = tmp_path / "outputs" / name
+        path.write_bytes(name.encode())
+        os.utime(path, (stamp, stamp))
+    (tmp_path / "outputs" / "young.bin").write_bytes(b"young")
+    app.insert(REF.format("a.bin"), REF.format("b.bin"), REF.format("young.bin"))
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STORAGE_", "SHELFLIFE_"))}
+    killed = subprocess.run(
+        [SHELFLIFE, "run"],
+        cwd=tmp_path,
+        env={**env, "SHELFLIFE_KILL_AT": "expire-rows:1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert killed.returncode == -9
+    assert app.values() == [REF.format("young.bin")]  # the rows went first
+    assert (tmp_path / "outputs" / "a.bin").exists()  # and the objects are still there
+    for value in app.values():
+        assert (tmp_path / "outputs" / value.rsplit("/", 1)[1]).exists()
+
+    finished = shelflife("run", "--json", cwd=tmp_path)
+    assert finished.returncode == 0, finished.stderr
+    assert sorted(a["key"] for a in json.loads(finished.stdout)["actions"]) == ["a.bin", "b.bin"]
+    assert not (tmp_path / "outputs" / "a.bin").exists()
+    history = json.loads(shelflife("runs", "--json", cwd=tmp_path).stdout)["runs"]
+    assert [r["status"] for r in history] == ["ok", "failed"]
+    assert "interrupted" in history[1]["error"]

@@ -229,6 +229,7 @@ def run(
     run_id = new_id(command, utcnow())
     history = History(shelf.catalog.engine)
     with RunLock(shelf.catalog, f"shelflife {command}"):
+        history.close_interrupted(utcnow())
         history.start(run_id, command=command, trigger=trigger, now=utcnow())
         outcome = RunOutcome(command, Plan(now=now), run_id=run_id)
         try:
@@ -276,6 +277,7 @@ def apply(
         raise UsageError("the plan has no plan_id", hint="make it with 'shelflife plan -o FILE'")
     run_id = new_id("apply", utcnow())
     with RunLock(shelf.catalog, "shelflife apply"):
+        history.close_interrupted(utcnow())
         history.start(run_id, command="apply", trigger=trigger, now=utcnow(), plan_id=plan_body.id)
         outcome = RunOutcome("apply", plan_body, run_id=run_id)
         try:

@@ -151,6 +151,22 @@ class History:
         with _Guard(self.engine, begin=True) as conn:
             conn.execute(update(runs).where(runs.c.id == run_id).values(**values))
 
+    def close_interrupted(self, now: datetime) -> int:
+        """Mark runs still 'running' as failed: called under the run lock, so whatever
+        started them has died (killed, machine lost) without finishing."""
+        with _Guard(self.engine, begin=True) as conn:
+            result = conn.execute(
+                update(runs)
+                .where(runs.c.status == "running")
+                .values(
+                    status="failed",
+                    finished_at=now,
+                    error="interrupted: the process ended before the run finished "
+                    "(its unfinished steps were recovered by the next run)",
+                )
+            )
+            return int(result.rowcount or 0)
+
     def list(self, limit: int = 50) -> list[RunRecord]:
         with _Guard(self.engine, begin=False) as conn:
             rows = conn.execute(
