@@ -213,23 +213,21 @@ def runs(
     if not records:
         out.print("no runs yet")
         return
-    table = Table()
-    for name in ("run", "command", "trigger", "started", "took", "status", "actions", "failed"):
-        table.add_column(name)
+    table = Table(caption="a run's id is its command and start time (UTC)")
+    for name in ("run", "status", "took", "trigger", "actions", "failed"):
+        table.add_column(name, no_wrap=name in ("run", "status", "took"))
     for record in records:
         body = record.as_json()
-        took = "" if body["duration_seconds"] is None else f"{body['duration_seconds']:.1f}s"
-        actions = ", ".join(
+        took = "-" if body["duration_seconds"] is None else f"{body['duration_seconds']:.1f}s"
+        actions = "\n".join(
             f"{name} {figures['objects']} ({format_size(figures['bytes'])})"
             for name, figures in record.totals.items()
         )
         table.add_row(
             record.id,
-            record.command,
-            record.trigger,
-            f"{record.started_at:%Y-%m-%d %H:%M:%S}",
-            took,
             record.status,
+            took,
+            record.trigger,
             actions or "-",
             str(record.failed_count),
         )
