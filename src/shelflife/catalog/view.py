@@ -79,6 +79,7 @@ class CatalogInventory:
         self.now = now
         self.batch_size = batch_size
         self.ledger = Ledger(engine)
+        self._any_protection: bool | None = None
 
     def tier(self, name: str) -> TierState:
         return self.tiers[name]
@@ -141,6 +142,15 @@ class CatalogInventory:
                     )
 
     def _protection(self, tier: str, keys: list[str]) -> tuple[set[str], set[str]]:
+        if self._any_protection is None:  # most catalogs hold no pin or live lease at all
+            with _Guard(self.engine, begin=False) as conn:
+                pinned = conn.execute(select(pins.c.key).limit(1)).first()
+                leased = conn.execute(
+                    select(leases.c.key).where(leases.c.expires_at > self.now).limit(1)
+                ).first()
+            self._any_protection = pinned is not None or leased is not None
+        if not self._any_protection:
+            return set(), set()
         with _Guard(self.engine, begin=False) as conn:
             pinned = conn.execute(
                 select(pins.c.key).where(
