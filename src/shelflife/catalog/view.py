@@ -144,11 +144,11 @@ class CatalogInventory:
     def _protection(self, tier: str, keys: list[str]) -> tuple[set[str], set[str]]:
         if self._any_protection is None:  # most catalogs hold no pin or live lease at all
             with _Guard(self.engine, begin=False) as conn:
-                pinned = conn.execute(select(pins.c.key).limit(1)).first()
-                leased = conn.execute(
+                any_pin = conn.execute(select(pins.c.key).limit(1)).first()
+                any_lease = conn.execute(
                     select(leases.c.key).where(leases.c.expires_at > self.now).limit(1)
                 ).first()
-            self._any_protection = pinned is not None or leased is not None
+            self._any_protection = any_pin is not None or any_lease is not None
         if not self._any_protection:
             return set(), set()
         with _Guard(self.engine, begin=False) as conn:
