@@ -29,6 +29,7 @@ from shelflife.config.model import RuleConfig
 from shelflife.errors import ObjectNotFound, RefusedError, ShelflifeError, UsageError
 from shelflife.expiry import Expirer, ExpireResult
 from shelflife.lock import RunLock
+from shelflife.logs import log_run
 from shelflife.planner import Plan, matches, rule_tiers
 from shelflife.planner import plan as make_plan
 from shelflife.progress import NullProgress, Progress
@@ -239,9 +240,9 @@ def run(
             outcome.plan = build_plan(shelf, now, rules, progress)
             _execute(shelf, outcome, yes=yes, progress=progress, extra_rules=extra)
         except BaseException as exc:
-            _record(history, outcome, error=exc)
+            _record(shelf, outcome, error=exc)
             raise
-        _record(history, outcome)
+        _record(shelf, outcome)
     return outcome
 
 
@@ -284,10 +285,13 @@ def apply(
             outcome.recovered = shelf.recover_unlocked(progress)
             _execute(shelf, outcome, yes=yes, progress=progress)
         except BaseException as exc:
-            _record(history, outcome, error=exc)
+            _record(shelf, outcome, error=exc)
             raise
-        _record(history, outcome)
+        _record(shelf, outcome)
     return outcome
+
+
+Summary = tuple[str, list[Action], list[Skip], list[Failure]]
 
 
 def recorded(
@@ -295,10 +299,11 @@ def recorded(
     command: str,
     trigger: str,
     call: Callable[[str], T],
-    summary: Callable[[T], tuple[str, dict[str, dict[str, int]], list[dict[str, str]]]],
+    summary: Callable[[T], Summary],
 ) -> T:
     """Run ``call(run_id)`` and record it in the run history: for the commands that keep
-    their own engines (``gc``, ``enforce``). ``summary`` gives status, totals, failures."""
+    their own engines (``gc``, ``enforce``). ``summary`` gives the status, the actions
+    taken, the objects skipped and the failures."""
     run_id = new_id(command, utcnow())
     history = History(shelf.catalog.engine)
     history.start(run_id, command=command, trigger=trigger, now=utcnow())
@@ -307,11 +312,49 @@ def recorded(
     except BaseException as exc:
         status = "refused" if isinstance(exc, RefusedError) else "failed"
         message = exc.message if isinstance(exc, ShelflifeError) else repr(exc)
-        history.finish(run_id, status=status, now=utcnow(), error=message)
+        finish_run(shelf, run_id, command, status, error=message)
         raise
-    status, counts, failures = summary(result)
-    history.finish(run_id, status=status, now=utcnow(), totals=counts, failures=failures)
+    status, actions, skipped, failed = summary(result)
+    finish_run(shelf, run_id, command, status, actions, skipped, failed)
     return result
+
+
+def finish_run(
+    shelf: Shelf,
+    run_id: str,
+    command: str,
+    status: str,
+    actions: list[Action] | None = None,
+    skipped: list[Skip] | None = None,
+    failed: list[Failure] | None = None,
+    *,
+    error: str | None = None,
+    plan_id: str | None = None,
+) -> None:
+    """Record a run's end (history and counters, one transaction), log one line per
+    action outcome, and refresh the stored stats that /metrics serves."""
+    from shelflife import metrics
+    from shelflife.logs import log_outcomes
+
+    actions, skipped, failed = actions or [], skipped or [], failed or []
+    log_outcomes(run_id, actions, skipped, failed)
+    History(shelf.catalog.engine).finish(
+        run_id,
+        status=status,
+        now=utcnow(),
+        totals=totals(actions),
+        failures=[f.as_json() for f in failed],
+        error=error,
+        plan_id=plan_id,
+        increments=metrics.increments(shelf.config, command, status, actions, skipped, failed),
+    )
+    log_run(run_id, status, actions, failed, error)
+    try:
+        metrics.refresh_stats(shelf)
+    except ShelflifeError as exc:  # the run is recorded; stale figures are no reason to fail
+        import logging
+
+        logging.getLogger("shelflife").warning("stats not refreshed after %s: %s", run_id, exc)
 
 
 def read_plan_file(path: Path) -> Plan:
@@ -337,7 +380,7 @@ def _scan(shelf: Shelf, progress: Progress | None) -> dict[str, int]:
     return {result.tier: result.objects for result in shelf.scan(progress=progress)}
 
 
-def _record(history: History, outcome: RunOutcome, error: BaseException | None = None) -> None:
+def _record(shelf: Shelf, outcome: RunOutcome, error: BaseException | None = None) -> None:
     assert outcome.run_id is not None
     if error is None:
         status = outcome.status
@@ -347,12 +390,14 @@ def _record(history: History, outcome: RunOutcome, error: BaseException | None =
     else:
         status = "failed"
         message = error.message if isinstance(error, ShelflifeError) else repr(error)
-    history.finish(
+    finish_run(
+        shelf,
         outcome.run_id,
-        status=status,
-        now=utcnow(),
-        totals=totals(outcome.actions),
-        failures=[f.as_json() for f in outcome.failed],
+        outcome.command,
+        status,
+        outcome.actions,
+        outcome.skipped,
+        outcome.failed,
         error=message,
         plan_id=outcome.plan.id or None,
     )

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import IO, Any, BinaryIO
 
 from shelflife import lifecycle, tiering
+from shelflife.actions import Action, Failure
 from shelflife.aio import run_sync
 from shelflife.audit import AuditReport, audit_references
 from shelflife.catalog import Catalog
@@ -289,7 +290,7 @@ class Shelf:
             "gc",
             trigger,
             call,
-            lambda o: (o.status, o.totals(), [f.as_json() for f in o.failed]),
+            lambda o: (o.status, list(o.actions), list(o.skipped), list(o.failed)),
         )
 
     def pin(self, ref: str, until: datetime | None = None) -> Location:
@@ -339,7 +340,10 @@ class Shelf:
 
         def summary(o: EnforceOutcome) -> Any:
             body = o.as_json()
-            return body["status"], body["totals"], body["failed"]
+            actions = [Action.from_json(item) for item in body["actions"]]
+            rule = actions[0].rule if actions else "migrate"
+            failed = [Failure(rule, f["tier"], f["key"], f["error"]) for f in body["failed"]]
+            return body["status"], actions, [], failed
 
         return lifecycle.recorded(self, "enforce", trigger, call, summary)
 
@@ -466,9 +470,9 @@ class Shelf:
     def health(self, usage: list[TierUsage] | None = None) -> Health:
         return classify(usage if usage is not None else self.usage(), self.config.health)
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self, usage: list[TierUsage] | None = None) -> dict[str, Any]:
         """Usage per tier and health, as ``stats --json`` prints them."""
-        usage = self.usage()
+        usage = self.usage() if usage is None else usage
         body = stats_json(usage, self.health(usage))
         for name, tier in self.config.tiers.items():
             if tier.scheme != "s3" or not self.versioned(name):

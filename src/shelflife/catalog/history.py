@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, delete, func, insert, select, update
 
 from shelflife.catalog.catalog import _Guard
-from shelflife.catalog.schema import plans, runs
+from shelflife.catalog.schema import counters, plans, runs, stats_snapshots
 
 MAX_FAILURES_KEPT = 100
 
@@ -136,7 +136,10 @@ class History:
         failures: list[dict[str, str]] | None = None,
         error: str | None = None,
         plan_id: str | None = None,
+        increments: dict[tuple[str, str], int] | None = None,
     ) -> None:
+        """Record how a run ended, and add its ``increments`` to the cumulative counters
+        (``{(metric name, labels JSON): amount}``) in the same transaction."""
         failures = failures or []
         values: dict[str, Any] = {
             "status": status,
@@ -150,6 +153,48 @@ class History:
             values["plan_id"] = plan_id
         with _Guard(self.engine, begin=True) as conn:
             conn.execute(update(runs).where(runs.c.id == run_id).values(**values))
+            if increments:
+                _add(conn, increments)
+
+    # -- counters and stats snapshots (metrics) ---------------------------------------------
+
+    def counters(self) -> list[tuple[str, dict[str, str], int]]:
+        with _Guard(self.engine, begin=False) as conn:
+            rows = conn.execute(select(counters.c.name, counters.c.labels, counters.c.value))
+            return [(name, json.loads(labels), int(value)) for name, labels, value in rows]
+
+    def durations(self) -> list[float]:
+        """Seconds each finished run took (dry runs are not recorded)."""
+        with _Guard(self.engine, begin=False) as conn:
+            rows = conn.execute(
+                select(runs.c.started_at, runs.c.finished_at).where(runs.c.finished_at.is_not(None))
+            )
+            return [(end - start).total_seconds() for start, end in rows]
+
+    def running(self) -> int:
+        with _Guard(self.engine, begin=False) as conn:
+            return int(
+                conn.execute(
+                    select(func.count()).select_from(runs).where(runs.c.status == "running")
+                ).scalar_one()
+            )
+
+    def save_stats(self, body: dict[str, Any], now: datetime, keep: int = 100) -> None:
+        with _Guard(self.engine, begin=True) as conn:
+            result = conn.execute(
+                insert(stats_snapshots).values(taken_at=now, body=json.dumps(body))
+            )
+            newest = int(result.inserted_primary_key[0])  # type: ignore[index]
+            conn.execute(delete(stats_snapshots).where(stats_snapshots.c.id <= newest - keep))
+
+    def latest_stats(self) -> tuple[datetime, dict[str, Any]] | None:
+        with _Guard(self.engine, begin=False) as conn:
+            row = conn.execute(
+                select(stats_snapshots.c.taken_at, stats_snapshots.c.body)
+                .order_by(stats_snapshots.c.id.desc())
+                .limit(1)
+            ).first()
+        return None if row is None else (row[0], json.loads(row[1]))
 
     def close_interrupted(self, now: datetime) -> int:
         """Mark runs still 'running' as failed: called under the run lock, so whatever
@@ -188,6 +233,28 @@ class History:
                 .limit(1)
             ).scalar()
         return value
+
+
+def labels_key(**labels: str) -> str:
+    return json.dumps(labels, sort_keys=True)
+
+
+def _add(conn: Any, increments: dict[tuple[str, str], int]) -> None:
+    """``counter += amount`` for each, inserting counters seen for the first time."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as upsert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as upsert  # type: ignore[assignment]
+    for (name, labels), amount in increments.items():
+        if not amount:
+            continue
+        statement = upsert(counters).values(name=name, labels=labels, value=amount)
+        conn.execute(
+            statement.on_conflict_do_update(
+                index_elements=[counters.c.name, counters.c.labels],
+                set_={"value": counters.c.value + statement.excluded.value},
+            )
+        )
 
 
 def _record(row: Any) -> RunRecord:

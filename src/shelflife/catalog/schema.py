@@ -14,6 +14,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
     UniqueConstraint,
 )
 from sqlalchemy.types import TypeDecorator
@@ -266,3 +267,26 @@ runs = Table(
     Column("pid", Integer),
 )
 Index("ix_runs_started", runs.c.started_at)
+
+
+# -- metrics (0005) ----------------------------------------------------------------------
+
+# Cumulative counters (Prometheus ``_total`` series) kept in the catalog, so they survive
+# restarts and every process that serves /metrics reports the same values.
+counters = Table(
+    "counters",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("labels", String(512), primary_key=True),  # JSON object, keys sorted
+    Column("value", BigInteger, nullable=False, default=0),
+)
+
+# The stats JSON (per-tier figures, health) as of the last run or ``stats --refresh``:
+# what /metrics and /metrics/storage serve, without touching a store.
+stats_snapshots = Table(
+    "stats_snapshots",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("taken_at", UTCDateTime, nullable=False),
+    Column("body", Text, nullable=False),
+)

@@ -12,7 +12,7 @@ from typing import Any
 
 import typer
 
-from shelflife.cli import collect, commands, lifecycle
+from shelflife.cli import collect, commands, lifecycle, serve
 from shelflife.cli.render import err
 from shelflife.errors import ShelflifeError
 
@@ -26,6 +26,7 @@ app = typer.Typer(
 commands.register(app)
 collect.register(app)
 lifecycle.register(app)
+serve.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -59,6 +60,10 @@ def run(argv: list[str] | None = None) -> int:
 
 
 def report(exc: ShelflifeError) -> None:
-    err.print(f"[bold red]error:[/] {exc.message}", markup=True, highlight=False)
+    from rich.markup import escape
+
+    from shelflife.logs import redact
+
+    err.print(f"[bold red]error:[/] {escape(redact(exc.message))}", markup=True, highlight=False)
     if exc.hint:
-        err.print(f"[dim]hint:[/] {exc.hint}", markup=True, highlight=False)
+        err.print(f"[dim]hint:[/] {escape(redact(exc.hint))}", markup=True, highlight=False)

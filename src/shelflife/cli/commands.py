@@ -19,7 +19,29 @@ from shelflife.units import format_size
 
 def register(app: typer.Typer) -> None:
     @app.callback()
-    def _global(config: ConfigOption = None) -> None:
+    def _global(
+        config: ConfigOption = None,
+        log_level: Annotated[
+            str,
+            typer.Option(
+                "--log-level",
+                help="debug, info (one line per action), warning, error",
+                case_sensitive=False,
+            ),
+        ] = "warning",
+        log_format: Annotated[
+            str, typer.Option("--log-format", help="text or json (one object per line)")
+        ] = "text",
+    ) -> None:
+        if log_format not in ("text", "json"):
+            raise UsageError(f"--log-format must be text or json, not {log_format!r}")
+        if log_level.lower() not in ("debug", "info", "warning", "error"):
+            raise UsageError(
+                f"--log-level must be debug, info, warning or error, not {log_level!r}"
+            )
+        from shelflife.logs import setup
+
+        setup(log_level, log_format)
         state.config_path = config
         state.shelf = None
 
@@ -182,21 +204,34 @@ def ls(
         )
 
 
-def stats(json: JsonOption = False) -> None:
-    """Usage per tier against its watermarks, and health."""
+def stats(
+    json: JsonOption = False,
+    refresh: Annotated[
+        bool,
+        typer.Option("--refresh", help="scan every tier and re-read the references first (slower)"),
+    ] = False,
+) -> None:
+    """Usage per tier against its watermarks, and health (stored for /metrics)."""
+    from shelflife.catalog.history import History
+    from shelflife.units import utcnow
+
     shelf = state.open()
+    if refresh:
+        progress = RichProgress(enabled=not json)
+        shelf.scan(progress=progress)
+        shelf.refresh_references(progress)
     usage = shelf.usage()
     health = shelf.health(usage)
+    body = shelf.stats(usage)
+    History(shelf.catalog.engine).save_stats(body, utcnow())
     if json:
-        from shelflife.stats import stats_json
-
-        print_json(stats_json(usage, health))
+        print_json(body)
         return
     out.print(usage_table(usage))
     color = {"healthy": "green", "warning": "yellow", "critical": "red"}[health.status]
     out.print(f"health: [bold {color}]{health.status}[/]")
     for reason in health.reasons:
-        out.print(f"  - {reason}")
+        out.print(f"  - {reason}", markup=False)
 
 
 def demo(

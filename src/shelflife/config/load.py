@@ -86,9 +86,32 @@ def parse_config(
     data = _read_secret_files(data, base_dir, "")
     _resolve_paths(data, base_dir)
     try:
-        return Config.model_validate({**data, "source": source, "base_dir": base_dir})
+        config = Config.model_validate({**data, "source": source, "base_dir": base_dir})
     except ValidationError as exc:
         raise _config_error(exc, source, data) from None
+    _register_secrets(config)
+    return config
+
+
+def _register_secrets(config: Config) -> None:
+    """Tell the log filter every secret value, so that none is ever written."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    from shelflife.logs import register_secret
+
+    for tier in config.tiers.values():
+        for secret in (tier.secret_key, tier.session_token):  # access key ids are no secret
+            if secret is not None:
+                register_secret(secret.get_secret_value())
+    urls = [db.url.get_secret_value() for db in config.databases.values()]
+    for url in [*urls, config.catalog.url]:
+        try:
+            password = make_url(url).password
+        except ArgumentError:
+            continue
+        if password:
+            register_secret(str(password))
 
 
 def _read_toml(file: Path) -> dict[str, Any]:
