@@ -116,7 +116,12 @@ def tier_usage(
 
 
 def classify(usage: list[TierUsage], thresholds: HealthConfig) -> Health:
-    """Healthy, warning or critical, with a reason a person can read for each concern."""
+    """Healthy, warning or critical, with a reason a person can read for each concern.
+
+    A figure at or above a threshold reaches its status: usage of a tier (against its
+    capacity), and the orphaned fraction of a tier's objects or of its bytes, whichever
+    is worse. Tiers without a capacity, or without a reference snapshot yet, have no
+    usage or orphan figure and raise nothing on that account."""
     health = Health()
     critical, warning = thresholds.usage_critical, thresholds.usage_warning
     for tier in usage:
@@ -142,8 +147,8 @@ def _classify_orphans(tier: TierUsage, thresholds: HealthConfig, health: Health)
         f"tier {tier.name}: {tier.orphan_objects} of {tier.objects} objects "
         f"({by_count:.0%}, {by_bytes:.0%} of bytes) are orphans"
     )
-    if worst > thresholds.orphan_critical:
-        health.raise_to("critical", f"{what} (critical above {thresholds.orphan_critical:.0%})")
+    if worst >= thresholds.orphan_critical:
+        health.raise_to("critical", f"{what} (critical at {thresholds.orphan_critical:.0%})")
     elif worst >= thresholds.orphan_warning:
         health.raise_to("warning", f"{what} (warning at {thresholds.orphan_warning:.0%})")
 

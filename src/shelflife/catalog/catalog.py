@@ -32,7 +32,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
 
 from shelflife.catalog.schema import bulk_execute, objects, scans, to_micros
-from shelflife.errors import CatalogError
+from shelflife.errors import CatalogError, ConfigError
 from shelflife.stores.base import ObjectInfo
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -442,9 +442,10 @@ def create_catalog_engine(url: str) -> Engine:
     """An engine with the settings the catalog relies on (WAL and busy timeout on SQLite)."""
     try:
         parsed = make_url(url)
-    except ArgumentError:
-        raise CatalogError(
-            f"catalog url {url!r} is not a database URL",
+    except (ArgumentError, ValueError):
+        # not echoed: an unparsable URL may hold a password nothing can recognise
+        raise ConfigError(
+            "[catalog] url is not a database URL",
             hint="use sqlite:///data/shelflife.db or postgresql+psycopg://user@host/db",
         ) from None
     if parsed.get_backend_name() == "sqlite":
@@ -474,7 +475,11 @@ def create_catalog_engine(url: str) -> Engine:
     try:
         return create_engine(parsed, pool_pre_ping=True)
     except NoSuchModuleError:
-        raise CatalogError(f"no database driver for {parsed.drivername!r}") from None
+        # the URL as written (its password is masked by the error report: see shelflife.logs)
+        raise ConfigError(
+            f"[catalog] url {url!r} names no database driver {parsed.drivername!r}",
+            hint="use sqlite:///data/shelflife.db or postgresql+psycopg://user@host/db",
+        ) from None
 
 
 def _unreachable(engine: Engine, exc: OperationalError) -> CatalogError:
