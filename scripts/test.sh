@@ -20,6 +20,14 @@ if ! [ -x .cache/node/node_modules/.bin/azurite-blob ] ||
   npm install --prefix .cache/node --no-audit --no-fund --silent "azurite@${AZURITE_VERSION}"
 fi
 
+step "Prometheus and promtool (Debian's prometheus package)"
+if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -q --no-install-recommends prometheus >/dev/null ||
+    { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends prometheus >/dev/null; }
+fi
+promtool --version | head -n 1
+
 step "PostgreSQL"
 if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
   pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n 1)" main start
