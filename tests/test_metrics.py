@@ -411,3 +411,31 @@ def test_the_log_filter_masks_registered_secrets() -> None:
     assert lines[0]["message"] == "connecting with postgresql://u:***@db/app"
     assert "hunter2" not in stream.getvalue()
     assert lines[1]["level"] == "error"
+
+
+def test_one_log_line_per_action_outcome(tmp_path: Path) -> None:
+    from shelflife.logs import setup
+
+    app = AppTable(f"sqlite:///{tmp_path / 'app.db'}")
+    shelf = make_app_shelf(tmp_path, app, rules=[orphan_rule()])
+    stored(shelf, "orphan-1.bin", "orphan-2.bin", "kept.bin", days=2)
+    app.insert(REF.format("kept.bin"))
+    shelf.pin("orphan-2.bin")
+    stream = StringIO()
+    setup("info", "json", stream)
+    try:
+        outcome = shelf.run()
+    finally:
+        setup("warning", "text")
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    per_action = [line for line in lines if line["logger"] == "shelflife.actions"]
+    assert [(line["outcome"], line["key"]) for line in per_action] == [
+        ("done", "orphan-1.bin"),
+        ("skipped", "orphan-2.bin"),
+    ]
+    assert per_action[0]["action"] == "delete-orphan"
+    assert per_action[0]["run_id"] == outcome.run_id
+    assert per_action[1]["reason"] == "pinned"
+    run_lines = [line for line in lines if line["logger"] == "shelflife.runs"]
+    assert run_lines[-1]["status"] == "ok"
+    assert run_lines[-1]["actions"] == 1
