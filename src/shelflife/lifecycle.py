@@ -213,6 +213,7 @@ def run(
     scan: bool = True,
     trigger: str = "cli",
     rules: list[RuleConfig] | None = None,
+    run_id: str | None = None,
     progress: Progress | None = None,
 ) -> RunOutcome:
     """Recover, scan, plan and apply (DESIGN 5.2 ``run``); a dry run stops after planning.
@@ -227,7 +228,7 @@ def run(
         outcome = RunOutcome(command, build_plan(shelf, now, rules, progress), dry_run=True)
         outcome.scanned = scanned
         return outcome
-    run_id = new_id(command, utcnow())
+    run_id = run_id or new_id(command, utcnow())
     history = History(shelf.catalog.engine)
     with RunLock(shelf.catalog, f"shelflife {command}"):
         history.close_interrupted(utcnow())

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -36,7 +36,13 @@ from shelflife.lock import RunLock
 from shelflife.orphans import OrphanCollector
 from shelflife.planner import Plan
 from shelflife.progress import Progress
-from shelflife.references import Databases, ParseReport, ReferenceSource, open_sources
+from shelflife.references import (
+    Databases,
+    ParseReport,
+    ReferenceSource,
+    open_sources,
+    spellings,
+)
 from shelflife.stats import Health, TierUsage, classify, stats_json, tier_usage
 from shelflife.stores import ObjectInfo, ObstoreStore, open_store
 from shelflife.stores.local import LocalStore
@@ -94,6 +100,8 @@ class Shelf:
         self.databases = Databases(config)
         self._stores: dict[str, ObstoreStore] = {}
         self._versioned: dict[str, bool] = {}
+        # set by a server to batch access-time writes (see shelflife.api.access)
+        self.access: Callable[[str, str], None] | None = None
 
     @classmethod
     def from_config(cls, config: Config | str | Path | None = None) -> Shelf:
@@ -188,14 +196,14 @@ class Shelf:
     def get(self, ref: str) -> bytes:
         """The object's bytes, in memory: use :meth:`download` or :meth:`open` for large ones."""
         location = self.resolve(ref)
-        self._touch(location)
+        self.record_access(location)
         return run_sync(self.store(location.tier).get_bytes(location.key))
 
     def download(self, ref: str, dest: str | Path) -> Path:
         """Stream the object into a file (or into a folder, under its name); return the file."""
         location = self.resolve(ref)
         store = self.store(location.tier)
-        self._touch(location)
+        self.record_access(location)
         target = Path(dest)
         if target.is_dir():
             target = target / Path(location.key).name
@@ -207,7 +215,7 @@ class Shelf:
         """A readable binary file of the object (local tiers: the file itself)."""
         location = self.resolve(ref)
         store = self.store(location.tier)
-        self._touch(location)
+        self.record_access(location)
         if isinstance(store, LocalStore):
             try:
                 return store.path(location.key).open("rb")
@@ -223,7 +231,7 @@ class Shelf:
     def url(self, ref: str) -> str:
         """A URL for the object: public on a local tier, freshly presigned on object stores."""
         location = self.resolve(ref)
-        self._touch(location)
+        self.record_access(location)
         return run_sync(self.store(location.tier).url(location.key))
 
     def delete(self, ref: str) -> Location:
@@ -380,6 +388,7 @@ class Shelf:
         scan: bool = True,
         trigger: str = "python",
         rules: list[RuleConfig] | None = None,
+        run_id: str | None = None,
         progress: Progress | None = None,
     ) -> RunOutcome:
         """The main job: recover, scan, plan every rule, apply (``dry_run``: plan only)."""
@@ -394,6 +403,7 @@ class Shelf:
             scan=scan,
             trigger=trigger,
             rules=rules,
+            run_id=run_id,
             progress=progress,
         )
 
@@ -487,8 +497,19 @@ class Shelf:
                 entry["noncurrent_objects"] = entry["noncurrent_bytes"] = None
         return body
 
-    def _touch(self, location: Location) -> None:
-        self.catalog.touch(location.tier, [location.key], utcnow())
+    def record_access(self, location: Location) -> None:
+        """Record a read for least-recently-used ordering: now, or through the batcher a
+        server installs (one write per batch rather than per request)."""
+        if self.access is not None:
+            self.access(location.tier, location.key)
+        else:
+            self.catalog.touch(location.tier, [location.key], utcnow())
+
+    def references_to(self, ref: str) -> list[str]:
+        """The reference sources whose rows name the object now (any spelling)."""
+        location = self.resolve(ref)
+        values = spellings(self.locator, self.config, location.key)
+        return [source.label for source in self.sources() if source.present(values)]
 
 
 async def _aiter_stream(stream: BinaryIO, chunk_size: int = 8 * 1024 * 1024) -> Any:

@@ -290,3 +290,15 @@ stats_snapshots = Table(
     Column("taken_at", UTCDateTime, nullable=False),
     Column("body", Text, nullable=False),
 )
+
+
+# -- API tokens (0006) -------------------------------------------------------------------
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("hash", String(100), nullable=False),  # "sha256:<hex>": the token itself is never kept
+    Column("scopes", String(64), nullable=False),  # comma-separated: read, write, admin
+    Column("created_at", UTCDateTime, nullable=False),
+)

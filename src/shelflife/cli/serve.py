@@ -15,10 +15,11 @@ PortOption = Annotated[int, typer.Option("--port", "-p", help="port to listen on
 
 def register(app: typer.Typer) -> None:
     app.command()(serve)
+    app.add_typer(token_app, name="token")
 
 
 def serve(host: HostOption = "127.0.0.1", port: PortOption = 8080) -> None:
-    """Serve /metrics (Prometheus), /metrics/storage (health) and /healthz."""
+    """Serve the HTTP API (/api/v1, OpenAPI at /docs), the dashboard, /metrics."""
     import uvicorn
 
     from shelflife.api import create_app
@@ -26,3 +27,59 @@ def serve(host: HostOption = "127.0.0.1", port: PortOption = 8080) -> None:
     shelf = state.open()
     err.print(f"serving on http://{host}:{port} (metrics at /metrics, health at /metrics/storage)")
     uvicorn.run(create_app(shelf), host=host, port=port, log_config=None, access_log=False)
+
+
+token_app = typer.Typer(
+    help="API bearer tokens (only their hashes are kept).", no_args_is_help=True
+)
+
+
+@token_app.command("create")
+def token_create(
+    name: Annotated[str, typer.Argument(help="who or what will use it")],
+    scopes: Annotated[str, typer.Option("--scopes", help="read, write, admin")] = "read",
+) -> None:
+    """Create a token: printed once, only its hash is stored (in the catalog)."""
+    from shelflife.api.auth import hash_token, parse_scopes, store_token
+    from shelflife.units import utcnow
+
+    chosen = parse_scopes(scopes)
+    shelf = state.open()
+    token = store_token(shelf.catalog.engine, name, chosen, utcnow())
+    print(token)
+    err.print(
+        f"token {name!r} ({', '.join(chosen)}) created; it is shown only now. Its hash is in "
+        "the catalog; to declare it in shelflife.toml instead:\n"
+        f'[[api.tokens]]\nname = "{name}"\nhash = "{hash_token(token)}"\n'
+        f"scopes = {list(chosen)!r}".replace("'", '"'),
+        markup=False,
+    )
+
+
+@token_app.command("list")
+def token_list() -> None:
+    """Token names and scopes (never the tokens)."""
+    from shelflife.api.auth import Tokens
+
+    shelf = state.open()
+    for name, _, scopes in Tokens(shelf.config, shelf.catalog.engine).known():
+        print(f"{name}\t{','.join(sorted(scopes))}")
+
+
+@token_app.command("revoke")
+def token_revoke(name: Annotated[str, typer.Argument(help="the token's name")]) -> None:
+    """Delete a token stored in the catalog."""
+    from sqlalchemy import delete
+
+    from shelflife.catalog.schema import api_tokens
+    from shelflife.errors import UsageError
+
+    shelf = state.open()
+    with shelf.catalog.engine.begin() as conn:
+        gone = conn.execute(delete(api_tokens).where(api_tokens.c.name == name)).rowcount
+    if not gone:
+        raise UsageError(
+            f"no token named {name!r} in the catalog",
+            hint="tokens under [[api.tokens]] are removed from shelflife.toml",
+        )
+    err.print(f"token {name!r} revoked")

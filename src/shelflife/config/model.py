@@ -252,6 +252,40 @@ class HealthConfig(_Strict):
     usage_critical: Ratio = 0.95
 
 
+Scope = Literal["read", "write", "admin"]
+
+
+class TokenConfig(_Strict):
+    """A bearer token of the HTTP API, kept as its hash (``shelflife token create``)."""
+
+    name: str = Field(min_length=1, max_length=128)
+    hash: str
+    scopes: tuple[Scope, ...] = ("read",)
+
+    @field_validator("hash")
+    @classmethod
+    def _sha256(cls, value: str) -> str:
+        digest = value.removeprefix("sha256:")
+        if (
+            not value.startswith("sha256:")
+            or len(digest) != 64
+            or not all(c in "0123456789abcdef" for c in digest)
+        ):
+            raise ValueError(
+                "must be 'sha256:' and 64 hex digits, as 'shelflife token create' prints it"
+            )
+        return value
+
+
+class ApiConfig(_Strict):
+    """``shelflife serve``: limits, what is public, tokens."""
+
+    max_upload_size: Size = 5_000_000_000
+    public_metrics: bool = True  # /metrics without a token (Prometheus scrapes it)
+    public_dashboard: bool = True  # the page at / without a token
+    tokens: tuple[TokenConfig, ...] = ()
+
+
 class Config(_Strict):
     """The whole validated configuration."""
 
@@ -263,6 +297,7 @@ class Config(_Strict):
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
+    api: ApiConfig = Field(default_factory=ApiConfig)
     # Not from the file: where it came from, and what relative paths are relative to.
     source: str = Field(default="embedded default", exclude=True)
     base_dir: Path = Field(default=Path("."), exclude=True)
