@@ -102,26 +102,42 @@ class UploadLimit:
             return
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.limit:
-            response = _error(
-                413,
-                "too_large",
-                f"the upload is larger than the server's limit of {self.limit - MULTIPART_SLACK} "
-                "bytes",
-                hint="raise [api] max_upload_size, or store the file with 'shelflife put'",
-            )
-            await response(scope, receive, send)
+            await _too_large(self.limit - MULTIPART_SLACK)(scope, receive, send)
             return
         seen = 0
+        exceeded = False
 
         async def counted() -> Message:
-            nonlocal seen
+            nonlocal seen, exceeded
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.limit:
+                exceeded = True
                 raise TooLarge
             return message
 
-        await self.app(scope, counted, send)
+        replaced = False
+
+        async def reply(message: Message) -> None:
+            # the body parser turns our TooLarge into its own 400: answer 413 instead
+            nonlocal replaced
+            if not exceeded:
+                await send(message)
+            elif not replaced:
+                replaced = True
+                response = _too_large(self.limit - MULTIPART_SLACK)
+                await response(scope, receive, send)
+
+        await self.app(scope, counted, reply)
+
+
+def _too_large(limit: int) -> JSONResponse:
+    return _error(
+        413,
+        "too_large",
+        f"the upload is larger than the server's limit of {limit} bytes",
+        hint="raise [api] max_upload_size, or store the file with 'shelflife put'",
+    )
 
 
 def require(scope: str) -> Callable[[Request], Principal]:
@@ -242,13 +258,8 @@ def create_app(shelf: Shelf) -> FastAPI:
         return _error(500, "error", exc.message, exc.hint)
 
     @app.exception_handler(TooLarge)
-    def _too_large(_: Request, __: TooLarge) -> JSONResponse:
-        return _error(
-            413,
-            "too_large",
-            f"the upload is larger than the server's limit of {config.max_upload_size} bytes",
-            hint="raise [api] max_upload_size, or store the file with 'shelflife put'",
-        )
+    def _upload_too_large(_: Request, __: TooLarge) -> JSONResponse:
+        return _too_large(config.max_upload_size)
 
     @app.exception_handler(RequestValidationError)
     def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

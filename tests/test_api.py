@@ -1,0 +1,455 @@
+"""The HTTP API over HTTP, against a running ``shelflife serve`` (moto S3 for the cloud tier),
+schemathesis against its OpenAPI schema, and the dashboard in headless Chromium."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from shelflife.api.auth import hash_token, new_token
+from tests.apps import AppTable
+from tests.conftest import free_port, make_s3_bucket, s3_tier, wait_for_port
+from tests.test_cli import SHELFLIFE
+
+pytestmark = pytest.mark.s3
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = Path(os.environ.get("SHELFLIFE_ARTIFACTS", ROOT / ".artifacts"))
+LIMIT = 1_000_000
+
+
+@dataclass
+class Server:
+    url: str
+    base: Path
+    app: AppTable
+    tokens: dict[str, str]
+    process: subprocess.Popen[bytes]
+
+    def client(self, scope: str | None = "admin", **kwargs: Any) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {self.tokens[scope]}"} if scope else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, s3_endpoint: str) -> Iterator[Server]:
+    base = tmp_path_factory.mktemp("api")
+    app = AppTable(f"sqlite:///{base / 'app.db'}")
+    tokens = {scope: new_token() for scope in ("read", "write", "admin")}
+    bucket = make_s3_bucket(s3_endpoint)
+    cloud = s3_tier(s3_endpoint, bucket, "cold")
+    cloud_lines = "\n".join(f"{k} = {_toml(v)}" for k, v in cloud.items())
+    token_lines = "\n".join(
+        f'[[api.tokens]]\nname = "{scope}-token"\nhash = "{hash_token(token)}"\n'
+        f'scopes = ["{scope}"]'
+        for scope, token in tokens.items()
+    )
+    (base / "outputs").mkdir()
+    (base / "shelflife.toml").write_text(f"""
+[catalog]
+url = "sqlite:///catalog.db"
+[databases.app]
+url = "{app.url}"
+[tiers.local]
+url = "file://outputs"
+ref_format = "data/storage/outputs/{{key}}"
+capacity = "10MB"
+[tiers.cloud]
+{cloud_lines}
+[[references]]
+database = "app"
+table = "{app.name}"
+column = "path"
+[[rules]]
+id = "orphans"
+tier = "*"
+action = "collect-orphans"
+grace = "30d"
+[api]
+max_upload_size = "{LIMIT}B"
+{token_lines}
+""")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STORAGE_", "SHELFLIFE_"))}
+    process = subprocess.Popen(
+        [SHELFLIFE, "serve", "--port", str(port)],
+        cwd=base,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    wait_for_port(port, process, "shelflife serve")
+    try:
+        yield Server(f"http://127.0.0.1:{port}", base, app, tokens, process)
+    finally:
+        process.terminate()
+        process.wait(20)
+
+
+def _toml(value: Any) -> str:
+    return f'"{value}"' if isinstance(value, str) else str(value).lower()
+
+
+def upload(client: httpx.Client, key: str, data: bytes, **params: Any) -> httpx.Response:
+    fields = {"key": key, **{k: v for k, v in params.items() if k == "tier"}}
+    query = {k: v for k, v in params.items() if k != "tier"}
+    return client.post(
+        "/api/v1/objects", files={"file": ("f.bin", data)}, data=fields, params=query
+    )
+
+
+# -- public endpoints and auth ---------------------------------------------------------
+
+
+def test_public_endpoints(server: Server) -> None:
+    with server.client(None) as anonymous:
+        assert anonymous.get("/healthz").json()["status"] == "ok"
+        assert "shelflife_tier_bytes" in anonymous.get("/metrics").text
+        assert anonymous.get("/metrics/storage").json()["status"] in ("healthy", "warning")
+        schema = anonymous.get("/openapi.json").json()
+        for path in ("/api/v1/objects", "/api/v1/urls/{key}", "/api/v1/runs/{run_id}"):
+            assert path in schema["paths"]
+        assert anonymous.get("/docs").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "needs"),
+    [
+        ("GET", "/api/v1/stats/storage", "read"),
+        ("GET", "/api/v1/plan", "read"),
+        ("GET", "/api/v1/runs", "read"),
+        ("GET", "/api/v1/urls/x.bin", "read"),
+        ("GET", "/api/v1/objects/x.bin", "read"),
+        ("POST", "/api/v1/objects", "write"),
+        ("DELETE", "/api/v1/objects/x.bin", "write"),
+        ("POST", "/api/v1/runs", "admin"),
+    ],
+)
+def test_every_endpoint_checks_its_scope(
+    server: Server, method: str, path: str, needs: str
+) -> None:
+    with server.client(None) as anonymous:
+        missing = anonymous.request(method, path)
+        assert missing.status_code == 401
+        assert missing.json()["code"] == "unauthorized"
+        assert missing.headers["www-authenticate"] == "Bearer"
+        forged = anonymous.request(method, path, headers={"Authorization": "Bearer slf_nope"})
+        assert forged.status_code == 401
+        wrong_kind = anonymous.request(
+            method, path, headers={"Authorization": f"Basic {server.tokens['admin']}"}
+        )
+        assert wrong_kind.status_code == 401
+    ranks = ["read", "write", "admin"]
+    for scope in ranks:
+        with server.client(scope) as client:
+            response = client.request(method, path)
+            if ranks.index(scope) < ranks.index(needs):
+                assert response.status_code == 403, (scope, response.text)
+                assert response.json()["code"] == "forbidden"
+            else:
+                assert response.status_code not in (401, 403), (scope, response.text)
+
+
+# -- objects -----------------------------------------------------------------------------
+
+
+def test_upload_download_url_delete(server: Server) -> None:
+    data = os.urandom(300_000)
+    with server.client("write") as client:
+        stored = upload(client, "api/one.bin", data)
+        assert stored.status_code == 201, stored.text
+        body = stored.json()
+        assert body["key"] == "api/one.bin"
+        assert body["tier"] == "local"
+        assert body["size"] == len(data)
+        assert body["checksum"].startswith("sha256:")
+        assert body["ref"] == "data/storage/outputs/api/one.bin"
+        fetched = client.get("/api/v1/objects/api/one.bin")
+        assert fetched.status_code == 200
+        assert fetched.content == data
+        by_ref = client.get("/api/v1/objects/data/storage/outputs/api/one.bin")
+        assert by_ref.content == data  # a row's value works as well as the key
+        url = client.get("/api/v1/urls/api/one.bin").json()
+        assert url["url"].startswith("file://")
+        assert url["expires_at"] is None
+        again = upload(client, "api/one.bin", b"other")
+        assert again.status_code == 409
+        assert again.json()["code"] == "exists"
+        replaced = upload(client, "api/one.bin", b"other", overwrite="true")
+        assert replaced.status_code == 201
+        gone = client.delete("/api/v1/objects/api/one.bin")
+        assert gone.status_code == 200
+        assert gone.json() == {"key": "api/one.bin", "tier": "local", "deleted": True}
+        missing = client.get("/api/v1/objects/api/one.bin")
+        assert missing.status_code == 404
+        assert missing.json()["code"] == "not_found"
+
+
+def test_cloud_objects_redirect_to_a_presigned_url(server: Server) -> None:
+    data = b"in the cloud" * 100
+    with server.client("write") as client:
+        assert upload(client, "api/cloud.bin", data, tier="cloud").status_code == 201
+        redirect = client.get("/api/v1/objects/api/cloud.bin")
+        assert redirect.status_code == 307
+        location = redirect.headers["location"]
+        assert "X-Amz-Signature" in location
+        assert httpx.get(location).content == data
+        url = client.get("/api/v1/urls/api/cloud.bin").json()
+        assert "X-Amz-Expires=3600" in url["url"]
+        assert url["expires_at"] is not None
+        bad_tier = upload(client, "api/x.bin", b"x", tier="nowhere")
+        assert bad_tier.status_code == 400
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["../escape.bin", "a/../../escape.bin", "/abs.bin", "nul\x00.bin", "a//b.bin", ""],
+)
+def test_hostile_keys_are_refused_on_upload(server: Server, key: str) -> None:
+    with server.client("write") as client:
+        response = (
+            upload(client, key, b"x")
+            if key
+            else client.post("/api/v1/objects", files={"file": ("", b"x")})
+        )
+        assert response.status_code in (400, 422), response.text
+        assert response.json()["code"] in ("invalid_key", "bad_request", "invalid_request")
+    assert not (server.base / "escape.bin").exists()
+    assert not (server.base.parent / "escape.bin").exists()
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["%2e%2e/shelflife.toml", "a/%2e%2e/%2e%2e/shelflife.toml", "x%00.bin", "%2e%2e%2fapp.db"],
+)
+def test_hostile_keys_are_refused_on_read_and_delete(server: Server, path: str) -> None:
+    with server.client("admin") as client:
+        for method in ("GET", "DELETE"):
+            response = client.request(method, f"/api/v1/objects/{path}?force=true")
+            assert response.status_code == 400, (method, path, response.text)
+            assert response.json()["code"] == "invalid_key"
+        assert client.get(f"/api/v1/urls/{path}").status_code == 400
+    assert (server.base / "shelflife.toml").exists()
+    assert (server.base / "app.db").exists()
+
+
+def test_oversized_uploads_are_refused(server: Server) -> None:
+    big = b"z" * (LIMIT + 200_000)
+    with server.client("write") as client:
+        response = upload(client, "api/big.bin", big)
+        assert response.status_code == 413
+        assert response.json()["code"] == "too_large"
+
+        def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it arrives
+            boundary = b"--xyz\r\n"
+            yield boundary + b'Content-Disposition: form-data; name="key"\r\n\r\napi/big2.bin\r\n'
+            yield boundary + b'Content-Disposition: form-data; name="file"; filename="b"\r\n\r\n'
+            for _ in range(30):
+                yield b"z" * 100_000
+            yield b"\r\n--xyz--\r\n"
+
+        streamed = client.post(
+            "/api/v1/objects",
+            content=chunks(),
+            headers={"Content-Type": "multipart/form-data; boundary=xyz"},
+        )
+        assert streamed.status_code == 413
+        assert client.get("/api/v1/objects/api/big.bin").status_code == 404
+        assert client.get("/api/v1/objects/api/big2.bin").status_code == 404
+    assert not list((server.base / "outputs").rglob("big*"))
+
+
+def test_concurrent_uploads_of_one_key(server: Server) -> None:
+    payloads = [bytes([i]) * (50_000 + i) for i in range(8)]
+    results: list[httpx.Response] = []
+
+    def send(data: bytes) -> None:
+        with server.client("write") as client:
+            results.append(upload(client, "api/race.bin", data))
+
+    threads = [threading.Thread(target=send, args=(data,)) for data in payloads]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    codes = sorted(response.status_code for response in results)
+    assert codes == [201] + [409] * 7
+    winner = next(r for r in results if r.status_code == 201).json()
+    with server.client("read") as client:
+        stored = client.get("/api/v1/objects/api/race.bin").content
+    assert stored in payloads
+    assert len(stored) == winner["size"]
+
+
+def test_delete_is_refused_while_a_row_points_at_the_object(server: Server) -> None:
+    with server.client("write") as client:
+        assert upload(client, "api/kept.bin", b"kept").status_code == 201
+        server.app.insert("data/storage/outputs/api/kept.bin")
+        refused = client.delete("/api/v1/objects/api/kept.bin")
+        assert refused.status_code == 409
+        assert refused.json()["code"] == "referenced"
+        assert server.app.name in refused.json()["message"]
+        not_admin = client.delete("/api/v1/objects/api/kept.bin", params={"force": "true"})
+        assert not_admin.status_code == 403
+    with server.client("admin") as admin:
+        forced = admin.delete("/api/v1/objects/api/kept.bin", params={"force": "true"})
+        assert forced.status_code == 200
+        assert admin.get("/api/v1/objects/api/kept.bin").status_code == 404
+
+
+def test_reads_record_access_times_in_batches(server: Server) -> None:
+    with server.client("write") as client:
+        assert upload(client, "api/read-me.bin", b"r").status_code == 201
+        for _ in range(5):
+            assert client.get("/api/v1/objects/api/read-me.bin").status_code == 200
+    catalog = server.base / "catalog.db"
+    deadline = time.monotonic() + 20
+    accessed = None
+    while time.monotonic() < deadline and accessed is None:
+        with sqlite3.connect(catalog) as conn:
+            row = conn.execute(
+                "SELECT last_accessed_at FROM objects WHERE key = 'api/read-me.bin'"
+            ).fetchone()
+        accessed = row[0] if row else None
+        time.sleep(0.5)
+    assert accessed is not None
+
+
+# -- lifecycle endpoints -------------------------------------------------------------------
+
+
+def test_stats_plan_and_runs(server: Server) -> None:
+    with server.client("admin") as client:
+        stats = client.get("/api/v1/stats/storage").json()
+        assert set(stats["tiers"]) == {"local", "cloud"}
+        assert stats["health"]["status"] in ("healthy", "warning", "critical")
+        plan = client.get("/api/v1/plan").json()
+        assert {"now", "actions", "skipped", "totals"} <= set(plan)
+        assert client.get("/api/v1/plan", params={"rule": "nope"}).status_code == 400
+        started = client.post("/api/v1/runs", json={})
+        assert started.status_code == 202, started.text
+        run_id = started.json()["run_id"]
+        deadline = time.monotonic() + 60
+        record: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            record = client.get(f"/api/v1/runs/{run_id}").json()
+            if record.get("status") not in (None, "running"):
+                break
+            time.sleep(0.3)
+        assert record["status"] == "ok"
+        assert record["trigger"] == "api"
+        listed = client.get("/api/v1/runs").json()["runs"]
+        assert run_id in [item["run_id"] for item in listed]
+        assert client.get("/api/v1/runs/no-such-run").status_code == 404
+        bad_rule = client.post("/api/v1/runs", json={"rule": "nope"})
+        assert bad_rule.status_code == 400
+
+        with sqlite3.connect(server.base / "catalog.db") as conn:  # a run elsewhere
+            conn.execute(
+                "INSERT INTO runs (id, command, trigger, started_at, status, dry_run, "
+                "failed_count) VALUES ('run-other', 'run', 'cli', 0, 'running', 0, 0)"
+            )
+        try:
+            busy = client.post("/api/v1/runs", json={})
+            assert busy.status_code == 409
+            assert busy.json()["code"] == "run_in_progress"
+        finally:
+            with sqlite3.connect(server.base / "catalog.db") as conn:
+                conn.execute("DELETE FROM runs WHERE id = 'run-other'")
+
+
+# -- schemathesis and the browser ------------------------------------------------------------
+
+
+def test_schemathesis_finds_no_server_error(server: Server) -> None:
+    st = shutil.which("schemathesis") or str(Path(SHELFLIFE).parent / "schemathesis")
+    result = subprocess.run(
+        [
+            st,
+            "run",
+            f"{server.url}/openapi.json",
+            "--checks",
+            "not_a_server_error",
+            "--header",
+            f"Authorization: Bearer {server.tokens['admin']}",
+            "--max-examples",
+            "15",
+            "--phases",
+            "examples,fuzzing",
+            "--no-color",
+            "--suppress-health-check",
+            "all",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+
+
+def test_dashboard_in_headless_chromium(server: Server) -> None:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+
+    chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
+    if not chromium or not driver_path:
+        pytest.fail("chromium and chromedriver are needed: scripts/test.sh installs them")
+    with server.client("admin") as client:
+        upload(client, "api/dash.bin", b"d" * 4000)
+        started = client.post("/api/v1/runs", json={})
+        run_id = started.json()["run_id"] if started.status_code == 202 else None
+        deadline = time.monotonic() + 60
+        while run_id and time.monotonic() < deadline:
+            if client.get(f"/api/v1/runs/{run_id}").json().get("status") != "running":
+                break
+            time.sleep(0.3)
+        stats = client.get("/api/v1/stats/storage").json()
+        runs = client.get("/api/v1/runs", params={"limit": 10}).json()["runs"]
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+        options.add_argument(flag)
+    options.add_argument("--window-size=1280,1000")
+    browser = webdriver.Chrome(service=Service(driver_path), options=options)
+    try:
+        browser.get(server.url + "/")
+        assert browser.title.startswith("shelflife")
+        rows = browser.find_elements(By.CSS_SELECTOR, "#tiers tr[data-tier]")
+        shown = {row.get_attribute("data-tier"): row for row in rows}
+        assert set(shown) == {"local", "cloud"}
+        for name, figures in stats["tiers"].items():
+            row = shown[name]
+            cells = row.find_elements(By.TAG_NAME, "td")
+            assert cells[4].text == str(figures["objects"])
+            assert int(row.get_attribute("data-bytes") or -1) == figures["bytes"]
+        local = shown["local"]
+        fill = local.find_element(By.CSS_SELECTOR, ".fill")
+        expected = stats["tiers"]["local"]["usage_ratio"]
+        assert float(fill.value_of_css_property("width").removesuffix("px")) == pytest.approx(
+            240 * expected, abs=1.5
+        )
+        assert len(local.find_elements(By.CSS_SELECTOR, ".mark")) == 2  # both watermarks
+        health = browser.find_element(By.ID, "health").text
+        assert health == stats["health"]["status"]
+        run_rows = browser.find_elements(By.CSS_SELECTOR, "#runs tr[data-run]")
+        assert [r.get_attribute("data-run") for r in run_rows] == [r["run_id"] for r in runs]
+        assert [r.get_attribute("data-status") for r in run_rows] == [r["status"] for r in runs]
+        assert browser.find_element(By.ID, "plan").text
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        shot = ARTIFACTS / "dashboard.png"
+        assert browser.save_screenshot(str(shot))
+        assert shot.stat().st_size > 10_000
+    finally:
+        browser.quit()
