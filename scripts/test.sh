@@ -20,13 +20,19 @@ if ! [ -x .cache/node/node_modules/.bin/azurite-blob ] ||
   npm install --prefix .cache/node --no-audit --no-fund --silent "azurite@${AZURITE_VERSION}"
 fi
 
-step "Prometheus and promtool (Debian's prometheus package)"
-if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
+step "Debian packages: prometheus (promtool and the server), chromium and chromium-driver"
+missing=()
+command -v promtool >/dev/null && command -v prometheus >/dev/null || missing+=(prometheus)
+command -v chromium >/dev/null || missing+=(chromium)
+command -v chromedriver >/dev/null || missing+=(chromium-driver)
+if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
-  apt-get install -y -q --no-install-recommends prometheus >/dev/null ||
-    { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends prometheus >/dev/null; }
+  apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null ||
+    { apt-get update -q >/dev/null &&
+      apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null; }
 fi
 promtool --version | head -n 1
+chromium --version
 
 step "PostgreSQL"
 if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then

@@ -31,6 +31,7 @@ td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 .critical { background: #dc2626; }
 .ok { color: #16a34a; } .partial, .refused, .failed { color: #dc2626; } .running { color: #2563eb; }
 .muted { color: #6b7280; }
+.usage { display: flex; align-items: center; gap: .6em; }
 """
 
 
@@ -86,8 +87,8 @@ def render_dashboard(stats: dict[str, Any], plan: Any, runs: list[RunRecord], no
             f"<tr data-tier='{escape(name)}' data-objects='{figures.get('objects', 0)}' "
             f"data-bytes='{figures.get('bytes', 0)}' "
             f"data-usage='{'' if ratio is None else ratio}'>"
-            f"<td>{escape(name)}</td><td>{_bar(figures, status)}"
-            f"{'' if ratio is None else f' {ratio:.0%}'}</td>"
+            f"<td>{escape(name)}</td><td><div class='usage'>{_bar(figures, status)}"
+            f"{'' if ratio is None else f'<span>{ratio:.0%}</span>'}</div></td>"
             f"<td class='num'>{format_size(int(figures.get('used_bytes') or 0))}</td>"
             f"<td class='num'>{'–' if capacity is None else format_size(int(capacity))}</td>"
             f"<td class='num'>{count('objects')}</td>"
