@@ -46,6 +46,7 @@ from shelflife.errors import (
 )
 from shelflife.keys import validate_key
 from shelflife.logs import redact
+from shelflife.scheduler import schedule_status
 from shelflife.shelf import Shelf
 from shelflife.stores.local import LocalStore
 from shelflife.units import utcnow
@@ -415,6 +416,7 @@ def create_app(shelf: Shelf) -> FastAPI:
             "reasons": health.get("reasons", []),
             "tiers": body.get("tiers", {}),
             "taken_at": datetime.fromtimestamp(taken_at, UTC).isoformat(),
+            "schedule": schedule_status(shelf),
         }
 
     @app.get("/healthz", summary="Liveness")

@@ -224,14 +224,13 @@ class History:
             row = conn.execute(select(runs).where(runs.c.id == run_id)).mappings().first()
         return None if row is None else _record(row)
 
-    def last_success(self) -> datetime | None:
+    def last_success(self, command: str | None = None) -> datetime | None:
+        """When the last successful run (of ``command``, if given) ended."""
+        query = select(runs.c.finished_at).where(runs.c.status == "ok", runs.c.dry_run == 0)
+        if command is not None:
+            query = query.where(runs.c.command == command)
         with _Guard(self.engine, begin=False) as conn:
-            value = conn.execute(
-                select(runs.c.finished_at)
-                .where(runs.c.status == "ok", runs.c.dry_run == 0)
-                .order_by(runs.c.finished_at.desc())
-                .limit(1)
-            ).scalar()
+            value = conn.execute(query.order_by(runs.c.finished_at.desc()).limit(1)).scalar()
         return value
 
 

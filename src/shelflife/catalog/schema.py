@@ -302,3 +302,16 @@ api_tokens = Table(
     Column("scopes", String(64), nullable=False),  # comma-separated: read, write, admin
     Column("created_at", UTCDateTime, nullable=False),
 )
+
+
+# -- schedules (0007) ----------------------------------------------------------------------
+
+# The latest due time each schedule entry was claimed for: a daemon claims a slot with a
+# conditional UPDATE before running it, so two daemons on one catalog run it once, and a
+# daemon back from downtime runs a missed entry once, not once per missed slot.
+schedule_state = Table(
+    "schedule_state",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("last_due_at", UTCDateTime, nullable=False),
+)

@@ -87,6 +87,8 @@ def check(json: JsonOption = False) -> int:
     results += databases
     if state.shelf is not None and all(result.ok for result in databases):
         results += lint_references(config, state.shelf.databases, state.shelf.locator)
+    if state.shelf is not None:
+        results.append(_schedule_check(state.shelf))
     failed = [result for result in results if not result.ok]
     if json:
         print_json({"ok": not failed, "checks": [result.as_json() for result in results]})
@@ -202,6 +204,27 @@ def ls(
         out.print(
             f"{name:<10} {info.size:>12,} {info.modified:%Y-%m-%d %H:%M} {info.key}", markup=False
         )
+
+
+def _schedule_check(shelf: Shelf) -> CheckResult:
+    """Is it running? The last successful lifecycle run and the next one due."""
+    from shelflife.scheduler import schedule_status
+
+    status = schedule_status(shelf)
+    if status["next_due"] is None:
+        return CheckResult("schedule", "lifecycle", True, status["message"], warning=True)
+    last = status["last_success"] or "never"
+    message = f"last successful run {last}; next due {status['next_due']}"
+    if status["overdue"]:
+        return CheckResult(
+            "schedule",
+            "lifecycle",
+            True,
+            f"{status['message']} ({message})",
+            hint="start 'shelflife daemon', or Celery beat with a worker",
+            warning=True,
+        )
+    return CheckResult("schedule", "lifecycle", True, message)
 
 
 def stats(

@@ -15,6 +15,8 @@ PortOption = Annotated[int, typer.Option("--port", "-p", help="port to listen on
 
 def register(app: typer.Typer) -> None:
     app.command()(serve)
+    app.command()(daemon)
+    app.command()(schedule)
     app.add_typer(token_app, name="token")
 
 
@@ -27,6 +29,75 @@ def serve(host: HostOption = "127.0.0.1", port: PortOption = 8080) -> None:
     shelf = state.open()
     err.print(f"serving on http://{host}:{port} (metrics at /metrics, health at /metrics/storage)")
     uvicorn.run(create_app(shelf), host=host, port=port, log_config=None, access_log=False)
+
+
+def daemon(host: HostOption = "127.0.0.1", port: PortOption = 8080) -> None:
+    """Run the [schedule] entries (lifecycle, stats) and serve the HTTP API and /metrics."""
+    import threading
+
+    import uvicorn
+
+    from shelflife.api import create_app
+    from shelflife.scheduler import Scheduler, ScheduleState, shelf_jobs
+
+    shelf = state.open()
+    scheduler = Scheduler(
+        shelf.config.schedule, ScheduleState(shelf.catalog.engine), shelf_jobs(shelf)
+    )
+    stop = threading.Event()
+    worker = threading.Thread(target=scheduler.loop, args=(stop,), name="scheduler", daemon=True)
+    worker.start()
+    upcoming = scheduler.next_due()
+    err.print(
+        f"scheduler running ({', '.join(scheduler.entries) or 'no entries'}"
+        + (f"; next at {upcoming:%Y-%m-%d %H:%M:%S} UTC" if upcoming else "")
+        + f"); serving on http://{host}:{port}"
+    )
+    try:
+        uvicorn.run(create_app(shelf), host=host, port=port, log_config=None, access_log=False)
+    finally:
+        stop.set()
+        worker.join(timeout=30)
+
+
+def schedule(
+    count: Annotated[int, typer.Option("--count", "-n", help="firings per entry", min=1)] = 3,
+    json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """The next firing times of each [schedule] entry, and whether runs are on time."""
+    import itertools
+
+    from shelflife.cli.render import out, print_json
+    from shelflife.config import load_config
+    from shelflife.scheduler import entries, fire_times, schedule_status
+    from shelflife.units import utcnow
+
+    config = load_config(state.config_path)
+    now = utcnow()
+    zone = config.schedule.timezone
+    upcoming = {
+        name: [t.isoformat() for t in itertools.islice(fire_times(expr, zone, now), count)]
+        for name, expr in entries(config.schedule).items()
+    }
+    status = schedule_status(state.open(), now)
+    if json:
+        print_json({"timezone": zone, "next": upcoming, "status": status})
+        return
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    for name, times in upcoming.items():
+        out.print(f"{name} ({dict(entries(config.schedule))[name]}, {zone}):", markup=False)
+        for stamp in times:
+            moment = datetime.fromisoformat(stamp)
+            local = moment.astimezone(ZoneInfo(zone))
+            out.print(f"  {local:%Y-%m-%d %H:%M:%S %Z}  ({moment:%Y-%m-%d %H:%M:%S} UTC)")
+    if not upcoming:
+        out.print("no schedule entries are set")
+    last = status["last_success"] or "never"
+    out.print(f"last successful lifecycle run: {last}")
+    if status["overdue"]:
+        err.print(f"warning: {status['message']}", markup=False)
 
 
 token_app = typer.Typer(

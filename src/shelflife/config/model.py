@@ -217,6 +217,8 @@ class ScheduleConfig(_Strict):
     @field_validator("lifecycle", "stats")
     @classmethod
     def _valid_cron(cls, expression: str | None) -> str | None:
+        if expression is not None and not expression.strip():
+            return None  # "" turns an entry off (TOML has no null)
         if expression is not None and not croniter.is_valid(expression):
             raise ValueError(f"{expression!r} is not a valid cron expression (e.g. '0 3 * * *')")
         return expression
