@@ -1,7 +1,10 @@
 """Fault injection for crash tests: ``SHELFLIFE_KILL_AT=name:n`` kills the process with
 SIGKILL the n-th time it passes the checkpoint ``name`` (``*`` matches any checkpoint).
 
-The variable is read once; without it a checkpoint costs one comparison.
+The variable is read once; without it a checkpoint costs one comparison. With
+``SHELFLIFE_KILL_ONCE=PATH`` as well, only the first process to get there dies (it
+creates PATH first): for worker pools, whose replacement processes would otherwise die at
+the same point again.
 """
 
 from __future__ import annotations
@@ -21,4 +24,10 @@ def checkpoint(name: str) -> None:
         return
     _remaining -= 1
     if _remaining == 0:
+        once = os.environ.get("SHELFLIFE_KILL_ONCE")
+        if once:
+            try:
+                os.close(os.open(once, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                return  # another process died here already
         os.kill(os.getpid(), signal.SIGKILL)

@@ -432,6 +432,11 @@ def _execute(
     outcome.skipped += plan_body.skipped
     progress = progress or NullProgress()
     runner = _Executor(shelf, outcome, progress, extra_rules or [])
+    if executor.backend == "celery":
+        from shelflife.fanout import dispatch
+
+        dispatch(shelf, outcome, list(runner.batches(plan_body.actions)))
+        return
     total = len(plan_body.actions)
     attempted = 0
     for batch in runner.batches(plan_body.actions):

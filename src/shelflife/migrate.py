@@ -252,9 +252,17 @@ class Migrator:
 
     # -- recovery ------------------------------------------------------------------------------
 
-    async def recover(self, progress: Progress | None = None) -> dict[str, int]:
-        """Complete or undo every unfinished journal entry; return counts per outcome."""
-        entries = await asyncio.to_thread(self.journal.unfinished)
+    async def recover(
+        self,
+        progress: Progress | None = None,
+        *,
+        run_id: str | None = None,
+        keys: Sequence[str] | None = None,
+    ) -> dict[str, int]:
+        """Complete or undo every unfinished journal entry (of one run's keys, if given:
+        what a redelivered batch does, leaving other workers' moves alone); return counts
+        per outcome."""
+        entries = await asyncio.to_thread(self.journal.unfinished, run_id, keys)
         outcome: dict[str, int] = {}
         if not entries:
             return outcome

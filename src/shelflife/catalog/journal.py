@@ -117,12 +117,31 @@ class Journal:
                     values["error"] = error[:1000]
                 conn.execute(update(journal).where(journal.c.id.in_(list(ids))).values(**values))
 
-    def unfinished(self) -> list[Entry]:
+    def unfinished(
+        self, run_id: str | None = None, keys: Sequence[str] | None = None
+    ) -> list[Entry]:
+        """Entries not done, failed or undone (of one run and some keys, if given)."""
+        query = select(*_ENTRY_COLUMNS).where(journal.c.step.in_(UNFINISHED))
+        if run_id is not None:
+            query = query.where(journal.c.run_id == run_id)
+        if keys is not None:
+            query = query.where(journal.c.key.in_(list(keys)))
+        with _Guard(self.engine, begin=False) as conn:
+            rows = conn.execute(query.order_by(journal.c.id)).all()
+        return [Entry(*row) for row in rows]
+
+    def done_keys(self, run_id: str, tier: str, keys: Sequence[str]) -> set[str]:
+        """Keys of ``tier`` a run has finished moving."""
         with _Guard(self.engine, begin=False) as conn:
             rows = conn.execute(
-                select(*_ENTRY_COLUMNS).where(journal.c.step.in_(UNFINISHED)).order_by(journal.c.id)
-            ).all()
-        return [Entry(*row) for row in rows]
+                select(journal.c.key).where(
+                    journal.c.run_id == run_id,
+                    journal.c.src_tier == tier,
+                    journal.c.key.in_(list(keys)),
+                    journal.c.step == "done",
+                )
+            )
+            return {row[0] for row in rows}
 
     def counts(self, run_id: str) -> dict[str, int]:
         with _Guard(self.engine, begin=False) as conn:

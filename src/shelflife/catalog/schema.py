@@ -315,3 +315,23 @@ schedule_state = Table(
     Column("name", String(64), primary_key=True),
     Column("last_due_at", UTCDateTime, nullable=False),
 )
+
+
+# -- fanned-out runs (0008) ----------------------------------------------------------------
+
+# The outcome of each action of a run whose batches ran on Celery workers: written
+# "pending" before an action is taken and final after, so a redelivered batch neither
+# repeats what was done nor counts it twice, and the run's totals come from here.
+run_actions = Table(
+    "run_actions",
+    metadata,
+    Column("run_id", String(64), primary_key=True),
+    Column("action", String(32), primary_key=True),
+    Column("tier", String(64), primary_key=True),
+    Column("key", KeyType, primary_key=True),
+    Column("rule", String(128), nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("to_tier", String(64)),
+    Column("outcome", String(16), nullable=False),  # pending | done | skipped | failed
+    Column("detail", String(1000)),
+)

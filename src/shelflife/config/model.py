@@ -245,6 +245,32 @@ class ExecutorConfig(_Strict):
     max_delete_bytes: Size | None = 1_000_000_000_000
     # A run stops itself once more than this fraction of the actions it tried failed.
     max_error_fraction: Ratio = 0.10
+    # "local": this process takes every action; "celery": batches go to Celery workers.
+    backend: Literal["local", "celery"] = "local"
+
+
+class CeleryConfig(_Strict):
+    """Celery for scheduled runs and fanned-out batches (``shelflife.celery``)."""
+
+    broker_url: str = "redis://127.0.0.1:6379/0"  # or amqp://guest:guest@host:5672//
+    result_backend: str | None = None  # None: the broker if Redis, else required
+    queue: str = "shelflife"  # runs and stats
+    batch_queue: str = "shelflife.batches"  # the batches of a fanned-out run
+    visibility_timeout: Duration = timedelta(hours=1)  # Redis: redelivery of a lost task
+    wave: int = Field(default=16, ge=1, le=10_000)  # batches in flight per error check
+
+    @model_validator(mode="after")
+    def _backend(self) -> CeleryConfig:
+        if self.result_backend is None and not self.broker_url.startswith(("redis", "rediss")):
+            raise ValueError(
+                "result_backend is needed with a non-Redis broker "
+                "(e.g. 'redis://127.0.0.1:6379/1' or 'db+postgresql://…')"
+            )
+        return self
+
+    @property
+    def results(self) -> str:
+        return self.result_backend or self.broker_url
 
 
 class HealthConfig(_Strict):
@@ -300,6 +326,7 @@ class Config(_Strict):
     health: HealthConfig = Field(default_factory=HealthConfig)
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
+    celery: CeleryConfig = Field(default_factory=CeleryConfig)
     # Not from the file: where it came from, and what relative paths are relative to.
     source: str = Field(default="embedded default", exclude=True)
     base_dir: Path = Field(default=Path("."), exclude=True)

@@ -1,0 +1,234 @@
+"""Fanning a run's batches out to Celery workers (``[executor] backend = "celery"``).
+
+The process that runs ``shelflife run`` (or the ``shelflife.run`` task) coordinates: it
+holds the run lock for the whole run, plans, and sends the plan's batches to the workers
+(``shelflife.execute_batch`` on ``[celery] batch_queue``), ``wave`` batches at a time so
+that the error-fraction stop still applies; it waits for each wave, then reads every
+action's outcome from the catalog's ``run_actions`` into the run record.
+
+A batch is idempotent, because tasks are acknowledged late and a batch whose worker died
+is delivered again:
+
+- an action already recorded ``done``, ``skipped`` or ``failed`` for this run is not taken
+  again;
+- an action recorded ``pending`` (its worker died while taking it) is finished first: a
+  migration by recovering this run's journal entries for those keys (other workers' moves
+  are left alone), a deletion by looking whether the object is gone;
+- every other action is recorded ``pending``, taken by the same executor as a local run,
+  and recorded with its final outcome.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Engine, select, update
+
+from shelflife.actions import Action, Failure, Skip
+from shelflife.aio import run_sync
+from shelflife.catalog.catalog import _Guard
+from shelflife.catalog.schema import run_actions
+from shelflife.errors import ObjectNotFound
+from shelflife.faults import checkpoint
+from shelflife.planner import Plan
+from shelflife.progress import NullProgress
+
+if TYPE_CHECKING:
+    from shelflife.lifecycle import RunOutcome
+    from shelflife.shelf import Shelf
+
+FINAL = ("done", "skipped", "failed")
+
+
+class RunActions:
+    """The ``run_actions`` ledger of fanned-out runs."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def outcomes(self, run_id: str, items: Sequence[Action]) -> dict[tuple[str, str], str]:
+        """(tier, key) → outcome recorded for these actions of the run."""
+        keys = [item.key for item in items]
+        with _Guard(self.engine, begin=False) as conn:
+            rows = conn.execute(
+                select(run_actions.c.tier, run_actions.c.key, run_actions.c.outcome).where(
+                    run_actions.c.run_id == run_id, run_actions.c.key.in_(keys)
+                )
+            )
+            return {(tier, key): outcome for tier, key, outcome in rows}
+
+    def pending(self, run_id: str, items: Sequence[Action]) -> None:
+        rows = [
+            {
+                "run_id": run_id,
+                "action": item.action,
+                "tier": item.tier,
+                "key": item.key,
+                "rule": item.rule,
+                "bytes": item.bytes,
+                "to_tier": item.to,
+                "outcome": "pending",
+                "detail": None,
+            }
+            for item in items
+        ]
+        if rows:
+            with _Guard(self.engine, begin=True) as conn:
+                conn.execute(run_actions.insert(), rows)
+
+    def finish(self, run_id: str, item: Action, outcome: str, detail: str | None = None) -> None:
+        with _Guard(self.engine, begin=True) as conn:
+            conn.execute(
+                update(run_actions)
+                .where(
+                    run_actions.c.run_id == run_id,
+                    run_actions.c.action == item.action,
+                    run_actions.c.tier == item.tier,
+                    run_actions.c.key == item.key,
+                )
+                .values(outcome=outcome, detail=None if detail is None else detail[:1000])
+            )
+
+    def results(self, run_id: str) -> tuple[list[Action], list[Skip], list[Failure]]:
+        """Everything a run's workers recorded, as the run record holds it."""
+        actions: list[Action] = []
+        skipped: list[Skip] = []
+        failed: list[Failure] = []
+        columns = run_actions.c
+        with _Guard(self.engine, begin=False) as conn:
+            rows = conn.execute(
+                select(
+                    columns.action,
+                    columns.rule,
+                    columns.tier,
+                    columns.key,
+                    columns.bytes,
+                    columns.to_tier,
+                    columns.outcome,
+                    columns.detail,
+                )
+                .where(columns.run_id == run_id)
+                .order_by(columns.action, columns.tier, columns.key)
+            )
+            for action, rule, tier, key, size, to, outcome, detail in rows:
+                if outcome == "done":
+                    actions.append(Action(action, rule, tier, key, size, to=to))
+                elif outcome == "skipped":
+                    skipped.append(Skip(rule, tier, key, detail or ""))
+                else:  # failed, or pending: its batch never came back
+                    failed.append(Failure(rule, tier, key, detail or "the batch did not finish"))
+        return actions, skipped, failed
+
+
+def execute_batch(shelf: Shelf, run_id: str, plan_now: datetime, items: list[Action]) -> None:
+    """Take one batch of a fanned-out run, idempotently (see the module's docstring)."""
+    from shelflife.lifecycle import RunOutcome, _Executor
+
+    ledger = RunActions(shelf.catalog.engine)
+    recorded = ledger.outcomes(run_id, items)
+    leftover = [i for i in items if recorded.get((i.tier, i.key)) == "pending"]
+    fresh = [i for i in items if (i.tier, i.key) not in recorded]
+    retry = _settle_pending(shelf, ledger, run_id, leftover)
+    ledger.pending(run_id, fresh)
+    todo = retry + fresh
+    if not todo:
+        return
+    checkpoint("batch-pending")
+    outcome = RunOutcome("run", Plan(now=plan_now), run_id=run_id)
+    _Executor(shelf, outcome, NullProgress(), []).take(todo)
+    done = {(a.tier, a.key) for a in outcome.actions}
+    reasons = {(s.tier, s.key): s.reason for s in outcome.skipped}
+    errors = {(f.tier, f.key): f.error for f in outcome.failed}
+    for item in todo:
+        where = (item.tier, item.key)
+        if where in done:
+            ledger.finish(run_id, item, "done")
+        elif where in errors:
+            ledger.finish(run_id, item, "failed", errors[where])
+        else:
+            ledger.finish(run_id, item, "skipped", reasons.get(where, "not taken"))
+
+
+def _settle_pending(
+    shelf: Shelf, ledger: RunActions, run_id: str, items: list[Action]
+) -> list[Action]:
+    """Finish what a dead worker left: return the actions to take again."""
+    if not items:
+        return []
+    from shelflife.tiering import migrator
+
+    again: list[Action] = []
+    moves = [item for item in items if item.action == "migrate"]
+    if moves:
+        engine = migrator(shelf)
+        run_sync(engine.recover(run_id=run_id, keys=[item.key for item in moves]))
+        for tier in {item.tier for item in moves}:
+            of_tier = [item for item in moves if item.tier == tier]
+            finished = engine.journal.done_keys(run_id, tier, [item.key for item in of_tier])
+            for item in of_tier:
+                if item.key in finished:
+                    ledger.finish(run_id, item, "done")
+                else:
+                    again.append(item)
+    for item in items:
+        if item.action == "migrate":
+            continue
+        store = shelf.store(item.tier)
+        try:
+            run_sync(store.head(item.key))
+        except ObjectNotFound:
+            shelf.catalog.forget(item.tier, [item.key])
+            ledger.finish(run_id, item, "done")  # it was being deleted, and it is gone
+            continue
+        again.append(item)
+    return again
+
+
+def dispatch(shelf: Shelf, outcome: RunOutcome, batches: list[list[Action]]) -> None:
+    """Send the batches to the workers, wave by wave; fill ``outcome`` from the ledger."""
+    from celery import group
+    from celery.result import allow_join_result
+
+    from shelflife.celery import configure, execute_batch_task
+
+    configure(shelf.config)  # this process's configuration, whatever the module loaded
+    config = shelf.config
+    run_id = outcome.run_id or ""
+    plan_now = outcome.plan.now.isoformat()
+    ledger = RunActions(shelf.catalog.engine)
+    total = sum(len(batch) for batch in batches)
+    attempted = 0
+    for start in range(0, len(batches), config.celery.wave):
+        wave = batches[start : start + config.celery.wave]
+        signatures = [
+            execute_batch_task.signature(
+                (run_id, plan_now, [item.as_json() for item in batch]),
+                queue=config.celery.batch_queue,
+            )
+            for batch in wave
+        ]
+        results = group(signatures).apply_async()
+        with allow_join_result():
+            try:
+                results.join(propagate=True, interval=0.2)
+            except Exception as exc:  # a batch raised: its actions stay failed or pending
+                outcome.stopped = f"a batch failed on a worker: {exc}"
+        attempted += sum(len(batch) for batch in wave)
+        _, _, failed = ledger.results(run_id)
+        if outcome.stopped:
+            break
+        fraction = config.executor.max_error_fraction
+        if failed and len(failed) / attempted > fraction and attempted < total:
+            outcome.stopped = (
+                f"{len(failed)} of {attempted} actions failed (more than max_error_fraction "
+                f"{fraction:.0%}); {total - attempted} actions not attempted"
+            )
+            break
+    outcome.actions, skipped, outcome.failed = ledger.results(run_id)
+    outcome.skipped += skipped
+
+
+def batch_payload(items: list[dict[str, Any]]) -> list[Action]:
+    return [Action.from_json(item) for item in items]

@@ -1,0 +1,255 @@
+"""Runs fanned out to real Celery workers (Redis, RabbitMQ) with the catalog in PostgreSQL:
+the same end state as a run in one process, and nothing lost when a worker is killed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from shelflife.units import utcnow
+from tests.test_cli import SHELFLIFE, shelflife
+
+pytestmark = pytest.mark.postgres
+CELERY = str(Path(SHELFLIFE).parent / "celery")
+REDIS = "redis://127.0.0.1:6379"
+RABBIT = "amqp://guest:guest@127.0.0.1:5672//"
+OBJECTS = 48
+
+
+@dataclass
+class Env:
+    base: Path
+    config: Path
+    originals: dict[str, str]  # key → sha256 of the bytes a row points at
+
+
+def build(base: Path, catalog: str, *, celery: str | None = None, seed: int = 5) -> Env:
+    """An application with OBJECTS rows, orphans and old outputs, on two local tiers."""
+    rng = random.Random(seed)
+    (base / "outputs").mkdir(parents=True)
+    (base / "cold").mkdir()
+    app = base / "app.db"
+    engine = create_engine(f"sqlite:///{app}")
+    old = (utcnow().timestamp()) - 10 * 86400
+    very_old = (utcnow().timestamp()) - 200 * 86400
+    originals = {}
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE jobs (id INTEGER PRIMARY KEY, path TEXT)"))
+        conn.execute(text("CREATE INDEX ix_jobs_path ON jobs (path)"))
+        for i in range(OBJECTS + 6):
+            key = f"r/{i:03d} ä.bin"
+            data = rng.randbytes(500 + 17 * i)
+            path = base / "outputs" / key
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+            stamp = very_old if i % 8 == 0 else old
+            os.utime(path, (stamp, stamp))
+            if i < OBJECTS:  # the last six are orphans
+                conn.execute(text("INSERT INTO jobs (path) VALUES (:p)"), {"p": f"data/out/{key}"})
+                originals[key] = hashlib.sha256(data).hexdigest()
+    engine.dispose()
+    backend = ""
+    if celery:
+        broker, results = celery.split(" ")
+        backend = f"""
+[executor]
+backend = "celery"
+batch_size = 4
+[celery]
+broker_url = "{broker}"
+result_backend = "{results}"
+queue = "q-{base.name}"
+batch_queue = "b-{base.name}"
+"""
+    config = base / "shelflife.toml"
+    config.write_text(f"""
+[catalog]
+url = "{catalog}"
+[databases.app]
+url = "sqlite:///{app}"
+[tiers.local]
+url = "file://outputs"
+ref_format = "data/out/{{key}}"
+[tiers.cloud]
+url = "file://cold"
+ref_format = "cold/{{key}}"
+[[references]]
+database = "app"
+table = "jobs"
+column = "path"
+on_expire = "null"
+[[rules]]
+id = "orphans"
+tier = "*"
+action = "collect-orphans"
+grace = "1d"
+max_fraction = 0.5
+[[rules]]
+id = "retention"
+tier = "local"
+action = "expire"
+after = "100d"
+[[rules]]
+id = "cold"
+tier = "local"
+action = "migrate"
+to = "cloud"
+after = "1d"
+{backend}
+""")
+    return Env(base, config, originals)
+
+
+def end_state(env: Env) -> dict[str, object]:
+    """Every object's bytes per tier, and every row's value."""
+    files = {}
+    for tier in ("outputs", "cold"):
+        for path in sorted((env.base / tier).rglob("*")):
+            if path.is_file():
+                digest = hashlib.sha256(path.read_bytes()).hexdigest()
+                files[f"{tier}/{path.relative_to(env.base / tier)}"] = digest
+    engine = create_engine(f"sqlite:///{env.base / 'app.db'}")
+    with engine.connect() as conn:
+        rows = [r[0] for r in conn.execute(text("SELECT path FROM jobs ORDER BY id"))]
+    engine.dispose()
+    return {"files": files, "rows": rows}
+
+
+def check_invariants(env: Env) -> None:
+    """DESIGN I1: every row resolves to an object with the bytes it had."""
+    state = end_state(env)
+    files = state["files"]
+    assert isinstance(files, dict)
+    rows = state["rows"]
+    assert isinstance(rows, list)
+    for value in rows:
+        if value is None:
+            continue  # expired (on_expire = "null")
+        tier, key = ("cold", value[5:]) if value.startswith("cold/") else ("outputs", value[9:])
+        assert files.get(f"{tier}/{key}") == env.originals[key], value
+
+
+@contextmanager
+def workers(env: Env, count: int, *, kill_at: str | None = None) -> Iterator[list[Path]]:
+    logs, processes = [], []
+    queue = f"b-{env.base.name}"
+    for number in range(count):
+        log = env.base / f"worker{number}.log"
+        environment = {
+            k: v for k, v in os.environ.items() if not k.startswith(("STORAGE_", "SHELFLIFE_"))
+        }
+        environment["SHELFLIFE_CONFIG"] = str(env.config)
+        if kill_at and number == 0:
+            environment["SHELFLIFE_KILL_AT"] = kill_at
+            environment["SHELFLIFE_KILL_ONCE"] = str(env.base / "killed")
+        processes.append(
+            subprocess.Popen(
+                [CELERY, "-A", "shelflife.celery", "worker", "-Q", queue, "-c", "1",
+                 "-n", f"w{number}-{uuid.uuid4().hex[:6]}@%h", "--loglevel", "info",
+                 "--without-heartbeat", "--without-gossip", "--without-mingle"],
+                cwd=env.base,
+                env=environment,
+                stdout=log.open("w"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )  # fmt: skip
+        logs.append(log)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if all("ready." in log.read_text() for log in logs):
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError("workers did not start: " + logs[0].read_text()[-2000:])
+        yield logs
+    finally:
+        for process in processes:
+            os.killpg(process.pid, signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def pg_catalog(pg_catalog_url: str) -> str:
+    return pg_catalog_url.replace("postgresql://", "postgresql+psycopg://")
+
+
+def run(env: Env) -> dict[str, object]:
+    result = shelflife("-c", str(env.config), "run", "--json", cwd=env.base)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    body: dict[str, object] = json.loads(result.stdout)
+    return body
+
+
+def flush(db: int) -> None:
+    subprocess.run(["redis-cli", "-n", str(db), "flushdb"], check=True, capture_output=True)
+
+
+def test_fanned_out_run_matches_a_local_run(tmp_path: Path, pg_catalog: str) -> None:
+    local = build(tmp_path / "local", "sqlite:///catalog.db")
+    flush(7)
+    fanned = build(tmp_path / "fanned", pg_catalog, celery=f"{REDIS}/7 {REDIS}/7")
+    assert end_state(local) == end_state(fanned)  # the same start
+
+    at_home = run(local)
+    with workers(fanned, 2) as logs:
+        spread = run(fanned)
+    assert spread["status"] == "ok"
+    assert spread["totals"] == at_home["totals"]
+    assert set(spread["totals"]) == {"migrate", "expire", "delete-orphan"}  # type: ignore[arg-type]
+    assert end_state(local) == end_state(fanned)
+    check_invariants(fanned)
+    worked = [log.read_text().count("succeeded") for log in logs]
+    assert all(count > 0 for count in worked), worked  # both workers took batches
+    again = run(fanned)
+    assert again["actions"] == []
+
+
+def test_a_worker_killed_mid_batch_loses_nothing(tmp_path: Path, pg_catalog: str) -> None:
+    flush(8)
+    env = build(tmp_path / "killed", pg_catalog, celery=f"{REDIS}/8 {REDIS}/8")
+    with workers(env, 2, kill_at="copied-object:2"):
+        body = run(env)
+    assert (env.base / "killed").exists()  # a worker process did die mid-batch
+    assert body["status"] == "ok", body
+    moved = {a["key"] for a in body["actions"] if a["action"] == "migrate"}  # type: ignore[attr-defined,index]
+    expired = {a["key"] for a in body["actions"] if a["action"] == "expire"}  # type: ignore[attr-defined,index]
+    assert len(moved) + len(expired) == OBJECTS  # correct totals, each once
+    check_invariants(env)
+    assert not list((env.base / "outputs").rglob("*.bin"))  # nothing left behind
+    assert len(list((env.base / "cold").rglob("*.bin"))) == len(moved)  # no strays
+    engine = create_engine(pg_catalog)
+    with engine.connect() as conn:
+        unfinished = conn.execute(
+            text("SELECT count(*) FROM journal WHERE step NOT IN ('done', 'undone', 'failed')")
+        ).scalar()
+    engine.dispose()
+    assert unfinished == 0
+
+
+def test_rabbitmq_as_broker(tmp_path: Path, pg_catalog: str) -> None:
+    flush(9)
+    env = build(tmp_path / "rabbit", pg_catalog, celery=f"{RABBIT} {REDIS}/9")
+    with workers(env, 2):
+        body = run(env)
+    assert body["status"] == "ok"
+    assert set(body["totals"]) == {"migrate", "expire", "delete-orphan"}  # type: ignore[arg-type]
+    check_invariants(env)
