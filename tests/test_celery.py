@@ -143,9 +143,11 @@ def check_invariants(env: Env) -> None:
 
 
 @contextmanager
-def workers(env: Env, count: int, *, kill_at: str | None = None) -> Iterator[list[Path]]:
+def workers(
+    env: Env, count: int, *, kill_at: str | None = None, beat: bool = False
+) -> Iterator[list[Path]]:
     logs, processes = [], []
-    queue = f"b-{env.base.name}"
+    queue = f"b-{env.base.name},q-{env.base.name}" if beat else f"b-{env.base.name}"
     for number in range(count):
         log = env.base / f"worker{number}.log"
         environment = {
@@ -159,7 +161,8 @@ def workers(env: Env, count: int, *, kill_at: str | None = None) -> Iterator[lis
             subprocess.Popen(
                 [CELERY, "-A", "shelflife.celery", "worker", "-Q", queue, "-c", "1",
                  "-n", f"w{number}-{uuid.uuid4().hex[:6]}@%h", "--loglevel", "info",
-                 "--without-heartbeat", "--without-gossip", "--without-mingle"],
+                 "--without-heartbeat", "--without-gossip", "--without-mingle",
+                 *(["-B", "-s", str(env.base / "beat-schedule")] if beat and number == 0 else [])],
                 cwd=env.base,
                 env=environment,
                 stdout=log.open("w"),
@@ -252,4 +255,41 @@ def test_rabbitmq_as_broker(tmp_path: Path, pg_catalog: str) -> None:
         body = run(env)
     assert body["status"] == "ok"
     assert set(body["totals"]) == {"migrate", "expire", "delete-orphan"}  # type: ignore[arg-type]
+    check_invariants(env)
+
+
+def test_the_run_task_and_the_beat_schedule(tmp_path: Path, pg_catalog: str) -> None:
+    """``celery -A shelflife.celery worker -B`` as the README shows it: beat starts, and a
+    ``shelflife.run`` task (what beat sends) runs the lifecycle on a worker."""
+    from celery.schedules import crontab
+
+    from shelflife.celery import app, beat_schedule, configure
+    from shelflife.config import load_config
+
+    flush(10)
+    env = build(tmp_path / "beat", pg_catalog, celery=f"{REDIS}/10 {REDIS}/10")
+    config = load_config(env.config)
+    schedule = beat_schedule(config)
+    assert schedule["shelflife-lifecycle"]["task"] == "shelflife.run"
+    assert schedule["shelflife-lifecycle"]["schedule"] == crontab(minute="0", hour="3")
+    assert schedule["shelflife-stats"]["task"] == "shelflife.refresh_stats"
+    configure(config)
+    assert app.conf.timezone == "UTC"
+    with workers(env, 2, beat=True) as logs:
+        app.send_task(
+            "shelflife.run", kwargs={"trigger": "celery"}, queue="q-beat", ignore_result=True
+        )
+        deadline = time.monotonic() + 120
+        runs: list[dict[str, object]] = []
+        while time.monotonic() < deadline:
+            listed = shelflife("-c", str(env.config), "runs", "--json", cwd=env.base)
+            runs = json.loads(listed.stdout)["runs"]
+            if runs and runs[0]["status"] != "running":
+                break
+            time.sleep(0.5)
+        assert "beat: Starting" in logs[0].read_text()
+    assert runs, "the task never ran"
+    assert runs[0]["trigger"] == "celery"
+    assert runs[0]["status"] == "ok", runs[0]
+    assert runs[0]["totals"]["migrate"]["objects"] > 0  # type: ignore[index]
     check_invariants(env)
