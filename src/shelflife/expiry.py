@@ -26,13 +26,12 @@ from shelflife.actions import Action, Failure, Skip
 from shelflife.catalog import Catalog
 from shelflife.catalog.ledger import Ledger
 from shelflife.config.model import Config
-from shelflife.errors import ObjectNotFound, ShelflifeError
+from shelflife.errors import ShelflifeError
 from shelflife.faults import checkpoint
 from shelflife.locations import Locator
 from shelflife.references import ReferenceSource
 from shelflife.stores._obstore import ObstoreStore
-
-HEAD_CONCURRENCY = 32
+from shelflife.stores.transfer import head_many
 
 
 @dataclass
@@ -96,7 +95,7 @@ class Expirer:
         """Expire one batch of planned actions on ``tier``."""
         store = self.store(tier)
         keys = [item.key for item in items]
-        heads = await self._heads(store, keys)
+        heads = await head_many(store, keys)
         protected = await asyncio.to_thread(self.ledger.protected_keys, tier, keys, now)
         values = await asyncio.to_thread(self.spellings, tier, keys)
         blocking = [s for s in self.sources if s.config.on_expire == "block"]
@@ -156,20 +155,3 @@ class Expirer:
             Action("expire", item.rule, tier, item.key, item.bytes, rows=item.rows)
             for item in final
         ]
-
-    async def _heads(
-        self, store: ObstoreStore, keys: Sequence[str]
-    ) -> dict[str, tuple[int, str | None]]:
-        semaphore = asyncio.Semaphore(HEAD_CONCURRENCY)
-        found: dict[str, tuple[int, str | None]] = {}
-
-        async def one(key: str) -> None:
-            async with semaphore:
-                try:
-                    info = await store.head(key)
-                except ObjectNotFound:
-                    return
-                found[key] = (info.size, info.etag)
-
-        await asyncio.gather(*(one(key) for key in keys))
-        return found

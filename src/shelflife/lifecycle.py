@@ -26,13 +26,14 @@ from shelflife.catalog.journal import Candidate
 from shelflife.catalog.ledger import MarkItem
 from shelflife.catalog.view import CatalogInventory, ObjectView, TierState
 from shelflife.config.model import RuleConfig
-from shelflife.errors import ObjectNotFound, RefusedError, ShelflifeError, UsageError
+from shelflife.errors import RefusedError, ShelflifeError, UsageError
 from shelflife.expiry import Expirer, ExpireResult
 from shelflife.lock import RunLock
 from shelflife.logs import log_run
 from shelflife.planner import Plan, matches, rule_tiers
 from shelflife.planner import plan as make_plan
 from shelflife.progress import NullProgress, Progress
+from shelflife.stores.transfer import head_many
 from shelflife.units import FUTURE_SLACK, evaluation_instant, utcnow
 
 if TYPE_CHECKING:
@@ -529,16 +530,15 @@ class _Executor:
         store = self.shelf.store(tier)
         protected = self.shelf.ledger.protected_keys(tier, [a.key for a in batch], self.now)
         candidates = []
+        heads = run_sync(head_many(store, [item.key for item in batch]))
         for item in batch:
             reason = None
-            try:
-                info = run_sync(store.head(item.key))
-            except ObjectNotFound:
+            head = heads.get(item.key)
+            if head is None:
                 self.shelf.catalog.forget(tier, [item.key])
                 reason = "already gone"
-            else:
-                if info.size != item.bytes or (item.etag and info.etag != item.etag):
-                    reason = "changed since it was planned"
+            elif head[0] != item.bytes or (item.etag and head[1] != item.etag):
+                reason = "changed since it was planned"
             if reason is None and item.key in protected:
                 reason = "pinned or leased"
             if reason is not None:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
+
+from shelflife.errors import ObjectNotFound
 from shelflife.stores._obstore import ObstoreStore
 from shelflife.stores.base import PutResult
 
@@ -42,3 +46,22 @@ async def checksum(store: ObstoreStore, key: str) -> PutResult:
         size += len(chunk)
     info = await store.head(key)
     return PutResult(key, size, "sha256:" + digest.hexdigest(), info.etag)
+
+
+async def head_many(
+    store: ObstoreStore, keys: Sequence[str], concurrency: int = 32
+) -> dict[str, tuple[int, str | None]]:
+    """(size, ETag) of each key that exists, asked ``concurrency`` at a time."""
+    semaphore = asyncio.Semaphore(concurrency)
+    found: dict[str, tuple[int, str | None]] = {}
+
+    async def one(key: str) -> None:
+        async with semaphore:
+            try:
+                info = await store.head(key)
+            except ObjectNotFound:
+                return
+            found[key] = (info.size, info.etag)
+
+    await asyncio.gather(*(one(key) for key in keys))
+    return found
