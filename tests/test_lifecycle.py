@@ -433,3 +433,71 @@ after = "30d"
     history = json.loads(shelflife("runs", "--json", cwd=tmp_path).stdout)["runs"]
     assert [r["status"] for r in history] == ["ok", "failed"]
     assert "interrupted" in history[1]["error"]
+
+
+def test_a_dry_run_changes_no_store_and_no_application_row(tmp_path: Path) -> None:
+    """DESIGN I4 for the whole lifecycle: stores and application database byte-for-byte."""
+    import hashlib
+
+    app = AppTable(f"sqlite:///{tmp_path / 'app.db'}")
+    tiers = {
+        "local": {
+            "url": f"file://{tmp_path / 'outputs'}",
+            "ref_format": REF.format("{key}"),
+            "capacity": "150B",
+        },
+        "cloud": {"url": f"file://{tmp_path / 'cold'}", "ref_format": "cold/{key}"},
+    }
+    rules = [
+        EXPIRE,
+        orphan_rule(),
+        {"id": "wm", "tier": "local", "action": "migrate", "to": "cloud", "when": "over-watermark"},
+    ]
+    shelf = make_app_shelf(tmp_path, app, tiers=tiers, rules=rules, on_expire="delete-row")
+    stored(shelf, "expired.bin", days=40)
+    stored(shelf, "orphan.bin", "a.bin", "b.bin", "c.bin", days=2)
+    app.insert(*(REF.format(k) for k in ("expired.bin", "a.bin", "b.bin", "c.bin")))
+
+    def fingerprint() -> dict[str, str]:
+        found = {}
+        for path in sorted(tmp_path.rglob("*")):
+            if path.is_file() and path.parent.name in ("outputs", "cold"):
+                found[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
+        found["rows"] = repr(app.rows())
+        return found
+
+    before = fingerprint()
+    outcome = shelf.run(dry_run=True)
+    assert {a.action for a in outcome.plan.actions} == {"expire", "delete-orphan", "migrate"}
+    assert fingerprint() == before
+    assert shelf.runs() == []  # a dry run is no run
+
+
+def test_run_refuses_when_a_source_cannot_be_trusted(tmp_path: Path) -> None:
+    """DESIGN I3 through ``run``: an empty or unreadable source deletes nothing (exit 3)."""
+    app = AppTable(f"sqlite:///{tmp_path / 'app.db'}")
+    shelf = shelf_with(tmp_path, app, EXPIRE, orphan_rule())
+    stored(shelf, "old.bin", "orphan.bin", days=40)
+    with pytest.raises(RefusedError, match="is empty"):
+        shelf.run()
+    app.insert(REF.format("old.bin"))
+    with app.engine.begin() as conn:
+        conn.exec_driver_sql(f"DROP TABLE {app.name}")
+    with pytest.raises(RefusedError, match="cannot read references"):
+        shelf.run()
+    for key in ("old.bin", "orphan.bin"):
+        assert run_sync_exists(shelf.store("local"), key)
+    assert [r.status for r in shelf.runs()] == ["refused", "refused"]
+
+
+def test_one_run_at_a_time(tmp_path: Path) -> None:
+    """DESIGN I5 through ``run``: a second run while one holds the lock exits 4."""
+    from shelflife.errors import LockedError
+    from shelflife.lock import RunLock
+
+    app = AppTable(f"sqlite:///{tmp_path / 'app.db'}")
+    shelf = shelf_with(tmp_path, app, EXPIRE)
+    with RunLock(shelf.catalog, "another run"), pytest.raises(LockedError) as caught:
+        shelf.run()
+    assert caught.value.exit_code == 4
+    assert shelf.run().status == "ok"  # free again afterwards
