@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, func, insert, not_, or_, select, update
+from sqlalchemy import Engine, func, insert, or_, select, update
 
 from shelflife.catalog.catalog import _Guard
-from shelflife.catalog.ledger import TRASH_PREFIX, CandidateFilter
+from shelflife.catalog.ledger import CandidateFilter, coldest_first, live_in, selection_clauses
 from shelflife.catalog.schema import journal, leases, objects, pins
 
 UNFINISHED = ("copying", "copied", "repointing", "deleting")
@@ -167,9 +167,7 @@ class Journal:
         Pinned objects and objects under an upload lease are left where they are.
         """
         clauses: list[Any] = [
-            objects.c.tier == tier,
-            objects.c.state == "present",
-            not_(objects.c.key.startswith(TRASH_PREFIX + "/", autoescape=True)),
+            *live_in(tier),
             ~pins.select()
             .where(
                 pins.c.tier == objects.c.tier,
@@ -184,23 +182,11 @@ class Journal:
                 leases.c.expires_at > now,
             )
             .exists(),
+            *selection_clauses(selection),
         ]
         if cutoff is not None:
             clauses.append(objects.c.modified_at < cutoff)
-        if selection.prefix:
-            clauses.append(objects.c.key.startswith(selection.prefix, autoescape=True))
-        if selection.suffix:
-            clauses.append(objects.c.key.endswith(selection.suffix, autoescape=True))
-        if selection.min_size is not None:
-            clauses.append(objects.c.size >= selection.min_size)
-        if selection.max_size is not None:
-            clauses.append(objects.c.size <= selection.max_size)
-        if order == "largest":
-            sort_key: Any = -objects.c.size
-        elif order == "least-recently-used":
-            sort_key = func.coalesce(objects.c.last_accessed_at, objects.c.modified_at)
-        else:
-            sort_key = objects.c.modified_at
+        sort_key = coldest_first(order)
         query = (
             select(
                 objects.c.key,

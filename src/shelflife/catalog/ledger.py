@@ -103,6 +103,38 @@ class CandidateFilter:
     exclude_marks: tuple[int, ...] = ()
 
 
+def live_in(tier: str) -> list[ColumnElement[bool]]:
+    """Objects present on ``tier``, quarantine copies left out."""
+    return [
+        objects.c.tier == tier,
+        objects.c.state == "present",
+        not_(objects.c.key.startswith(TRASH_PREFIX + "/", autoescape=True)),
+    ]
+
+
+def selection_clauses(selection: Any) -> list[ColumnElement[bool]]:
+    """A rule filter's prefix, suffix and size bounds (attributes of ``selection``)."""
+    clauses: list[ColumnElement[bool]] = []
+    if selection.prefix:
+        clauses.append(objects.c.key.startswith(selection.prefix, autoescape=True))
+    if selection.suffix:
+        clauses.append(objects.c.key.endswith(selection.suffix, autoescape=True))
+    if selection.min_size is not None:
+        clauses.append(objects.c.size >= selection.min_size)
+    if selection.max_size is not None:
+        clauses.append(objects.c.size <= selection.max_size)
+    return clauses
+
+
+def coldest_first(order: str) -> Any:
+    """The sort expression of a migrate rule's ``order`` (ties go by key, added by callers)."""
+    if order == "largest":
+        return -objects.c.size
+    if order == "least-recently-used":
+        return func.coalesce(objects.c.last_accessed_at, objects.c.modified_at)
+    return objects.c.modified_at
+
+
 def trash_key(key: str, now: datetime) -> str:
     return f"{TRASH_PREFIX}/{now:%Y%m%dT%H%M%S%f}/{key}"
 
@@ -204,21 +236,12 @@ class Ledger:
         selection: CandidateFilter,
     ) -> list[ColumnElement[bool]]:
         clauses = [
-            objects.c.tier == tier,
-            objects.c.state == "present",
+            *live_in(tier),
             objects.c.modified_at < cutoff,
-            not_(objects.c.key.startswith(TRASH_PREFIX + "/", autoescape=True)),
             ~self.referenced_clause(snapshot_id),
             ~self._protected(now),
+            *selection_clauses(selection),
         ]
-        if selection.prefix:
-            clauses.append(objects.c.key.startswith(selection.prefix, autoescape=True))
-        if selection.suffix:
-            clauses.append(objects.c.key.endswith(selection.suffix, autoescape=True))
-        if selection.min_size is not None:
-            clauses.append(objects.c.size >= selection.min_size)
-        if selection.max_size is not None:
-            clauses.append(objects.c.size <= selection.max_size)
         if selection.exclude_marks:
             clauses.append(
                 ~exists().where(

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, func, not_, or_, select
+from sqlalchemy import Engine, or_, select
 
 from shelflife.catalog.catalog import _Guard
-from shelflife.catalog.ledger import TRASH_PREFIX, Ledger
+from shelflife.catalog.ledger import Ledger, coldest_first, live_in, selection_clauses
 from shelflife.catalog.schema import leases, objects, pins, refs
 
 BATCH = 1000
@@ -85,29 +85,12 @@ class CatalogInventory:
         return self.tiers[name]
 
     def objects(self, tier: str, order: str, selection: Selection) -> Iterator[ObjectView]:
-        clauses: list[Any] = [
-            objects.c.tier == tier,
-            objects.c.state == "present",
-            not_(objects.c.key.startswith(TRASH_PREFIX + "/", autoescape=True)),
-        ]
-        if selection.prefix:
-            clauses.append(objects.c.key.startswith(selection.prefix, autoescape=True))
-        if selection.suffix:
-            clauses.append(objects.c.key.endswith(selection.suffix, autoescape=True))
-        if selection.min_size is not None:
-            clauses.append(objects.c.size >= selection.min_size)
-        if selection.max_size is not None:
-            clauses.append(objects.c.size <= selection.max_size)
+        clauses: list[Any] = [*live_in(tier), *selection_clauses(selection)]
         if selection.modified_before is not None:
             clauses.append(objects.c.modified_at < selection.modified_before)
         if selection.unreferenced and self.snapshot_id is not None:
             clauses.append(~self.ledger.referenced_clause(self.snapshot_id))
-        if order == "largest":
-            sort_key: Any = -objects.c.size
-        elif order == "least-recently-used":
-            sort_key = func.coalesce(objects.c.last_accessed_at, objects.c.modified_at)
-        else:
-            sort_key = objects.c.modified_at
+        sort_key = coldest_first(order)
         query = (
             select(
                 objects.c.key,

@@ -9,7 +9,14 @@ from typing import Annotated, Any
 
 import typer
 
-from shelflife.cli.render import RichProgress, err, out, print_json, print_json_stream
+from shelflife.cli.render import (
+    RichProgress,
+    err,
+    out,
+    print_json,
+    print_json_stream,
+    print_refusal,
+)
 from shelflife.cli.state import JsonOption, TierOption, state
 from shelflife.errors import RefusedError
 from shelflife.units import format_size, parse_instant
@@ -62,16 +69,7 @@ def gc(
         )
     except RefusedError as exc:
         if json:
-            print_json(
-                {
-                    "run_id": None,
-                    "status": "refused",
-                    "reason": exc.message,
-                    "actions": [],
-                    "totals": {},
-                    "failed": [],
-                }
-            )
+            print_refusal(exc.message)
         raise
     if json:
         print_json_stream(

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from shelflife.cli.collect import AtOption, DryRunOption, RuleOption, _instant
-from shelflife.cli.render import RichProgress, err, out, print_json
+from shelflife.cli.render import RichProgress, err, out, print_json, print_refusal
 from shelflife.cli.state import JsonOption, state
 from shelflife.errors import RefusedError, UsageError
 from shelflife.lifecycle import RunOutcome
@@ -126,16 +126,7 @@ def _report(call: Any, *, json: bool) -> int:
         outcome: RunOutcome = call()
     except RefusedError as exc:
         if json:
-            print_json(
-                {
-                    "run_id": None,
-                    "status": "refused",
-                    "reason": exc.message,
-                    "actions": [],
-                    "totals": {},
-                    "failed": [],
-                }
-            )
+            print_refusal(exc.message)
         raise
     if json:
         print_json(outcome.as_json())

@@ -32,6 +32,20 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
+def print_refusal(reason: str) -> None:
+    """The run JSON of a run refused for safety (exit code 3 follows)."""
+    print_json(
+        {
+            "run_id": None,
+            "status": "refused",
+            "reason": reason,
+            "actions": [],
+            "totals": {},
+            "failed": [],
+        }
+    )
+
+
 def print_json_stream(head: dict[str, Any], key: str, items: Iterable[Any]) -> None:
     """Print ``{**head, key: [items…]}`` writing one item at a time (bounded memory)."""
     write = sys.stdout.write
