@@ -15,7 +15,9 @@ from tests.apps import AppTable
 from tests.test_cli import SHELFLIFE, shelflife
 
 
-def write_config(tmp_path: Path, app: AppTable, *, rules: str = "", extra: str = "") -> Path:
+def write_config(
+    tmp_path: Path, app: AppTable, *, rules: str = "", extra: str = "", on_expire: str = "block"
+) -> Path:
     (tmp_path / "outputs").mkdir(exist_ok=True)
     config = tmp_path / "shelflife.toml"
     config.write_text(f"""
@@ -31,6 +33,7 @@ ref_aliases = ["/workspace/outputs/{{key}}"]
 database = "app"
 table = "{app.name}"
 column = "path"
+on_expire = "{on_expire}"
 {rules}
 {extra}
 """)

@@ -15,6 +15,7 @@ from shelflife.errors import RefusedError, UsageError
 from shelflife.units import utcnow
 from tests.apps import AppTable, make_app_shelf, orphan_rule
 from tests.test_cli import shelflife
+from tests.test_gc_cli import write_config
 
 REF = "data/storage/outputs/{}"
 
@@ -50,6 +51,13 @@ def app(request: pytest.FixtureRequest, tmp_path: Path) -> AppTable:
 
 
 EXPIRE = {"id": "retention", "tier": "local", "action": "expire", "after": "30d"}
+RETENTION_RULE = """
+[[rules]]
+id = "retention"
+tier = "local"
+action = "expire"
+after = "30d"
+"""
 
 
 def shelf_with(tmp_path: Path, app: AppTable, *rules: dict[str, Any], **extra: Any) -> Shelf:
@@ -254,26 +262,7 @@ def test_second_run_does_nothing(tmp_path: Path, app: AppTable) -> None:
 
 def test_cli_plan_apply_run_and_runs(tmp_path: Path) -> None:
     app = AppTable(f"sqlite:///{tmp_path / 'app.db'}")
-    (tmp_path / "outputs").mkdir()
-    (tmp_path / "shelflife.toml").write_text(f"""
-[catalog]
-url = "sqlite:///catalog.db"
-[databases.app]
-url = "{app.url}"
-[tiers.local]
-url = "file://outputs"
-ref_format = "data/storage/outputs/{{key}}"
-[[references]]
-database = "app"
-table = "{app.name}"
-column = "path"
-on_expire = "null"
-[[rules]]
-id = "retention"
-tier = "local"
-action = "expire"
-after = "30d"
-""")
+    write_config(tmp_path, app, rules=RETENTION_RULE, on_expire="null")
     old = tmp_path / "outputs" / "old.mp4"
     old.write_bytes(b"old")
     stamp = (utcnow() - timedelta(days=40)).timestamp()
@@ -382,26 +371,7 @@ def test_kill_during_expiration_leaves_no_row_pointing_at_nothing(tmp_path: Path
     from tests.test_cli import SHELFLIFE
 
     app = AppTable(f"sqlite:///{tmp_path / 'app.db'}")
-    (tmp_path / "outputs").mkdir()
-    (tmp_path / "shelflife.toml").write_text(f"""
-[catalog]
-url = "sqlite:///catalog.db"
-[databases.app]
-url = "{app.url}"
-[tiers.local]
-url = "file://outputs"
-ref_format = "data/storage/outputs/{{key}}"
-[[references]]
-database = "app"
-table = "{app.name}"
-column = "path"
-on_expire = "delete-row"
-[[rules]]
-id = "retention"
-tier = "local"
-action = "expire"
-after = "30d"
-""")
+    write_config(tmp_path, app, rules=RETENTION_RULE, on_expire="delete-row")
     stamp = (utcnow() - timedelta(days=40)).timestamp()
     for name in ("a.bin", "b.bin"):
         path = tmp_path / "outputs" / name

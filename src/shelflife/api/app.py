@@ -390,9 +390,16 @@ def create_app(shelf: Shelf) -> FastAPI:
 
     # -- metrics, health, dashboard ------------------------------------------------------
 
-    def metrics_guard(request: Request) -> None:
-        if not config.public_metrics:
-            require("read")(request)
+    def read_unless(public: bool) -> Callable[[Request], None]:
+        """A dependency: nothing if the page is public, else a token with ``read``."""
+
+        def guard(request: Request) -> None:
+            if not public:
+                require("read")(request)
+
+        return guard
+
+    metrics_guard = read_unless(config.public_metrics)
 
     @app.get(
         "/metrics",
@@ -440,9 +447,7 @@ def create_app(shelf: Shelf) -> FastAPI:
             plan_cache["at"] = now
         return plan_cache["plan"]
 
-    def dashboard_guard(request: Request) -> None:
-        if not config.public_dashboard:
-            require("read")(request)
+    dashboard_guard = read_unless(config.public_dashboard)
 
     @app.get(
         "/",
