@@ -236,3 +236,90 @@ def app_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "postgresql":
         return str(request.getfixturevalue("pg_url"))
     return str(request.getfixturevalue("mariadb_url"))
+
+
+# -- reliability figures ---------------------------------------------------------------------
+# Tests that inject faults, race, or feed bad input record what they tried in ``figures``;
+# the session writes them, with the outcome of every test marked ``invariant``, to
+# .artifacts/reliability.json, from which scripts/reliability.py writes docs/reliability.md.
+
+RELIABILITY_JSON = (
+    Path(os.environ.get("SHELFLIFE_ARTIFACTS", ROOT / ".artifacts")) / "reliability.json"
+)
+_FIGURES: dict[str, dict[str, object]] = {}
+_INVARIANT_TESTS: dict[str, dict[str, object]] = {}
+
+
+class Figures:
+    """``figures.add("store faults", faults=612)``: counts add up across tests and params."""
+
+    def __init__(self, nodeid: str, doc: str) -> None:
+        self.nodeid = nodeid
+        self.doc = doc
+
+    def add(self, suite: str, **counts: int) -> None:
+        entry = _FIGURES.setdefault(suite, {"tests": [], "counts": {}})
+        tests = entry["tests"]
+        assert isinstance(tests, list)
+        if self.nodeid not in tests:
+            tests.append(self.nodeid)
+        totals = entry["counts"]
+        assert isinstance(totals, dict)
+        for name, value in counts.items():
+            totals[name] = int(totals.get(name, 0)) + int(value)
+
+
+@pytest.fixture
+def figures(request: pytest.FixtureRequest) -> Figures:
+    doc = (request.function.__doc__ or "").strip().split("\n\n")[0]
+    return Figures(request.node.nodeid, " ".join(doc.split()))
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    names = getattr(report, "invariants", None)
+    if not names:
+        return
+    entry = _INVARIANT_TESTS.setdefault(
+        report.nodeid, {"invariants": names, "outcome": "passed", "doc": report.doc}
+    )
+    if report.failed:
+        entry["outcome"] = "failed"
+    elif report.skipped and report.when == "setup":
+        entry["outcome"] = "skipped"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    names = [n for mark in item.iter_markers("invariant") for n in mark.args]
+    if names:
+        report.invariants = sorted(set(names))
+        function = getattr(item, "function", None)
+        doc = (getattr(function, "__doc__", None) or "").strip().split("\n\n")[0]
+        report.doc = " ".join(doc.split())
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if not _FIGURES and not _INVARIANT_TESTS:
+        return
+    import json
+
+    RELIABILITY_JSON.parent.mkdir(parents=True, exist_ok=True)
+    previous: dict[str, object] = {}
+    if os.environ.get("SHELFLIFE_RELIABILITY_MERGE") and RELIABILITY_JSON.exists():
+        previous = json.loads(RELIABILITY_JSON.read_text())
+    figures = {**dict(previous.get("figures", {})), **_FIGURES}  # type: ignore[call-overload]
+    tests = {**dict(previous.get("invariant_tests", {})), **_INVARIANT_TESTS}  # type: ignore[call-overload]
+    RELIABILITY_JSON.write_text(
+        json.dumps(
+            {
+                "written_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+                "exit_status": int(session.exitstatus),
+                "figures": figures,
+                "invariant_tests": tests,
+            },
+            indent=2,
+            sort_keys=True,
+        )
+    )

@@ -12,11 +12,14 @@
         ├── ObjectExists (FileExistsError)
         ├── StoreAuthError (PermissionError)     bad credentials or no permission
         ├── StoreUnreachable (ConnectionError)   cannot connect; retryable
+        ├── StoreTransient                       5xx, dropped connection, cut body; retryable
         └── StoreConfigError                     the store's settings are wrong
 
 Backend modules translate their client's exceptions into this tree at the boundary
 (``raise ... from exc``); nothing above the store layer sees an obstore or boto3 error.
-Every error carries a ``hint``: what the user can do about it.
+Every error carries a ``hint``: what the user can do about it. ``retryable`` marks the
+errors worth trying again (with backoff, :mod:`shelflife.retry`); every other error is
+permanent and reported as it is.
 """
 
 from __future__ import annotations
@@ -93,6 +96,13 @@ class StoreAuthError(StoreError, PermissionError):
 
 class StoreUnreachable(StoreError, ConnectionError):
     """The store could not be reached; trying again later may work."""
+
+    retryable = True
+
+
+class StoreTransient(StoreError):
+    """The store failed this request but may not fail the next: a 5xx answer, a connection
+    dropped mid-request, a body cut short."""
 
     retryable = True
 

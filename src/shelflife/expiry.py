@@ -29,7 +29,7 @@ from shelflife.config.model import Config
 from shelflife.errors import ShelflifeError
 from shelflife.faults import checkpoint
 from shelflife.locations import Locator
-from shelflife.references import ReferenceSource
+from shelflife.references import ReferenceSource, SourceUnreadable
 from shelflife.stores._obstore import ObstoreStore
 from shelflife.stores.transfer import head_many
 
@@ -102,6 +102,8 @@ class Expirer:
         changing = [s for s in self.sources if s.config.on_expire != "block"]
         try:
             blocked = await asyncio.to_thread(self._named_by, blocking, values)
+        except SourceUnreadable:
+            raise  # the run stops: no reference can be verified any more
         except ShelflifeError as exc:
             result.failed += [Failure(i.rule, tier, i.key, exc.message) for i in items]
             return
@@ -134,6 +136,8 @@ class Expirer:
             again = await asyncio.to_thread(
                 self._named_by, self.sources, {item.key: values[item.key] for item in chosen}
             )
+        except SourceUnreadable:
+            raise  # rows may have changed, no object was deleted; the run stops
         except ShelflifeError as exc:
             result.failed += [Failure(i.rule, tier, i.key, exc.message) for i in chosen]
             return

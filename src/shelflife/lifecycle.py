@@ -26,13 +26,14 @@ from shelflife.catalog.journal import Candidate
 from shelflife.catalog.ledger import MarkItem
 from shelflife.catalog.view import CatalogInventory, ObjectView, TierState
 from shelflife.config.model import RuleConfig
-from shelflife.errors import RefusedError, ShelflifeError, UsageError
+from shelflife.errors import RefusedError, ShelflifeError, StoreError, UsageError
 from shelflife.expiry import Expirer, ExpireResult
 from shelflife.lock import RunLock
 from shelflife.logs import log_run
 from shelflife.planner import Plan, matches, rule_tiers
 from shelflife.planner import plan as make_plan
 from shelflife.progress import NullProgress, Progress
+from shelflife.references import SourceUnreadable
 from shelflife.stores.transfer import head_many
 from shelflife.units import FUTURE_SLACK, evaluation_instant, utcnow
 
@@ -238,7 +239,7 @@ def run(
         try:
             outcome.recovered = shelf.recover_unlocked(progress)
             if scan:
-                outcome.scanned = _scan(shelf, progress)
+                outcome.scanned = _scan(shelf, progress, outcome)
             outcome.plan = build_plan(shelf, now, rules, progress)
             _execute(shelf, outcome, yes=yes, progress=progress, extra_rules=extra)
         except BaseException as exc:
@@ -378,8 +379,23 @@ def read_plan_file(path: Path) -> Plan:
         ) from None
 
 
-def _scan(shelf: Shelf, progress: Progress | None) -> dict[str, int]:
-    return {result.tier: result.objects for result in shelf.scan(progress=progress)}
+def _scan(
+    shelf: Shelf, progress: Progress | None, outcome: RunOutcome | None = None
+) -> dict[str, int]:
+    """Scan every tier. In a run, a tier whose listing fails (retries spent) keeps its
+    last inventory: planning on it is safe, as every action re-checks its object (HEAD)
+    and its references before touching it; the failure is listed and the run is partial."""
+    scanned = {}
+    for tier in shelf.config.tiers:
+        try:
+            (result,) = shelf.scan([tier], progress=progress)
+        except StoreError as exc:
+            if outcome is None:
+                raise
+            outcome.failed.append(Failure("scan", tier, "", f"listing failed: {exc.message}"))
+            continue
+        scanned[result.tier] = result.objects
+    return scanned
 
 
 def _record(shelf: Shelf, outcome: RunOutcome, error: BaseException | None = None) -> None:
@@ -443,6 +459,8 @@ def _execute(
     for batch in runner.batches(plan_body.actions):
         runner.take(batch)
         attempted += len(batch)
+        if outcome.stopped:
+            return
         failed = len(outcome.failed)
         if failed and failed / attempted > executor.max_error_fraction and attempted < total:
             outcome.stopped = (
@@ -489,8 +507,24 @@ class _Executor:
             else:
                 self._collect(eligible)
             self.progress.advance(len(eligible), sum(item.bytes for item in eligible))
+        except SourceUnreadable as exc:
+            # References can no longer be verified: nothing more may be deleted or repointed
+            # on their account. What this batch left half done, recovery completes.
+            self._fail(eligible, exc.message)
+            self.outcome.stopped = f"stopped: {exc.message}"
+        except StoreError as exc:  # retries spent: this batch failed, the next may not
+            self._fail(eligible, exc.message)
         finally:
             self.progress.finish()
+
+    def _fail(self, batch: list[Action], message: str) -> None:
+        settled = {(item.tier, item.key) for item in self.outcome.actions}
+        settled |= {(item.tier, item.key) for item in self.outcome.failed}
+        self.outcome.failed += [
+            Failure(item.rule, item.tier, item.key, message)
+            for item in batch
+            if (item.tier, item.key) not in settled
+        ]
 
     def _still_selected(self, item: Action) -> bool:
         """The action's rule still exists, acts the same way, and selects the object."""

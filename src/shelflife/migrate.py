@@ -29,11 +29,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from shelflife.catalog import Catalog
 from shelflife.catalog.journal import Candidate, Entry, Journal
 from shelflife.config.model import Config
-from shelflife.errors import ObjectExists, ObjectNotFound, ShelflifeError
+from shelflife.errors import ObjectExists, ObjectNotFound, ShelflifeError, StoreError
 from shelflife.faults import checkpoint
 from shelflife.locations import Location, Locator
 from shelflife.progress import NullProgress, Progress
 from shelflife.references import ReferenceSource, SourceUnreadable
+from shelflife.retry import retrying
 from shelflife.stores._obstore import ObstoreStore
 from shelflife.stores.transfer import transfer
 from shelflife.units import utcnow
@@ -148,9 +149,14 @@ class Migrator:
         async def copy_one(entry: Entry) -> tuple[Entry, str | None, str | None]:
             async with semaphore:
                 try:
-                    return entry, await self._copy_and_verify(entry, known.get(entry.key)), None
+                    digest = await retrying(
+                        lambda: self._copy_and_verify(entry, known.get(entry.key)),
+                        retries=self.store(entry.dst_tier).retries,
+                        what=f"copy of {entry.key} to {entry.dst_tier}",
+                    )
                 except ShelflifeError as exc:
                     return entry, None, exc.message
+                return entry, digest, None
 
         outcomes = await asyncio.gather(*(copy_one(entry) for entry in entries))
         copied = [(entry, digest) for entry, digest, _ in outcomes if digest]
@@ -187,16 +193,27 @@ class Migrator:
         await asyncio.to_thread(self.journal.advance, ids, "deleting", utcnow())
         checkpoint("journal-deleting")
         await asyncio.to_thread(self._repoint, entries)  # rows written since are caught too
-        by_tier: dict[str, list[str]] = {}
+        by_tier: dict[str, list[Entry]] = {}
         for entry in entries:
-            by_tier.setdefault(entry.src_tier, []).append(entry.key)
-        for tier, keys in by_tier.items():
-            await self.store(tier).delete_many(keys)
+            by_tier.setdefault(entry.src_tier, []).append(entry)
+        for tier, group in by_tier.items():
+            keys = [entry.key for entry in group]
+            try:
+                await self.store(tier).delete_many(keys)
+            except StoreError as exc:
+                # Rows point at the verified copy; the entries stay at "deleting" and the
+                # next recovery (every run starts with one) deletes the sources.
+                result.failed += [
+                    (tier, key, f"moved, but the source was not deleted: {exc.message}")
+                    for key in keys
+                ]
+                continue
             checkpoint("deleted")
             await asyncio.to_thread(self.catalog.forget, tier, keys)
-        await asyncio.to_thread(self.journal.advance, ids, "done", utcnow())
-        checkpoint("journal-done")
-        result.moved += [Moved(e.key, e.size, e.src_tier, e.dst_tier, e.rule) for e in entries]
+            ids = [entry.id for entry in group]
+            await asyncio.to_thread(self.journal.advance, ids, "done", utcnow())
+            checkpoint("journal-done")
+            result.moved += [Moved(e.key, e.size, e.src_tier, e.dst_tier, e.rule) for e in group]
 
     async def _copy_and_verify(self, entry: Entry, known: str | None) -> str:
         src, dst = self.store(entry.src_tier), self.store(entry.dst_tier)
@@ -359,12 +376,17 @@ def repoint(conn: Connection, source: ReferenceSource, mapping: dict[str, str]) 
 
 
 async def _checksum(store: ObstoreStore, key: str) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
-    async for chunk in store.get(key):
-        digest.update(chunk)
-        size += len(chunk)
-    return "sha256:" + digest.hexdigest(), size
+    """SHA-256 and size of an object read through; a read cut short starts over."""
+
+    async def read_through() -> tuple[str, int]:
+        digest = hashlib.sha256()
+        size = 0
+        async for chunk in store.get(key):
+            digest.update(chunk)
+            size += len(chunk)
+        return "sha256:" + digest.hexdigest(), size
+
+    return await retrying(read_through, retries=store.retries, what=f"checksum of {key}")
 
 
 async def _checksum_or_none(store: ObstoreStore, key: str) -> tuple[str, int] | None:

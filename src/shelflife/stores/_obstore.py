@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
-from contextlib import contextmanager
+import re
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import contextmanager, suppress
+from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import obstore as obs
 from obstore import exceptions as obe
@@ -24,20 +26,30 @@ from shelflife.errors import (
     StoreAuthError,
     StoreConfigError,
     StoreError,
+    StoreTransient,
     StoreUnreachable,
 )
 from shelflife.keys import validate_key, validate_prefix
+from shelflife.retry import retrying
 from shelflife.stores.base import ObjectInfo, PutResult, PutSource
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from obstore import ObjectMeta
-    from obstore.store import ClientConfig, ObjectStore
+    from obstore.store import ClientConfig, ObjectStore, RetryConfig
+
+T = TypeVar("T")
 
 READ_CHUNK = 8 * 1024 * 1024
 LIST_CHUNK = 1000
-_UNREACHABLE_MARKERS = ("connect", "dns error", "timed out", "connection refused", "tcp connect")
+_UNREACHABLE_MARKERS = ("dns error", "timed out", "connection refused", "tcp connect", "to connect")
+# A failure of this request, not of the store: the next attempt may well succeed.
+_TRANSIENT = re.compile(
+    r"status code: (5\d\d|429)|error sending request|body error|connection reset|"
+    r"broken pipe|connection closed|incomplete message|unexpected eof",
+    re.IGNORECASE,
+)
 
 
 def translate_error(exc: BaseException, where: str, key: str | None = None) -> StoreError:
@@ -74,9 +86,22 @@ def translate_error(exc: BaseException, where: str, key: str | None = None) -> S
             f"cannot reach {where}: {_first_line(text)}",
             hint="check the tier's endpoint and that the server is running",
         )
+    if _TRANSIENT.search(text):
+        return StoreTransient(
+            f"{subject}: the store failed this request ({_short(text)})",
+            hint="usually passing: the next run tries again (raise the tier's retries if it "
+            "persists)",
+        )
     if isinstance(exc, OSError):
         return StoreError(f"{subject}: {exc.strerror or text}")
     return StoreError(f"{subject}: {_first_line(text)}")
+
+
+def _short(text: str) -> str:
+    """The part of an obstore message that says what happened, without the request URL."""
+    line = _first_line(text)
+    match = _TRANSIENT.search(line)
+    return line[match.start() :][:120] if match else line[:120]
 
 
 def _first_line(text: str) -> str:
@@ -96,8 +121,11 @@ class ObstoreStore:
         multipart_chunk_size: int = 8 * 1024 * 1024,
         max_part_concurrency: int = 4,
         storage_class: str | None = None,
+        retries: int = 3,
     ) -> None:
         self.location = url
+        # Whole operations tried again on a retryable error (the client retries requests).
+        self.retries = retries
         # Applied to every write (an archive tier is one more rung of the ladder).
         self.storage_class = storage_class
         self._attributes: Any = {"Storage-Class": storage_class} if storage_class else None
@@ -139,18 +167,24 @@ class ObstoreStore:
             data = bytes(source)
             digest.update(data)
             size = len(data)
-            with self._writing(key):
-                result = await obs.put_async(
-                    self._store,
-                    key,
-                    data,
-                    mode="overwrite" if overwrite else "create",
-                    attributes=self._attributes,
-                    use_multipart=size > self.multipart_threshold,
-                    chunk_size=self.multipart_chunk_size,
-                    max_concurrency=self.max_part_concurrency,
-                )
-            return PutResult(key, size, "sha256:" + digest.hexdigest(), result.get("e_tag"))
+
+            async def put_once() -> Any:
+                with self._writing(key):
+                    return await obs.put_async(
+                        self._store,
+                        key,
+                        data,
+                        mode="overwrite" if overwrite else "create",
+                        attributes=self._attributes,
+                        use_multipart=size > self.multipart_threshold,
+                        chunk_size=self.multipart_chunk_size,
+                        max_concurrency=self.max_part_concurrency,
+                    )
+
+            result = await self._retry(put_once, f"put {key}")
+            return PutResult(
+                key, size, "sha256:" + digest.hexdigest(), normal_etag(result.get("e_tag"))
+            )
         if not overwrite and await self.exists(key):
             # obstore's multipart upload has no create-only mode: check first, and the
             # caller holds a lease on the key so nothing else writes it meanwhile.
@@ -165,7 +199,9 @@ class ObstoreStore:
                 chunk_size=self.multipart_chunk_size,
                 max_concurrency=self.max_part_concurrency,
             )
-        return PutResult(key, counter.size, "sha256:" + digest.hexdigest(), result.get("e_tag"))
+        return PutResult(
+            key, counter.size, "sha256:" + digest.hexdigest(), normal_etag(result.get("e_tag"))
+        )
 
     async def _small_file_or_stream(self, path: Path) -> bytes | AsyncIterable[bytes]:
         try:
@@ -178,25 +214,42 @@ class ObstoreStore:
             raise StoreError(f"cannot read {path}: {exc.strerror}") from None
         return _read_file_chunks(path, self.multipart_chunk_size)
 
+    async def _retry(self, operation: Callable[[], Awaitable[T]], what: str) -> T:
+        return await retrying(operation, retries=self.retries, what=f"{what} on {self.location}")
+
     async def get(self, key: str, *, chunk_size: int = READ_CHUNK) -> AsyncIterator[bytes]:
+        """Stream an object; opening it is retried, a stream cut short raises (the caller
+        has had part of the bytes and must start over)."""
         validate_key(key)
+
+        async def open_once() -> Any:
+            with self._translated(key):
+                return await obs.get_async(self._store, key)
+
+        result = await self._retry(open_once, f"get {key}")
         with self._translated(key):
-            result = await obs.get_async(self._store, key)
             async for chunk in result.stream(min_chunk_size=chunk_size):
                 yield bytes(chunk)
 
     async def get_bytes(self, key: str) -> bytes:
         """The whole object in memory: only for objects known to be small."""
         validate_key(key)
-        with self._translated(key):
-            result = await obs.get_async(self._store, key)
-            return bytes(await result.bytes_async())
+
+        async def read_once() -> bytes:
+            with self._translated(key):
+                result = await obs.get_async(self._store, key)
+                return bytes(await result.bytes_async())
+
+        return await self._retry(read_once, f"get {key}")
 
     async def head(self, key: str) -> ObjectInfo:
         validate_key(key)
-        with self._translated(key):
-            meta = await obs.head_async(self._store, key)
-        return _info(meta)
+
+        async def head_once() -> ObjectMeta:
+            with self._translated(key):
+                return await obs.head_async(self._store, key)
+
+        return _info(await self._retry(head_once, f"head {key}"))
 
     async def exists(self, key: str) -> bool:
         try:
@@ -205,14 +258,34 @@ class ObstoreStore:
             return False
         return True
 
+    # Object stores list in key order, so a listing cut short resumes after its last key.
+    sorted_listing = True
+
     async def list(self, prefix: str = "") -> AsyncIterator[list[ObjectInfo]]:
         validate_prefix(prefix)
-        with self._translated():
-            stream = obs.list(self._store, prefix.rstrip("/") or None, chunk_size=LIST_CHUNK)
-            async for chunk in stream:
-                infos = [_info(meta) for meta in chunk if self._listable(meta["path"])]
-                if infos:
-                    yield infos
+        last: str | None = None
+        failures = 0
+        while True:
+            try:
+                with self._translated():
+                    stream = obs.list(
+                        self._store,
+                        prefix.rstrip("/") or None,
+                        offset=last,
+                        chunk_size=LIST_CHUNK,
+                    )
+                    async for chunk in stream:
+                        infos = [_info(meta) for meta in chunk if self._listable(meta["path"])]
+                        if chunk:
+                            last = chunk[-1]["path"]
+                        if infos:
+                            yield infos
+                return
+            except StoreError as exc:
+                failures += 1
+                if not (exc.retryable and failures <= self.retries and self.sorted_listing):
+                    raise
+                await asyncio.sleep(min(0.1 * 2**failures, 5.0))
 
     def _listable(self, key: str) -> bool:
         return True
@@ -221,9 +294,13 @@ class ObstoreStore:
         batch = [validate_key(key) for key in keys]
         if not batch:
             return
-        try:
+
+        async def delete_once() -> None:
             with self._translated():
                 await obs.delete_async(self._store, batch)
+
+        try:
+            await self._retry(delete_once, f"delete {len(batch)} objects")
         except ObjectNotFound:
             # Some backends fail a batch on a missing key: gone counts as deleted.
             for key in batch:
@@ -232,19 +309,25 @@ class ObstoreStore:
     async def delete(self, key: str) -> None:
         """Delete one object; already gone counts as deleted."""
         validate_key(key)
-        try:
+
+        async def delete_once() -> None:
             with self._translated(key):
                 await obs.delete_async(self._store, key)
-        except ObjectNotFound:
-            pass
+
+        with suppress(ObjectNotFound):
+            await self._retry(delete_once, f"delete {key}")
 
     async def copy(self, src_key: str, dst_key: str, *, overwrite: bool = True) -> None:
         validate_key(src_key)
         validate_key(dst_key)
         if not overwrite and await self.exists(dst_key):
             raise ObjectExists(f"an object already exists at {self.location}/{dst_key}")
-        with self._translated(src_key):
-            await obs.copy_async(self._store, src_key, dst_key)
+
+        async def copy_once() -> None:
+            with self._translated(src_key):
+                await obs.copy_async(self._store, src_key, dst_key)
+
+        await self._retry(copy_once, f"copy {src_key}")
 
     async def url(self, key: str) -> str:
         raise NotSupportedByStore(self.location)
@@ -281,8 +364,19 @@ async def _read_file_chunks(path: Path, chunk_size: int) -> AsyncIterator[bytes]
 
 def _info(meta: ObjectMeta) -> ObjectInfo:
     return ObjectInfo(
-        key=meta["path"], size=meta["size"], modified=meta["last_modified"], etag=meta.get("e_tag")
+        key=meta["path"],
+        size=meta["size"],
+        modified=meta["last_modified"],
+        etag=normal_etag(meta.get("e_tag")),
     )
+
+
+def normal_etag(etag: str | None) -> str | None:
+    """One spelling per ETag: some servers quote it in a HEAD answer and not in a listing
+    (Azurite does), and a weak one is the same version of the object."""
+    if etag is None:
+        return None
+    return etag.removeprefix("W/").strip('"')
 
 
 def split_bucket_url(url: str) -> tuple[str, str]:
@@ -292,6 +386,19 @@ def split_bucket_url(url: str) -> tuple[str, str]:
     if not bucket:
         raise StoreConfigError(f"{url} names no bucket or container")
     return bucket, prefix.strip("/")
+
+
+def retry_config(tier: Any) -> RetryConfig:
+    """The HTTP client retries a failed request ``tier.retries`` times, backing off."""
+    return {
+        "max_retries": tier.retries,
+        "retry_timeout": timedelta(minutes=3),
+        "backoff": {
+            "init_backoff": timedelta(milliseconds=100),
+            "max_backoff": timedelta(seconds=5),
+            "base": 2,
+        },
+    }
 
 
 def client_options(tier: Any) -> ClientConfig:

@@ -16,7 +16,7 @@ from obstore.store import AzureStore as _ObAzureStore
 from shelflife.config.model import TierConfig
 from shelflife.errors import StoreConfigError
 from shelflife.keys import join_key, validate_key
-from shelflife.stores._obstore import ObstoreStore, client_options, split_bucket_url
+from shelflife.stores._obstore import ObstoreStore, client_options, retry_config, split_bucket_url
 
 
 class AzureStore(ObstoreStore):
@@ -39,6 +39,7 @@ class AzureStore(ObstoreStore):
             prefix=prefix or None,
             config=config,  # type: ignore[arg-type]
             client_options=client_options(tier),
+            retry_config=retry_config(tier),
         )
         self.container = container
         self.prefix = prefix
@@ -55,6 +56,7 @@ class AzureStore(ObstoreStore):
             multipart_threshold=tier.multipart_threshold,
             multipart_chunk_size=tier.multipart_chunk_size,
             storage_class=tier.storage_class,
+            retries=tier.retries,
         )
 
     async def url(self, key: str) -> str:

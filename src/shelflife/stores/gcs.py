@@ -14,7 +14,7 @@ from obstore.store import GCSStore as _ObGCSStore
 
 from shelflife.config.model import TierConfig
 from shelflife.keys import validate_key
-from shelflife.stores._obstore import ObstoreStore, client_options, split_bucket_url
+from shelflife.stores._obstore import ObstoreStore, client_options, retry_config, split_bucket_url
 
 
 class GCSStore(ObstoreStore):
@@ -32,6 +32,7 @@ class GCSStore(ObstoreStore):
             prefix=prefix or None,
             config=config,  # type: ignore[arg-type]
             client_options=client_options(tier),
+            retry_config=retry_config(tier),
         )
         self.bucket = bucket
         self.presign_ttl = tier.presign_ttl
@@ -42,6 +43,7 @@ class GCSStore(ObstoreStore):
             multipart_threshold=tier.multipart_threshold,
             multipart_chunk_size=tier.multipart_chunk_size,
             storage_class=tier.storage_class,
+            retries=tier.retries,
         )
 
     async def url(self, key: str) -> str:

@@ -31,6 +31,8 @@ _STAGING_SUFFIX = re.compile(r"#\d+$")
 class LocalStore(ObstoreStore):
     """Objects as files under ``root``; writes go to a temporary file, then rename."""
 
+    sorted_listing = False  # a directory walk is in no particular order
+
     def __init__(self, root: Path, *, public_url: str | None = None) -> None:
         if not root.is_absolute():
             raise StoreConfigError(f"local store root {root} must be an absolute path")

@@ -17,7 +17,7 @@ from obstore.store import S3Store as _ObS3Store
 from shelflife.config.model import TierConfig
 from shelflife.errors import StoreConfigError
 from shelflife.keys import validate_key
-from shelflife.stores._obstore import ObstoreStore, client_options, split_bucket_url
+from shelflife.stores._obstore import ObstoreStore, client_options, retry_config, split_bucket_url
 
 
 class S3Store(ObstoreStore):
@@ -50,6 +50,7 @@ class S3Store(ObstoreStore):
             prefix=prefix or None,
             config=config,  # type: ignore[arg-type]
             client_options=client_options(tier),
+            retry_config=retry_config(tier),
         )
         self.bucket = bucket
         self.prefix = prefix
@@ -61,6 +62,7 @@ class S3Store(ObstoreStore):
             multipart_threshold=tier.multipart_threshold,
             multipart_chunk_size=tier.multipart_chunk_size,
             storage_class=tier.storage_class,
+            retries=tier.retries,
         )
 
     async def url(self, key: str) -> str:

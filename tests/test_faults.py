@@ -1,0 +1,256 @@
+"""Store faults: migrations, expirations and collections through a fault-injecting proxy.
+
+moto's S3 server and Azurite sit behind :class:`tests.faultproxy.FaultProxy`, which drops
+connections (before and after the server acted), answers 500/503, delays and cuts bodies
+short for half of all requests. Each kind of work runs three times under faults, then
+once with the faults gone. After every run, read straight from the servers (not through
+the proxy): no object is lost, no row dangles, every run that failed anything ended
+``partial`` with each failure listed, and the clean run finishes the work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import boto3
+import pytest
+from azure.storage.blob import ContainerClient
+
+from shelflife import Shelf
+from shelflife.config import parse_config
+from shelflife.errors import StoreTransient
+from shelflife.units import utcnow
+from tests.apps import AppTable
+from tests.conftest import (
+    AZURE_ACCOUNT,
+    AZURE_KEY,
+    Figures,
+    azure_tier,
+    make_azure_container,
+    make_s3_bucket,
+    s3_tier,
+)
+from tests.faultproxy import FaultProxy
+
+pytestmark = [pytest.mark.s3, pytest.mark.azure, pytest.mark.timeout(600)]
+
+FAULT_RATE = 0.5
+FAULTY_RUNS = 3
+MIGRATED, EXPIRED, ORPHANS = 100, 150, 60
+
+
+def content(key: str) -> bytes:
+    """The bytes of ``key``: 1-60 KiB, distinct per key."""
+    size = 1024 * (1 + sum(key.encode()) % 60)
+    return (key.encode() + b"|") * (size // (len(key) + 1) + 1)
+
+
+def behind(endpoint: str, proxy: FaultProxy) -> str:
+    parts = urlsplit(endpoint)
+    return parts._replace(netloc=f"127.0.0.1:{proxy.port}").geturl()
+
+
+@pytest.fixture
+def proxies(s3_endpoint: str, azure_endpoint: str) -> Iterator[tuple[FaultProxy, FaultProxy]]:
+    s3 = FaultProxy(urlsplit(s3_endpoint).port or 0, seed=11).start()
+    azure = FaultProxy(urlsplit(azure_endpoint).port or 0, seed=12).start()
+    yield s3, azure
+    s3.stop()
+    azure.stop()
+
+
+class World:
+    """Two object-store tiers behind fault proxies, an application table, and direct
+    (proxy-free) views of both stores to check what is really there."""
+
+    def __init__(self, tmp_path: Path, s3_endpoint: str, azure_endpoint: str, proxies: Any) -> None:
+        self.s3_proxy, self.azure_proxy = proxies
+        self.bucket = make_s3_bucket(s3_endpoint)
+        self.container = make_azure_container(azure_endpoint)
+        self.app = AppTable(f"sqlite:///{tmp_path / 'app.db'}")
+        cloud = s3_tier(behind(s3_endpoint, self.s3_proxy), self.bucket, retries=2)
+        archive = {**azure_tier(behind(azure_endpoint, self.azure_proxy), self.container)}
+        archive["retries"] = 2
+        orphan = {"action": "collect-orphans", "grace": "0s", "max_fraction": 1.0}
+        raw: dict[str, Any] = {
+            "catalog": {"url": f"sqlite:///{tmp_path / 'catalog.db'}"},
+            "tiers": {"cloud": cloud, "archive": archive},
+            "databases": {"app": {"url": self.app.url}},
+            "references": [
+                {"database": "app", "table": self.app.name, "column": "path", "on_expire": "null"}
+            ],
+            "executor": {"batch_size": 20, "concurrency": 8, "max_error_fraction": 1.0},
+            "rules": [
+                {"id": "migrate", "tier": "cloud", "action": "migrate", "to": "archive",
+                 "after": "0s", "filter": {"prefix": "m/"}},
+                {"id": "expire", "tier": "cloud", "action": "expire", "after": "0s",
+                 "filter": {"prefix": "e/"}},
+                {"id": "collect-cloud", "tier": "cloud", "mode": "quarantine",
+                 "filter": {"prefix": "o/"}, **orphan},
+                {"id": "collect-archive", "tier": "archive", "mode": "delete",
+                 "filter": {"prefix": "o/"}, **orphan},
+            ],
+        }  # fmt: skip
+        self.shelf = Shelf.open(parse_config(raw, base_dir=tmp_path, source="test", env={}))
+        self.s3 = boto3.client(
+            "s3",
+            endpoint_url=s3_endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+        self.azure = ContainerClient.from_connection_string(
+            f"DefaultEndpointsProtocol=http;AccountName={AZURE_ACCOUNT};AccountKey={AZURE_KEY};"
+            f"BlobEndpoint={azure_endpoint};",
+            self.container,
+        )
+
+    def populate(self) -> None:
+        for i in range(MIGRATED):
+            self.put("cloud", f"m/{i:03}", referenced=True)
+        for i in range(EXPIRED):
+            self.put("cloud", f"e/{i:03}", referenced=True)
+        for i in range(ORPHANS):
+            self.put("cloud", f"o/{i:03}", referenced=False)
+            self.put("archive", f"o/{i + 100:03}", referenced=False)
+        self.shelf.ledger.purge_expired_leases(utcnow().replace(year=utcnow().year + 1))
+
+    def put(self, tier: str, key: str, *, referenced: bool) -> None:
+        stored = self.shelf.put(content(key), key, tier=tier)
+        if referenced:
+            self.app.insert(stored.ref)
+
+    def faults(self, rate: float) -> None:
+        self.s3_proxy.rate = self.azure_proxy.rate = rate
+
+    @property
+    def injected(self) -> int:
+        return self.s3_proxy.injected + self.azure_proxy.injected
+
+    # -- what is really in the stores ------------------------------------------------------
+
+    def objects(self) -> dict[str, bytes]:
+        """Every object of both tiers, by row spelling, read without the proxy."""
+        found = {}
+        listing = self.s3.list_objects_v2(Bucket=self.bucket, Prefix="pre/")
+        for item in listing.get("Contents", []):
+            body = self.s3.get_object(Bucket=self.bucket, Key=item["Key"])["Body"].read()
+            found[f"s3://{self.bucket}/{item['Key']}"] = body
+        for blob in self.azure.list_blobs(name_starts_with="pre/"):
+            body = self.azure.download_blob(blob.name).readall()
+            found[f"az://{self.container}/{blob.name}"] = body
+        return found
+
+    def check(self) -> dict[str, int]:
+        """I1: every row names an object holding its original bytes; nothing unreferenced
+        that was not expired or collected is gone (quarantined objects sit in the trash)."""
+        objects = self.objects()
+        rows = self.app.values()
+        dangling = [row for row in rows if row != "None" and objects.get(row) is None]
+        wrong = [
+            row
+            for row in rows
+            if row in objects and objects[row] != content(row.split("/pre/", 1)[1])
+        ]
+        assert not dangling, f"rows naming no object: {dangling[:5]}"
+        assert not wrong, f"rows naming the wrong bytes: {wrong[:5]}"
+        held = {value.split("/pre/", 1)[1]: body for value, body in objects.items()}
+        trash = {key for key in held if key.startswith(".shelflife-trash/")}
+        for i in range(MIGRATED):
+            key = f"m/{i:03}"
+            assert held.get(key) == content(key), f"{key} lost"
+        for i in range(ORPHANS):  # quarantine keeps a copy; the archive's rule deletes
+            key = f"o/{i:03}"
+            in_trash = any(name.endswith("/" + key) for name in trash)
+            assert held.get(key) == content(key) or in_trash, f"{key} lost, not quarantined"
+        return {"rows": len(rows), "objects": len(objects)}
+
+
+@pytest.mark.invariant("I1", "I2", "I3")
+def test_lifecycle_under_store_faults(
+    tmp_path: Path,
+    s3_endpoint: str,
+    azure_endpoint: str,
+    proxies: tuple[FaultProxy, FaultProxy],
+    figures: Figures,
+) -> None:
+    """Migrations, expirations and collections through a proxy failing half the requests:
+    nothing lost, no row dangling, partial runs list their failures, a clean run finishes."""
+    world = World(tmp_path, s3_endpoint, azure_endpoint, proxies)
+    world.populate()
+    world.check()
+    for rule in ("migrate", "expire", "collect-cloud", "collect-archive"):
+        before = world.injected
+        partial = 0
+        for _ in range(FAULTY_RUNS):
+            world.faults(FAULT_RATE)
+            outcome = world.shelf.run(rule=rule, yes=True)
+            world.faults(0.0)
+            assert outcome.status in ("ok", "partial"), outcome.as_json()
+            if outcome.failed:
+                partial += 1
+                assert outcome.status == "partial"
+                assert all(f.key and f.error for f in outcome.failed)
+                recorded = world.shelf.runs(limit=1)[0]
+                assert recorded.status == "partial"
+            world.check()
+        injected = world.injected - before
+        final = world.shelf.run(rule=rule, yes=True)
+        assert final.status == "ok", final.as_json()
+        assert not world.shelf.run(rule=rule, dry_run=True).plan.actions
+        world.check()
+        figures.add(
+            f"store faults: {rule.split('-')[0]}",
+            faults=injected,
+            runs=FAULTY_RUNS + 1,
+            partial_runs=partial,
+            lost=0,
+            dangling=0,
+        )
+        assert injected >= 25, f"only {injected} faults were injected during {rule}"
+    # The work is done: every migrated row names the archive, every expired row is null,
+    # and no orphan is left at its old key.
+    values = world.app.values()
+    assert sum(v.startswith(f"az://{world.container}/pre/m/") for v in values) == MIGRATED
+    assert values.count("None") == EXPIRED
+    held = world.objects()
+    assert not [v for v in held if "/pre/o/" in v]
+    counts = world.s3_proxy.counts + world.azure_proxy.counts
+    assert world.injected >= 500, counts
+    figures.add(
+        "store faults: all kinds",
+        **{
+            f"fault_{name}": n
+            for name, n in (world.s3_proxy.counts + world.azure_proxy.counts).items()
+        },
+    )
+
+
+def test_transient_errors_are_typed_and_retried(
+    tmp_path: Path, s3_endpoint: str, proxies: tuple[FaultProxy, FaultProxy]
+) -> None:
+    """500s, 503s, drops and cut bodies surface as StoreTransient (retryable) once retries
+    are spent; with retries they are absorbed."""
+    from shelflife.aio import run_sync
+    from shelflife.config.model import TierConfig
+    from shelflife.stores.s3 import S3Store
+
+    s3_proxy, _ = proxies
+    bucket = make_s3_bucket(s3_endpoint)
+    base = s3_tier(behind(s3_endpoint, s3_proxy), bucket)
+    strict = S3Store(TierConfig.model_validate({**base, "retries": 0}))
+    patient = S3Store(TierConfig.model_validate({**base, "retries": 6}))
+    run_sync(patient.put("k", b"x" * 4096))
+    for fault in ("500", "503", "drop", "truncate"):
+        s3_proxy.faults, s3_proxy.rate = (fault,), 1.0
+        with pytest.raises(StoreTransient) as caught:
+            run_sync(strict.get_bytes("k"))
+        assert caught.value.retryable
+        assert "failed this request" in caught.value.message
+    s3_proxy.faults, s3_proxy.rate = ("500", "503", "drop", "drop-after", "truncate"), 0.5
+    for _ in range(20):
+        assert run_sync(patient.get_bytes("k")) == b"x" * 4096
+    s3_proxy.rate = 0.0
