@@ -93,6 +93,14 @@ class FaultProxy:
         self.port = server.sockets[0].getsockname()[1]
         self._ready.set()
         self._loop.run_forever()
+        server.close()
+        for writer in list(self._writers):
+            writer.transport.abort()
+        tasks = asyncio.all_tasks(self._loop)
+        for task in tasks:
+            task.cancel()
+        self._loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        self._loop.close()
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
@@ -103,7 +111,7 @@ class FaultProxy:
                 await self._http(reader, writer)
             else:
                 await self._tcp(reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError, h11.ProtocolError):
+        except (ConnectionError, asyncio.IncompleteReadError, h11.ProtocolError, OSError):
             pass
         finally:
             self._writers.discard(writer)

@@ -5,21 +5,50 @@ The variable is read once; without it a checkpoint costs one comparison. With
 ``SHELFLIFE_KILL_ONCE=PATH`` as well, only the first process to get there dies (it
 creates PATH first): for worker pools, whose replacement processes would otherwise die at
 the same point again.
+
+In-process tests hook a checkpoint instead (:func:`hooked`): the n-th pass calls a
+function — cutting a database off, say — and the code goes on to meet the fault.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 _spec = os.environ.get("SHELFLIFE_KILL_AT", "")
 _name, _, _count = _spec.partition(":")
 _remaining = int(_count or 1) if _spec else 0
+_hooks: dict[str, list[Callable[[], None]]] = {}
+
+
+@contextmanager
+def hooked(name: str, action: Callable[[], None], *, at: int = 1) -> Iterator[None]:
+    """Call ``action`` the ``at``-th time checkpoint ``name`` is passed in this block."""
+    passes = 0
+
+    def hook() -> None:
+        nonlocal passes
+        passes += 1
+        if passes == at:
+            action()
+
+    _hooks.setdefault(name, []).append(hook)
+    try:
+        yield
+    finally:
+        _hooks[name].remove(hook)
+        if not _hooks[name]:
+            del _hooks[name]
 
 
 def checkpoint(name: str) -> None:
-    """A point where a crash test may kill this process."""
+    """A point where a fault test may kill this process, or act from a hook."""
     global _remaining
+    if _hooks and name in _hooks:
+        for hook in list(_hooks[name]):
+            hook()
     if not _remaining or (_name != "*" and _name != name):
         return
     _remaining -= 1

@@ -27,6 +27,7 @@ from shelflife.catalog import Catalog
 from shelflife.catalog.ledger import CandidateFilter, Ledger, MarkItem, MarkRecord, trash_key
 from shelflife.config.model import Config, RuleConfig
 from shelflife.errors import ObjectNotFound, RefusedError, ShelflifeError, UsageError
+from shelflife.faults import checkpoint
 from shelflife.locations import Locator
 from shelflife.progress import NullProgress, Progress
 from shelflife.references import (
@@ -259,6 +260,7 @@ class OrphanCollector:
         result: SweepResult,
     ) -> None:
         keys = [item.key for item in items]
+        checkpoint("sweep-batch")
         referenced = await asyncio.to_thread(self._still_referenced, tier, keys)
         protected = await asyncio.to_thread(self.ledger.protected_keys, tier, keys, now)
         current = await self._heads(store, keys)
