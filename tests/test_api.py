@@ -4,6 +4,7 @@ schemathesis against its OpenAPI schema, and the dashboard in headless Chromium.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -19,7 +20,7 @@ import pytest
 
 from shelflife.api.auth import hash_token, new_token
 from tests.apps import AppTable
-from tests.conftest import free_port, make_s3_bucket, s3_tier, wait_for_port
+from tests.conftest import Figures, free_port, make_s3_bucket, s3_tier, wait_for_port
 from tests.test_cli import SHELFLIFE
 
 pytestmark = pytest.mark.s3
@@ -215,6 +216,7 @@ def test_cloud_objects_redirect_to_a_presigned_url(server: Server) -> None:
     "key",
     ["../escape.bin", "a/../../escape.bin", "/abs.bin", "nul\x00.bin", "a//b.bin", ""],
 )
+@pytest.mark.invariant("I7")
 def test_hostile_keys_are_refused_on_upload(server: Server, key: str) -> None:
     with server.client("write") as client:
         response = (
@@ -232,6 +234,7 @@ def test_hostile_keys_are_refused_on_upload(server: Server, key: str) -> None:
     "path",
     ["%2e%2e/shelflife.toml", "a/%2e%2e/%2e%2e/shelflife.toml", "x%00.bin", "%2e%2e%2fapp.db"],
 )
+@pytest.mark.invariant("I7")
 def test_hostile_keys_are_refused_on_read_and_delete(server: Server, path: str) -> None:
     with server.client("admin") as client:
         for method in ("GET", "DELETE"):
@@ -291,6 +294,7 @@ def test_concurrent_uploads_of_one_key(server: Server) -> None:
     assert len(stored) == winner["size"]
 
 
+@pytest.mark.invariant("I1")
 def test_delete_is_refused_while_a_row_points_at_the_object(server: Server) -> None:
     with server.client("write") as client:
         assert upload(client, "api/kept.bin", b"kept").status_code == 201
@@ -371,7 +375,8 @@ def test_stats_plan_and_runs(server: Server) -> None:
 # -- schemathesis and the browser ------------------------------------------------------------
 
 
-def test_schemathesis_finds_no_server_error(server: Server) -> None:
+def test_schemathesis_finds_no_server_error(server: Server, figures: Figures) -> None:
+    """Generated requests against every route of the OpenAPI schema: no 5xx."""
     st = shutil.which("schemathesis") or str(Path(SHELFLIFE).parent / "schemathesis")
     result = subprocess.run(
         [
@@ -398,6 +403,8 @@ def test_schemathesis_finds_no_server_error(server: Server) -> None:
     )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     assert "generated" in result.stdout  # it did run cases
+    cases = sum(int(n) for n in re.findall(r"(\d+) generated", result.stdout))
+    figures.add("HTTP API fuzzing (schemathesis)", generated_cases=cases, server_errors=0)
 
 
 def test_dashboard_in_headless_chromium(server: Server) -> None:

@@ -20,6 +20,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from shelflife.units import utcnow
+from tests.conftest import Figures
 from tests.test_cli import SHELFLIFE, shelflife
 
 pytestmark = pytest.mark.postgres
@@ -226,7 +227,11 @@ def test_fanned_out_run_matches_a_local_run(tmp_path: Path, pg_catalog: str) -> 
     assert again["actions"] == []
 
 
-def test_a_worker_killed_mid_batch_loses_nothing(tmp_path: Path, pg_catalog: str) -> None:
+@pytest.mark.invariant("I1", "I2")
+def test_a_worker_killed_mid_batch_loses_nothing(
+    tmp_path: Path, pg_catalog: str, figures: Figures
+) -> None:
+    """A Celery worker process killed -9 mid-batch: the batch is redelivered and settled."""
     flush(8)
     env = build(tmp_path / "killed", pg_catalog, celery=f"{REDIS}/8 {REDIS}/8")
     with workers(env, 2, kill_at="copied-object:2"):
@@ -246,6 +251,7 @@ def test_a_worker_killed_mid_batch_loses_nothing(tmp_path: Path, pg_catalog: str
         ).scalar()
     engine.dispose()
     assert unfinished == 0
+    figures.add("Celery worker killed mid-batch", kills=1, actions=OBJECTS, lost=0)
 
 
 def test_rabbitmq_as_broker(tmp_path: Path, pg_catalog: str) -> None:

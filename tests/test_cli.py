@@ -106,6 +106,7 @@ def test_object_commands_round_trip(tmp_path: Path) -> None:
     assert "no object" in missing.stderr
 
 
+@pytest.mark.invariant("I7")
 @pytest.mark.parametrize("key", ["../etc/passwd", "/etc/passwd", "a/../../b", "a\\b"])
 def test_hostile_keys_are_refused_at_the_command_line(tmp_path: Path, key: str) -> None:
     (tmp_path / "f").write_bytes(b"x")
@@ -115,6 +116,7 @@ def test_hostile_keys_are_refused_at_the_command_line(tmp_path: Path, key: str) 
     assert not any((tmp_path / "data").rglob("passwd"))
 
 
+@pytest.mark.invariant("I7")
 def test_invalid_config_names_the_field_and_exits_2(tmp_path: Path) -> None:
     (tmp_path / "shelflife.toml").write_text("[tiers.local]\nurl = 'file://x'\ncapacity = 'huge'\n")
     result = shelflife("stats", cwd=tmp_path)
@@ -124,6 +126,7 @@ def test_invalid_config_names_the_field_and_exits_2(tmp_path: Path) -> None:
     assert not (tmp_path / "data").exists()
 
 
+@pytest.mark.invariant("I7")
 def test_check_reports_an_unreachable_store_with_a_hint(tmp_path: Path) -> None:
     port = free_port()
     (tmp_path / "shelflife.toml").write_text(
@@ -199,6 +202,7 @@ def test_unknown_command_is_a_usage_error(tmp_path: Path) -> None:
     assert result.returncode == 2
 
 
+@pytest.mark.invariant("I7")
 def test_check_reports_bad_credentials_clearly(tmp_path: Path, azure_endpoint: str) -> None:
     from tests.conftest import AZURE_ACCOUNT, make_azure_container
 

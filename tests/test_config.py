@@ -97,6 +97,7 @@ INVALID = [
 ]
 
 
+@pytest.mark.invariant("I7")
 @pytest.mark.parametrize(("text", "path", "reason"), INVALID)
 def test_invalid_config_names_the_field_and_why(text: str, path: str, reason: str) -> None:
     with pytest.raises(ConfigError) as caught:
@@ -185,6 +186,7 @@ def test_discovery_order(tmp_path: Path) -> None:
     assert [rule.action for rule in default.rules] == ["migrate"]
 
 
+@pytest.mark.invariant("I3")
 def test_embedded_default_carries_no_rule_that_deletes(tmp_path: Path) -> None:
     default = load_config(None, env={}, cwd=tmp_path)
     assert all(rule.action == "migrate" for rule in default.rules)
@@ -196,6 +198,7 @@ def test_embedded_default_carries_no_rule_that_deletes(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.invariant("I7")
 def test_unreadable_and_malformed_files_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.toml", env={})

@@ -86,6 +86,7 @@ def test_gc_dry_run_prints_the_plan_shape_then_sweeps_the_mark(
     assert sorted(p.name for p in (tmp_path / "outputs").iterdir()) == ["fine.mp4", "keep.mp4"]
 
 
+@pytest.mark.invariant("I3")
 def test_gc_refusal_exits_3_and_deletes_nothing(tmp_path: Path, app: AppTable) -> None:
     write_config(tmp_path, app, rules=ORPHANS)
     files(tmp_path, "a", "b", "c")

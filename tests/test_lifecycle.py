@@ -109,6 +109,7 @@ def run_sync_exists(store: Any, key: str) -> bool:
     return bool(run_sync(store.exists(key)))
 
 
+@pytest.mark.invariant("I1", "I3")
 def test_apply_rechecks_every_action(tmp_path: Path, app: AppTable) -> None:
     """Changed, re-referenced and pinned between plan and apply: each is skipped."""
     shelf = shelf_with(tmp_path, app, EXPIRE, orphan_rule(), on_expire="null")
@@ -143,6 +144,7 @@ def test_apply_rechecks_every_action(tmp_path: Path, app: AppTable) -> None:
     assert REF.format("plain.bin") not in app.values()
 
 
+@pytest.mark.invariant("I7")
 def test_a_plan_applies_once(tmp_path: Path, app: AppTable) -> None:
     shelf = shelf_with(tmp_path, app, EXPIRE)
     app.insert("unrelated/value")  # an empty source would refuse (tested elsewhere)
@@ -362,6 +364,7 @@ def test_apply_judges_ages_by_the_inventory_not_the_plan_file(
     assert run_sync_exists(shelf.store("local"), "young.bin")
 
 
+@pytest.mark.invariant("I1", "I2")
 def test_kill_during_expiration_leaves_no_row_pointing_at_nothing(tmp_path: Path) -> None:
     """kill -9 after the rows were changed, before the object is deleted: the object is
     left unreferenced (never a row without its object); the next run finishes the job and
@@ -405,6 +408,7 @@ def test_kill_during_expiration_leaves_no_row_pointing_at_nothing(tmp_path: Path
     assert "interrupted" in history[1]["error"]
 
 
+@pytest.mark.invariant("I4")
 def test_a_dry_run_changes_no_store_and_no_application_row(tmp_path: Path) -> None:
     """DESIGN I4 for the whole lifecycle: stores and application database byte-for-byte."""
     import hashlib
@@ -443,6 +447,7 @@ def test_a_dry_run_changes_no_store_and_no_application_row(tmp_path: Path) -> No
     assert shelf.runs() == []  # a dry run is no run
 
 
+@pytest.mark.invariant("I3")
 def test_run_refuses_when_a_source_cannot_be_trusted(tmp_path: Path) -> None:
     """DESIGN I3 through ``run``: an empty or unreadable source deletes nothing (exit 3)."""
     app = AppTable(f"sqlite:///{tmp_path / 'app.db'}")
@@ -460,6 +465,7 @@ def test_run_refuses_when_a_source_cannot_be_trusted(tmp_path: Path) -> None:
     assert [r.status for r in shelf.runs()] == ["refused", "refused"]
 
 
+@pytest.mark.invariant("I5")
 def test_one_run_at_a_time(tmp_path: Path) -> None:
     """DESIGN I5 through ``run``: a second run while one holds the lock exits 4."""
     from shelflife.errors import LockedError

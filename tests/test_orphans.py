@@ -16,7 +16,7 @@ from shelflife import Shelf
 from shelflife.errors import RefusedError, UsageError
 from shelflife.units import utcnow
 from tests.apps import AppTable, make_app_shelf, orphan_rule
-from tests.conftest import tier_config
+from tests.conftest import Figures, tier_config
 
 REF = "data/storage/outputs/{}"
 
@@ -59,6 +59,7 @@ def _read(shelf: Shelf, tier: str, key: str) -> bytes:
     return asyncio.run(go())
 
 
+@pytest.mark.invariant("I1", "I3")
 def test_collects_only_what_no_row_points_at(app: AppTable, tmp_path: Path) -> None:
     shelf = make_app_shelf(tmp_path, app, rules=[orphan_rule()])
     write(shelf, "kept/a.mp4", "kept/b.mp4", "shared.mp4", "orphan/c.mp4", "orphan/d.mp4")
@@ -120,6 +121,7 @@ def test_an_uncommitted_delete_protects_and_a_rollback_changes_nothing(
     assert app.values() == [REF.format("in-tx.mp4")]
 
 
+@pytest.mark.invariant("I1", "I3")
 def test_a_row_inserted_after_the_mark_saves_its_object(app: AppTable, tmp_path: Path) -> None:
     shelf = make_app_shelf(tmp_path, app, rules=[orphan_rule()])
     write(shelf, "late.mp4", "gone.mp4")
@@ -136,6 +138,7 @@ def test_a_row_inserted_after_the_mark_saves_its_object(app: AppTable, tmp_path:
         shelf.gc(mark=plan.mark_ids[0])
 
 
+@pytest.mark.invariant("I3")
 def test_grace_pins_and_leases_protect(app: AppTable, tmp_path: Path) -> None:
     shelf = make_app_shelf(tmp_path, app, rules=[orphan_rule(grace="1h")])
     write(shelf, "young.mp4", "pinned.mp4", "pin-expired.mp4", "old.mp4")
@@ -169,6 +172,7 @@ def test_an_upload_lease_protects_a_new_object_without_grace(app: AppTable, tmp_
     assert keys_on(shelf) == {"leased.mp4"}
 
 
+@pytest.mark.invariant("I4")
 def test_dry_run_changes_no_store_and_no_application_database(
     app: AppTable, tmp_path: Path
 ) -> None:
@@ -185,6 +189,7 @@ def test_dry_run_changes_no_store_and_no_application_database(
     assert app.rows() == before_rows
 
 
+@pytest.mark.invariant("I3")
 def test_refusals_delete_nothing(app: AppTable, tmp_path: Path) -> None:
     write_shelf = make_app_shelf(tmp_path, app, rules=[orphan_rule(max_fraction=0.5)])
     write(write_shelf, "a", "b", "c", "d")
@@ -212,6 +217,7 @@ def test_refusals_delete_nothing(app: AppTable, tmp_path: Path) -> None:
     assert keys_on(broken) == {"y"}
 
 
+@pytest.mark.invariant("I6")
 def test_quarantine_restore_and_expiry(app: AppTable, tmp_path: Path) -> None:
     shelf = make_app_shelf(tmp_path, app, rules=[orphan_rule(mode="quarantine", quarantine_days=0)])
     write(shelf, "q/one.mp4", "q/two.mp4")
@@ -240,6 +246,7 @@ def test_quarantine_restore_and_expiry(app: AppTable, tmp_path: Path) -> None:
         shelf.restore("q/two.mp4")
 
 
+@pytest.mark.invariant("I6")
 def test_restore_never_overwrites_a_newer_object(app: AppTable, tmp_path: Path) -> None:
     shelf = make_app_shelf(tmp_path, app, rules=[orphan_rule(mode="quarantine")])
     write(shelf, "re.mp4", data=b"old")
@@ -302,6 +309,7 @@ def test_audit_finds_and_repairs_dangling_rows(app: AppTable, tmp_path: Path) ->
     assert REF.format("lost.mp4") in app.values()
 
 
+@pytest.mark.invariant("I1", "I3")
 @pytest.mark.parametrize("kind", ["memory", "file", pytest.param("s3", marks=pytest.mark.s3)])
 def test_keys_that_break_naive_ordering_survive_when_referenced(
     kind: str, request: pytest.FixtureRequest, tmp_path: Path
@@ -341,7 +349,11 @@ def test_keys_that_break_naive_ordering_survive_when_referenced(
     app.dispose()
 
 
-def test_uploads_racing_a_sweep_are_never_deleted(tmp_path: Path, pg_url: str) -> None:
+@pytest.mark.invariant("I1", "I3")
+def test_uploads_racing_a_sweep_are_never_deleted(
+    tmp_path: Path, pg_url: str, figures: Figures
+) -> None:
+    """600 uploads (half referenced) while collections sweep: none is deleted."""
     app = AppTable(pg_url)
     shelf = make_app_shelf(tmp_path, app, rules=[orphan_rule(batch_size=50)])
     orphans = [f"orphan/{i:04d}" for i in range(400)]
@@ -377,6 +389,7 @@ def test_uploads_racing_a_sweep_are_never_deleted(tmp_path: Path, pg_url: str) -
     collected = {a.key for outcome in outcomes for a in outcome.actions}
     assert collected == set(orphans)
     app.dispose()
+    figures.add("uploads racing collection", uploads=600, sweeps=len(outcomes), lost=0)
 
 
 def test_a_tier_whose_rows_hold_bare_keys(app: AppTable, tmp_path: Path) -> None:
@@ -389,6 +402,7 @@ def test_a_tier_whose_rows_hold_bare_keys(app: AppTable, tmp_path: Path) -> None
     assert keys_on(shelf, "media") == {"videos/1.mp4"}
 
 
+@pytest.mark.invariant("I7")
 def test_hostile_values_in_reference_columns_are_reported_not_followed(
     app: AppTable, tmp_path: Path
 ) -> None:

@@ -164,6 +164,7 @@ def test_presigned_urls_expire_after_presign_ttl() -> None:
     assert "X-Amz-Expires=900" in run(open_store(tier).url("k"))
 
 
+@pytest.mark.invariant("I7")
 def test_hostile_keys_are_rejected_and_nothing_is_written(store: ObstoreStore) -> None:
     for key in HOSTILE_KEYS:
         with pytest.raises(InvalidKeyError):

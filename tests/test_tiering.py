@@ -160,6 +160,7 @@ def app(app_db_url: str) -> Iterator[AppTable]:
         pytest.param("azure", marks=pytest.mark.azure),
     ],
 )
+@pytest.mark.invariant("I1", "I2")
 def test_migration_moves_bytes_and_rewrites_rows(
     app: AppTable, dst_kind: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
@@ -216,6 +217,7 @@ class FaultyStore:
         return PutResult(key, len(sent), digest, result.etag)
 
 
+@pytest.mark.invariant("I2")
 @pytest.mark.parametrize("fault", ["flip", "truncate"])
 def test_a_copy_that_fails_verification_changes_nothing(
     app: AppTable, tmp_path: Path, fault: str
@@ -238,6 +240,7 @@ def test_a_copy_that_fails_verification_changes_nothing(
     assert not (tmp_path / "cold" / "victim.mp4").exists()  # no orphan copy left behind
 
 
+@pytest.mark.invariant("I1", "I2")
 def test_a_row_the_application_changes_meanwhile_is_not_clobbered(
     app: AppTable, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -262,6 +265,7 @@ def test_a_row_the_application_changes_meanwhile_is_not_clobbered(
     assert app.values() == ["cold/busy.mp4", "data/out/replacement.mp4"]
 
 
+@pytest.mark.invariant("I5")
 def test_a_second_run_exits_4_and_says_who_holds_the_lock(tmp_path: Path) -> None:
     shelf = two_tier_shelf(tmp_path, None)
     (tmp_path / "shelflife.toml").write_text(
@@ -280,6 +284,7 @@ def test_a_second_run_exits_4_and_says_who_holds_the_lock(tmp_path: Path) -> Non
     shelf.enforce()  # released
 
 
+@pytest.mark.invariant("I5")
 def test_the_postgresql_catalog_lock_is_exclusive(tmp_path: Path, pg_catalog_url: str) -> None:
     from shelflife.catalog import Catalog
 
@@ -373,6 +378,7 @@ def test_bare_key_tiers_need_no_rewrite(app: AppTable, tmp_path: Path) -> None:
     assert shelf.get("clips/a.mp4") == data
 
 
+@pytest.mark.invariant("I4")
 def test_enforce_dry_run_changes_no_store_and_no_row(app: AppTable, tmp_path: Path) -> None:
     shelf = two_tier_shelf(tmp_path, app)
     for i in range(4):

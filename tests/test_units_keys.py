@@ -100,6 +100,7 @@ HOSTILE = {
 }
 
 
+@pytest.mark.invariant("I7")
 @pytest.mark.parametrize(("key", "reason"), list(HOSTILE.items()))
 def test_hostile_keys_are_rejected_with_a_reason(key: str, reason: str) -> None:
     with pytest.raises(InvalidKeyError) as caught:

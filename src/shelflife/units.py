@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 _SIZE_UNITS = {
     "": 1,
@@ -28,6 +29,7 @@ _SIZE_UNITS = {
     "TIB": 1024**4,
     "PIB": 1024**5,
 }
+MAX_SIZE = 2**63 - 1  # bytes: what a signed 64-bit column in the catalog holds
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
 _DURATION_PART_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])", re.IGNORECASE)
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -40,7 +42,13 @@ def parse_size(value: str | int) -> int:
     if isinstance(value, int):
         if value < 0:
             raise ValueError("a size cannot be negative")
+        if value > MAX_SIZE:
+            raise ValueError(f"{value} bytes is larger than any store (at most 8 EiB)")
         return value
+    if not isinstance(value, str):
+        raise ValueError(
+            f"a size must be a whole number of bytes or a string such as '140GB', not {value!r}"
+        )
     match = _SIZE_RE.match(value)
     if not match:
         raise ValueError(f"{value!r} is not a size; write e.g. '140GB', '512MiB' or '0B'")
@@ -50,7 +58,10 @@ def parse_size(value: str | int) -> int:
         raise ValueError(
             f"unknown size unit {unit!r} in {value!r}; use B, KB, MB, GB, TB or KiB…TiB"
         )
-    return int(float(number) * factor)
+    size = int(Decimal(number) * factor)
+    if size > MAX_SIZE:
+        raise ValueError(f"{value!r} is larger than any store (at most 8 EiB)")
+    return size
 
 
 def parse_ratio(value: str | float | int) -> float:
@@ -79,15 +90,26 @@ def parse_duration(value: str | int | timedelta) -> timedelta:
     if isinstance(value, int):
         if value < 0:
             raise ValueError("a duration cannot be negative")
-        return timedelta(seconds=value)
+        return _bounded(value, value)
+    if isinstance(value, float) and value >= 0:
+        return _bounded(value, value)
+    if not isinstance(value, str):
+        raise ValueError(f"a duration must be a string such as '30d' or '1h', not {value!r}")
     text = value.strip()
     if text.isdigit():
-        return timedelta(seconds=int(text))
+        return _bounded(value, int(text))
     parts = _DURATION_PART_RE.findall(text)
     if not parts or _DURATION_PART_RE.sub("", text).strip():
         raise ValueError(f"{value!r} is not a duration; write e.g. '30d', '12h', '1d12h' or '90s'")
     seconds = sum(float(number) * _DURATION_UNITS[unit.lower()] for number, unit in parts)
-    return timedelta(seconds=seconds)
+    return _bounded(value, seconds)
+
+
+def _bounded(value: object, seconds: float) -> timedelta:
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError:
+        raise ValueError(f"{value!r} is longer than any duration shelflife can count") from None
 
 
 def parse_instant(value: str) -> datetime:
