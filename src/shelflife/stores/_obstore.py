@@ -9,6 +9,7 @@ boundary, and nowhere else.
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import re
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
@@ -91,6 +92,12 @@ def translate_error(exc: BaseException, where: str, key: str | None = None) -> S
             f"{subject}: the store failed this request ({_short(text)})",
             hint="usually passing: the next run tries again (raise the tier's retries if it "
             "persists)",
+        )
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return StoreError(
+            f"{subject}: no space left on the device",
+            hint="free space there (or move objects off it with 'shelflife run'); nothing "
+            "was half written",
         )
     if isinstance(exc, OSError):
         return StoreError(f"{subject}: {exc.strerror or text}")

@@ -1,15 +1,25 @@
-"""``file://`` tiers: a folder on a local or mounted filesystem."""
+"""``file://`` tiers: a folder on a local or mounted filesystem.
+
+A tier is its folder and nothing outside it: symbolic links inside the folder are never
+followed. Listings skip them (and say how many they skipped), a key whose path passes
+through one names no object, and nothing is written through one. The check resolves the
+path just before each operation; a local user able to swap a folder for a link between
+that check and the operation could still race it (an object store has no such links).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
 import re
 import secrets
 import shutil
-from collections.abc import AsyncIterator, Iterator
+import stat
+from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import quote
@@ -17,10 +27,12 @@ from urllib.parse import quote
 from obstore.store import LocalStore as _ObLocalStore
 
 from shelflife.config.model import TierConfig
-from shelflife.errors import InvalidKeyError, ObjectExists, StoreConfigError
-from shelflife.keys import validate_key
-from shelflife.stores._obstore import ObstoreStore
-from shelflife.stores.base import PutResult, PutSource
+from shelflife.errors import InvalidKeyError, ObjectExists, ObjectNotFound, StoreConfigError
+from shelflife.keys import validate_key, validate_prefix
+from shelflife.stores._obstore import LIST_CHUNK, ObstoreStore
+from shelflife.stores.base import ObjectInfo, PutResult, PutSource
+
+log = logging.getLogger("shelflife.stores")
 
 COPY_CHUNK = 4 * 1024 * 1024
 NAME_MAX = 255  # bytes in one file name on Linux filesystems
@@ -44,6 +56,7 @@ class LocalStore(ObstoreStore):
                 hint="create it yourself, or give the user running shelflife write access",
             ) from None
         self.root = root
+        self._real_root = os.path.realpath(root)
         self.public_url = public_url
         super().__init__(_ObLocalStore(prefix=root, automatic_cleanup=True), "file://" + str(root))
 
@@ -59,6 +72,10 @@ class LocalStore(ObstoreStore):
         leaves at most such a staging file, never a partial object under the key.
         """
         self._check_local_key(key)
+        try:
+            self._no_links(key)
+        except LinkedPath as exc:
+            raise _unwritable(exc) from None
         target = self.root / key
         staging = target.with_name(f"{target.name}#{secrets.randbelow(10**12)}")
         digest = hashlib.sha256()
@@ -81,7 +98,7 @@ class LocalStore(ObstoreStore):
 
     async def get(self, key: str, *, chunk_size: int = COPY_CHUNK) -> AsyncIterator[bytes]:
         """Read the file in chunks (obstore's local stream buffers far more than one chunk)."""
-        validate_key(key)
+        self.path(key)
         with self._translated(key):
             handle = await asyncio.to_thread(open, self.root / key, "rb")
             try:
@@ -121,8 +138,83 @@ class LocalStore(ObstoreStore):
             )
 
     def path(self, key: str) -> Path:
-        """The file that holds ``key`` (it may not exist)."""
-        return self.root / validate_key(key)
+        """The file that holds ``key`` (it may not exist); LinkedPath (an ObjectNotFound)
+        if reaching it means following a symbolic link."""
+        self._no_links(validate_key(key))
+        return self.root / key
+
+    def _no_links(self, key: str) -> None:
+        target = os.path.join(self._real_root, key)
+        parent = os.path.dirname(target)
+        if os.path.realpath(parent) != parent or os.path.islink(target):
+            raise LinkedPath(f"{self.location}/{key}")
+
+    async def head(self, key: str) -> ObjectInfo:
+        self.path(key)
+        return await super().head(key)
+
+    async def get_bytes(self, key: str) -> bytes:
+        self.path(key)
+        return await super().get_bytes(key)
+
+    async def delete(self, key: str) -> None:
+        """Delete one object; gone (or reached only through a link) counts as deleted."""
+        try:
+            self.path(key)
+        except LinkedPath:
+            log.warning("not deleting %s/%s: its path passes through a symbolic link", self, key)
+            return
+        await super().delete(key)
+
+    async def delete_many(self, keys: Iterable[str]) -> None:
+        batch = list(keys)
+        linked = set()
+        for key in batch:
+            try:
+                self.path(key)
+            except LinkedPath:
+                linked.add(key)
+        if linked:
+            log.warning(
+                "not deleting %d keys of %s reached through symbolic links", len(linked), self
+            )
+        await super().delete_many([key for key in batch if key not in linked])
+
+    async def copy(self, src_key: str, dst_key: str, *, overwrite: bool = True) -> None:
+        self.path(src_key)
+        try:
+            self.path(dst_key)
+        except LinkedPath as exc:
+            raise _unwritable(exc) from None
+        await super().copy(src_key, dst_key, overwrite=overwrite)
+
+    async def list(self, prefix: str = "") -> AsyncIterator[list[ObjectInfo]]:
+        """Walk the folder without following links (obstore's walk follows them)."""
+        prefix = validate_prefix(prefix).rstrip("/")
+        top = os.path.join(self._real_root, prefix) if prefix else self._real_root
+        walk = _walk(self._real_root, top)
+        skipped = [0]
+
+        def next_chunk() -> list[ObjectInfo]:
+            chunk: list[ObjectInfo] = []
+            for info in walk:
+                if info is None:
+                    skipped[0] += 1
+                    continue
+                chunk.append(info)
+                if len(chunk) >= LIST_CHUNK:
+                    break
+            return chunk
+
+        with self._translated():
+            while chunk := await asyncio.to_thread(next_chunk):
+                yield chunk
+        if skipped[0]:
+            log.warning(
+                "skipped %d symbolic links under %s: a local tier never follows links",
+                skipped[0],
+                self.location,
+            )
 
     def disk_size(self) -> int:
         """Total size in bytes of the filesystem holding this tier."""
@@ -138,6 +230,68 @@ class LocalStore(ObstoreStore):
         if self.public_url:
             return self.public_url.replace("{key}", quote(key, safe="/"))
         return self.path(key).as_uri()
+
+
+class LinkedPath(ObjectNotFound):
+    """A key whose path passes through a symbolic link: no object of this tier."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        super().__init__(
+            f"no object at {where}: its path passes through a symbolic link, which a local "
+            "tier never follows",
+            hint="store the object inside the tier's folder instead of linking to it",
+        )
+
+
+def _unwritable(exc: LinkedPath) -> InvalidKeyError:
+    return InvalidKeyError(
+        f"cannot write {exc.where}: its path passes through a symbolic link, which a local "
+        "tier never follows",
+        hint=exc.hint,
+    )
+
+
+def _walk(root: str, top: str) -> Iterator[ObjectInfo | None]:
+    """Every regular file under ``top`` as an object of the tier rooted at ``root``,
+    depth first, never entering a link; ``None`` for each link passed by. Staging files
+    of writes in progress and names that cannot be keys are left out."""
+    start = len(root) + 1
+    folders = [top]
+    while folders:
+        folder = folders.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # gone meanwhile (or the prefix names a file): nothing under it
+        for entry in entries:
+            if entry.is_symlink():
+                yield None
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                folders.append(entry.path)
+                continue
+            key = entry.path[start:]
+            if not entry.is_file(follow_symlinks=False) or _STAGING_SUFFIX.search(key):
+                continue
+            try:
+                validate_key(key)
+                meta = entry.stat(follow_symlinks=False)
+            except (InvalidKeyError, UnicodeEncodeError, FileNotFoundError):
+                continue
+            if not stat.S_ISREG(meta.st_mode):
+                continue
+            micros = meta.st_mtime_ns // 1000
+            yield ObjectInfo(
+                key=key,
+                size=meta.st_size,
+                modified=_EPOCH + timedelta(microseconds=micros),
+                # The ETag obstore gives the same file: inode, mtime (µs) and size in hex.
+                etag=f"{meta.st_ino:x}-{micros:x}-{meta.st_size:x}",
+            )
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @contextmanager
