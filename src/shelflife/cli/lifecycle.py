@@ -281,7 +281,7 @@ def policy_import(
     tier: Annotated[str, typer.Option("--tier", "-t", help="the tier the rules apply to")] = "*",
     json: JsonOption = False,
 ) -> None:
-    """Turn an S3 lifecycle JSON into shelflife [[rules]] (printed as TOML)."""
+    """Turn an S3 lifecycle JSON into shelflife \\[\\[rules]] (printed as TOML)."""
     from shelflife.policy import import_policy
 
     try:

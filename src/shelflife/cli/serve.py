@@ -32,7 +32,7 @@ def serve(host: HostOption = "127.0.0.1", port: PortOption = 8080) -> None:
 
 
 def daemon(host: HostOption = "127.0.0.1", port: PortOption = 8080) -> None:
-    """Run the [schedule] entries (lifecycle, stats) and serve the HTTP API and /metrics."""
+    """Run the \\[schedule] entries (lifecycle, stats) and serve the HTTP API and /metrics."""
     import threading
 
     import uvicorn
@@ -64,7 +64,7 @@ def schedule(
     count: Annotated[int, typer.Option("--count", "-n", help="firings per entry", min=1)] = 3,
     json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
-    """The next firing times of each [schedule] entry, and whether runs are on time."""
+    """The next firing times of each \\[schedule] entry, and whether runs are on time."""
     import itertools
 
     from shelflife.cli.render import out, print_json

@@ -241,12 +241,41 @@ def _config_error(
             message = "required but missing"
         first_path = first_path or location
         lines.append(f"{location}: {message}" if location else message)
+    text = "\n  ".join(lines)
+    for secret in _secret_values(data or {}):  # a value echoed by a validator stays hidden
+        text = text.replace(secret, "***")
     error = ConfigError(
-        f"invalid configuration in {source}:\n  " + "\n  ".join(lines),
+        f"invalid configuration in {source}:\n  " + text,
         hint="fix the fields named above, then run 'shelflife check'",
     )
     error.path = first_path
     return error
+
+
+_SECRET_FIELDS = {"secret_key", "session_token", "access_token", "password", "token", "hash"}
+
+
+def _secret_values(data: Any) -> set[str]:
+    """Every string a secret field of the raw config holds, and the password of every URL."""
+    from urllib.parse import urlsplit
+
+    found: set[str] = set()
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if key in _SECRET_FIELDS and isinstance(value, str) and len(value) >= 4:
+                found.add(value)
+            found |= _secret_values(value)
+    elif isinstance(data, list):
+        for value in data:
+            found |= _secret_values(value)
+    elif isinstance(data, str) and "@" in data:
+        try:
+            password = urlsplit(data).password
+        except ValueError:
+            password = None
+        if password and len(password) >= 4:
+            found.add(password)
+    return found
 
 
 def _is_pydantic_tag(part: str) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from croniter import croniter
 from pydantic import (
@@ -98,6 +99,24 @@ class TierConfig(_Strict):
     # operation (a streamed read cut short, a copy) as many times by shelflife, with
     # exponential backoff; errors that cannot pass (404, 403, bad config) never are.
     retries: int = Field(default=3, ge=0, le=20)
+
+    @field_validator("url", "endpoint", "public_url", mode="before")
+    @classmethod
+    def _no_credentials(cls, value: object) -> object:
+        if isinstance(value, str) and "@" in value:
+            try:
+                parts = urlsplit(value)
+                userinfo = parts.username is not None or parts.password is not None
+            except ValueError:
+                userinfo = False
+            if userinfo:
+                # Said without the value: it holds a secret.
+                raise ValueError(
+                    "holds credentials (user:password@); put them in access_key and "
+                    "secret_key (or ${ENV_VAR}, or a secret file), never in a URL, which is "
+                    "shown and logged"
+                )
+        return value
 
     @field_validator("url")
     @classmethod
