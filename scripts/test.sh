@@ -42,11 +42,18 @@ fi
 pg_isready -h 127.0.0.1 -p 5432
 
 step "ruff"
-.venv/bin/ruff check src tests bench
-.venv/bin/ruff format --check src tests bench
+.venv/bin/ruff check src tests bench scripts
+.venv/bin/ruff format --check src tests bench scripts
 
 step "mypy"
 .venv/bin/mypy
 
+step "pip-audit (known vulnerabilities in the installed dependencies)"
+.venv/bin/python scripts/audit.py
+
 step "pytest"
 .venv/bin/pytest "$@"
+
+step "docs/reliability.md from this run's figures"
+.venv/bin/python scripts/reliability.py
+cat docs/reliability.md

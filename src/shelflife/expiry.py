@@ -95,7 +95,8 @@ class Expirer:
         """Expire one batch of planned actions on ``tier``."""
         store = self.store(tier)
         keys = [item.key for item in items]
-        heads = await head_many(store, keys)
+        errors: dict[str, ShelflifeError] = {}
+        heads = await head_many(store, keys, errors=errors)
         protected = await asyncio.to_thread(self.ledger.protected_keys, tier, keys, now)
         values = await asyncio.to_thread(self.spellings, tier, keys)
         blocking = [s for s in self.sources if s.config.on_expire == "block"]
@@ -111,6 +112,9 @@ class Expirer:
         for item in items:
             head = heads.get(item.key)
             reason = None
+            if item.key in errors:
+                result.failed.append(Failure(item.rule, tier, item.key, errors[item.key].message))
+                continue
             if head is None:
                 await asyncio.to_thread(self.catalog.forget, tier, [item.key])
                 reason = "already gone"

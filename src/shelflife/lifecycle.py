@@ -28,6 +28,7 @@ from shelflife.catalog.view import CatalogInventory, ObjectView, TierState
 from shelflife.config.model import RuleConfig
 from shelflife.errors import RefusedError, ShelflifeError, StoreError, UsageError
 from shelflife.expiry import Expirer, ExpireResult
+from shelflife.keys import validate_key
 from shelflife.lock import RunLock
 from shelflife.logs import log_run
 from shelflife.planner import Plan, matches, rule_tiers
@@ -371,12 +372,17 @@ def read_plan_file(path: Path) -> Plan:
             f"{path} is not a plan file: {exc}", hint="write one with 'shelflife plan -o FILE'"
         ) from None
     try:
-        return Plan.from_json(body)
+        plan_body = Plan.from_json(body)
+        for position, action in enumerate(plan_body.actions):
+            if action.action not in _RULE_ACTION:
+                raise ValueError(f"actions[{position}] is {action.action!r}, no action kind")
+            validate_key(action.key)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise UsageError(
             f"{path} is not a plan file: {type(exc).__name__} {exc}",
             hint="write one with 'shelflife plan -o FILE'",
         ) from None
+    return plan_body
 
 
 def _scan(
@@ -564,10 +570,14 @@ class _Executor:
         store = self.shelf.store(tier)
         protected = self.shelf.ledger.protected_keys(tier, [a.key for a in batch], self.now)
         candidates = []
-        heads = run_sync(head_many(store, [item.key for item in batch]))
+        errors: dict[str, ShelflifeError] = {}
+        heads = run_sync(head_many(store, [item.key for item in batch], errors=errors))
         for item in batch:
             reason = None
             head = heads.get(item.key)
+            if item.key in errors:
+                self.outcome.failed.append(Failure(rule, tier, item.key, errors[item.key].message))
+                continue
             if head is None:
                 self.shelf.catalog.forget(tier, [item.key])
                 reason = "already gone"

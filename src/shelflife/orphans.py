@@ -26,7 +26,7 @@ from shelflife.actions import Action, Failure, Skip
 from shelflife.catalog import Catalog
 from shelflife.catalog.ledger import CandidateFilter, Ledger, MarkItem, MarkRecord, trash_key
 from shelflife.config.model import Config, RuleConfig
-from shelflife.errors import ObjectNotFound, RefusedError, ShelflifeError, UsageError
+from shelflife.errors import RefusedError, ShelflifeError, UsageError
 from shelflife.faults import checkpoint
 from shelflife.locations import Locator
 from shelflife.progress import NullProgress, Progress
@@ -38,7 +38,7 @@ from shelflife.references import (
     spellings,
 )
 from shelflife.stores._obstore import ObstoreStore
-from shelflife.stores.transfer import transfer
+from shelflife.stores.transfer import head_many, transfer
 
 HEAD_CONCURRENCY = 32
 
@@ -263,15 +263,19 @@ class OrphanCollector:
         checkpoint("sweep-batch")
         referenced = await asyncio.to_thread(self._still_referenced, tier, keys)
         protected = await asyncio.to_thread(self.ledger.protected_keys, tier, keys, now)
-        current = await self._heads(store, keys)
+        errors: dict[str, ShelflifeError] = {}
+        current = await head_many(store, keys, HEAD_CONCURRENCY, errors)
         act_on = []
         for item in items:
             reason = None
+            if item.key in errors:
+                result.failed.append(Failure(rule.id, tier, item.key, errors[item.key].message))
+                continue
             if item.key in referenced:
                 reason = "referenced at sweep time"
             elif item.key in protected:
                 reason = "pinned or leased"
-            elif current.get(item.key, "gone") == "gone":
+            elif item.key not in current:
                 await asyncio.to_thread(self.catalog.forget, tier, [item.key])
                 reason = "already gone"
             elif current[item.key] != (item.size, item.etag):
@@ -355,19 +359,6 @@ class OrphanCollector:
                 elif self.catalog.get(location.tier, key) is None:
                     found.add(key)  # the row's own tier lacks it: the row would resolve here
         return found
-
-    async def _heads(self, store: ObstoreStore, keys: list[str]) -> dict[str, Any]:
-        semaphore = asyncio.Semaphore(HEAD_CONCURRENCY)
-
-        async def one(key: str) -> tuple[str, Any]:
-            async with semaphore:
-                try:
-                    info = await store.head(key)
-                except ObjectNotFound:
-                    return key, "gone"
-                return key, (info.size, info.etag)
-
-        return dict(await asyncio.gather(*(one(key) for key in keys)))
 
     # -- quarantine upkeep -------------------------------------------------------------------
 

@@ -84,7 +84,7 @@ class Plan:
             now=datetime.fromisoformat(body["now"]),
             id=str(body.get("plan_id") or ""),
             rules=list(body.get("rules", [])),
-            actions=[Action.from_json(item) for item in body.get("actions", [])],
+            actions=[Action.from_json(item) for item in body["actions"]],
             skipped=[Skip(**item) for item in body.get("skipped", [])],
             refusals=[Refusal(**item) for item in body.get("refusals", [])],
             notes=list(body.get("notes", [])),

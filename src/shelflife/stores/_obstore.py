@@ -69,6 +69,11 @@ def translate_error(exc: BaseException, where: str, key: str | None = None) -> S
             f"{where} refused access: {_first_line(text)}",
             hint="check the tier's access_key/secret_key (or file permissions for a local tier)",
         )
+    if "permission denied" in text.lower():
+        return StoreAuthError(
+            f"{subject}: permission denied",
+            hint="give the user running shelflife read and write access to the tier's folder",
+        )
     if isinstance(exc, obe.UnknownConfigurationKeyError):
         return StoreConfigError(f"{where}: {_first_line(text)}")
     lowered = text.lower()

@@ -150,8 +150,13 @@ class LocalStore(ObstoreStore):
             raise LinkedPath(f"{self.location}/{key}")
 
     async def head(self, key: str) -> ObjectInfo:
-        self.path(key)
-        return await super().head(key)
+        """A stat of the file: no need to open it (nor read permission)."""
+        path = self.path(key)
+        with self._translated(key):
+            meta = await asyncio.to_thread(os.lstat, path)
+        if not stat.S_ISREG(meta.st_mode):
+            raise ObjectNotFound(f"no object at {self.location}/{key}")
+        return _stat_info(key, meta)
 
     async def get_bytes(self, key: str) -> bytes:
         self.path(key)
@@ -281,14 +286,18 @@ def _walk(root: str, top: str) -> Iterator[ObjectInfo | None]:
                 continue
             if not stat.S_ISREG(meta.st_mode):
                 continue
-            micros = meta.st_mtime_ns // 1000
-            yield ObjectInfo(
-                key=key,
-                size=meta.st_size,
-                modified=_EPOCH + timedelta(microseconds=micros),
-                # The ETag obstore gives the same file: inode, mtime (µs) and size in hex.
-                etag=f"{meta.st_ino:x}-{micros:x}-{meta.st_size:x}",
-            )
+            yield _stat_info(key, meta)
+
+
+def _stat_info(key: str, meta: os.stat_result) -> ObjectInfo:
+    micros = meta.st_mtime_ns // 1000
+    return ObjectInfo(
+        key=key,
+        size=meta.st_size,
+        modified=_EPOCH + timedelta(microseconds=micros),
+        # The ETag obstore gives the same file: inode, mtime (µs) and size in hex.
+        etag=f"{meta.st_ino:x}-{micros:x}-{meta.st_size:x}",
+    )
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

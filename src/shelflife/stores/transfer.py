@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from shelflife.errors import ObjectNotFound
+from shelflife.errors import ObjectNotFound, ShelflifeError
 from shelflife.stores._obstore import ObstoreStore
 from shelflife.stores.base import PutResult
 
@@ -49,9 +49,15 @@ async def checksum(store: ObstoreStore, key: str) -> PutResult:
 
 
 async def head_many(
-    store: ObstoreStore, keys: Sequence[str], concurrency: int = 32
+    store: ObstoreStore,
+    keys: Sequence[str],
+    concurrency: int = 32,
+    errors: dict[str, ShelflifeError] | None = None,
 ) -> dict[str, tuple[int, str | None]]:
-    """(size, ETag) of each key that exists, asked ``concurrency`` at a time."""
+    """(size, ETag) of each key that exists, asked ``concurrency`` at a time.
+
+    With ``errors``, a key whose HEAD fails (permission, retries spent) lands there and
+    the others are still answered; without it the first failure is raised."""
     semaphore = asyncio.Semaphore(concurrency)
     found: dict[str, tuple[int, str | None]] = {}
 
@@ -60,6 +66,11 @@ async def head_many(
             try:
                 info = await store.head(key)
             except ObjectNotFound:
+                return
+            except ShelflifeError as exc:
+                if errors is None:
+                    raise
+                errors[key] = exc
                 return
             found[key] = (info.size, info.etag)
 
