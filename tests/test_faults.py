@@ -10,6 +10,7 @@ the proxy): no object is lost, no row dangles, every run that failed anything en
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -254,3 +255,65 @@ def test_transient_errors_are_typed_and_retried(
     for _ in range(20):
         assert run_sync(patient.get_bytes("k")) == b"x" * 4096
     s3_proxy.rate = 0.0
+
+
+def test_permanent_errors_are_not_retried(
+    azure_endpoint: str, proxies: tuple[FaultProxy, FaultProxy]
+) -> None:
+    """A wrong account key (403) is reported after one request, retries or not."""
+    from shelflife.aio import run_sync
+    from shelflife.config.model import TierConfig
+    from shelflife.errors import StoreAuthError
+    from shelflife.stores.azure import AzureStore
+
+    _, azure_proxy = proxies
+    tier = azure_tier(behind(azure_endpoint, azure_proxy), make_azure_container(azure_endpoint))
+    wrong_key = base64.b64encode(b"not the account key" * 3).decode()
+    wrong = AzureStore(TierConfig.model_validate({**tier, "secret_key": wrong_key}))
+    before = azure_proxy.requests
+    with pytest.raises(StoreAuthError):
+        run_sync(wrong.head("anything"))
+    assert azure_proxy.requests - before == 1
+
+
+def test_retrying_waits_only_for_retryable_errors() -> None:
+    """Transient errors are tried again up to the limit; a permanent one is raised at once."""
+    from shelflife.aio import run_sync
+    from shelflife.errors import ObjectNotFound
+    from shelflife.retry import retrying
+
+    calls: list[int] = []
+
+    def failing(times: int, error: Exception) -> Any:
+        async def operation() -> str:
+            calls.append(1)
+            if len(calls) <= times:
+                raise error
+            return "done"
+
+        return operation
+
+    transient = StoreTransient("cut short")
+    assert run_sync(retrying(failing(2, transient), retries=2, what="t", initial=0.001)) == "done"
+    assert len(calls) == 3
+    calls.clear()
+    with pytest.raises(StoreTransient):
+        run_sync(retrying(failing(5, transient), retries=2, what="t", initial=0.001))
+    assert len(calls) == 3
+    calls.clear()
+    with pytest.raises(ObjectNotFound):
+        run_sync(retrying(failing(5, ObjectNotFound("gone")), retries=5, what="t", initial=0.001))
+    assert len(calls) == 1
+
+
+def test_an_invalid_account_key_is_a_config_error() -> None:
+    """A key that is not base64 is refused when the store is built, with a hint."""
+    from shelflife.config.model import TierConfig
+    from shelflife.errors import StoreConfigError
+    from shelflife.stores.azure import AzureStore
+
+    tier = azure_tier("http://127.0.0.1:9/devstoreaccount1", "container")
+    with pytest.raises(StoreConfigError) as caught:
+        AzureStore(TierConfig.model_validate({**tier, "secret_key": "=not base64="}))
+    assert "account key is not valid" in caught.value.message
+    assert caught.value.hint

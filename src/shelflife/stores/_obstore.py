@@ -69,6 +69,12 @@ def translate_error(exc: BaseException, where: str, key: str | None = None) -> S
             f"{where} refused access: {_first_line(text)}",
             hint="check the tier's access_key/secret_key (or file permissions for a local tier)",
         )
+    if "invalid access key" in text.lower():
+        return StoreConfigError(
+            f"{where}: the account key is not valid ({_first_line(text).split(': ')[-1]})",
+            hint="secret_key must be the storage account's key exactly as the portal shows it "
+            "(base64)",
+        )
     if "permission denied" in text.lower():
         return StoreAuthError(
             f"{subject}: permission denied",

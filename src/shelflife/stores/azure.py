@@ -11,12 +11,19 @@ from typing import Any
 from urllib.parse import quote
 
 import obstore as obs
+from obstore import exceptions as obe
 from obstore.store import AzureStore as _ObAzureStore
 
 from shelflife.config.model import TierConfig
 from shelflife.errors import StoreConfigError
 from shelflife.keys import join_key, validate_key
-from shelflife.stores._obstore import ObstoreStore, client_options, retry_config, split_bucket_url
+from shelflife.stores._obstore import (
+    ObstoreStore,
+    client_options,
+    retry_config,
+    split_bucket_url,
+    translate_error,
+)
 
 
 class AzureStore(ObstoreStore):
@@ -34,13 +41,16 @@ class AzureStore(ObstoreStore):
             config["account_key"] = tier.secret_key.get_secret_value()
         if tier.endpoint:
             config["endpoint"] = tier.endpoint.rstrip("/")
-        store = _ObAzureStore(
-            container,
-            prefix=prefix or None,
-            config=config,  # type: ignore[arg-type]
-            client_options=client_options(tier),
-            retry_config=retry_config(tier),
-        )
+        try:
+            store = _ObAzureStore(
+                container,
+                prefix=prefix or None,
+                config=config,  # type: ignore[arg-type]
+                client_options=client_options(tier),
+                retry_config=retry_config(tier),
+            )
+        except obe.BaseError as exc:
+            raise translate_error(exc, tier.url.rstrip("/")) from None
         self.container = container
         self.prefix = prefix
         self.account_name = config["account_name"]
