@@ -48,6 +48,8 @@ WHAT_IT_PROVES = {
     "uploads racing collection": "I1, I3 — uploads (half referenced) while sweeps run: none "
     "deleted",
     "HTTP API fuzzing (schemathesis)": "generated requests against every route: no 5xx",
+    "HTTP API under concurrent load": "clients uploading, reading back, resolving URLs and "
+    "reading stats at once: every request answered, every object its own bytes",
     "property: keys": "I7 — any string: refused with a reason, or a key that stays under "
     "the tier's root",
     "property: sizes, ratios, durations": "I7 — any text parses to a bounded value or is "
@@ -57,8 +59,8 @@ WHAT_IT_PROVES = {
     "property: planner": "I1, I3 — any inventory, references and rules: no referenced object "
     "collected, no pinned/leased object touched, no object acted on twice, no migration "
     "to its own tier",
-    "security: path traversal": "I7 — hostile keys on the command line, the Python API and "
-    "in application rows: refused, nothing outside the tier touched",
+    "security: path traversal": "I7 — hostile keys on the command line, the Python API, the "
+    "HTTP API and in application rows: refused, nothing outside the tier touched",
     "security: symbolic links in a file:// tier": "links to a folder and files outside the "
     "tier: never listed, followed, read or written through",
     "security: secrets in output": "I7 — a secret key and a database password never in "
