@@ -149,6 +149,8 @@ def execute_batch(shelf: Shelf, run_id: str, plan_now: datetime, items: list[Act
             ledger.finish(run_id, item, "failed", errors[where])
         else:
             ledger.finish(run_id, item, "skipped", reasons.get(where, "not taken"))
+    if outcome.stopped:  # a reference source went away: the coordinator stops the run
+        raise RuntimeError(outcome.stopped)
 
 
 def _settle_pending(
