@@ -42,11 +42,13 @@ class FaultProxy:
         faults: Sequence[str] = FAULTS,
         http: bool = True,
         seed: int = 0,
+        only: bytes | None = None,
     ) -> None:
         self.upstream_port = upstream_port
         self.rate = rate
         self.faults = tuple(faults)
         self.http = http
+        self.only = only  # fault only the requests whose request line contains this
         self.random = random.Random(seed)
         self.counts: Counter[str] = Counter()
         self.requests = 0
@@ -138,7 +140,8 @@ class FaultProxy:
         if request is None:
             return
         self.requests += 1
-        fault = self._choose()
+        line = request.split(b"\r\n", 1)[0]
+        fault = self._choose() if self.only is None or self.only in line else None
         if fault not in (None, "truncate"):
             self.counts[fault] += 1
         if fault == "drop":

@@ -317,3 +317,39 @@ def test_an_invalid_account_key_is_a_config_error() -> None:
         AzureStore(TierConfig.model_validate({**tier, "secret_key": "=not base64="}))
     assert "account key is not valid" in caught.value.message
     assert caught.value.hint
+
+
+def test_a_listing_that_keeps_failing_leaves_the_run_partial_not_failed(
+    tmp_path: Path, s3_endpoint: str, proxies: tuple[FaultProxy, FaultProxy]
+) -> None:
+    """Every listing of a tier answered 503: the run plans on the last inventory, lists the
+    scan failure, still takes its actions (each re-checked by HEAD) and ends partial."""
+    s3_proxy, _ = proxies
+    bucket = make_s3_bucket(s3_endpoint)
+    app = AppTable(f"sqlite:///{tmp_path / 'app.db'}")
+    cloud = s3_tier(behind(s3_endpoint, s3_proxy), bucket, retries=1)
+    raw: dict[str, Any] = {
+        "catalog": {"url": f"sqlite:///{tmp_path / 'catalog.db'}"},
+        "tiers": {"cloud": cloud},
+        "databases": {"app": {"url": app.url}},
+        "references": [
+            {"database": "app", "table": app.name, "column": "path", "on_expire": "null"}
+        ],
+        "rules": [{"id": "expire", "tier": "cloud", "action": "expire", "after": "0s"}],
+    }
+    shelf = Shelf.open(parse_config(raw, base_dir=tmp_path, source="test", env={}))
+    for key in ("a.bin", "b.bin"):
+        stored = shelf.put(content(key), key, tier="cloud")
+    app.insert(stored.ref)
+    shelf.ledger.purge_expired_leases(utcnow().replace(year=utcnow().year + 1))
+    s3_proxy.faults, s3_proxy.rate, s3_proxy.only = ("503",), 1.0, b"list-type=2"
+    try:
+        outcome = shelf.run(yes=True)
+    finally:
+        s3_proxy.rate, s3_proxy.only = 0.0, None
+    assert outcome.status == "partial", outcome.as_json()
+    assert [(f.rule, f.tier) for f in outcome.failed] == [("scan", "cloud")]
+    assert "listing failed" in outcome.failed[0].error
+    assert sorted(a.key for a in outcome.actions) == ["a.bin", "b.bin"]
+    assert app.values() == ["None"]  # the row of b.bin, expired with it (on_expire = null)
+    assert s3_proxy.counts["503"] >= 4  # client retries and resumed listings, all refused
