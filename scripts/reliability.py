@@ -12,6 +12,7 @@ into the report, so every figure in it comes from a run anyone can repeat:
 from __future__ import annotations
 
 import json
+import os
 import platform
 import sys
 from pathlib import Path
@@ -84,7 +85,8 @@ def main() -> int:
         "here is typed by hand.",
         "",
         f"- Run: {data['written_at']}, pytest exit status {data['exit_status']}",
-        f"- Machine: {platform.system()} {platform.machine()}, Python {platform.python_version()}",
+        f"- Machine: {platform.system()} {platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}",
         "",
         "## Suites and figures",
         "",

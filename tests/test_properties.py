@@ -127,40 +127,68 @@ SCALARS = st.one_of(
     st.integers(min_value=-(10**6), max_value=10**12),
     st.floats(allow_nan=False, allow_infinity=False),
     st.booleans(),
-    st.sampled_from(["file:///srv/x", "s3://bucket/p", "30d", "80%", "5GB", "{key}", "*"]),
 )
-TIER_FIELDS = [
-    "url",
-    "ref_format",
-    "capacity",
-    "high_watermark",
-    "low_watermark",
-    "endpoint",
-    "presign_ttl",
-    "storage_class",
-    "retries",
-    "multipart_threshold",
-    "bogus",
-]
-RULE_FIELDS = ["id", "tier", "action", "to", "when", "after", "grace", "mode", "max_fraction",
-               "order", "batch_size", "filter", "nonsense"]  # fmt: skip
+# Per field, values that are valid and values that are not, so that generated files are
+# accepted often enough for the accepted side of the property to be exercised too.
+TIER_VALUES: dict[str, list[Any]] = {
+    "url": ["file:///srv/a", "s3://bucket/p", "az://c/p", "memory://m", "ftp://x", "", 3],
+    "ref_format": ["{key}", "/data/{key}", "no placeholder", "{key}{key}"],
+    "capacity": ["5GB", "disk", 10**9, "lots", -1, 1.5],
+    "high_watermark": ["80%", 0.9, "180%", "high"],
+    "low_watermark": ["70%", 0.5, 0.95, -0.1],
+    "presign_ttl": ["1h", "7d", "8d", "0s", "soon", 60],
+    "retries": [0, 3, 20, 21, -1, "3"],
+    "multipart_threshold": ["8MiB", "1GB", "8XB", 2.5],
+    "storage_class": ["STANDARD_IA", "Cool", "NEARLINE", "cheap"],
+    "bogus": ["x"],
+}
+RULE_VALUES: dict[str, list[Any]] = {
+    "id": ["r1", "r2", ""],
+    "tier": ["local", "cloud", "*", "nowhere"],
+    "action": ["migrate", "expire", "collect-orphans", "explode"],
+    "to": ["cloud", "local", "nowhere"],
+    "when": ["over-watermark", "sometimes"],
+    "after": ["30d", "0s", "later"],
+    "grace": ["7d", "-1d"],
+    "mode": ["delete", "quarantine", "shred"],
+    "max_fraction": ["25%", 0.5, 2],
+    "order": ["oldest", "largest", "random"],
+    "batch_size": [1, 1000, 0],
+}
+
+
+def _table(values: dict[str, list[Any]], required: dict[str, Any]) -> st.SearchStrategy[Any]:
+    optional = st.dictionaries(
+        st.sampled_from(sorted(values)),
+        st.one_of(st.sampled_from([v for options in values.values() for v in options]), SCALARS),
+        max_size=2,
+    )
+    fields = st.fixed_dictionaries(
+        {name: st.sampled_from(values[name]) for name in required},
+        optional={
+            name: st.sampled_from(options)
+            for name, options in values.items()
+            if name not in required
+        },
+    )
+    return st.builds(lambda a, b: {**a, **b}, fields, st.one_of(st.just({}), optional))
+
+
 SECRET = "hunter2-Sup3rS3cret"
-
-
-def _table(fields: list[str]) -> st.SearchStrategy[dict[str, Any]]:
-    return st.dictionaries(st.sampled_from(fields), SCALARS, max_size=6)
-
-
 CONFIGS = st.fixed_dictionaries(
-    {"tiers": st.dictionaries(st.sampled_from(["local", "cloud", "x"]), _table(TIER_FIELDS),
-                              max_size=3)},
+    {"tiers": st.dictionaries(st.sampled_from(["local", "cloud"]),
+                              _table(TIER_VALUES, {"url": None}), min_size=1, max_size=2)},
     optional={
-        "rules": st.lists(_table(RULE_FIELDS), max_size=3),
+        "rules": st.lists(_table(RULE_VALUES, {"id": None, "tier": None, "action": None}),
+                          max_size=3),
         "executor": st.dictionaries(
             st.sampled_from(["concurrency", "batch_size", "max_error_fraction", "backend"]),
-            SCALARS, max_size=3),
-        "schedule": st.dictionaries(st.sampled_from(["lifecycle", "stats", "timezone"]),
-                                    SCALARS, max_size=2),
+            st.one_of(st.sampled_from([4, 500, "10%", "local", "celery", 0]), SCALARS),
+            max_size=2),
+        "schedule": st.dictionaries(
+            st.sampled_from(["lifecycle", "stats", "timezone"]),
+            st.sampled_from(["0 3 * * *", "", "61 * * * *", "UTC", "Mars/Olympus"]),
+            max_size=2),
     },
 )  # fmt: skip
 
@@ -198,6 +226,8 @@ def test_any_configuration_loads_or_names_its_error(tmp_path: Path, figures: Fig
             assert rule.to is None or (rule.to in config.tiers and rule.to != rule.tier)
 
     prop()
+    assert tried["accepted"] > 0, "no generated configuration was valid: the strategy is off"
+    assert tried["refused"] > 0
     figures.add("property: configuration", **tried)
 
 
