@@ -70,6 +70,7 @@ def make_app_shelf(
     health: dict[str, Any] | None = None,
     on_expire: str | None = None,
     executor: dict[str, Any] | None = None,
+    reference: dict[str, Any] | None = None,
 ) -> Shelf:
     raw: dict[str, Any] = {
         "catalog": {"url": f"sqlite:///{tmp_path / 'catalog.db'}"},
@@ -88,6 +89,7 @@ def make_app_shelf(
         raw["references"] = [{"database": "app", "table": app.name, "column": "path"}]
         if on_expire:
             raw["references"][0]["on_expire"] = on_expire
+        raw["references"][0].update(reference or {})
     if executor:
         raw["executor"] = executor
     if health:

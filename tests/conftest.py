@@ -160,7 +160,7 @@ def azure_tier(endpoint: str, container: str, prefix: str = "pre") -> dict[str, 
 
 
 @pytest.fixture(scope="session")
-def pg_url() -> Iterator[str]:
+def pg_database() -> Iterator[str]:
     """A fresh PostgreSQL database for this test session, dropped at the end."""
     from sqlalchemy import create_engine, text
 
@@ -175,6 +175,22 @@ def pg_url() -> Iterator[str]:
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+@pytest.fixture
+def pg_url(pg_database: str) -> str:
+    """A fresh schema of the session database, first on the search path: each test's
+    application sees its own tables only, as a real one does (shelflife looks for
+    undeclared reference columns among every table of an application database)."""
+    from sqlalchemy import create_engine, make_url, text
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    engine = create_engine(pg_database)
+    with engine.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    engine.dispose()
+    url = make_url(pg_database).update_query_dict({"options": f"-csearch_path={schema}"})
+    return url.render_as_string(hide_password=False)
 
 
 @pytest.fixture
@@ -211,8 +227,22 @@ MARIADB_ADMIN = os.environ.get("SHELFLIFE_TEST_MARIADB", "mysql+pymysql://root@1
 
 
 @pytest.fixture(scope="session")
-def mariadb_url() -> Iterator[str]:
-    """A fresh MariaDB database for this test session, dropped at the end."""
+def mariadb_databases() -> Iterator[list[str]]:
+    """The MariaDB databases made in this session, dropped at its end."""
+    from sqlalchemy import create_engine, text
+
+    made: list[str] = []
+    yield made
+    admin = create_engine(MARIADB_ADMIN)
+    with admin.begin() as conn:
+        for name in made:
+            conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
+    admin.dispose()
+
+
+@pytest.fixture
+def mariadb_url(mariadb_databases: list[str]) -> str:
+    """A fresh MariaDB database for this test (see pg_url: each test sees its own tables)."""
     from sqlalchemy import create_engine, text
 
     name = f"shelflife_test_{uuid.uuid4().hex[:10]}"
@@ -222,10 +252,10 @@ def mariadb_url() -> Iterator[str]:
             conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
     except Exception as exc:
         pytest.fail(f"MariaDB is not reachable at {MARIADB_ADMIN}: {exc}")
-    yield MARIADB_ADMIN.rstrip("/") + "/" + name + "?charset=utf8mb4"
-    with admin.begin() as conn:
-        conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
-    admin.dispose()
+    finally:
+        admin.dispose()
+    mariadb_databases.append(name)
+    return MARIADB_ADMIN.rstrip("/") + "/" + name + "?charset=utf8mb4"
 
 
 @pytest.fixture(params=["sqlite", "postgresql", "mariadb"])

@@ -16,7 +16,13 @@ from tests.test_cli import SHELFLIFE, shelflife
 
 
 def write_config(
-    tmp_path: Path, app: AppTable, *, rules: str = "", extra: str = "", on_expire: str = "block"
+    tmp_path: Path,
+    app: AppTable,
+    *,
+    rules: str = "",
+    extra: str = "",
+    on_expire: str = "block",
+    reference: str = "",
 ) -> Path:
     (tmp_path / "outputs").mkdir(exist_ok=True)
     config = tmp_path / "shelflife.toml"
@@ -34,6 +40,7 @@ database = "app"
 table = "{app.name}"
 column = "path"
 on_expire = "{on_expire}"
+{reference}
 {rules}
 {extra}
 """)
@@ -65,7 +72,8 @@ def files(tmp_path: Path, *names: str) -> None:
 def test_gc_dry_run_prints_the_plan_shape_then_sweeps_the_mark(
     tmp_path: Path, app: AppTable
 ) -> None:
-    write_config(tmp_path, app, rules=ORPHANS)
+    # One value in three names no object (told so with max_unmatched): reported, not followed.
+    write_config(tmp_path, app, rules=ORPHANS, reference="max_unmatched = 0.5")
     files(tmp_path, "keep.mp4", "drop.mp4", "also.mp4", "fine.mp4")
     app.insert("data/storage/outputs/keep.mp4", "data/storage/outputs/fine.mp4", "weird://x")
     assert shelflife("scan", cwd=tmp_path).returncode == 0

@@ -78,7 +78,7 @@ def test_expire_applies_on_expire_to_rows(tmp_path: Path, app: AppTable, on_expi
     shelf = shelf_with(tmp_path, app, EXPIRE, on_expire=on_expire)
     stored(shelf, "old.bin", "old-free.bin", days=40)
     stored(shelf, "young.bin", days=1)
-    app.insert(REF.format("old.bin"), REF.format("young.bin"), "unrelated/value")
+    app.insert(REF.format("old.bin"), REF.format("young.bin"), REF.format("unrelated/value"))
 
     outcome = shelf.run(kinds=("expire",), command="expire", scan=False)
 
@@ -95,9 +95,9 @@ def test_expire_applies_on_expire_to_rows(tmp_path: Path, app: AppTable, on_expi
         assert not run_sync_exists(store, "old.bin")
         values = [row[1] for row in app.rows()]
         if on_expire == "null":
-            assert values == [None, REF.format("young.bin"), "unrelated/value"]
+            assert values == [None, REF.format("young.bin"), REF.format("unrelated/value")]
         else:
-            assert values == [REF.format("young.bin"), "unrelated/value"]
+            assert values == [REF.format("young.bin"), REF.format("unrelated/value")]
         assert sum(outcome.rows.values()) == 1
     expired = sorted(a.key for a in outcome.actions)
     assert expired == (["old-free.bin"] if on_expire == "block" else ["old-free.bin", "old.bin"])
@@ -147,7 +147,7 @@ def test_apply_rechecks_every_action(tmp_path: Path, app: AppTable) -> None:
 @pytest.mark.invariant("I7")
 def test_a_plan_applies_once(tmp_path: Path, app: AppTable) -> None:
     shelf = shelf_with(tmp_path, app, EXPIRE)
-    app.insert("unrelated/value")  # an empty source would refuse (tested elsewhere)
+    app.insert(REF.format("unrelated/value"))  # an empty source would refuse (tested elsewhere)
     stored(shelf, "a.bin", days=40)
     plan = shelf.plan()
     first = shelf.apply(plan.as_json())
@@ -161,7 +161,7 @@ def test_a_plan_applies_once(tmp_path: Path, app: AppTable) -> None:
 
 def test_a_future_plan_is_for_review_only(tmp_path: Path, app: AppTable) -> None:
     shelf = shelf_with(tmp_path, app, EXPIRE)
-    app.insert("unrelated/value")
+    app.insert(REF.format("unrelated/value"))
     stored(shelf, "a.bin", days=20)
     assert shelf.plan().actions == []
     later = shelf.plan(at=utcnow() + timedelta(days=11))  # "what happens in 11 days"
@@ -173,7 +173,7 @@ def test_a_future_plan_is_for_review_only(tmp_path: Path, app: AppTable) -> None
 
 def test_deletions_over_the_caps_need_yes(tmp_path: Path, app: AppTable) -> None:
     shelf = shelf_with(tmp_path, app, EXPIRE, executor={"max_delete": 2})
-    app.insert("unrelated/value")
+    app.insert(REF.format("unrelated/value"))
     stored(shelf, "a.bin", "b.bin", "c.bin", days=40)
     with pytest.raises(RefusedError, match="max_delete = 2"):
         shelf.run(scan=False)
@@ -347,7 +347,7 @@ def test_apply_judges_ages_by_the_inventory_not_the_plan_file(
     tmp_path: Path, app: AppTable
 ) -> None:
     shelf = shelf_with(tmp_path, app, EXPIRE)
-    app.insert("unrelated/value")
+    app.insert(REF.format("unrelated/value"))
     stored(shelf, "old.bin", days=40)
     stored(shelf, "young.bin", days=1)
     body = shelf.plan().as_json()

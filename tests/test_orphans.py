@@ -416,6 +416,12 @@ def test_hostile_values_in_reference_columns_are_reported_not_followed(
         REF.format("x\nz"),
     )
     shelf.scan()
+    # 4 of 5 values name no object: the source cannot be trusted to protect anything.
+    with pytest.raises(RefusedError, match=r"4 of 5 values .* match no tier's spelling"):
+        shelf.gc()
+    assert keys_on(shelf) == {"real.mp4", "orphan.mp4"}
+    # Told that such values name no object, collection goes on and never follows them.
+    shelf = make_app_shelf(tmp_path, app, rules=[orphan_rule()], reference={"max_unmatched": "90%"})
     outcome = shelf.gc()
     assert [a.key for a in outcome.actions] == ["orphan.mp4"]
     assert outcome.unmatched == 4

@@ -11,11 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import update
 from sqlalchemy.exc import SQLAlchemyError
 
 from shelflife.locations import Location
-from shelflife.references import ParseReport, ReferenceSource, SourceUnreadable
+from shelflife.references import Reference, ReferenceSource, SourceUnreadable
 
 if TYPE_CHECKING:
     from shelflife.shelf import Shelf
@@ -58,59 +57,57 @@ class AuditReport:
 
 
 def audit_references(shelf: Shelf, *, repair: bool) -> AuditReport:
+    """Every reference in every source, read by the one resolver: a reference dangles when
+    none of the locations it may name holds an object (in the inventory)."""
     report = AuditReport()
     for source in shelf.sources():
-        parse = ParseReport()
-        for values in source.iter_values():
-            located = []
-            for value in values:
-                location = shelf.locator.parse(value)
-                if location is None:
-                    parse.note_unmatched(value)
-                else:
-                    located.append((value, location))
-            report.rows += len(values)
-            _check_batch(shelf, source, located, report, repair)
-        report.unmatched += parse.unmatched
-        report.unmatched_examples += parse.examples[: 5 - len(report.unmatched_examples)]
+        counts = source.new_report()
+        for references in source.iter_references(counts):
+            _check_batch(shelf, source, [r for r in references if r.locations], report, repair)
+        report.rows += counts.rows
+        report.unmatched += counts.unmatched
+        report.unmatched_examples += counts.examples[: 5 - len(report.unmatched_examples)]
     return report
 
 
 def _check_batch(
     shelf: Shelf,
     source: ReferenceSource,
-    located: list[tuple[str, Location]],
+    references: list[Reference],
     report: AuditReport,
     repair: bool,
 ) -> None:
-    present = shelf.catalog.present((loc.tier, loc.key) for _, loc in located)
-    missing = [(value, loc) for value, loc in located if (loc.tier, loc.key) not in present]
-    if not missing:
-        return
-    elsewhere = shelf.catalog.present(
-        (tier, loc.key) for _, loc in missing for tier in shelf.config.tiers if tier != loc.tier
-    )
-    for value, loc in missing:
+    tiers = list(shelf.config.tiers)
+    wanted = {
+        (tier, location.key) for ref in references for location in ref.locations for tier in tiers
+    }
+    present = shelf.catalog.present(wanted)
+    moves: dict[Location, Location] = {}
+    for ref in references:
+        if any((loc.tier, loc.key) in present for loc in ref.locations):
+            continue
+        first = ref.locations[0]
         found_on = next(
             (
                 tier
-                for tier in shelf.config.tiers
-                if tier != loc.tier and (tier, loc.key) in elsewhere
+                for loc in ref.locations
+                for tier in tiers
+                if tier != loc.tier and (tier, loc.key) in present
             ),
             None,
         )
-        entry = Dangling(source.label, value, loc.tier, loc.key, found_on)
+        entry = Dangling(source.label, ref.text, first.tier, first.key, found_on)
         if repair and found_on is not None:
-            entry.repaired = _repoint(
-                source, value, shelf.locator.render(Location(found_on, loc.key))
-            )
+            moves[first] = Location(found_on, first.key)
+            entry.repaired = True
         report.dangling.append(entry)
-
-
-def _repoint(source: ReferenceSource, old: str, new: str) -> bool:
-    statement = update(source.table).where(source.column == old).values({source.column.name: new})
-    try:
-        with source.engine.begin() as conn:
-            return bool(conn.execute(statement).rowcount)
-    except SQLAlchemyError as exc:
-        raise SourceUnreadable(f"cannot repoint rows in {source.label}: {exc}") from None
+    if moves:
+        try:
+            with source.engine.begin() as conn:
+                changed = source.rewrite(conn, moves)
+        except SQLAlchemyError as exc:
+            raise SourceUnreadable(f"cannot repoint rows in {source.label}: {exc}") from None
+        if not changed:  # the rows changed meanwhile: nothing was repaired
+            for entry in report.dangling:
+                if Location(entry.tier, entry.key) in moves:
+                    entry.repaired = False

@@ -9,25 +9,24 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, String, Text, column, create_engine, inspect, select, table, text
+from sqlalchemy import create_engine, text
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.sql.expression import ColumnClause
 
 from shelflife.aio import run_sync
-from shelflife.catalog.schema import metadata as catalog_metadata
 from shelflife.config.model import Config
 from shelflife.errors import ShelflifeError
-from shelflife.locations import Locator
-from shelflife.references import Databases, ReferenceSource
+from shelflife.locations import Location, Locator
+from shelflife.orphans import CATALOG_TABLES
+from shelflife.references import Databases, ReferenceSource, undeclared_columns
 from shelflife.stores._obstore import ObstoreStore
 from shelflife.stores.local import LocalStore
 
 PROBE_PREFIX = ".shelflife-probe"
-CATALOG_TABLES = frozenset(catalog_metadata.tables) | {"alembic_version"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,23 +131,59 @@ def _user_name(uid: int) -> str:
         return f"uid {uid}"
 
 
-SAMPLE_ROWS = 50
+TRUST_SAMPLE = 100_000  # rows per source read for the spelling check
 
 
-def lint_references(config: Config, databases: Databases, locator: Locator) -> list[CheckResult]:
-    """Warn about reference columns without an index, and undeclared columns that hold
-    values spelled like a tier's locations (a table whose paths would never be migrated)."""
+def lint_references(
+    config: Config,
+    databases: Databases,
+    locator: Locator,
+    exists: Callable[[Location], bool] = lambda location: False,
+) -> list[CheckResult]:
+    """Warn about reference columns without an index, sources whose spellings cannot be
+    trusted (values naming a tier's place in an undeclared way, too many values matching
+    no tier), tiers that share a spelling, and undeclared columns that hold references
+    (whole values, strings inside JSON, substrings of free text)."""
     results: list[CheckResult] = []
-    declared = {(r.database, r.table, r.column) for r in config.references}
+    for text_, tiers in locator.shared_spellings():
+        results.append(
+            CheckResult(
+                "reference",
+                text_,
+                True,
+                f"tiers {', '.join(tiers)} share the spelling {text_!r}: a value in it names "
+                "the key on each of them (each is protected; audit reports the value only "
+                "when none holds it)",
+                "give each tier its own ref_format if rows can tell them apart",
+                warning=True,
+            )
+        )
     for ref in config.references:
-        source = ReferenceSource(ref, databases.engine(ref.database))
+        source = ReferenceSource(ref, databases.engine(ref.database), locator)
         try:
             rows = source.count()
+            report = source.new_report()
+            read = 0
+            for _ in source.iter_references(report):
+                read = report.rows
+                if read >= TRUST_SAMPLE:
+                    break
         except ShelflifeError as exc:
             results.append(CheckResult("reference", source.label, False, exc.message, exc.hint))
             continue
+        for tier, reason in sorted(report.distrusted(locator, list(config.tiers)).items()):
+            results.append(
+                CheckResult(
+                    "reference",
+                    source.label,
+                    True,
+                    f"tier {tier}: {reason}",
+                    "until then, rules that remove objects from this tier are refused",
+                    warning=True,
+                )
+            )
         indexed = source.has_index()
-        if indexed is False:
+        if indexed is False and ref.kind in ("value", "array"):
             results.append(
                 CheckResult(
                     "reference",
@@ -160,56 +195,23 @@ def lint_references(config: Config, databases: Databases, locator: Locator) -> l
                 )
             )
         else:
-            results.append(CheckResult("reference", source.label, True, f"{rows} rows, indexed"))
-    for name in config.databases:
-        results += _undeclared_columns(name, databases.engine(name), declared, locator)
+            results.append(
+                CheckResult("reference", source.label, True, f"{rows} rows, kind {ref.kind}")
+            )
+    for finding in undeclared_columns(
+        config, databases, locator, exists, skip_tables=CATALOG_TABLES
+    ):
+        results.append(
+            CheckResult(
+                "reference",
+                finding.label,
+                True,
+                f"undeclared reference column: values such as {finding.example[:120]!r} point "
+                f"at objects of tier {', '.join(finding.tiers)}, but no [[references]] entry "
+                "names this column; collecting orphans there is refused until it is declared",
+                "declare it:\n" + finding.declaration() + "\nor, if it names no object, list it "
+                "under [[ignore_columns]] with a reason",
+                warning=True,
+            )
+        )
     return results
-
-
-def _undeclared_columns(
-    database: str, engine: Engine, declared: set[tuple[str, str, str]], locator: Locator
-) -> list[CheckResult]:
-    found = []
-    try:
-        inspector = inspect(engine)
-        tables = inspector.get_table_names()
-    except SQLAlchemyError:
-        return []
-    for table_name in tables:
-        if table_name in CATALOG_TABLES:
-            continue
-        for info in inspector.get_columns(table_name):
-            if (database, table_name, info["name"]) in declared:
-                continue
-            if not isinstance(info["type"], String | Text):
-                continue
-            sample = _sample(engine, table_name, info["name"])
-            hits = [value for value in sample if locator.parse_specific(value) is not None]
-            if hits:
-                found.append(
-                    CheckResult(
-                        "reference",
-                        f"{database}.{table_name}.{info['name']}",
-                        True,
-                        f"undeclared reference column: values such as {hits[0]!r} look like "
-                        "locations on a tier, but no [[references]] entry names this column",
-                        "declare it under [[references]] so its objects are migrated and protected",
-                        warning=True,
-                    )
-                )
-    return found
-
-
-def _sample(engine: Engine, table_name: str, column_name: str) -> list[str]:
-    column_ref: ColumnClause[Any] = column(column_name)
-    query = (
-        select(column_ref)
-        .select_from(table(table_name, column_ref))
-        .where(column_ref.is_not(None))
-        .limit(SAMPLE_ROWS)
-    )
-    try:
-        with engine.connect() as conn:
-            return [str(value) for value in conn.execute(query).scalars()]
-    except SQLAlchemyError:
-        return []

@@ -28,7 +28,7 @@ from shelflife.catalog.ledger import Ledger
 from shelflife.config.model import Config
 from shelflife.errors import ShelflifeError
 from shelflife.faults import checkpoint
-from shelflife.locations import Locator
+from shelflife.locations import Location, Locator
 from shelflife.references import ReferenceSource, SourceUnreadable
 from shelflife.stores._obstore import ObstoreStore
 from shelflife.stores.transfer import head_many
@@ -59,34 +59,27 @@ class Expirer:
         self.sources = sources
         self.store = store
 
-    def spellings(self, tier: str, keys: Sequence[str]) -> dict[str, list[str]]:
-        """Per key, every value a row could hold that resolves to the object on ``tier``:
-        the tier's own spellings, and another tier's where that tier lacks the key."""
+    def resolves_here(self, tier: str, keys: Sequence[str]) -> Callable[[Location], bool]:
+        """Whether a location a row names resolves to the object on ``tier``: it names the
+        key there, or on another tier that lacks the key."""
         others = [name for name in self.config.tiers if name != tier]
         present = self.catalog.present((other, key) for other in others for key in keys)
-        result: dict[str, list[str]] = {}
-        for key in keys:
-            values: set[str] = set()
-            for name, tier_config in self.config.tiers.items():
-                if name != tier and (name, key) in present:
-                    continue
-                for template in (tier_config.ref_format, *tier_config.ref_aliases):
-                    values.add(template.replace("{key}", key))
-            result[key] = sorted(values)
-        return result
+        wanted = set(keys)
+
+        def here(location: Location) -> bool:
+            if location.key not in wanted:
+                return False
+            return location.tier == tier or (location.tier, location.key) not in present
+
+        return here
 
     def _named_by(
-        self, sources: Sequence[ReferenceSource], values: dict[str, list[str]]
+        self, sources: Sequence[ReferenceSource], tier: str, keys: Sequence[str]
     ) -> set[str]:
-        owner = {value: key for key, spelled in values.items() for value in spelled}
-        folded = {value.casefold().rstrip(" "): key for value, key in owner.items()}
+        here = self.resolves_here(tier, keys)
         named: set[str] = set()
         for source in sources:
-            for value in source.present(list(owner)):
-                key = owner.get(value) or folded.get(value.casefold().rstrip(" "))
-                if key is None:  # a loose collation matched something unexpected: keep all
-                    return set(values)
-                named.add(key)
+            named |= {loc.key for loc in source.naming(keys) if here(loc)}
         return named
 
     async def expire(
@@ -98,11 +91,10 @@ class Expirer:
         errors: dict[str, ShelflifeError] = {}
         heads = await head_many(store, keys, errors=errors)
         protected = await asyncio.to_thread(self.ledger.protected_keys, tier, keys, now)
-        values = await asyncio.to_thread(self.spellings, tier, keys)
         blocking = [s for s in self.sources if s.config.on_expire == "block"]
         changing = [s for s in self.sources if s.config.on_expire != "block"]
         try:
-            blocked = await asyncio.to_thread(self._named_by, blocking, values)
+            blocked = await asyncio.to_thread(self._named_by, blocking, tier, keys)
         except SourceUnreadable:
             raise  # the run stops: no reference can be verified any more
         except ShelflifeError as exc:
@@ -130,16 +122,15 @@ class Expirer:
                 chosen.append(item)
         if not chosen:
             return
-        chosen_values = [value for item in chosen for value in values[item.key]]
+        chosen_keys = [item.key for item in chosen]
+        here = await asyncio.to_thread(self.resolves_here, tier, chosen_keys)
         try:
             for source in changing:
-                changed = await asyncio.to_thread(source.expire_rows, chosen_values)
+                changed = await asyncio.to_thread(source.expire_rows, here, chosen_keys)
                 result.rows[source.label] = result.rows.get(source.label, 0) + changed
             checkpoint("expire-rows")
             # A row written since (any source) keeps its object.
-            again = await asyncio.to_thread(
-                self._named_by, self.sources, {item.key: values[item.key] for item in chosen}
-            )
+            again = await asyncio.to_thread(self._named_by, self.sources, tier, chosen_keys)
         except SourceUnreadable:
             raise  # rows may have changed, no object was deleted; the run stops
         except ShelflifeError as exc:

@@ -157,14 +157,23 @@ def build_plan(
     """Plan ``rules`` at ``now`` over the catalog, after a fresh reference snapshot when a
     rule deletes. Refuses (exit 3) when the references cannot be trusted."""
     snapshot_id = None
+    blocks: dict[tuple[str, str], str] = {}
+    all_tiers = list(shelf.config.tiers)
     deleting = [r for r in rules if r.action in ("expire", "collect-orphans")]
-    if deleting:
+    if deleting or (rules and shelf.config.references):
+        # Every rule that removes objects from a tier (a migration too: its rewrite must
+        # find every row) needs references it can trust: read them all, fresh.
         collector = shelf.collector()
-        tiers = sorted({t for r in deleting for t in rule_tiers(r, list(shelf.config.tiers))})
-        collector.check_sources(
-            tiers, need_sources=any(r.action == "collect-orphans" for r in deleting)
+        tiers = sorted({t for r in deleting for t in rule_tiers(r, all_tiers)})
+        if deleting:
+            collector.check_sources(
+                tiers, need_sources=any(r.action == "collect-orphans" for r in deleting)
+            )
+        snapshot_id, report = collector.snapshot(now, progress)
+        collecting = sorted(
+            {t for r in rules if r.action == "collect-orphans" for t in rule_tiers(r, all_tiers)}
         )
-        snapshot_id, _ = collector.snapshot(now, progress)
+        blocks = collector.blocks(report, collecting)
         shelf.ledger.purge_expired_leases(now)
     inventory = CatalogInventory(
         shelf.catalog.engine, tier_states(shelf), snapshot_id=snapshot_id, now=now
@@ -173,8 +182,9 @@ def build_plan(
         rules,
         inventory,
         now,
-        tiers=list(shelf.config.tiers),
+        tiers=all_tiers,
         references=shelf.config.references,
+        blocks=blocks,
     )
     result.id = new_id("plan", utcnow())
     count = len(result.actions)

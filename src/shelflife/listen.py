@@ -23,6 +23,7 @@ from shelflife.errors import ObjectNotFound, ShelflifeError, UsageError
 from shelflife.references import ReferenceSource
 
 CHANNEL = "shelflife_release"
+MAX_PAYLOAD = 7900  # bytes of old value a notification carries (PostgreSQL's limit: 8000)
 log = logging.getLogger("shelflife.listen")
 
 
@@ -40,20 +41,33 @@ def trigger_name(source: ReferenceSource) -> str:
 
 
 def install_triggers(sources: list[ReferenceSource]) -> list[ReferenceSource]:
-    """Create (or replace) the notify trigger on every PostgreSQL source; return them."""
+    """Create (or replace) the notify trigger on every PostgreSQL source; return them.
+
+    The payload is ``N:value``: the source's position in the list, then the old value
+    (an array as JSON). NOTIFY takes at most 8000 bytes: a longer old value sends ``N:``
+    alone, so the application's statement never fails; its objects are left for the
+    next ``gc``."""
     installed = []
-    for source in sources:
+    for position, source in enumerate(sources):
         if source.engine.dialect.name != "postgresql":
             continue
         name = trigger_name(source)
         column = source.config.column
         table = ".".join(f'"{part}"' for part in source.config.table.split("."))
+        old = f'OLD."{column}"'
+        payload = f"array_to_json({old})::text" if source.kind == "array" else f"{old}::text"
         function = f"""
             CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
+            DECLARE
+                payload text;
             BEGIN
-                IF OLD."{column}" IS NOT NULL AND (TG_OP = 'DELETE'
-                        OR OLD."{column}" IS DISTINCT FROM NEW."{column}") THEN
-                    PERFORM pg_notify('{CHANNEL}', OLD."{column}"::text);
+                IF {old} IS NOT NULL AND (TG_OP = 'DELETE'
+                        OR {old} IS DISTINCT FROM NEW."{column}") THEN
+                    payload := {payload};
+                    IF octet_length(payload) > {MAX_PAYLOAD} THEN
+                        payload := '';
+                    END IF;
+                    PERFORM pg_notify('{CHANNEL}', '{position}:' || payload);
                 END IF;
                 RETURN NULL;
             END $$;
@@ -99,11 +113,24 @@ def listen(
             for conn in ready:
                 for notice in conn.notifies(timeout=0, stop_after=1000):
                     stats.notifications += 1
-                    _handle(notice.payload, release, stats)
+                    for value in released_values(sources, notice.payload):
+                        _handle(value, release, stats)
     finally:
         for conn in connections:
             conn.close()
     return stats
+
+
+def released_values(sources: list[ReferenceSource], payload: str) -> list[str]:
+    """The reference strings an old value (``N:value``) held, read by its source's kind."""
+    position, colon, value = payload.partition(":")
+    if not colon or not position.isdigit() or int(position) >= len(sources):
+        return [payload]  # a trigger from before positions were sent: one whole value
+    if not value:
+        log.info("a released value was too long to send; the next gc collects its objects")
+        return []
+    reader = sources[int(position)].reader
+    return list(dict.fromkeys(ref.text for ref in reader.references(value) if ref.locations))
 
 
 def _handle(value: str, release: Callable[[str], bool], stats: ListenStats) -> None:

@@ -1,19 +1,49 @@
-"""How rows spell locations: parsing a column value into (tier, key) and back.
+"""How rows spell locations: the one resolver from a stored value to (tier, key), and back.
 
 Each tier has a ``ref_format`` (``data/storage/outputs/{key}``, ``s3://bucket/out/{key}``)
-and optional ``ref_aliases`` (other spellings of the same place, e.g. a container path).
-A value is parsed against every template; values are always written in ``ref_format``.
-A tier whose template is the bare ``{key}`` matches any value, so it is tried last and
-only when no other tier's template matched.
+and optional ``ref_aliases`` (other spellings of the same place). Every part of shelflife
+that reads a value a row holds — the reference snapshot, the sweep-time re-check, audit,
+``listen``, ``url``/``get`` and migration — resolves it here, the same way:
+
+- Leading and trailing whitespace is ignored; a blank value is NULL (names nothing).
+- A value is matched against every template, the longest literal first. It may match
+  several (a tier nested in another's folder): it then names every one of them.
+- A template whose text starts with a URL scheme (``https://``, ``s3://``, ``file://``)
+  reads values by URL rules: the query string and fragment are ignored (a stored
+  presigned URL still names its object) and percent-encoding is decoded
+  (``covers/c%200.jpg`` names the key ``covers/c 0.jpg``). Since an S3 key may itself
+  hold ``%``, ``?`` or ``#``, the literal reading is a candidate too: web templates
+  (``http``, ``https``, ``file``) prefer the decoded key, the others the literal one.
+- A value no template with literal text matches is a bare key, naming that key on every
+  tier whose spelling is the bare ``{key}``. A URL-shaped value (``scheme://…``) is never
+  a bare key.
+
+Every candidate a value yields is protected from collection; ``url``/``get`` try them in
+order. A value that matches no spelling but names a tier's bucket, container or folder
+under another scheme, case or host spelling (``s3a://bucket/…`` for ``s3://bucket/…``)
+is a *near miss*: see :meth:`Locator.near_miss`.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass
+from urllib.parse import quote, unquote, urlsplit
 
-from shelflife.config.model import Config
+from shelflife.config.model import Config, TierConfig
 from shelflife.errors import InvalidKeyError
 from shelflife.keys import validate_key
+
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
+_URL_TOKEN = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s\"'<>`]+")
+WEB_SCHEMES = frozenset({"http", "https", "file"})
+# Where a reference ends inside free text (Markdown, HTML, prose).
+_TERMINATORS = re.compile(r"[\s\"'<>`]")
+_CLOSERS = ")]}"
+_TRAILING = ".,;:!?"
+_MAX_WORDS = 4  # a reference in free text may run over this many spaces (keys with spaces)
+_MIN_ANCHOR = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,60 +52,323 @@ class Location:
     key: str
 
 
+def url_scheme(value: str) -> str | None:
+    """The lower-cased scheme of a URL-shaped value (``S3://x`` → ``s3``), or None."""
+    match = _SCHEME.match(value)
+    return match.group(1).lower() if match else None
+
+
+@dataclass(frozen=True, slots=True)
+class _Template:
+    tier: str
+    head: str
+    tail: str
+    scheme: str | None  # the head's URL scheme, lower-cased, if it has one
+
+    @property
+    def literal(self) -> int:
+        return len(self.head) + len(self.tail)
+
+    @property
+    def web(self) -> bool:
+        return self.scheme in WEB_SCHEMES
+
+    def render(self, key: str, *, encoded: bool) -> str:
+        return self.head + (quote(key) if encoded else key) + self.tail
+
+    def keys(self, value: str) -> list[str]:
+        """The keys ``value`` may name through this template, preferred first."""
+        if not value.startswith(self.head):
+            return []
+        rest = value[len(self.head) :]
+        literal = self._strip_tail(rest)
+        if self.scheme is None:
+            return [literal] if literal else []
+        base = re.split(r"[?#]", rest, maxsplit=1)[0]
+        stripped = self._strip_tail(base)
+        decoded = _decode(stripped) if stripped and "%" in stripped else stripped
+        order = [decoded, stripped, literal] if self.web else [literal, stripped, decoded]
+        keys: list[str] = []
+        for key in order:
+            if key and key not in keys:
+                keys.append(key)
+        return keys
+
+    def _strip_tail(self, rest: str) -> str | None:
+        if not self.tail:
+            return rest or None
+        if len(rest) > len(self.tail) and rest.endswith(self.tail):
+            return rest[: -len(self.tail)]
+        return None
+
+
 class Locator:
-    """Parses reference values into locations and renders locations as values."""
+    """The resolver: values to locations, locations to values."""
 
     def __init__(self, config: Config) -> None:
-        self._formats = {name: tier.ref_format for name, tier in config.tiers.items()}
-        # (head, tail, minimum length, tier) for every spelling with literal text.
-        specific: list[tuple[str, str, int, str]] = []
+        self._formats: dict[str, _Template] = {}
+        specific: list[_Template] = []
         self._bare: list[str] = []
+        self._anchors: list[tuple[str, str]] = []  # (folded place, tier)
         for name, tier in config.tiers.items():
-            for template in (tier.ref_format, *tier.ref_aliases):
-                head, _, tail = template.partition("{key}")
+            for position, text in enumerate((tier.ref_format, *tier.ref_aliases)):
+                head, _, tail = text.partition("{key}")
+                template = _Template(name, head, tail, url_scheme(head))
+                if position == 0:
+                    self._formats[name] = template
                 if head or tail:
-                    specific.append((head, tail, len(head) + len(tail), name))
+                    specific.append(template)
+                    self._add_anchor(_place(head), name)
                 elif name not in self._bare:
                     self._bare.append(name)
-        # Longest literal first, so 'data/storage/outputs/archive/{key}' wins over
+            for anchor in _store_anchors(tier):
+                self._add_anchor(anchor, name)
+        # Longest literal first: 'data/storage/outputs/archive/{key}' is tried before
         # 'data/storage/outputs/{key}' for values under the archive folder.
-        self._templates = sorted(specific, key=lambda t: t[2], reverse=True)
+        self._templates = sorted(specific, key=lambda t: t.literal, reverse=True)
+        self._heads = sorted({t.head for t in specific if t.head}, key=len, reverse=True)
+
+    def _add_anchor(self, anchor: str, tier: str) -> None:
+        folded = anchor.casefold()
+        if len(folded.strip("/")) >= _MIN_ANCHOR and (folded, tier) not in self._anchors:
+            self._anchors.append((folded, tier))
+
+    # -- values to locations -----------------------------------------------------------------
+
+    def resolve(self, value: str) -> list[Location]:
+        """Every location ``value`` may name, preferred first; [] for a blank value or one
+        that matches no tier's spelling."""
+        text = value.strip()
+        if not text:
+            return []
+        found: list[Location] = []
+        for template in self._templates:
+            for key in template.keys(text):
+                location = Location(template.tier, key)
+                if location not in found and _valid(key):
+                    found.append(location)
+        if found or not self._bare or url_scheme(text) is not None or not _valid(text):
+            return found
+        return [Location(tier, text) for tier in self._bare]
 
     def parse(self, value: str) -> Location | None:
-        """The location a value names, or None when it matches no tier's spelling."""
-        found = self.parse_specific(value)
-        if found is not None:
-            return found
-        if len(self._bare) == 1:
-            try:
-                return Location(self._bare[0], validate_key(value))
-            except InvalidKeyError:
-                return None
-        return None
+        """The preferred location a value names, or None."""
+        found = self.resolve(value)
+        return found[0] if found else None
 
     def parse_specific(self, value: str) -> Location | None:
-        """Like :meth:`parse`, but only through a tier's own spelling (never a bare key)."""
-        for head, tail, literal, tier in self._templates:
-            if len(value) > literal and value.startswith(head) and value.endswith(tail):
-                key = value[len(head) : len(value) - len(tail)]
-                try:
-                    return Location(tier, validate_key(key))
-                except InvalidKeyError:
-                    continue
+        """Like :meth:`parse`, but only through a spelling with literal text (never a bare
+        key): what tells a column of references from a column of names."""
+        found = [loc for loc in self.resolve(value) if loc.tier not in self._bare]
+        if found and self._specific_match(value.strip()):
+            return found[0]
         return None
 
-    def candidates(self, value: str) -> list[Location]:
-        """Every location a value could name (for bare keys: one per tier)."""
-        found = self.parse(value)
-        if found is not None and found.tier not in self._bare:
-            return [found]
-        validate_key(value)
-        return [Location(tier, value) for tier in self._formats]
+    def _specific_match(self, text: str) -> bool:
+        return any(template.keys(text) for template in self._templates)
+
+    def extract(self, text: str) -> Iterator[str]:
+        """Substrings of free text (Markdown, HTML, prose) that may be references: each
+        starts with a tier's spelling and runs to a quote, bracket or space; a run over a
+        few spaces and one cut at a closing bracket or trailing punctuation are offered
+        too (keys may hold spaces; Markdown wraps links in parentheses)."""
+        seen: set[str] = set()
+        for head in self._heads:
+            start = text.find(head)
+            while start != -1:
+                for candidate in _runs(text, start, len(head)):
+                    if candidate not in seen:
+                        seen.add(candidate)
+                        yield candidate
+                start = text.find(head, start + 1)
+
+    def url_tokens(self, text: str) -> Iterator[str]:
+        """URL-shaped tokens of free text (for near-miss detection)."""
+        for match in _URL_TOKEN.finditer(text):
+            yield match.group().rstrip(_TRAILING + _CLOSERS)
+
+    # -- near misses -------------------------------------------------------------------------
+
+    def near_miss(self, value: str) -> str | None:
+        """The tier whose bucket, container or folder ``value`` names under a spelling no
+        tier declares (another scheme, case or host), or None. Only for values that
+        resolve to nothing."""
+        text = value.strip()
+        if not self._anchors or any(text.startswith(t.head) for t in self._templates if t.head):
+            return None  # a declared spelling around a key that is not valid: unmatched
+        for form in _place_forms(text):
+            folded = form.casefold()
+            for anchor, tier in self._anchors:
+                if folded.startswith(anchor) or ("/" + anchor) in folded:
+                    return tier
+        return None
+
+    def suggest_alias(self, value: str, tier: str) -> str:
+        """A ``ref_aliases`` entry that would make ``value``'s spelling resolve on ``tier``."""
+        text = value.strip()
+        base = re.split(r"[?#]", text, maxsplit=1)[0] if url_scheme(text) else text
+        for form in _place_forms(text):
+            folded = form.casefold()
+            for anchor, anchor_tier in self._anchors:
+                if anchor_tier != tier:
+                    continue
+                at = 0 if folded.startswith(anchor) else folded.find("/" + anchor) + 1
+                if at < 0 or not folded[at:].startswith(anchor):
+                    continue
+                key = form[at + len(anchor) :]
+                for candidate in (key, quote(key)):
+                    if candidate and base.endswith(candidate):
+                        return base[: len(base) - len(candidate)] + "{key}"
+        return base.rsplit("/", 1)[0] + "/{key}"
+
+    # -- locations to values -----------------------------------------------------------------
 
     def render(self, location: Location) -> str:
-        """The value a row stores for this location (the tier's ``ref_format``)."""
-        return self._formats[location.tier].replace("{key}", location.key)
+        """The value a row stores for this location: the tier's ``ref_format``, the key
+        percent-encoded where the spelling is a web URL."""
+        template = self._formats[location.tier]
+        return template.render(location.key, encoded=template.web)
+
+    def render_like(self, location: Location, old: str) -> str:
+        """The value for ``location`` replacing ``old`` (a value being rewritten): the tier's
+        ``ref_format``, with ``old``'s query string or fragment kept where both are web URLs."""
+        template = self._formats[location.tier]
+        text = old.strip()
+        scheme = url_scheme(text)
+        value = template.render(location.key, encoded=template.web)
+        if scheme in WEB_SCHEMES and template.web:
+            for mark in ("?", "#"):
+                if mark in text:
+                    value += text[text.index(mark) :]
+                    break
+        return value
+
+    def spellings_on(self, tier: str, key: str) -> list[str]:
+        """Every whole value naming ``key`` on ``tier`` by a declared spelling, literal and
+        percent-encoded."""
+        values: list[str] = []
+        for template in self._templates:
+            if template.tier != tier:
+                continue
+            for encoded in (False, True) if template.scheme else (False,):
+                value = template.render(key, encoded=encoded)
+                if value not in values:
+                    values.append(value)
+        if tier in self._bare and key not in values:
+            values.append(key)
+        return values
+
+    def spellings(self, key: str) -> list[str]:
+        """Every whole value naming ``key`` on any tier (for per-batch re-checks)."""
+        values: set[str] = {key}
+        for tier in self._formats:
+            values.update(self.spellings_on(tier, key))
+        return sorted(values)
+
+    def web_heads(self, tier: str) -> list[str]:
+        """Heads of the tier's URL-shaped spellings (values may carry a query string)."""
+        return [t.head for t in self._templates if t.tier == tier and t.scheme is not None]
+
+    def shared_spellings(self) -> list[tuple[str, list[str]]]:
+        """Spellings declared by more than one tier: ``(template, tiers)``."""
+        owners: dict[str, list[str]] = {}
+        for template in [*self._templates, *(_Template(t, "", "", None) for t in self._bare)]:
+            text = template.head + "{key}" + template.tail
+            if template.tier not in owners.setdefault(text, []):
+                owners[text].append(template.tier)
+        return [(text, tiers) for text, tiers in owners.items() if len(tiers) > 1]
 
     @property
     def bare_tiers(self) -> list[str]:
         return list(self._bare)
+
+    @property
+    def tiers(self) -> list[str]:
+        return list(self._formats)
+
+
+def _decode(text: str) -> str | None:
+    try:
+        return unquote(text, errors="strict")
+    except UnicodeDecodeError:
+        return None
+
+
+def _valid(key: str) -> bool:
+    try:
+        validate_key(key)
+    except InvalidKeyError:
+        return False
+    return True
+
+
+def _runs(text: str, start: int, head: int) -> Iterator[str]:
+    """The candidate references starting at ``start`` (see :meth:`Locator.extract`)."""
+    end = start + head
+    words = 0
+    limit = start + head + 1024
+    while end < len(text) and end < limit:
+        match = _TERMINATORS.search(text, end)
+        stop = match.start() if match else len(text)
+        piece = text[start:stop]
+        yield from _trimmed(piece, head)
+        if not match or text[stop] != " " or words >= _MAX_WORDS:
+            return
+        words += 1
+        end = stop + 1
+
+
+def _trimmed(piece: str, head: int) -> Iterator[str]:
+    yield piece
+    cut = piece
+    for closer in _CLOSERS:
+        at = cut.find(closer, head)
+        if at != -1:
+            cut = cut[:at]
+    for variant in (cut, cut.rstrip(_TRAILING), piece.rstrip(_TRAILING + _CLOSERS)):
+        if variant and variant != piece:
+            yield variant
+
+
+def _place(head: str) -> str:
+    """The place a spelling's literal head names, without its scheme."""
+    scheme = url_scheme(head)
+    if scheme is None:
+        return head.lstrip("/")
+    rest = head[len(scheme) + 3 :]
+    return unquote(rest).lstrip("/")
+
+
+def _store_anchors(tier: TierConfig) -> list[str]:
+    """The tier's bucket/container (and prefix) or folder, as a place."""
+    parts = urlsplit(tier.url)
+    if tier.scheme == "file":
+        path = unquote(parts.netloc + parts.path).strip("/")
+        return [path + "/"] if path else []
+    if tier.scheme == "memory":
+        return []
+    bucket = parts.netloc
+    prefix = parts.path.strip("/")
+    return [f"{bucket}/{prefix}/" if prefix else f"{bucket}/"]
+
+
+def _place_forms(value: str) -> list[str]:
+    """The places a value may name: for a URL its host and path, its path alone (path-style
+    URLs) and ``bucket/path`` for virtual-hosted ones; otherwise the value itself."""
+    scheme = url_scheme(value)
+    if scheme is None:
+        return [unquote(value).lstrip("/")]
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return [value]
+    host = parts.netloc.rsplit("@", 1)[-1]
+    path = unquote(parts.path).lstrip("/")
+    forms = [f"{host}/{path}" if host else path, path]
+    name = host.split(":", 1)[0]
+    if "." in name:
+        forms.append(f"{name.split('.', 1)[0]}/{path}")
+    return forms
+
+
+__all__ = ["WEB_SCHEMES", "Location", "Locator", "url_scheme"]

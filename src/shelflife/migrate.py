@@ -23,7 +23,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, case, text, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from shelflife.catalog import Catalog
@@ -33,7 +32,7 @@ from shelflife.errors import ObjectExists, ObjectNotFound, ShelflifeError, Store
 from shelflife.faults import checkpoint
 from shelflife.locations import Location, Locator
 from shelflife.progress import NullProgress, Progress
-from shelflife.references import ReferenceSource, SourceUnreadable
+from shelflife.references import ReferenceSource, SourceUnreadable, repoint
 from shelflife.retry import retrying
 from shelflife.stores._obstore import ObstoreStore
 from shelflife.stores.transfer import transfer
@@ -248,22 +247,19 @@ class Migrator:
         return digest
 
     def _repoint(self, entries: Sequence[Entry]) -> None:
-        """Rewrite every row naming an entry's old location to its new one (per source, one
-        statement and one transaction for the whole batch)."""
-        mapping: dict[str, str] = {}
-        for entry in entries:
-            new = self.locator.render(Location(entry.dst_tier, entry.key))
-            tier = self.config.tiers[entry.src_tier]
-            for template in (tier.ref_format, *tier.ref_aliases):
-                old = template.replace("{key}", entry.key)
-                if old != new:
-                    mapping[old] = new
-        if not mapping:
+        """Rewrite every row naming an entry's old location to name its new one, in every
+        spelling and kind of value the resolver reads (per source, one transaction for
+        the whole batch)."""
+        moves = {
+            Location(entry.src_tier, entry.key): Location(entry.dst_tier, entry.key)
+            for entry in entries
+        }
+        if not moves:
             return
         for source in self.sources:
             try:
                 with source.engine.begin() as conn:
-                    repoint(conn, source, mapping)
+                    source.rewrite(conn, moves)
             except SQLAlchemyError as exc:
                 raise SourceUnreadable(f"cannot repoint rows in {source.label}: {exc}") from None
 
@@ -348,33 +344,6 @@ class Migrator:
         return "failed"
 
 
-def repoint(conn: Connection, source: ReferenceSource, mapping: dict[str, str]) -> int:
-    """One UPDATE rewriting every row that holds an old value to its new value.
-
-    PostgreSQL joins the column's index against two arrays (``unnest``): the statement
-    text never changes, so it is compiled once and the batch travels as two parameters.
-    Elsewhere a ``CASE`` over the batch's values (MariaDB and SQLite have no arrays).
-    """
-    column = source.column
-    if conn.dialect.name == "postgresql":
-        quote = conn.dialect.identifier_preparer.quote
-        table = ".".join(quote(part) for part in source.config.table.split("."))
-        name = quote(column.name)
-        statement = text(
-            f"UPDATE {table} AS t SET {name} = m.new "
-            "FROM unnest(CAST(:olds AS text[]), CAST(:news AS text[])) AS m(old, new) "
-            f"WHERE t.{name} = m.old"
-        )
-        result = conn.execute(statement, {"olds": list(mapping), "news": list(mapping.values())})
-    else:
-        result = conn.execute(
-            update(source.table)
-            .where(column.in_(list(mapping)))
-            .values({column.name: case(mapping, value=column)})
-        )
-    return int(result.rowcount or 0)
-
-
 async def _checksum(store: ObstoreStore, key: str) -> tuple[str, int]:
     """SHA-256 and size of an object read through; a read cut short starts over."""
 
@@ -396,4 +365,4 @@ async def _checksum_or_none(store: ObstoreStore, key: str) -> tuple[str, int] | 
         return None
 
 
-__all__ = ["MigrateResult", "Migrator", "choose_for_watermark"]
+__all__ = ["MigrateResult", "Migrator", "choose_for_watermark", "repoint"]

@@ -17,7 +17,7 @@ A mark is saved with an id, so a dry run's list can be reviewed and that same li
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -25,22 +25,29 @@ from typing import Any
 from shelflife.actions import Action, Failure, Skip
 from shelflife.catalog import Catalog
 from shelflife.catalog.ledger import CandidateFilter, Ledger, MarkItem, MarkRecord, trash_key
+from shelflife.catalog.schema import metadata as catalog_metadata
 from shelflife.config.model import Config, RuleConfig
 from shelflife.errors import RefusedError, ShelflifeError, UsageError
 from shelflife.faults import checkpoint
-from shelflife.locations import Locator
+from shelflife.locations import Location, Locator
 from shelflife.progress import NullProgress, Progress
 from shelflife.references import (
+    Databases,
     ParseReport,
     ReferenceSource,
-    parse_values,
+    UndeclaredColumn,
     source_index,
-    spellings,
+    undeclared_columns,
 )
 from shelflife.stores._obstore import ObstoreStore
 from shelflife.stores.transfer import head_many, transfer
 
 HEAD_CONCURRENCY = 32
+ACTION_KINDS = ("migrate", "expire", "collect-orphans")
+CATALOG_TABLES = frozenset(catalog_metadata.tables) | {"alembic_version"}
+
+# (rule action, tier) → why rules of that action may not act on that tier this time.
+Blocks = dict[tuple[str, str], str]
 
 
 @dataclass
@@ -71,6 +78,7 @@ class OrphanCollector:
         locator: Locator,
         sources: list[ReferenceSource],
         store: Callable[[str], ObstoreStore],
+        databases: Databases | None = None,
     ) -> None:
         self.config = config
         self.catalog = catalog
@@ -78,6 +86,7 @@ class OrphanCollector:
         self.locator = locator
         self.sources = sources
         self.store = store
+        self.databases = databases
 
     # -- snapshot ----------------------------------------------------------------------------
 
@@ -90,11 +99,14 @@ class OrphanCollector:
         try:
             for source in self.sources:
                 index = source_index(self.config, source)
-                for values in source.iter_values():
-                    self.ledger.add_refs(
-                        snapshot_id, list(parse_values(self.locator, values, report)), index
-                    )
-                    progress.advance(len(values))
+                counts = source.new_report()
+                report.sources.append(counts)
+                read = 0
+                for references in source.iter_references(counts):
+                    named = {loc for ref in references for loc in ref.locations}
+                    self.ledger.add_refs(snapshot_id, sorted(named, key=_order), index)
+                    progress.advance(counts.rows - read)
+                    read = counts.rows
         except BaseException:
             self.ledger.fail_snapshot(snapshot_id)
             raise
@@ -104,6 +116,41 @@ class OrphanCollector:
             snapshot_id, rows=report.rows, unmatched=report.unmatched, now=now
         )
         return snapshot_id, report
+
+    # -- trust -------------------------------------------------------------------------------
+
+    def blocks(self, report: ParseReport, collect_tiers: Sequence[str] = ()) -> Blocks:
+        """What the references read into ``report`` forbid, per (rule action, tier):
+
+        - a source that spells a tier's place in a way no tier declares, or holds more than
+          its ``max_unmatched`` of values that match no tier, cannot protect that tier's
+          objects: no rule may remove objects from it (collect, expire, or migrate, whose
+          rewrite would miss those rows);
+        - a column no ``[[references]]`` entry names (and ``[[ignore_columns]]`` does not
+          list) that holds references to a tier's objects: no orphan collection there.
+        """
+        blocks: Blocks = {}
+        for tier, reason in report.distrusted(self.locator, list(self.config.tiers)).items():
+            for kind in ACTION_KINDS:
+                blocks[(kind, tier)] = reason
+        if collect_tiers:
+            for finding in self.undeclared():
+                for tier in finding.tiers:
+                    if tier in collect_tiers:
+                        blocks.setdefault(("collect-orphans", tier), _undeclared_reason(finding))
+        return blocks
+
+    def undeclared(self) -> list[UndeclaredColumn]:
+        """Columns that point at objects but are not declared (see :func:`undeclared_columns`)."""
+        if self.databases is None:
+            return []
+        return undeclared_columns(
+            self.config,
+            self.databases,
+            self.locator,
+            lambda location: self.catalog.get(location.tier, location.key) is not None,
+            skip_tables=CATALOG_TABLES,
+        )
 
     # -- mark --------------------------------------------------------------------------------
 
@@ -124,6 +171,16 @@ class OrphanCollector:
             return []
         self.check_sources(self._tiers_of(rules), need_sources=True)
         snapshot_id, report = self.snapshot(now, progress)
+        blocks = self.blocks(report, self._tiers_of(rules))
+        for rule in rules:
+            for tier in self._tiers_of([rule]):
+                reason = blocks.get(("collect-orphans", tier))
+                if reason is not None:
+                    raise RefusedError(
+                        f"rule {rule.id!r} on tier {tier}: {reason}",
+                        hint="nothing was deleted; 'shelflife check' lists what the references "
+                        "hold",
+                    )
         self.ledger.purge_expired_leases(now)
         marks: list[Mark] = []
         taken: dict[str, list[int]] = {}  # marks made earlier in this run, per tier
@@ -334,31 +391,8 @@ class OrphanCollector:
             result.actions.append(Action("quarantine", rule.id, tier, item.key, item.size))
 
     def _still_referenced(self, tier: str, keys: list[str]) -> set[str]:
-        """Keys some row names right now, by any tier's spelling (see Ledger's rule)."""
-        wanted: dict[str, str] = {}
-        for key in keys:
-            for value in spellings(self.locator, self.config, key):
-                wanted[value] = key
-        found: set[str] = set()
-        values = list(wanted)
-        for source in self.sources:
-            for value in source.present(values):
-                if value not in wanted:
-                    # A case- or space-insensitive collation (MariaDB's default) matched a
-                    # spelling other than the one asked for: protect every key it could be.
-                    found.update(_loose_matches(wanted, value))
-                    continue
-                key = wanted[value]
-                location = self.locator.parse(value)
-                if (
-                    location is None
-                    or location.tier == tier
-                    or location.tier in self.locator.bare_tiers
-                ):
-                    found.add(key)
-                elif self.catalog.get(location.tier, key) is None:
-                    found.add(key)  # the row's own tier lacks it: the row would resolve here
-        return found
+        """Keys some row names right now, by any spelling (see Ledger's rule)."""
+        return still_referenced(self.sources, self.locator, self.catalog, tier, keys)
 
     # -- quarantine upkeep -------------------------------------------------------------------
 
@@ -376,8 +410,38 @@ class OrphanCollector:
         return purged
 
 
-def _loose_matches(wanted: dict[str, str], value: str) -> set[str]:
-    """Keys whose spelling equals ``value`` up to case and trailing spaces; all if none."""
-    folded = value.casefold().rstrip(" ")
-    keys = {key for spelling, key in wanted.items() if spelling.casefold().rstrip(" ") == folded}
-    return keys or set(wanted.values())
+def still_referenced(
+    sources: Sequence[ReferenceSource],
+    locator: Locator,
+    catalog: Catalog,
+    tier: str,
+    keys: Sequence[str],
+) -> set[str]:
+    """The keys of ``tier`` some row of ``sources`` names right now: on this tier, as a
+    bare key, or on another tier that lacks the key (the row would resolve here)."""
+    found: set[str] = set()
+    bare = set(locator.bare_tiers)
+    for source in sources:
+        for location in source.naming(keys):
+            if location.key in found:
+                continue
+            if (
+                location.tier == tier
+                or location.tier in bare
+                or catalog.get(location.tier, location.key) is None
+            ):
+                found.add(location.key)
+    return found
+
+
+def _order(location: Location) -> tuple[str, str]:
+    return (location.tier, location.key)
+
+
+def _undeclared_reason(finding: UndeclaredColumn) -> str:
+    return (
+        f"column {finding.label} holds values that point at objects of tier "
+        f"{', '.join(finding.tiers)} (e.g. {finding.example[:120]!r}), but no [[references]] "
+        f"entry names it. Declare it:\n{finding.declaration()}\nor, if it names no object, "
+        "list it under [[ignore_columns]] with a reason"
+    )

@@ -25,7 +25,7 @@ Semantics, in the order they are applied:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
@@ -123,14 +123,23 @@ def plan(
     *,
     tiers: Sequence[str],
     references: Sequence[ReferenceConfig] = (),
+    blocks: Mapping[tuple[str, str], str] | None = None,
 ) -> Plan:
-    """The plan for ``rules`` (already chosen: enabled, ``--rule``, one action kind)."""
+    """The plan for ``rules`` (already chosen: enabled, ``--rule``, one action kind).
+
+    ``blocks`` maps (rule action, tier) to why rules of that action may not act on that
+    tier this time (references that cannot be trusted): such a rule is refused there."""
     result = Plan(now=now, rules=[rule.id for rule in rules])
-    labels = [f"{r.database}.{r.table}.{r.column}" for r in references]
+    labels = [r.label for r in references]
     state = {tier: inventory.tier(tier) for tier in tiers}
     taken: set[tuple[str, str]] = set()
+    blocks = blocks or {}
     for position, rule in enumerate(rules):
         for tier in rule_tiers(rule, tiers):
+            blocked = blocks.get((rule.action, tier))
+            if blocked is not None:
+                result.refusals.append(Refusal(rule.id, tier, f"rule {rule.id!r}: {blocked}"))
+                continue
             later = any(tier in rule_tiers(other, tiers) for other in rules[position + 1 :])
             planner = _RulePlanner(rule, tier, now, state[tier], references, labels)
             planner.run(inventory, taken)

@@ -33,16 +33,10 @@ from shelflife.keys import validate_key, validate_prefix
 from shelflife.lifecycle import RunOutcome
 from shelflife.locations import Location, Locator
 from shelflife.lock import RunLock
-from shelflife.orphans import OrphanCollector
+from shelflife.orphans import OrphanCollector, still_referenced
 from shelflife.planner import Plan
 from shelflife.progress import Progress
-from shelflife.references import (
-    Databases,
-    ParseReport,
-    ReferenceSource,
-    open_sources,
-    spellings,
-)
+from shelflife.references import Databases, ParseReport, ReferenceSource, open_sources
 from shelflife.stats import Health, TierUsage, classify, stats_json, tier_usage
 from shelflife.stores import ObjectInfo, ObstoreStore, open_store
 from shelflife.stores.local import LocalStore
@@ -133,20 +127,30 @@ class Shelf:
         return self._stores[tier]
 
     def resolve(self, ref: str) -> Location:
-        """Find where the object a key or reference value names lives today."""
-        parsed = self.locator.parse(ref)
-        key = parsed.key if parsed else validate_key(ref)
-        order = [parsed.tier] if parsed else []
-        order += [tier for tier in self.config.tiers if tier not in order]
-        known = {row.tier for row in self.catalog.locate(key)}
-        for tier in order:
-            if tier in known:
-                return Location(tier, key)
-        for tier in order:
-            if run_sync(self.store(tier).exists(key)):
-                return Location(tier, key)
+        """Find where the object a key or reference value names lives today.
+
+        The value is read by the one resolver (:class:`~shelflife.locations.Locator`):
+        each location it may name is tried on its own tier first, then on the others
+        (a row keeps working whichever tier the object sits on today)."""
+        candidates = self.locator.resolve(ref)
+        if not candidates:
+            candidates = [Location(self.config.default_tier, validate_key(ref.strip()))]
+        order: list[Location] = list(candidates)
+        for candidate in candidates:
+            order += [
+                Location(tier, candidate.key)
+                for tier in self.config.tiers
+                if Location(tier, candidate.key) not in order
+            ]
+        for candidate in order:
+            if self.catalog.get(candidate.tier, candidate.key) is not None:
+                return candidate
+        for candidate in order:
+            if run_sync(self.store(candidate.tier).exists(candidate.key)):
+                return candidate
+        tiers = list(dict.fromkeys(loc.tier for loc in order))
         raise ObjectNotFound(
-            f"no object {key!r} on any tier ({', '.join(order)})",
+            f"no object {candidates[0].key!r} on any tier ({', '.join(tiers)})",
             hint="run 'shelflife scan' if it was written outside shelflife, or 'shelflife ls'",
         )
 
@@ -254,11 +258,17 @@ class Shelf:
 
     def sources(self) -> list[ReferenceSource]:
         """The declared reference sources, opened."""
-        return open_sources(self.config, self.databases)
+        return open_sources(self.config, self.databases, self.locator)
 
     def collector(self) -> OrphanCollector:
         return OrphanCollector(
-            self.config, self.catalog, self.ledger, self.locator, self.sources(), self.store
+            self.config,
+            self.catalog,
+            self.ledger,
+            self.locator,
+            self.sources(),
+            self.store,
+            self.databases,
         )
 
     def refresh_references(self, progress: Progress | None = None) -> ParseReport:
@@ -508,8 +518,11 @@ class Shelf:
     def references_to(self, ref: str) -> list[str]:
         """The reference sources whose rows name the object now (any spelling)."""
         location = self.resolve(ref)
-        values = spellings(self.locator, self.config, location.key)
-        return [source.label for source in self.sources() if source.present(values)]
+        return [
+            source.label
+            for source in self.sources()
+            if still_referenced([source], self.locator, self.catalog, location.tier, [location.key])
+        ]
 
 
 async def _aiter_stream(stream: BinaryIO, chunk_size: int = 8 * 1024 * 1024) -> Any:

@@ -86,7 +86,13 @@ def check(json: JsonOption = False) -> int:
     ]
     results += databases
     if state.shelf is not None and all(result.ok for result in databases):
-        results += lint_references(config, state.shelf.databases, state.shelf.locator)
+        catalog = state.shelf.catalog
+        results += lint_references(
+            config,
+            state.shelf.databases,
+            state.shelf.locator,
+            lambda location: catalog.get(location.tier, location.key) is not None,
+        )
     if state.shelf is not None:
         results.append(_schedule_check(state.shelf))
     failed = [result for result in results if not result.ok]

@@ -176,14 +176,59 @@ class TierConfig(_Strict):
         return self.url.split("://", 1)[0]
 
 
+ReferenceKind = Literal["value", "json", "array", "text"]
+
+
 class ReferenceConfig(_Strict):
-    """A column whose values point at objects."""
+    """A column whose values point at objects.
+
+    ``kind`` says how a value holds references: ``value`` (the whole value is one),
+    ``json`` (strings of a JSON document: those under ``path``, or every one),
+    ``array`` (the elements of a PostgreSQL array), ``text`` (every substring of free
+    text spelled like a location on a tier: Markdown and HTML bodies).
+    """
 
     database: str
     table: str
     column: str
     where: str | None = None
+    kind: ReferenceKind = "value"
+    path: str | None = None
     on_expire: Literal["null", "delete-row", "block"] = "block"
+    # Above this share of values that match no tier's spelling, the source cannot be
+    # trusted: rules that remove objects from the tiers it covers are refused.
+    max_unmatched: Ratio = 0.01
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> ReferenceConfig:
+        if self.path is not None:
+            if self.kind != "json":
+                raise ValueError("'path' applies to kind = 'json' only")
+            from shelflife.jsonpath import JsonPathError, compile_path
+
+            try:
+                compile_path(self.path)
+            except JsonPathError as exc:
+                raise ValueError(f"path {exc}") from None
+        if self.kind != "value" and self.on_expire == "null":
+            raise ValueError(
+                f"on_expire = 'null' would blank a whole {self.kind} value for one of the "
+                "references it holds; use 'block' or 'delete-row'"
+            )
+        return self
+
+    @property
+    def label(self) -> str:
+        return f"{self.database}.{self.table}.{self.column}"
+
+
+class IgnoredColumnConfig(_Strict):
+    """A column that looks like it holds references but does not (``[[ignore_columns]]``)."""
+
+    database: str
+    table: str
+    column: str
+    reason: str = Field(min_length=1)
 
 
 class RuleFilter(_Strict):
@@ -344,6 +389,7 @@ class Config(_Strict):
     databases: dict[str, DatabaseConfig] = Field(default_factory=dict)
     tiers: dict[str, TierConfig]
     references: tuple[ReferenceConfig, ...] = ()
+    ignore_columns: tuple[IgnoredColumnConfig, ...] = ()
     rules: tuple[RuleConfig, ...] = ()
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
@@ -384,6 +430,12 @@ class Config(_Strict):
                 raise ValueError(
                     f"references[{index}]: unknown database {ref.database!r}; "
                     f"declare it under [databases.{ref.database}]"
+                )
+        for index, ignored in enumerate(self.ignore_columns):
+            if ignored.database not in self.databases:
+                raise ValueError(
+                    f"ignore_columns[{index}]: unknown database {ignored.database!r}; "
+                    f"declare it under [databases.{ignored.database}]"
                 )
         return self
 
