@@ -27,7 +27,7 @@ is a *near miss*: see :meth:`Locator.near_miss`.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from urllib.parse import quote, unquote, urlsplit
 
@@ -40,6 +40,8 @@ _URL_TOKEN = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s\"'<>`]+")
 WEB_SCHEMES = frozenset({"http", "https", "file"})
 # Where a reference ends inside free text (Markdown, HTML, prose).
 _TERMINATORS = re.compile(r"[\s\"'<>`]")
+_SOFT = " '"  # a run goes on past these (keys may hold spaces and apostrophes)
+_DELIMITED = re.compile(r"[\s\"'<>`)\]}]|[.,;:!?]$")  # what free text ends a reference at
 _CLOSERS = ")]}"
 _TRAILING = ".,;:!?"
 _MAX_WORDS = 4  # a reference in free text may run over this many spaces (keys with spaces)
@@ -109,7 +111,10 @@ class Locator:
         self._formats: dict[str, _Template] = {}
         specific: list[_Template] = []
         self._bare: list[str] = []
-        self._anchors: list[tuple[str, str]] = []  # (folded place, tier)
+        # (kind, folded place, tier): "bucket" (an object store's bucket/prefix), "host"
+        # (a web spelling's host/path) or "folder" (a path, matched anywhere in a path)
+        self._anchors: list[tuple[str, str, str]] = []
+        self._storage_hosts: set[str] = set()
         for name, tier in config.tiers.items():
             for position, text in enumerate((tier.ref_format, *tier.ref_aliases)):
                 head, _, tail = text.partition("{key}")
@@ -118,20 +123,25 @@ class Locator:
                     self._formats[name] = template
                 if head or tail:
                     specific.append(template)
-                    self._add_anchor(_place(head), name)
+                    self._add_anchor(_anchor_kind(template.scheme), _place(head), name)
                 elif name not in self._bare:
                     self._bare.append(name)
-            for anchor in _store_anchors(tier):
-                self._add_anchor(anchor, name)
+            kind, anchor = _store_anchor(tier)
+            if anchor:
+                self._add_anchor(kind, anchor, name)
+            if tier.endpoint:
+                host = urlsplit(tier.endpoint).hostname
+                if host:
+                    self._storage_hosts.add(host.lower())
         # Longest literal first: 'data/storage/outputs/archive/{key}' is tried before
         # 'data/storage/outputs/{key}' for values under the archive folder.
         self._templates = sorted(specific, key=lambda t: t.literal, reverse=True)
         self._heads = sorted({t.head for t in specific if t.head}, key=len, reverse=True)
 
-    def _add_anchor(self, anchor: str, tier: str) -> None:
+    def _add_anchor(self, kind: str, anchor: str, tier: str) -> None:
         folded = anchor.casefold()
-        if len(folded.strip("/")) >= _MIN_ANCHOR and (folded, tier) not in self._anchors:
-            self._anchors.append((folded, tier))
+        if len(folded.strip("/")) >= _MIN_ANCHOR and (kind, folded, tier) not in self._anchors:
+            self._anchors.append((kind, folded, tier))
 
     # -- values to locations -----------------------------------------------------------------
 
@@ -141,15 +151,21 @@ class Locator:
         text = value.strip()
         if not text:
             return []
+        readings = [text] if text == value else [text, value]
         found: list[Location] = []
-        for template in self._templates:
-            for key in template.keys(text):
-                location = Location(template.tier, key)
-                if location not in found and _valid(key):
-                    found.append(location)
-        if found or not self._bare or url_scheme(text) is not None or not _valid(text):
+        for reading in readings:
+            for template in self._templates:
+                for key in template.keys(reading):
+                    location = Location(template.tier, key)
+                    if location not in found and _valid(key):
+                        found.append(location)
+        if found or not self._bare or url_scheme(text) is not None:
             return found
-        return [Location(tier, text) for tier in self._bare]
+        return [Location(tier, r) for r in readings if _valid(r) for tier in self._bare]
+
+    def only_bare(self, locations: list[Location]) -> bool:
+        """Whether ``locations`` came from bare-key tiers alone (no spelling matched)."""
+        return bool(locations) and all(loc.tier in self._bare for loc in locations)
 
     def parse(self, value: str) -> Location | None:
         """The preferred location a value names, or None."""
@@ -166,6 +182,15 @@ class Locator:
 
     def _specific_match(self, text: str) -> bool:
         return any(template.keys(text) for template in self._templates)
+
+    def spans(self, text: str) -> Iterator[tuple[int, list[str]]]:
+        """Per place a tier's spelling starts in ``text``: its start and the candidate
+        references there (each a prefix of ``text[start:]``)."""
+        for head in self._heads:
+            start = text.find(head)
+            while start != -1:
+                yield start, list(dict.fromkeys(_runs(text, start, len(head))))
+                start = text.find(head, start + 1)
 
     def extract(self, text: str) -> Iterator[str]:
         """Substrings of free text (Markdown, HTML, prose) that may be references: each
@@ -189,36 +214,76 @@ class Locator:
 
     # -- near misses -------------------------------------------------------------------------
 
-    def near_miss(self, value: str) -> str | None:
+    def near_miss(self, value: str, resolved: Iterable[str] = ()) -> str | None:
         """The tier whose bucket, container or folder ``value`` names under a spelling no
-        tier declares (another scheme, case or host), or None. Only for values that
-        resolve to nothing."""
-        text = value.strip()
+        tier declares (another scheme, case or host), or None. For values that resolve to
+        nothing, or only as bare keys on the tiers ``resolved``: a bare key that starts
+        with such a tier's own bucket and prefix (or folder path) is a near miss too, one
+        that starts with its bucket name alone may be a key like any other."""
+        found = self._near(value.strip())
+        if found is None:
+            return None
+        tier, _, anchor = found
+        if tier in set(resolved) and anchor.strip("/").count("/") == 0:
+            return None
+        return tier
+
+    def _near(self, text: str) -> tuple[str, str, str] | None:
+        """(tier, the place form that matched, its anchor), or None."""
         if not self._anchors or any(text.startswith(t.head) for t in self._templates if t.head):
             return None  # a declared spelling around a key that is not valid: unmatched
-        for form in _place_forms(text):
-            folded = form.casefold()
-            for anchor, tier in self._anchors:
-                if folded.startswith(anchor) or ("/" + anchor) in folded:
-                    return tier
+        scheme = url_scheme(text)
+        for kind, anchor, tier in self._anchors:
+            for form in self._forms(text, scheme, kind):
+                folded = form.casefold()
+                if folded.startswith(anchor):
+                    return tier, form, anchor
+                if kind == "folder" and ("/" + anchor) in folded:
+                    at = folded.index("/" + anchor) + 1
+                    return tier, form[at:], anchor
         return None
+
+    def _forms(self, text: str, scheme: str | None, kind: str) -> list[str]:
+        """The places ``text`` may name, as an anchor of ``kind`` is compared with them."""
+        if scheme is None:
+            return [unquote(text).lstrip("/")] if kind in ("bucket", "folder") else []
+        try:
+            parts = urlsplit(text)
+            host = (parts.hostname or "").lower()
+        except ValueError:
+            return []
+        path = unquote(parts.path).lstrip("/")
+        if kind == "host":
+            return [f"{host}/{path}"] if host else []
+        if kind == "folder":
+            return [path] if scheme == "file" else []
+        if scheme not in WEB_SCHEMES:  # s3a://bucket/…, S3://bucket/…, gs://…
+            return [f"{host}/{path}"]
+        if not self._storage_host(host):
+            return []
+        labels = host.split(".")
+        # path-style (https://s3.amazonaws.com/bucket/…) and virtual-hosted
+        # (https://bucket.s3.us-east-1.amazonaws.com/…, dotted bucket names too)
+        return [path] + [".".join(labels[:i]) + "/" + path for i in range(1, len(labels))]
+
+    def _storage_host(self, host: str) -> bool:
+        if host in self._storage_hosts or host in ("localhost", "127.0.0.1", "::1"):
+            return True
+        if re.fullmatch(r"[\d.]+|[0-9a-f]*:[0-9a-f:]+", host):
+            return True  # an address: a self-hosted store's endpoint
+        return any(marker in host for marker in _STORAGE_HOSTS)
 
     def suggest_alias(self, value: str, tier: str) -> str:
         """A ``ref_aliases`` entry that would make ``value``'s spelling resolve on ``tier``."""
         text = value.strip()
         base = re.split(r"[?#]", text, maxsplit=1)[0] if url_scheme(text) else text
-        for form in _place_forms(text):
-            folded = form.casefold()
-            for anchor, anchor_tier in self._anchors:
-                if anchor_tier != tier:
-                    continue
-                at = 0 if folded.startswith(anchor) else folded.find("/" + anchor) + 1
-                if at < 0 or not folded[at:].startswith(anchor):
-                    continue
-                key = form[at + len(anchor) :]
-                for candidate in (key, quote(key)):
-                    if candidate and base.endswith(candidate):
-                        return base[: len(base) - len(candidate)] + "{key}"
+        near = self._near(text)
+        if near is not None and near[0] == tier:
+            _, form, anchor = near
+            key = form[len(anchor) :]
+            for candidate in (key, quote(key)):
+                if candidate and base.endswith(candidate):
+                    return base[: len(base) - len(candidate)] + "{key}"
         return base.rsplit("/", 1)[0] + "/{key}"
 
     # -- locations to values -----------------------------------------------------------------
@@ -228,6 +293,22 @@ class Locator:
         percent-encoded where the spelling is a web URL."""
         template = self._formats[location.tier]
         return template.render(location.key, encoded=template.web)
+
+    def render_in_text(self, location: Location, old: str) -> str:
+        """:meth:`render_like` for a reference inside free text: a key holding characters
+        that delimit references in text is percent-encoded where the spelling is a URL, so
+        that the text reads back as the same key."""
+        template = self._formats[location.tier]
+        if template.scheme is not None and _DELIMITED.search(location.key):
+            text = old.strip()
+            value = template.render(location.key, encoded=True)
+            scheme = url_scheme(text)
+            if scheme in WEB_SCHEMES and template.web:
+                for mark in ("?", "#"):
+                    if mark in text:
+                        return value + text[text.index(mark) :]
+            return value
+        return self.render_like(location, old)
 
     def render_like(self, location: Location, old: str) -> str:
         """The value for ``location`` replacing ``old`` (a value being rewritten): the tier's
@@ -308,11 +389,11 @@ def _runs(text: str, start: int, head: int) -> Iterator[str]:
     words = 0
     limit = start + head + 1024
     while end < len(text) and end < limit:
-        match = _TERMINATORS.search(text, end)
-        stop = match.start() if match else len(text)
+        match = _TERMINATORS.search(text, end, limit)
+        stop = match.start() if match else min(len(text), limit)
         piece = text[start:stop]
         yield from _trimmed(piece, head)
-        if not match or text[stop] != " " or words >= _MAX_WORDS:
+        if not match or text[stop] not in _SOFT or words >= _MAX_WORDS:
             return
         words += 1
         end = stop + 1
@@ -330,45 +411,49 @@ def _trimmed(piece: str, head: int) -> Iterator[str]:
             yield variant
 
 
+_STORAGE_HOSTS = (
+    "amazonaws.com",
+    "googleapis.com",
+    "windows.net",
+    "digitaloceanspaces.com",
+    "wasabisys.com",
+    "backblazeb2.com",
+    "cloudflarestorage.com",
+    "oraclecloud.com",
+    "linodeobjects.com",
+    "minio",
+)
+
+
+def _anchor_kind(scheme: str | None) -> str:
+    if scheme is None or scheme == "file":
+        return "folder"
+    return "host" if scheme in WEB_SCHEMES else "bucket"
+
+
 def _place(head: str) -> str:
-    """The place a spelling's literal head names, without its scheme."""
+    """The place a spelling's literal head names, without its scheme (and a web host's
+    port)."""
     scheme = url_scheme(head)
     if scheme is None:
         return head.lstrip("/")
-    rest = head[len(scheme) + 3 :]
-    return unquote(rest).lstrip("/")
+    rest = unquote(head[len(scheme) + 3 :]).lstrip("/")
+    host, slash, path = rest.partition("/")
+    if scheme in WEB_SCHEMES and scheme != "file":
+        host = host.rsplit("@", 1)[-1].split(":", 1)[0]
+    return host + slash + path
 
 
-def _store_anchors(tier: TierConfig) -> list[str]:
-    """The tier's bucket/container (and prefix) or folder, as a place."""
+def _store_anchor(tier: TierConfig) -> tuple[str, str]:
+    """The tier's bucket/container (and prefix), or its folder, as an anchor."""
     parts = urlsplit(tier.url)
     if tier.scheme == "file":
         path = unquote(parts.netloc + parts.path).strip("/")
-        return [path + "/"] if path else []
+        return "folder", (path + "/" if path else "")
     if tier.scheme == "memory":
-        return []
-    bucket = parts.netloc
+        return "bucket", ""
     prefix = parts.path.strip("/")
-    return [f"{bucket}/{prefix}/" if prefix else f"{bucket}/"]
-
-
-def _place_forms(value: str) -> list[str]:
-    """The places a value may name: for a URL its host and path, its path alone (path-style
-    URLs) and ``bucket/path`` for virtual-hosted ones; otherwise the value itself."""
-    scheme = url_scheme(value)
-    if scheme is None:
-        return [unquote(value).lstrip("/")]
-    try:
-        parts = urlsplit(value)
-    except ValueError:
-        return [value]
-    host = parts.netloc.rsplit("@", 1)[-1]
-    path = unquote(parts.path).lstrip("/")
-    forms = [f"{host}/{path}" if host else path, path]
-    name = host.split(":", 1)[0]
-    if "." in name:
-        forms.append(f"{name.split('.', 1)[0]}/{path}")
-    return forms
+    return "bucket", (f"{parts.netloc}/{prefix}/" if prefix else f"{parts.netloc}/")
 
 
 __all__ = ["WEB_SCHEMES", "Location", "Locator", "url_scheme"]

@@ -192,6 +192,20 @@ class Migrator:
         await asyncio.to_thread(self.journal.advance, ids, "deleting", utcnow())
         checkpoint("journal-deleting")
         await asyncio.to_thread(self._repoint, entries)  # rows written since are caught too
+        # A row the rewrite could not change (the application changed it meanwhile, or a
+        # value that could not be rewritten) still names the source: keep it (both copies
+        # stay; the entry stays at "deleting" and the next recovery tries again).
+        held = await asyncio.to_thread(self._still_named, entries)
+        for entry in entries:
+            if entry.id in held:
+                result.failed.append(
+                    (
+                        entry.src_tier,
+                        entry.key,
+                        "moved, but a row still names the old location; the source is kept",
+                    )
+                )
+        entries = [entry for entry in entries if entry.id not in held]
         by_tier: dict[str, list[Entry]] = {}
         for entry in entries:
             by_tier.setdefault(entry.src_tier, []).append(entry)
@@ -262,6 +276,18 @@ class Migrator:
                     source.rewrite(conn, moves)
             except SQLAlchemyError as exc:
                 raise SourceUnreadable(f"cannot repoint rows in {source.label}: {exc}") from None
+
+    def _still_named(self, entries: Sequence[Entry]) -> set[int]:
+        """The entries some row names at the source location but not at the destination."""
+        keys = sorted({entry.key for entry in entries})
+        rows = [row for source in self.sources for row in source.naming_rows(keys)]
+        held: set[int] = set()
+        for entry in entries:
+            old = Location(entry.src_tier, entry.key)
+            new = Location(entry.dst_tier, entry.key)
+            if any(old in row and new not in row for row in rows):
+                held.add(entry.id)
+        return held
 
     # -- recovery ------------------------------------------------------------------------------
 

@@ -99,13 +99,19 @@ class SourceReport:
             self.matched += reference.counted
             self.counted += reference.counted
             self.tiers.update(location.tier for location in reference.locations)
+            if locator.only_bare(list(reference.locations)):
+                # read as a bare key; it may still spell a tier's place in another way
+                self._near(reference, locator, {loc.tier for loc in reference.locations})
             return
         if reference.counted:
             self.counted += 1
             self.unmatched += 1
             if len(self.examples) < EXAMPLES:
                 self.examples.append(reference.text)
-        tier = locator.near_miss(reference.text)
+        self._near(reference, locator, set())
+
+    def _near(self, reference: Reference, locator: Locator, resolved: set[str]) -> None:
+        tier = locator.near_miss(reference.text, resolved)
         if tier is not None:
             self.near[tier] = self.near.get(tier, 0) + 1
             shown = self.near_examples.setdefault(tier, [])
@@ -233,10 +239,9 @@ class ReferenceReader:
         return self._free_text(str(value))
 
     def _whole(self, item: str, *, counted: bool) -> list[Reference]:
-        stripped = item.strip()
-        if not stripped:
+        if not item.strip():
             return []
-        return [Reference(stripped, tuple(self.locator.resolve(stripped)), counted)]
+        return [Reference(item, tuple(self.locator.resolve(item)), counted)]
 
     def _inside(self, item: str, *, counted: bool) -> list[Reference]:
         """A JSON string: a whole reference, or free text holding some."""
@@ -246,11 +251,16 @@ class ReferenceReader:
         return self._free_text(item)
 
     def _free_text(self, body: str) -> list[Reference]:
+        """One reference per place a spelling starts: every reading of it (the text may
+        end it at a space, a bracket or punctuation) is one of its locations; shown as
+        the shortest reading that names a location."""
         found = []
-        for candidate in self.locator.extract(body):
-            locations = tuple(self.locator.resolve(candidate))
-            if locations:
-                found.append(Reference(candidate, locations, counted=False))
+        for _, candidates in self.locator.spans(body):
+            readings = [(c, self.locator.resolve(c)) for c in candidates]
+            named = sorted(((c, locs) for c, locs in readings if locs), key=lambda r: len(r[0]))
+            if named:
+                locations = dict.fromkeys(loc for _, locs in named for loc in locs)
+                found.append(Reference(named[0][0], tuple(locations), counted=False))
         for token in self.locator.url_tokens(body):
             if not self.locator.resolve(token) and self.locator.near_miss(token):
                 found.append(Reference(token, (), counted=False))
@@ -268,18 +278,30 @@ class ReferenceReader:
         if self.kind == "array":
             return [None if item is None else self._rewrite_one(str(item), moves) for item in value]
         if self.kind == "json":
-            document = json.loads(value) if isinstance(value, str | bytes) else value
+            try:
+                document = json.loads(value) if isinstance(value, str | bytes) else value
+            except ValueError:  # not JSON: read as one value (as references() reads it)
+                return self._rewrite_one(str(value), moves)
             changed = replace_strings(
                 document, self.steps, lambda item: self._rewrite_inside(item, moves)
             )
             if changed == document:
                 return value
-            return json.dumps(changed, ensure_ascii=False, separators=(", ", ": "))
+            try:
+                return json.dumps(
+                    changed, ensure_ascii=False, separators=(", ", ": "), allow_nan=False
+                )
+            except ValueError:  # NaN or Infinity: left as it is, so the move is not finished
+                return value
         return self._rewrite_text(str(value), moves)
 
-    def _rewrite_one(self, item: str, moves: dict[Location, Location]) -> str:
+    def _rewrite_one(
+        self, item: str, moves: dict[Location, Location], *, in_text: bool = False
+    ) -> str:
         for location in self.locator.resolve(item):
             if location in moves:
+                if in_text:
+                    return self.locator.render_in_text(moves[location], item)
                 return self.locator.render_like(moves[location], item)
         return item
 
@@ -289,18 +311,26 @@ class ReferenceReader:
         return self._rewrite_text(item, moves) if self.steps is None else item
 
     def _rewrite_text(self, body: str, moves: dict[Location, Location]) -> str:
-        replacements: dict[str, str] = {}
-        for candidate in self.locator.extract(body):
-            new = self._rewrite_one(candidate, moves)
-            if new != candidate:
-                replacements[candidate] = new
-        if not replacements:
+        """Each reference found at a place a spelling starts, rewritten there (the longest
+        reading that names a moved location); nothing else in the text changes."""
+        edits: list[tuple[int, int, str]] = []
+        for start, candidates in self.locator.spans(body):
+            for candidate in sorted(candidates, key=len, reverse=True):
+                new = self._rewrite_one(candidate, moves, in_text=True)
+                if new != candidate:
+                    edits.append((start, start + len(candidate), new))
+                    break
+        if not edits:
             return body
-        # One pass, longest first: a reference is rewritten once, never inside another.
-        pattern = re.compile(
-            "|".join(re.escape(c) for c in sorted(replacements, key=len, reverse=True))
-        )
-        return pattern.sub(lambda match: replacements[match.group()], body)
+        parts: list[str] = []
+        at = 0
+        for start, end, new in sorted(edits):
+            if start < at:
+                continue  # inside a reference already rewritten
+            parts += [body[at:start], new]
+            at = end
+        parts.append(body[at:])
+        return "".join(parts)
 
 
 class ReferenceSource:
@@ -322,6 +352,7 @@ class ReferenceSource:
         self.table = table(name, column(ref.column), schema=schema or None)
         self.column = self.table.c[ref.column]
         self._pg_type: str | None = None  # "json", "jsonb", "array" or "" once known
+        self._has_irregular: bool | None = None
 
     @property
     def label(self) -> str:
@@ -430,8 +461,35 @@ class ReferenceSource:
 
     # -- lookups for given keys ----------------------------------------------------------------
 
+    def _irregular(self) -> bool:
+        """Whether some value of this ``value`` column is spelled in a way equality cannot
+        find (surrounding whitespace, percent-encoding): then lookups also search by
+        substring. Asked once per source."""
+        if self._has_irregular is None:
+            column_ = self.column
+            try:
+                with self.engine.connect() as conn:
+                    found = conn.execute(
+                        select(column_)
+                        .where(
+                            self._where(),
+                            or_(
+                                column_ != func.trim(column_),
+                                column_.contains("%", autoescape=True),
+                                column_.contains("\n", autoescape=True),
+                                column_.contains("\t", autoescape=True),
+                            ),
+                        )
+                        .limit(1)
+                    ).first()
+            except SQLAlchemyError as exc:
+                raise self._unreadable(exc) from None
+            self._has_irregular = found is not None
+        return self._has_irregular
+
     def _lookups(self, keys: Sequence[str]) -> Iterator[Any]:
-        """WHERE clauses that together find every row that may name one of ``keys``."""
+        """WHERE clauses that together find every row that may name one of ``keys``: a
+        superset of what the resolver reads (it then reads each row found)."""
         if self.kind == "value":
             values = sorted({v for key in keys for v in self.locator.spellings(key)})
             for start in range(0, len(values), LOOKUP_BATCH):
@@ -450,9 +508,10 @@ class ReferenceSource:
             for start in range(0, len(prefixes), LIKE_BATCH):
                 chunk = prefixes[start : start + LIKE_BATCH]
                 yield or_(*(self.column.startswith(p, autoescape=True) for p in chunk))
-            return
-        haystack = self._haystack()
-        fragments = sorted({f for key in keys for f in _fragments(key)})
+            if not self._irregular():
+                return
+        haystack = func.lower(self._haystack())
+        fragments = sorted({f.lower() for key in keys for f in _fragments(key)})
         for start in range(0, len(fragments), LIKE_BATCH):
             chunk = fragments[start : start + LIKE_BATCH]
             yield or_(*(haystack.contains(f, autoescape=True) for f in chunk))
@@ -471,8 +530,15 @@ class ReferenceSource:
 
     def naming(self, keys: Sequence[str]) -> set[Location]:
         """The locations among ``keys`` (on any tier) that some row names right now."""
-        wanted = set(keys)
         named: set[Location] = set()
+        for row in self.naming_rows(keys):
+            named |= row
+        return named
+
+    def naming_rows(self, keys: Sequence[str]) -> list[set[Location]]:
+        """Per row that names one of ``keys`` right now: the locations among them it names."""
+        wanted = set(keys)
+        rows: list[set[Location]] = []
         reader = self.reader
         try:
             with self.engine.connect() as conn:
@@ -480,17 +546,19 @@ class ReferenceSource:
         except SQLAlchemyError as exc:
             raise self._unreadable(exc) from None
         for value in values:
-            hits = {loc for loc in reader.locations(value) if loc.key in wanted}
-            if not hits and self.kind == "value":
-                # A case- or space-insensitive collation (MariaDB's default) matched a
-                # spelling other than the one asked for: protect every key it could be.
+            named = reader.locations(value)
+            hits = {loc for loc in named if loc.key in wanted}
+            if not named and self.kind == "value":
+                # A value that names nothing, found by a case- or space-insensitive
+                # collation (MariaDB's default): protect every key it could be.
                 hits = {
                     Location(tier, key)
                     for key in _loose_matches(self.locator, keys, str(value))
                     for tier in self.locator.tiers
                 }
-            named |= hits
-        return named
+            if hits:
+                rows.append(hits)
+        return rows
 
     # -- changing rows -------------------------------------------------------------------------
 
@@ -543,7 +611,11 @@ class ReferenceSource:
     def _equals_any(self, values: Sequence[Any]) -> Any:
         if self._postgres_type() == "array":
             return or_(*(self.column == bindparam(None, v, type_=ARRAY(Text)) for v in values))
-        return self._read().in_([str(v) for v in values])
+        texts = [str(v) for v in values]
+        read = self._read()
+        # the column's index narrows; the exact comparison decides (a case-insensitive
+        # collation would also match rows naming other objects)
+        return and_(read.in_(texts), exact(read, self.engine.dialect.name).in_(texts))
 
     def _update_each(self, conn: Connection, pairs: list[tuple[Any, Any]]) -> int:
         """``UPDATE … SET column = new WHERE column = old`` for each pair, one statement."""
@@ -555,9 +627,10 @@ class ReferenceSource:
             old = bindparam("_shelflife_old", type_=ARRAY(Text))
         elif pg in ("json", "jsonb"):
             new = cast(new, JSONB if pg == "jsonb" else JSON)
+        read = self._read()
         statement = (
             update(self.table)
-            .where(self._where(), self._read() == old)
+            .where(self._where(), read == old, exact(read, conn.dialect.name) == old)
             .values({self.config.column: new})
         )
         params = [{"_shelflife_old": o, "_shelflife_new": n} for o, n in pairs]
@@ -608,12 +681,24 @@ def repoint(conn: Connection, source: ReferenceSource, mapping: dict[str, str]) 
         )
         result = conn.execute(statement, {"olds": list(mapping), "news": list(mapping.values())})
     else:
+        olds = list(mapping)
+        byte_exact = exact(column_, conn.dialect.name)
         result = conn.execute(
             update(source.table)
-            .where(column_.in_(list(mapping)))
-            .values({column_.name: case(mapping, value=column_)})
+            .where(column_.in_(olds), byte_exact.in_(olds))
+            .values({column_.name: case(mapping, value=byte_exact)})
         )
     return int(result.rowcount or 0)
+
+
+def exact(expression: Any, dialect: str) -> Any:
+    """``expression`` compared byte for byte: MariaDB's and MySQL's default collations
+    ignore case and trailing spaces, SQLite's NOCASE columns case."""
+    if dialect in ("mysql", "mariadb"):
+        return func.binary(expression)  # BINARY col: bytes compared, parameters stay text
+    if dialect == "sqlite":
+        return expression.collate("BINARY")
+    return expression
 
 
 def open_sources(
@@ -633,10 +718,27 @@ def source_index(config: Config, source: ReferenceSource) -> int | None:
         return None
 
 
+_STABLE = re.compile(r"[A-Za-z0-9._~\-]+")
+
+
 def _fragments(key: str) -> list[str]:
-    """Substrings a value naming ``key`` holds in some spelling: the key, percent-encoded,
-    and escaped as JSON writes it."""
-    found = {key, quote(key), json.dumps(key)[1:-1], json.dumps(key, ensure_ascii=False)[1:-1]}
+    """Substrings a value naming ``key`` holds in every spelling the resolver reads: the
+    key's longest run of characters that percent-encoding and JSON escaping leave alone
+    (compared case-insensitively); without one, the key raw, percent-encoded and
+    JSON-escaped (both cases of ``\\u`` escapes, ``\\/`` too)."""
+    runs = _STABLE.findall(key)
+    longest = max(runs, key=len) if runs else ""
+    if len(longest) >= 3:
+        return [longest]
+    escaped = json.dumps(key)[1:-1]
+    found = {
+        key,
+        quote(key),
+        escaped,
+        escaped.replace("/", "\\/"),
+        re.sub(r"\\u([0-9a-f]{4})", lambda m: "\\u" + m.group(1).upper(), escaped),
+        json.dumps(key, ensure_ascii=False)[1:-1],
+    }
     return sorted(found)
 
 

@@ -14,7 +14,7 @@ from shelflife.aio import run_sync
 from shelflife.catalog.journal import Candidate, Journal
 from shelflife.catalog.ledger import CandidateFilter
 from shelflife.config.model import RuleConfig
-from shelflife.errors import UsageError
+from shelflife.errors import RefusedError, UsageError
 from shelflife.locations import Location
 from shelflife.lock import RunLock
 from shelflife.migrate import MigrateResult, Migrator, choose_for_watermark
@@ -113,6 +113,20 @@ def plan_migrations(shelf: Shelf, now: datetime, rule_id: str | None = None) -> 
         rules = [r for r in rules if r.id == rule_id]
         if not rules:
             raise UsageError(f"no migrate rule with id {rule_id!r}")
+    if rules and shelf.config.references:
+        # The same trust rule as every run: a migration must be able to find every row
+        # that names what it moves (DESIGN I1, I8).
+        collector = shelf.collector()
+        _, report = collector.snapshot(now)
+        blocks = collector.blocks(report)
+        for rule in rules:
+            for tier in list(shelf.config.tiers) if rule.tier == "*" else [rule.tier]:
+                reason = blocks.get(("migrate", tier))
+                if reason is not None and tier != rule.to:
+                    raise RefusedError(
+                        f"rule {rule.id!r} on tier {tier}: {reason}",
+                        hint="nothing was moved; 'shelflife check' lists what the references hold",
+                    )
     journal = Journal(shelf.catalog.engine)
     usage = {tier.name: tier for tier in shelf.usage()}
     taken: set[tuple[str, str]] = set()
