@@ -196,6 +196,18 @@ def test_path_traversal_through_every_entry_point(tmp_path: Path, figures: Figur
         *[REF.format(key) for key in HOSTILE_KEYS[:6]], "/workspace/outputs/../sentinel"
     )
     tried += 7
+    # 7 of 8 values name no object: the source cannot be trusted, nothing is removed.
+    refused = site.cli("run", "--yes", "--json")
+    assert refused.returncode == 3, refused.stdout + refused.stderr
+    assert json.loads(refused.stdout)["actions"] == []
+    site.untouched()
+    assert site.files(site.outputs) == {"a.bin": b"a"}
+    # Told that such values name no object, a run goes around them.
+    site.config.write_text(
+        site.config.read_text().replace(
+            'on_expire = "null"', 'on_expire = "null"\nmax_unmatched = 0.9'
+        )
+    )
     run = site.cli("run", "--yes", "--json")
     assert run.returncode == 0, run.stdout + run.stderr
     assert {a["key"] for a in json.loads(run.stdout)["actions"]} == {"a.bin"}

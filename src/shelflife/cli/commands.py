@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from shelflife.checks import CheckResult, check_database, check_tier, lint_references
 from shelflife.cli.render import RichProgress, err, out, print_json, usage_table
@@ -105,9 +106,11 @@ def check(json: JsonOption = False) -> int:
                 if result.ok
                 else ("[bold red]FAIL[/]")
             )
-            out.print(f"{mark:>20} {result.component} {result.name}: {result.message}")
+            subject = escape(f"{result.component} {result.name}: {result.message}")
+            out.print(f"{mark:>20} {subject}")
             if result.hint and (result.warning or not result.ok):
-                out.print(f"{'':>9}[dim]hint: {result.hint}[/]")
+                hint = escape(result.hint).replace("\n", "\n" + " " * 15)
+                out.print(f"{'':>9}[dim]hint: {hint}[/]")
     return 2 if failed else 0
 
 

@@ -154,7 +154,7 @@ def show_plan(result: Plan) -> None:
         table.add_row(rule, name, where, str(count), format_size(size))
     if groups:
         out.print(table)
-    else:
+    elif not result.refusals:
         out.print("nothing to do: every rule is satisfied")
     if result.skipped:
         out.print(f"{len(result.skipped)} selected objects are kept:")
@@ -175,7 +175,7 @@ def show_run(outcome: RunOutcome) -> None:
     data = outcome.as_json()
     for name, figures in data["totals"].items():
         out.print(f"{name}: {figures['objects']} objects ({format_size(figures['bytes'])})")
-    if not data["totals"]:
+    if not data["totals"] and not outcome.refusals and not outcome.failed:
         out.print("nothing to do: every rule is satisfied")
     for label, count in outcome.rows.items():
         out.print(f"rows changed in {label}: {count}")
