@@ -106,3 +106,27 @@ def orphan_rule(**extra: Any) -> dict[str, Any]:
         "max_fraction": 1.0,
         **extra,
     }
+
+
+def wait_for_triggers(engine: Any, table_name: str, count: int = 1) -> None:
+    """Wait until ``shelflife listen`` has installed ``count`` release triggers on a
+    PostgreSQL table (and has had time to LISTEN)."""
+    import time
+
+    from sqlalchemy import text
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with engine.connect() as conn:
+            found = conn.execute(
+                text(
+                    "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'shelflife_release_%' "
+                    "AND tgrelid = CAST(:table AS regclass)"
+                ),
+                {"table": table_name},
+            ).scalar_one()
+        if found >= count:
+            time.sleep(0.5)  # LISTEN follows the trigger installation
+            return
+        time.sleep(0.1)
+    raise AssertionError("shelflife listen did not install its triggers")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.apps import AppTable
+from tests.apps import AppTable, wait_for_triggers
 from tests.test_cli import SHELFLIFE, shelflife
 
 
@@ -149,7 +149,7 @@ def test_listen_releases_objects_when_their_rows_go(tmp_path: Path, app: AppTabl
     shelflife("scan", cwd=tmp_path)
     listener = start_listener(tmp_path)
     try:
-        _wait_for_trigger(app)
+        wait_for_triggers(app.engine, app.name)
         with app.engine.connect() as conn:  # a delete that rolls back releases nothing
             transaction = conn.begin()
             conn.execute(app.table.delete().where(app.table.c.path.like("%rolled.mp4")))
@@ -181,26 +181,6 @@ def start_listener(cwd: Path) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
     )
-
-
-def _wait_for_trigger(app: AppTable) -> None:
-    from sqlalchemy import text
-
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        with app.engine.connect() as conn:
-            found = conn.execute(
-                text(
-                    "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'shelflife_release_%' "
-                    "AND tgrelid = CAST(:table AS regclass)"
-                ),
-                {"table": app.name},
-            ).scalar_one()
-        if found:
-            time.sleep(0.5)  # LISTEN follows the trigger installation
-            return
-        time.sleep(0.1)
-    raise AssertionError("shelflife listen did not install its trigger")
 
 
 def test_per_prefix_rules_use_their_own_grace(tmp_path: Path, app: AppTable) -> None:
@@ -256,7 +236,7 @@ after = "0s"
     shelflife("pin", "staying.mp4", cwd=tmp_path)
     listener = start_listener(tmp_path)
     try:
-        _wait_for_trigger(app)
+        wait_for_triggers(app.engine, app.name)
         moved = shelflife("enforce", "--json", cwd=tmp_path)
         assert moved.returncode == 0, moved.stderr
         assert [a["key"] for a in json.loads(moved.stdout)["actions"]] == ["moving.mp4"]

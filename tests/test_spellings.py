@@ -23,7 +23,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from shelflife import Shelf
 from shelflife.config import parse_config
 from shelflife.listen import listen
-from tests.apps import AppTable
+from tests.apps import AppTable, wait_for_triggers
 from tests.conftest import Figures, s3_tier
 from tests.test_cli import shelflife
 
@@ -409,7 +409,7 @@ def test_listen_releases_what_a_deleted_row_of_every_form_held(tmp_path: Path, p
         )
         worker.start()
         try:
-            _wait_for_triggers(posts, 5)
+            wait_for_triggers(posts.engine, posts.name, 5)
             posts.delete(0)
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
@@ -425,26 +425,6 @@ def test_listen_releases_what_a_deleted_row_of_every_form_held(tmp_path: Path, p
         assert set(posts.keys(1)) <= left  # the other row's objects stay
         assert stats[0].released == len(posts.keys(0))
     posts.engine.dispose()
-
-
-def _wait_for_triggers(posts: Posts, count: int) -> None:
-    from sqlalchemy import text
-
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        with posts.engine.connect() as conn:
-            found = conn.execute(
-                text(
-                    "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'shelflife_release_%' "
-                    "AND tgrelid = CAST(:table AS regclass)"
-                ),
-                {"table": posts.name},
-            ).scalar_one()
-        if found >= count:
-            time.sleep(0.5)  # LISTEN follows the trigger installation
-            return
-        time.sleep(0.1)
-    raise AssertionError("listen did not install its triggers")
 
 
 @pytest.mark.invariant("I1")
