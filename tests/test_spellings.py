@@ -552,3 +552,24 @@ def test_bare_keys_on_two_tiers_audit_names_exactly_the_dangling_rows(tmp_path: 
     assert len(shared) == 1
     assert shared[0]["warning"]
     app.dispose()
+
+
+def test_check_suggests_a_trigram_index_for_substring_searched_columns(
+    tmp_path: Path, pg_url: str
+) -> None:
+    posts = Posts(pg_url, tmp_path)
+    with posts_shelf(tmp_path, posts, []) as shelf:
+        from shelflife.checks import lint_references
+
+        def hints() -> dict[str, str]:
+            found = lint_references(shelf.config, shelf.databases, shelf.locator)
+            return {r.name: r.hint or "" for r in found if r.hint and "gin_trgm_ops" in r.hint}
+
+        suggested = hints()
+        assert sorted(name.rsplit(".", 1)[1] for name in suggested) == ["body", "media"]
+        with posts.engine.begin() as conn:
+            for statement in suggested.values():
+                for part in statement.split(";"):
+                    conn.exec_driver_sql(part)
+        assert hints() == {}  # the suggested indexes are the ones it looks for
+    posts.engine.dispose()

@@ -182,8 +182,21 @@ def lint_references(
                     warning=True,
                 )
             )
+        trigram = source.substring_index_hint()
         indexed = source.has_index()
-        if indexed is False and ref.kind in ("value", "array"):
+        if trigram is not None:
+            results.append(
+                CheckResult(
+                    "reference",
+                    source.label,
+                    True,
+                    f"{rows} rows, kind {ref.kind}: re-checks and rewrites search the column "
+                    "by substring, a scan of the table per batch",
+                    trigram,
+                    warning=True,
+                )
+            )
+        elif indexed is False and ref.kind in ("value", "array"):
             results.append(
                 CheckResult(
                     "reference",

@@ -36,6 +36,7 @@ from sqlalchemy import (
     Engine,
     Text,
     and_,
+    any_,
     bindparam,
     case,
     cast,
@@ -462,9 +463,9 @@ class ReferenceSource:
     # -- lookups for given keys ----------------------------------------------------------------
 
     def _irregular(self) -> bool:
-        """Whether some value of this ``value`` column is spelled in a way equality cannot
-        find (surrounding whitespace, percent-encoding): then lookups also search by
-        substring. Asked once per source."""
+        """Whether some value of this ``value`` column is spelled in a way equality on the
+        spellings cannot find (surrounding whitespace, percent-encoding, a query string or
+        fragment): then lookups also search by substring. Asked once per source."""
         if self._has_irregular is None:
             column_ = self.column
             try:
@@ -475,9 +476,7 @@ class ReferenceSource:
                             self._where(),
                             or_(
                                 column_ != func.trim(column_),
-                                column_.contains("%", autoescape=True),
-                                column_.contains("\n", autoescape=True),
-                                column_.contains("\t", autoescape=True),
+                                *(column_.contains(c, autoescape=True) for c in "%?#\n\t"),
                             ),
                         )
                         .limit(1)
@@ -494,24 +493,15 @@ class ReferenceSource:
             values = sorted({v for key in keys for v in self.locator.spellings(key)})
             for start in range(0, len(values), LOOKUP_BATCH):
                 yield self.column.in_(values[start : start + LOOKUP_BATCH])
-            # A web URL may carry a query string or fragment (a stored presigned URL).
-            prefixes = sorted(
-                {
-                    spelled + mark
-                    for key in keys
-                    for tier in self.locator.tiers
-                    for head in self.locator.web_heads(tier)
-                    for spelled in (head + key, head + quote(key))
-                    for mark in "?#"
-                }
-            )
-            for start in range(0, len(prefixes), LIKE_BATCH):
-                chunk = prefixes[start : start + LIKE_BATCH]
-                yield or_(*(self.column.startswith(p, autoescape=True) for p in chunk))
             if not self._irregular():
                 return
         haystack = func.lower(self._haystack())
         fragments = sorted({f.lower() for key in keys for f in _fragments(key)})
+        if self.engine.dialect.name == "postgresql":
+            # one pass over the table for the whole batch
+            patterns = ["%" + _like_escape(f) + "%" for f in fragments]
+            yield haystack.like(any_(bindparam(None, patterns, type_=ARRAY(Text))))
+            return
         for start in range(0, len(fragments), LIKE_BATCH):
             chunk = fragments[start : start + LIKE_BATCH]
             yield or_(*(haystack.contains(f, autoescape=True) for f in chunk))
@@ -652,6 +642,24 @@ class ReferenceSource:
             return None
         return self.config.column in leading
 
+    def substring_index_hint(self) -> str | None:
+        """For a json or text column on PostgreSQL without an expression index on it: the
+        trigram index that lets per-batch lookups (a substring search) skip the scan."""
+        if self.kind not in ("json", "text") or self.engine.dialect.name != "postgresql":
+            return None
+        schema, _, name = self.config.table.rpartition(".")
+        try:
+            indexes = inspect(self.engine).get_indexes(name, schema=schema or None)
+        except (SQLAlchemyError, NoSuchTableError):
+            return None
+        for index in indexes:
+            if any(self.config.column in str(e) for e in index.get("expressions") or []):
+                return None
+        return (
+            "CREATE EXTENSION IF NOT EXISTS pg_trgm; CREATE INDEX ON "
+            f"{self.config.table} USING gin ((lower({self.config.column}::text)) gin_trgm_ops)"
+        )
+
     def _unreadable(self, exc: Exception) -> SourceUnreadable:
         where = self.engine.url.render_as_string(hide_password=True)
         detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
@@ -740,6 +748,11 @@ def _fragments(key: str) -> list[str]:
         json.dumps(key, ensure_ascii=False)[1:-1],
     }
     return sorted(found)
+
+
+def _like_escape(text_: str) -> str:
+    """``text_`` as a literal inside a LIKE pattern (PostgreSQL's escape is a backslash)."""
+    return text_.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _loose_matches(locator: Locator, keys: Iterable[str], value: str) -> set[str]:
