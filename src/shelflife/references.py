@@ -463,28 +463,42 @@ class ReferenceSource:
     # -- lookups for given keys ----------------------------------------------------------------
 
     def _irregular(self) -> bool:
-        """Whether some value of this ``value`` column is spelled in a way equality on the
-        spellings cannot find (surrounding whitespace, percent-encoding, a query string or
-        fragment): then lookups also search by substring. Asked once per source."""
+        """Whether some value of this ``value`` column names its object in a way equality
+        on the spellings cannot find (surrounding whitespace, percent-encoding other than
+        the canonical one, a query string or fragment): then lookups also search by
+        substring. Asked once per source: the values that might be irregular are read
+        until one is."""
         if self._has_irregular is None:
             column_ = self.column
+            suspects = (
+                select(column_)
+                .where(
+                    self._where(),
+                    or_(
+                        column_ != func.trim(column_),
+                        *(column_.contains(c, autoescape=True) for c in "%?#\n\t"),
+                    ),
+                )
+                .execution_options(stream_results=True, yield_per=STREAM_BATCH)
+            )
+            self._has_irregular = False
             try:
                 with self.engine.connect() as conn:
-                    found = conn.execute(
-                        select(column_)
-                        .where(
-                            self._where(),
-                            or_(
-                                column_ != func.trim(column_),
-                                *(column_.contains(c, autoescape=True) for c in "%?#\n\t"),
-                            ),
-                        )
-                        .limit(1)
-                    ).first()
+                    for (value,) in conn.execute(suspects):
+                        if not self._canonical(str(value)):
+                            self._has_irregular = True
+                            break
             except SQLAlchemyError as exc:
                 raise self._unreadable(exc) from None
-            self._has_irregular = found is not None
         return self._has_irregular
+
+    def _canonical(self, value: str) -> bool:
+        """Whether equality on the spellings finds ``value`` for every location it names
+        (a value naming nothing protects nothing either way)."""
+        return all(
+            value in self.locator.spellings_on(loc.tier, loc.key)
+            for loc in self.locator.resolve(value)
+        )
 
     def _lookups(self, keys: Sequence[str]) -> Iterator[Any]:
         """WHERE clauses that together find every row that may name one of ``keys``: a
