@@ -23,7 +23,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from shelflife import Shelf
 from shelflife.config import parse_config
 from shelflife.listen import listen
-from tests.apps import AppTable, wait_for_triggers
+from tests.apps import AppTable, make_app_shelf, wait_for_triggers
 from tests.conftest import Figures, s3_tier
 from tests.test_cli import shelflife
 
@@ -573,3 +573,64 @@ def test_check_suggests_a_trigram_index_for_substring_searched_columns(
                     conn.exec_driver_sql(part)
         assert hints() == {}  # the suggested indexes are the ones it looks for
     posts.engine.dispose()
+
+
+@pytest.mark.invariant("I1", "I2")
+def test_a_row_the_rewrite_cannot_change_keeps_the_source(tmp_path: Path) -> None:
+    """A JSON document holding 1e999 cannot be written back (it would become Infinity):
+    the row keeps naming the old location, so the migration keeps the source."""
+    app = AppTable(f"sqlite:///{tmp_path / 'app.db'}")
+    raw = {
+        "catalog": {"url": f"sqlite:///{tmp_path / 'catalog.db'}"},
+        "databases": {"app": {"url": app.url}},
+        "tiers": {
+            "local": {"url": f"file://{tmp_path / 'cdn'}", "ref_format": CDN + "{key}"},
+            "cloud": {"url": f"file://{tmp_path / 'cold'}", "ref_format": "s3://cold-bucket/{key}"},
+        },
+        "references": [{"database": "app", "table": app.name, "column": "path", "kind": "json"}],
+        "rules": [MIGRATE],
+    }
+    document = f'{{"size": 1e999, "src": "{CDN}stuck.bin"}}'
+    with Shelf.open(parse_config(raw, base_dir=tmp_path, source="test", env={})) as shelf:
+        shelf.put(b"stuck", "stuck.bin")
+        shelf.put(b"free", "free.bin")
+        shelf.ledger.purge_expired_leases(shelf_later())
+        app.insert(document, f'{{"src": "{CDN}free.bin"}}')
+        outcome = shelf.run()
+        assert outcome.status == "partial"
+        assert [(f.key, f.error) for f in outcome.failed] == [
+            ("stuck.bin", "moved, but a row still names the old location; the source is kept")
+        ]
+        assert [a.key for a in outcome.actions] == ["free.bin"]
+        assert document in app.values()  # the row is as it was …
+        assert (tmp_path / "cdn" / "stuck.bin").read_bytes() == b"stuck"  # … and resolves
+        shelf.scan()
+        assert shelf.audit().dangling == []
+    app.dispose()
+
+
+@pytest.mark.invariant("I1", "I2")
+def test_rows_differing_only_in_case_are_rewritten_apart(tmp_path: Path, app_db_url: str) -> None:
+    """MariaDB's default collation finds '…/X.mp4' for '…/x.mp4': moving x.mp4 must still
+    rewrite only its own row (rows change by a byte-exact comparison)."""
+    app = AppTable(app_db_url)
+    tiers = {
+        "local": {
+            "url": f"file://{tmp_path / 'outputs'}",
+            "ref_format": "data/storage/outputs/{key}",
+        },
+        "cloud": {"url": f"file://{tmp_path / 'cold'}", "ref_format": "cold/{key}"},
+    }
+    rule = {**MIGRATE, "filter": {"prefix": "x"}}
+    with make_app_shelf(tmp_path, app, tiers=tiers, rules=[rule]) as shelf:
+        shelf.put(b"lower", "x.mp4")
+        shelf.put(b"upper", "X.mp4")
+        shelf.ledger.purge_expired_leases(shelf_later())
+        app.insert("data/storage/outputs/x.mp4", "data/storage/outputs/X.mp4")
+        outcome = shelf.run()
+        assert outcome.status == "ok", outcome.failed
+        assert [a.key for a in outcome.actions] == ["x.mp4"]
+        assert app.values() == ["cold/x.mp4", "data/storage/outputs/X.mp4"]
+        assert shelf.get("data/storage/outputs/X.mp4") == b"upper"
+        assert shelf.get("cold/x.mp4") == b"lower"
+    app.dispose()
