@@ -155,7 +155,8 @@ def build_plan(
     shelf: Shelf, now: datetime, rules: list[RuleConfig], progress: Progress | None = None
 ) -> Plan:
     """Plan ``rules`` at ``now`` over the catalog, after a fresh reference snapshot when a
-    rule deletes. Refuses (exit 3) when the references cannot be trusted."""
+    rule deletes or references are declared. Refuses (exit 3) when no reference can be
+    read; a rule on a tier whose references cannot be trusted is refused in the plan."""
     snapshot_id = None
     blocks: dict[tuple[str, str], str] = {}
     all_tiers = list(shelf.config.tiers)
