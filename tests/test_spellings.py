@@ -280,18 +280,25 @@ class Posts:
         return refs
 
 
-def posts_shelf(tmp_path: Path, posts: Posts, rules: list[dict[str, Any]]) -> Shelf:
+def cdn_shelf(
+    tmp_path: Path, url: str, references: list[dict[str, Any]], rules: list[dict[str, Any]]
+) -> Shelf:
+    """A ``local`` tier spelled as CDN URLs and a ``cloud`` tier spelled as s3:// URIs."""
     raw = {
         "catalog": {"url": f"sqlite:///{tmp_path / 'catalog.db'}"},
-        "databases": {"app": {"url": posts.url}},
+        "databases": {"app": {"url": url}},
         "tiers": {
             "local": {"url": f"file://{tmp_path / 'cdn'}", "ref_format": CDN + "{key}"},
             "cloud": {"url": f"file://{tmp_path / 'cold'}", "ref_format": "s3://cold-bucket/{key}"},
         },
-        "references": posts.references(),
+        "references": references,
         "rules": rules,
     }
     return Shelf.open(parse_config(raw, base_dir=tmp_path, source="test", env={}))
+
+
+def posts_shelf(tmp_path: Path, posts: Posts, rules: list[dict[str, Any]]) -> Shelf:
+    return cdn_shelf(tmp_path, posts.url, posts.references(), rules)
 
 
 COLLECT = {
@@ -580,18 +587,9 @@ def test_a_row_the_rewrite_cannot_change_keeps_the_source(tmp_path: Path) -> Non
     """A JSON document holding 1e999 cannot be written back (it would become Infinity):
     the row keeps naming the old location, so the migration keeps the source."""
     app = AppTable(f"sqlite:///{tmp_path / 'app.db'}")
-    raw = {
-        "catalog": {"url": f"sqlite:///{tmp_path / 'catalog.db'}"},
-        "databases": {"app": {"url": app.url}},
-        "tiers": {
-            "local": {"url": f"file://{tmp_path / 'cdn'}", "ref_format": CDN + "{key}"},
-            "cloud": {"url": f"file://{tmp_path / 'cold'}", "ref_format": "s3://cold-bucket/{key}"},
-        },
-        "references": [{"database": "app", "table": app.name, "column": "path", "kind": "json"}],
-        "rules": [MIGRATE],
-    }
+    reference = {"database": "app", "table": app.name, "column": "path", "kind": "json"}
     document = f'{{"size": 1e999, "src": "{CDN}stuck.bin"}}'
-    with Shelf.open(parse_config(raw, base_dir=tmp_path, source="test", env={})) as shelf:
+    with cdn_shelf(tmp_path, app.url, [reference], [MIGRATE]) as shelf:
         shelf.put(b"stuck", "stuck.bin")
         shelf.put(b"free", "free.bin")
         shelf.ledger.purge_expired_leases(shelf_later())
