@@ -172,39 +172,16 @@ class Locator:
         found = self.resolve(value)
         return found[0] if found else None
 
-    def parse_specific(self, value: str) -> Location | None:
-        """Like :meth:`parse`, but only through a spelling with literal text (never a bare
-        key): what tells a column of references from a column of names."""
-        found = [loc for loc in self.resolve(value) if loc.tier not in self._bare]
-        if found and self._specific_match(value.strip()):
-            return found[0]
-        return None
-
-    def _specific_match(self, text: str) -> bool:
-        return any(template.keys(text) for template in self._templates)
-
     def spans(self, text: str) -> Iterator[tuple[int, list[str]]]:
-        """Per place a tier's spelling starts in ``text``: its start and the candidate
-        references there (each a prefix of ``text[start:]``)."""
+        """Per place a tier's spelling starts in free text (Markdown, HTML, prose): its start
+        and the candidate references there, each a prefix of ``text[start:]`` running to a
+        quote, bracket or space; runs over a few spaces and apostrophes, and cuts at a
+        closing bracket or trailing punctuation, are offered too (keys may hold spaces;
+        Markdown wraps links in parentheses)."""
         for head in self._heads:
             start = text.find(head)
             while start != -1:
                 yield start, list(dict.fromkeys(_runs(text, start, len(head))))
-                start = text.find(head, start + 1)
-
-    def extract(self, text: str) -> Iterator[str]:
-        """Substrings of free text (Markdown, HTML, prose) that may be references: each
-        starts with a tier's spelling and runs to a quote, bracket or space; a run over a
-        few spaces and one cut at a closing bracket or trailing punctuation are offered
-        too (keys may hold spaces; Markdown wraps links in parentheses)."""
-        seen: set[str] = set()
-        for head in self._heads:
-            start = text.find(head)
-            while start != -1:
-                for candidate in _runs(text, start, len(head)):
-                    if candidate not in seen:
-                        seen.add(candidate)
-                        yield candidate
                 start = text.find(head, start + 1)
 
     def url_tokens(self, text: str) -> Iterator[str]:
@@ -346,10 +323,6 @@ class Locator:
             values.update(self.spellings_on(tier, key))
         return sorted(values)
 
-    def web_heads(self, tier: str) -> list[str]:
-        """Heads of the tier's URL-shaped spellings (values may carry a query string)."""
-        return [t.head for t in self._templates if t.tier == tier and t.scheme is not None]
-
     def shared_spellings(self) -> list[tuple[str, list[str]]]:
         """Spellings declared by more than one tier: ``(template, tiers)``."""
         owners: dict[str, list[str]] = {}
@@ -384,7 +357,7 @@ def _valid(key: str) -> bool:
 
 
 def _runs(text: str, start: int, head: int) -> Iterator[str]:
-    """The candidate references starting at ``start`` (see :meth:`Locator.extract`)."""
+    """The candidate references starting at ``start`` (see :meth:`Locator.spans`)."""
     end = start + head
     words = 0
     limit = start + head + 1024
