@@ -145,8 +145,8 @@ def _rewrite(n: int, batch: int) -> float:
     from sqlalchemy import create_engine
 
     from shelflife.config.model import ReferenceConfig
-    from shelflife.migrate import repoint
-    from shelflife.references import ReferenceSource
+    from shelflife.engine.migrate import repoint
+    from shelflife.references.sources import ReferenceSource
 
     name = f"bench_rewrite_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(PG, autocommit=True) as conn:

@@ -37,10 +37,10 @@ sys.path.insert(0, str(ROOT / "src"))
 from sqlalchemy import create_engine, select, text  # noqa: E402
 
 from shelflife import Shelf  # noqa: E402
+from shelflife.base.units import utcnow  # noqa: E402
 from shelflife.catalog.schema import bulk_execute, objects, refs, to_micros  # noqa: E402
 from shelflife.config import parse_config  # noqa: E402
-from shelflife.lifecycle import choose_rules  # noqa: E402
-from shelflife.units import utcnow  # noqa: E402
+from shelflife.service.runs import choose_rules  # noqa: E402
 
 PG = os.environ.get("SHELFLIFE_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
@@ -171,8 +171,8 @@ def run(n: int, kind: str) -> dict[str, float]:
 
         rules = choose_rules(shelf)
         from shelflife.catalog.view import CatalogInventory
-        from shelflife.lifecycle import tier_states
-        from shelflife.planner import plan as pure_plan
+        from shelflife.engine.planner import plan as pure_plan
+        from shelflife.service.runs import tier_states
 
         start = time.perf_counter()
         inventory = CatalogInventory(

@@ -31,8 +31,8 @@ from sqlalchemy import create_engine, text  # noqa: E402
 from bench.gc import PG  # noqa: E402
 from shelflife.config import parse_config  # noqa: E402
 from shelflife.config.model import ReferenceConfig  # noqa: E402
-from shelflife.locations import Locator  # noqa: E402
-from shelflife.references import ReferenceSource  # noqa: E402
+from shelflife.model.locations import Locator  # noqa: E402
+from shelflife.references.sources import ReferenceSource  # noqa: E402
 
 CDN = "https://cdn.example.com/"
 KINDS: dict[str, tuple[str, str, Any]] = {

@@ -11,8 +11,8 @@ import pytest
 
 from shelflife.catalog import Catalog
 from shelflife.config.model import TierConfig
+from shelflife.engine.scan import scan_tier
 from shelflife.errors import CatalogError
-from shelflife.inventory import scan_tier
 from shelflife.stores import ObjectInfo, open_store
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

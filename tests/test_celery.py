@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from shelflife.units import utcnow
+from shelflife.base.units import utcnow
 from tests.conftest import Figures
 from tests.test_cli import SHELFLIFE, shelflife
 

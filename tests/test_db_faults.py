@@ -17,9 +17,9 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from shelflife import Shelf
+from shelflife.base.faults import hooked
+from shelflife.base.units import utcnow
 from shelflife.config import parse_config
-from shelflife.faults import hooked
-from shelflife.units import utcnow
 from tests.apps import AppTable
 from tests.conftest import Figures
 from tests.faultproxy import FaultProxy

@@ -21,9 +21,9 @@ import pytest
 from azure.storage.blob import ContainerClient
 
 from shelflife import Shelf
+from shelflife.base.units import utcnow
 from shelflife.config import parse_config
 from shelflife.errors import StoreTransient
-from shelflife.units import utcnow
 from tests.apps import AppTable
 from tests.conftest import (
     AZURE_ACCOUNT,
@@ -235,7 +235,7 @@ def test_transient_errors_are_typed_and_retried(
 ) -> None:
     """500s, 503s, drops and cut bodies surface as StoreTransient (retryable) once retries
     are spent; with retries they are absorbed."""
-    from shelflife.aio import run_sync
+    from shelflife.base.aio import run_sync
     from shelflife.config.model import TierConfig
     from shelflife.stores.s3 import S3Store
 
@@ -261,7 +261,7 @@ def test_permanent_errors_are_not_retried(
     azure_endpoint: str, proxies: tuple[FaultProxy, FaultProxy]
 ) -> None:
     """A wrong account key (403) is reported after one request, retries or not."""
-    from shelflife.aio import run_sync
+    from shelflife.base.aio import run_sync
     from shelflife.config.model import TierConfig
     from shelflife.errors import StoreAuthError
     from shelflife.stores.azure import AzureStore
@@ -278,9 +278,9 @@ def test_permanent_errors_are_not_retried(
 
 def test_retrying_waits_only_for_retryable_errors() -> None:
     """Transient errors are tried again up to the limit; a permanent one is raised at once."""
-    from shelflife.aio import run_sync
+    from shelflife.base.aio import run_sync
+    from shelflife.base.retry import retrying
     from shelflife.errors import ObjectNotFound
-    from shelflife.retry import retrying
 
     calls: list[int] = []
 

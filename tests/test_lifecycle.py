@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from shelflife import Shelf
+from shelflife.base.units import utcnow
 from shelflife.errors import RefusedError, UsageError
-from shelflife.units import utcnow
 from tests.apps import AppTable, make_app_shelf, orphan_rule
 from tests.test_cli import shelflife
 from tests.test_gc_cli import write_config
@@ -27,7 +27,7 @@ def age(shelf: Shelf, tier: str, key: str, days: float) -> None:
     os.utime(path, (stamp, stamp))
     from sqlalchemy import update
 
-    from shelflife.aio import run_sync
+    from shelflife.base.aio import run_sync
     from shelflife.catalog.schema import objects
 
     etag = run_sync(shelf.store(tier).head(key)).etag  # a local ETag includes the mtime
@@ -104,7 +104,7 @@ def test_expire_applies_on_expire_to_rows(tmp_path: Path, app: AppTable, on_expi
 
 
 def run_sync_exists(store: Any, key: str) -> bool:
-    from shelflife.aio import run_sync
+    from shelflife.base.aio import run_sync
 
     return bool(run_sync(store.exists(key)))
 
@@ -468,8 +468,8 @@ def test_run_refuses_when_a_source_cannot_be_trusted(tmp_path: Path) -> None:
 @pytest.mark.invariant("I5")
 def test_one_run_at_a_time(tmp_path: Path) -> None:
     """DESIGN I5 through ``run``: a second run while one holds the lock exits 4."""
+    from shelflife.catalog.lock import RunLock
     from shelflife.errors import LockedError
-    from shelflife.lock import RunLock
 
     app = AppTable(f"sqlite:///{tmp_path / 'app.db'}")
     shelf = shelf_with(tmp_path, app, EXPIRE)

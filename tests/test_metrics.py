@@ -19,9 +19,9 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from shelflife import metrics
 from shelflife.config.model import HealthConfig
-from shelflife.stats import TierUsage, classify
+from shelflife.engine.stats import TierUsage, classify
+from shelflife.service import metrics
 from tests.apps import AppTable, make_app_shelf, orphan_rule
 from tests.conftest import free_port, wait_for_port
 from tests.test_cli import SHELFLIFE, shelflife
@@ -389,7 +389,7 @@ after = "1d"
 
 
 def test_the_log_filter_masks_registered_secrets() -> None:
-    from shelflife.logs import JsonFormatter, RedactSecrets, register_secret
+    from shelflife.base.logs import JsonFormatter, RedactSecrets, register_secret
 
     register_secret("hunter2-is-a-secret")
     stream = StringIO()
@@ -414,7 +414,7 @@ def test_the_log_filter_masks_registered_secrets() -> None:
 
 
 def test_one_log_line_per_action_outcome(tmp_path: Path) -> None:
-    from shelflife.logs import setup
+    from shelflife.base.logs import setup
 
     app = AppTable(f"sqlite:///{tmp_path / 'app.db'}")
     shelf = make_app_shelf(tmp_path, app, rules=[orphan_rule()])

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from shelflife import Shelf
+from shelflife.base.units import utcnow
 from shelflife.errors import RefusedError, UsageError
-from shelflife.units import utcnow
 from tests.apps import AppTable, make_app_shelf, orphan_rule
 from tests.conftest import Figures, tier_config
 

@@ -11,7 +11,7 @@ import pytest
 
 from shelflife.catalog.view import ObjectView, Selection, TierState
 from shelflife.config.model import ReferenceConfig, RuleConfig
-from shelflife.planner import Plan, plan
+from shelflife.engine.planner import Plan, plan
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 DAY = timedelta(days=1)

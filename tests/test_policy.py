@@ -12,7 +12,7 @@ import pytest
 from shelflife import Shelf
 from shelflife.config import parse_config
 from shelflife.errors import ConfigError
-from shelflife.policy import export_policy, import_policy
+from shelflife.service.policy import export_policy, import_policy
 from tests.conftest import make_s3_bucket, s3_tier
 from tests.test_cli import shelflife
 
@@ -285,7 +285,7 @@ def test_versioned_bucket_is_said_in_plan_and_stats(s3_endpoint: str, tmp_path: 
 def shelf_now_plus_days(days: int) -> Any:
     from datetime import timedelta
 
-    from shelflife.units import utcnow
+    from shelflife.base.units import utcnow
 
     return utcnow() + timedelta(days=days)
 

@@ -18,13 +18,13 @@ import tomli_w
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from shelflife.base.keys import validate_key
+from shelflife.base.units import parse_duration, parse_ratio, parse_size
 from shelflife.catalog.view import ObjectView, TierState
 from shelflife.config import parse_config
 from shelflife.config.model import ReferenceConfig, RuleConfig
+from shelflife.engine.planner import DELETING, plan
 from shelflife.errors import ConfigError, InvalidKeyError
-from shelflife.keys import validate_key
-from shelflife.planner import DELETING, plan
-from shelflife.units import parse_duration, parse_ratio, parse_size
 from tests.conftest import Figures
 from tests.test_planner import ListInventory
 

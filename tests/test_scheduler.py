@@ -16,7 +16,7 @@ import pytest
 
 from shelflife.catalog import Catalog
 from shelflife.config.model import ScheduleConfig
-from shelflife.scheduler import (
+from shelflife.workers.scheduler import (
     Scheduler,
     ScheduleState,
     fire_times,

@@ -22,7 +22,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 from shelflife import Shelf
 from shelflife.config import parse_config
-from shelflife.listen import listen
+from shelflife.references.listen import listen
 from tests.apps import AppTable, make_app_shelf, wait_for_triggers
 from tests.conftest import Figures, s3_tier
 from tests.test_cli import shelflife
@@ -101,7 +101,7 @@ class Mixed:
 def shelf_later() -> Any:
     from datetime import timedelta
 
-    from shelflife.units import utcnow
+    from shelflife.base.units import utcnow
 
     return utcnow() + timedelta(days=365)
 
@@ -440,7 +440,7 @@ def test_a_long_value_released_in_postgresql_never_fails_the_applications_delete
 ) -> None:
     posts = Posts(pg_url, tmp_path)
     with posts_shelf(tmp_path, posts, []) as shelf:
-        from shelflife.listen import install_triggers
+        from shelflife.references.listen import install_triggers
 
         install_triggers(shelf.sources())
         with posts.engine.begin() as conn:
@@ -566,7 +566,7 @@ def test_check_suggests_a_trigram_index_for_substring_searched_columns(
 ) -> None:
     posts = Posts(pg_url, tmp_path)
     with posts_shelf(tmp_path, posts, []) as shelf:
-        from shelflife.checks import lint_references
+        from shelflife.service.checks import lint_references
 
         def hints() -> dict[str, str]:
             found = lint_references(shelf.config, shelf.databases, shelf.locator)

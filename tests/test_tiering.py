@@ -16,9 +16,9 @@ import pytest
 
 from shelflife import Shelf
 from shelflife.catalog.journal import Candidate
+from shelflife.catalog.lock import RunLock
+from shelflife.engine.migrate import choose_for_watermark
 from shelflife.errors import LockedError
-from shelflife.lock import RunLock
-from shelflife.migrate import choose_for_watermark
 from tests.apps import AppTable, make_app_shelf
 from tests.conftest import tier_config
 from tests.test_cli import SHELFLIFE
@@ -248,7 +248,7 @@ def test_a_row_the_application_changes_meanwhile_is_not_clobbered(
     put_aged(shelf, "busy.mp4", 900, 10)
     app.insert("data/out/busy.mp4", "data/out/busy.mp4")
     shelf.scan()
-    import shelflife.migrate
+    import shelflife.engine.migrate
 
     def app_edits_a_row(name: str) -> None:
         if name == "journal-repointing":
@@ -260,7 +260,7 @@ def test_a_row_the_application_changes_meanwhile_is_not_clobbered(
                     .values(path="data/out/replacement.mp4")
                 )
 
-    monkeypatch.setattr(shelflife.migrate, "checkpoint", app_edits_a_row)
+    monkeypatch.setattr(shelflife.engine.migrate, "checkpoint", app_edits_a_row)
     shelf.enforce()
     assert app.values() == ["cold/busy.mp4", "data/out/replacement.mp4"]
 
@@ -335,8 +335,8 @@ def test_compat_apply_retention_policy(tmp_path: Path) -> None:
     shelf.put(b"local", "local.bin")
     from sqlalchemy import update
 
+    from shelflife.base.units import utcnow
     from shelflife.catalog.schema import objects
-    from shelflife.units import utcnow
 
     with shelf.catalog.engine.begin() as conn:
         conn.execute(

@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from shelflife.base.keys import join_key, validate_key
+from shelflife.base.units import format_size, parse_duration, parse_instant, parse_ratio, parse_size
 from shelflife.errors import InvalidKeyError
-from shelflife.keys import join_key, validate_key
-from shelflife.units import format_size, parse_duration, parse_instant, parse_ratio, parse_size
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ shelf.url(ref)
 """
 
 from shelflife.errors import ShelflifeError
-from shelflife.shelf import Shelf, StoredObject
+from shelflife.service.shelf import Shelf, StoredObject
 
 __all__ = ["Shelf", "ShelflifeError", "StoredObject"]
 __version__ = "0.1.0"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from shelflife.config import Config
 from shelflife.errors import UsageError
-from shelflife.shelf import Shelf
+from shelflife.service.shelf import Shelf
 
 
 class StorageService:

@@ -18,7 +18,7 @@
 Backend modules translate their client's exceptions into this tree at the boundary
 (``raise ... from exc``); nothing above the store layer sees an obstore or boto3 error.
 Every error carries a ``hint``: what the user can do about it. ``retryable`` marks the
-errors worth trying again (with backoff, :mod:`shelflife.retry`); every other error is
+errors worth trying again (with backoff, :mod:`shelflife.base.retry`); every other error is
 permanent and reported as it is.
 """
 

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable
 from datetime import datetime
 
-from shelflife.units import utcnow
+from shelflife.base.units import utcnow
 
 
 class AccessBatcher:

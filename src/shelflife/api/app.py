@@ -24,11 +24,14 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shelflife import __version__, lifecycle, metrics
-from shelflife.aio import run_sync
+from shelflife import __version__
 from shelflife.api.access import AccessBatcher
 from shelflife.api.auth import Principal, Tokens
 from shelflife.api.dashboard import render_dashboard
+from shelflife.base.aio import run_sync
+from shelflife.base.keys import validate_key
+from shelflife.base.logs import redact
+from shelflife.base.units import utcnow
 from shelflife.catalog.history import History
 from shelflife.errors import (
     CatalogError,
@@ -44,12 +47,11 @@ from shelflife.errors import (
     StoreUnreachable,
     UsageError,
 )
-from shelflife.keys import validate_key
-from shelflife.logs import redact
-from shelflife.scheduler import schedule_status
-from shelflife.shelf import Shelf
+from shelflife.service import metrics
+from shelflife.service import runs as lifecycle
+from shelflife.service.shelf import Shelf
 from shelflife.stores.local import LocalStore
-from shelflife.units import utcnow
+from shelflife.workers.scheduler import schedule_status
 
 LOG = logging.getLogger("shelflife.api")
 UPLOAD_PATH = "/api/v1/objects"

@@ -10,8 +10,8 @@ from datetime import datetime
 from html import escape
 from typing import Any
 
+from shelflife.base.units import format_size
 from shelflife.catalog.history import RunRecord
-from shelflife.units import format_size
 
 REFRESH_SECONDS = 30
 

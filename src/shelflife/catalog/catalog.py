@@ -475,7 +475,7 @@ def create_catalog_engine(url: str) -> Engine:
     try:
         return create_engine(parsed, pool_pre_ping=True)
     except NoSuchModuleError:
-        # the URL as written (its password is masked by the error report: see shelflife.logs)
+        # the URL as written (its password is masked by the error report: see shelflife.base.logs)
         raise ConfigError(
             f"[catalog] url {url!r} names no database driver {parsed.drivername!r}",
             hint="use sqlite:///data/shelflife.db or postgresql+psycopg://user@host/db",

@@ -2,7 +2,7 @@
 
 Steps: ``copying`` → ``copied`` (verified at the destination) → ``repointing`` →
 ``deleting`` → ``done``; or ``failed`` / ``undone``. Recovery reads the unfinished
-entries and completes or undoes each (see :mod:`shelflife.migrate`).
+entries and completes or undoes each (see :mod:`shelflife.engine.migrate`).
 """
 
 from __future__ import annotations

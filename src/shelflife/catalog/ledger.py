@@ -46,7 +46,7 @@ from shelflife.catalog.schema import (
     ref_snapshots,
     refs,
 )
-from shelflife.locations import Location
+from shelflife.model.locations import Location
 
 TRASH_PREFIX = ".shelflife-trash"
 INSERT_BATCH = 5000

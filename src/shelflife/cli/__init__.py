@@ -62,7 +62,7 @@ def run(argv: list[str] | None = None) -> int:
 def report(exc: ShelflifeError) -> None:
     from rich.markup import escape
 
-    from shelflife.logs import redact
+    from shelflife.base.logs import redact
 
     err.print(f"[bold red]error:[/] {escape(redact(exc.message))}", markup=True, highlight=False)
     if exc.hint:

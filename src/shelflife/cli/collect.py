@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from shelflife.base.units import format_size, parse_instant
 from shelflife.cli.render import (
     RichProgress,
     err,
@@ -19,7 +20,6 @@ from shelflife.cli.render import (
 )
 from shelflife.cli.state import JsonOption, TierOption, state
 from shelflife.errors import RefusedError
-from shelflife.units import format_size, parse_instant
 
 DryRunOption = Annotated[bool, typer.Option("--dry-run", help="list candidates; change nothing")]
 RuleOption = Annotated[str | None, typer.Option("--rule", help="only this rule id")]
@@ -217,7 +217,7 @@ def audit(
 
 def listen(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = True) -> None:
     """Release objects as soon as their rows are deleted (PostgreSQL LISTEN/NOTIFY)."""
-    from shelflife.listen import listen as run_listener
+    from shelflife.references.listen import listen as run_listener
 
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(message)s"

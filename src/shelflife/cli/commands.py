@@ -9,13 +9,13 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from shelflife.checks import CheckResult, check_database, check_tier, lint_references
+from shelflife.base.units import format_size
 from shelflife.cli.render import RichProgress, err, out, print_json, usage_table
 from shelflife.cli.state import ConfigOption, JsonOption, TierOption, state
 from shelflife.config import load_config
 from shelflife.errors import ShelflifeError, UsageError
-from shelflife.shelf import Shelf
-from shelflife.units import format_size
+from shelflife.service.checks import CheckResult, check_database, check_tier, lint_references
+from shelflife.service.shelf import Shelf
 
 
 def register(app: typer.Typer) -> None:
@@ -40,7 +40,7 @@ def register(app: typer.Typer) -> None:
             raise UsageError(
                 f"--log-level must be debug, info, warning or error, not {log_level!r}"
             )
-        from shelflife.logs import setup
+        from shelflife.base.logs import setup
 
         setup(log_level, log_format)
         state.config_path = config
@@ -217,7 +217,7 @@ def ls(
 
 def _schedule_check(shelf: Shelf) -> CheckResult:
     """Is it running? The last successful lifecycle run and the next one due."""
-    from shelflife.scheduler import schedule_status
+    from shelflife.workers.scheduler import schedule_status
 
     status = schedule_status(shelf)
     if status["next_due"] is None:
@@ -244,8 +244,8 @@ def stats(
     ] = False,
 ) -> None:
     """Usage per tier against its watermarks, and health (stored for /metrics)."""
+    from shelflife.base.units import utcnow
     from shelflife.catalog.history import History
-    from shelflife.units import utcnow
 
     shelf = state.open()
     if refresh:
@@ -270,7 +270,7 @@ def demo(
     directory: Annotated[Path, typer.Option("--dir", help="where to build it")] = Path("demo"),
 ) -> None:
     """Build a sample application and run shelflife against it."""
-    from shelflife.demo import build_demo
+    from shelflife.service.demo import build_demo
 
     built = build_demo(directory)
     err.print(

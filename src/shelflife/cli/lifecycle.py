@@ -9,13 +9,13 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from shelflife.base.units import format_size
 from shelflife.cli.collect import AtOption, DryRunOption, RuleOption, _instant
 from shelflife.cli.render import RichProgress, err, out, print_json, print_refusal
 from shelflife.cli.state import JsonOption, state
+from shelflife.engine.planner import Plan
 from shelflife.errors import RefusedError, UsageError
-from shelflife.lifecycle import RunOutcome
-from shelflife.planner import Plan
-from shelflife.units import format_size
+from shelflife.service.runs import RunOutcome
 
 YesOption = Annotated[
     bool, typer.Option("--yes", "-y", help="allow deletions above max_delete / max_delete_bytes")
@@ -240,7 +240,7 @@ def policy_export(
     json: JsonOption = False,
 ) -> None:
     """Write the rules a tier's bucket can enforce by itself as S3 lifecycle JSON."""
-    from shelflife.policy import apply_policy, export_policy
+    from shelflife.service.policy import apply_policy, export_policy
 
     shelf = state.open()
     if tier not in shelf.config.tiers:
@@ -282,7 +282,7 @@ def policy_import(
     json: JsonOption = False,
 ) -> None:
     """Turn an S3 lifecycle JSON into shelflife \\[\\[rules]] (printed as TOML)."""
-    from shelflife.policy import import_policy
+    from shelflife.service.policy import import_policy
 
     try:
         document = jsonlib.loads(file.read_text(encoding="utf-8"))

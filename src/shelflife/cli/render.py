@@ -21,8 +21,8 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from shelflife.stats import TierUsage
-from shelflife.units import format_size
+from shelflife.base.units import format_size
+from shelflife.engine.stats import TierUsage
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)

@@ -38,7 +38,7 @@ def daemon(host: HostOption = "127.0.0.1", port: PortOption = 8080) -> None:
     import uvicorn
 
     from shelflife.api import create_app
-    from shelflife.scheduler import Scheduler, ScheduleState, shelf_jobs
+    from shelflife.workers.scheduler import Scheduler, ScheduleState, shelf_jobs
 
     shelf = state.open()
     scheduler = Scheduler(
@@ -67,10 +67,10 @@ def schedule(
     """The next firing times of each \\[schedule] entry, and whether runs are on time."""
     import itertools
 
+    from shelflife.base.units import utcnow
     from shelflife.cli.render import out, print_json
     from shelflife.config import load_config
-    from shelflife.scheduler import entries, fire_times, schedule_status
-    from shelflife.units import utcnow
+    from shelflife.workers.scheduler import entries, fire_times, schedule_status
 
     config = load_config(state.config_path)
     now = utcnow()
@@ -112,7 +112,7 @@ def token_create(
 ) -> None:
     """Create a token: printed once, only its hash is stored (in the catalog)."""
     from shelflife.api.auth import hash_token, parse_scopes, store_token
-    from shelflife.units import utcnow
+    from shelflife.base.units import utcnow
 
     chosen = parse_scopes(scopes)
     shelf = state.open()

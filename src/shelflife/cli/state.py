@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from shelflife.shelf import Shelf
+from shelflife.service.shelf import Shelf
 
 ConfigOption = Annotated[
     Path | None,

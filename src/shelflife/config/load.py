@@ -98,7 +98,7 @@ def _register_secrets(config: Config) -> None:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
-    from shelflife.logs import register_secret
+    from shelflife.base.logs import register_secret
 
     for tier in config.tiers.values():
         for secret in (tier.secret_key, tier.session_token):  # access key ids are no secret

@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from shelflife.units import parse_duration, parse_ratio, parse_size
+from shelflife.base.units import parse_duration, parse_ratio, parse_size
 
 Size = Annotated[int, BeforeValidator(parse_size)]
 Ratio = Annotated[float, BeforeValidator(parse_ratio)]
@@ -204,7 +204,7 @@ class ReferenceConfig(_Strict):
         if self.path is not None:
             if self.kind != "json":
                 raise ValueError("'path' applies to kind = 'json' only")
-            from shelflife.jsonpath import JsonPathError, compile_path
+            from shelflife.references.jsonpath import JsonPathError, compile_path
 
             try:
                 compile_path(self.path)

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import obstore as obs
 from obstore import exceptions as obe
 
+from shelflife.base.keys import validate_key, validate_prefix
+from shelflife.base.retry import retrying
 from shelflife.errors import (
     ObjectExists,
     ObjectNotFound,
@@ -30,8 +32,6 @@ from shelflife.errors import (
     StoreTransient,
     StoreUnreachable,
 )
-from shelflife.keys import validate_key, validate_prefix
-from shelflife.retry import retrying
 from shelflife.stores.base import ObjectInfo, PutResult, PutSource
 
 if TYPE_CHECKING:

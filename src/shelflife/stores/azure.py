@@ -14,9 +14,9 @@ import obstore as obs
 from obstore import exceptions as obe
 from obstore.store import AzureStore as _ObAzureStore
 
+from shelflife.base.keys import join_key, validate_key
 from shelflife.config.model import TierConfig
 from shelflife.errors import StoreConfigError
-from shelflife.keys import join_key, validate_key
 from shelflife.stores._obstore import (
     ObstoreStore,
     client_options,

@@ -2,7 +2,7 @@
 
 Stores are async: transfers run concurrently on one event loop, and obstore (the data
 plane of every backend) is fastest that way. Synchronous callers go through
-:func:`shelflife.aio.run_sync`.
+:func:`shelflife.base.aio.run_sync`.
 """
 
 from __future__ import annotations

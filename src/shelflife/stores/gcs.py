@@ -12,8 +12,8 @@ from typing import Any
 import obstore as obs
 from obstore.store import GCSStore as _ObGCSStore
 
+from shelflife.base.keys import validate_key
 from shelflife.config.model import TierConfig
-from shelflife.keys import validate_key
 from shelflife.stores._obstore import ObstoreStore, client_options, retry_config, split_bucket_url
 
 

@@ -26,9 +26,9 @@ from urllib.parse import quote
 
 from obstore.store import LocalStore as _ObLocalStore
 
+from shelflife.base.keys import validate_key, validate_prefix
 from shelflife.config.model import TierConfig
 from shelflife.errors import InvalidKeyError, ObjectExists, ObjectNotFound, StoreConfigError
-from shelflife.keys import validate_key, validate_prefix
 from shelflife.stores._obstore import LIST_CHUNK, ObstoreStore
 from shelflife.stores.base import ObjectInfo, PutResult, PutSource
 

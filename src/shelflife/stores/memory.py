@@ -11,8 +11,8 @@ from urllib.parse import quote
 
 from obstore.store import MemoryStore as _ObMemoryStore
 
+from shelflife.base.keys import validate_key
 from shelflife.config.model import TierConfig
-from shelflife.keys import validate_key
 from shelflife.stores._obstore import ObstoreStore
 
 _NAMED: dict[str, _ObMemoryStore] = {}

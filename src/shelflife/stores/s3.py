@@ -14,9 +14,9 @@ from urllib.parse import urlsplit, urlunsplit
 import obstore as obs
 from obstore.store import S3Store as _ObS3Store
 
+from shelflife.base.keys import validate_key
 from shelflife.config.model import TierConfig
 from shelflife.errors import StoreConfigError
-from shelflife.keys import validate_key
 from shelflife.stores._obstore import ObstoreStore, client_options, retry_config, split_bucket_url
 
 

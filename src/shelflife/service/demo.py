@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+from shelflife.base.units import utcnow
 from shelflife.errors import UsageError
-from shelflife.units import utcnow
 
 MARKER = ".shelflife-demo"
 ROWS = 40

@@ -19,27 +19,27 @@ from itertools import groupby
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from shelflife.actions import Action, Failure, Refusal, Skip, totals
-from shelflife.aio import run_sync
+from shelflife.base.aio import run_sync
+from shelflife.base.keys import validate_key
+from shelflife.base.logs import log_run
+from shelflife.base.progress import NullProgress, Progress
+from shelflife.base.units import FUTURE_SLACK, evaluation_instant, utcnow
 from shelflife.catalog.history import History
 from shelflife.catalog.journal import Candidate
 from shelflife.catalog.ledger import MarkItem
+from shelflife.catalog.lock import RunLock
 from shelflife.catalog.view import CatalogInventory, ObjectView, TierState
 from shelflife.config.model import RuleConfig
+from shelflife.engine.expire import Expirer, ExpireResult
+from shelflife.engine.planner import Plan, matches, rule_tiers
+from shelflife.engine.planner import plan as make_plan
 from shelflife.errors import RefusedError, ShelflifeError, StoreError, UsageError
-from shelflife.expiry import Expirer, ExpireResult
-from shelflife.keys import validate_key
-from shelflife.lock import RunLock
-from shelflife.logs import log_run
-from shelflife.planner import Plan, matches, rule_tiers
-from shelflife.planner import plan as make_plan
-from shelflife.progress import NullProgress, Progress
-from shelflife.references import SourceUnreadable
+from shelflife.model.actions import Action, Failure, Refusal, Skip, totals
+from shelflife.references.sources import SourceUnreadable
 from shelflife.stores.transfer import head_many
-from shelflife.units import FUTURE_SLACK, evaluation_instant, utcnow
 
 if TYPE_CHECKING:
-    from shelflife.shelf import Shelf
+    from shelflife.service.shelf import Shelf
 
 T = TypeVar("T")
 
@@ -348,8 +348,8 @@ def finish_run(
 ) -> None:
     """Record a run's end (history and counters, one transaction), log one line per
     action outcome, and refresh the stored stats that /metrics serves."""
-    from shelflife import metrics
-    from shelflife.logs import log_outcomes
+    from shelflife.base.logs import log_outcomes
+    from shelflife.service import metrics
 
     actions, skipped, failed = actions or [], skipped or [], failed or []
     log_outcomes(run_id, actions, skipped, failed)
@@ -467,7 +467,7 @@ def _execute(
     progress = progress or NullProgress()
     runner = _Executor(shelf, outcome, progress, extra_rules or [])
     if executor.backend == "celery":
-        from shelflife.fanout import dispatch
+        from shelflife.engine.fanout import dispatch
 
         dispatch(shelf, outcome, list(runner.batches(plan_body.actions)))
         return
@@ -572,7 +572,7 @@ class _Executor:
         return False
 
     def _migrate(self, batch: list[Action]) -> None:
-        from shelflife.tiering import migrator
+        from shelflife.service.recovery import migrator
 
         if self._migrator is None:
             self._migrator = migrator(self.shelf)

@@ -25,14 +25,14 @@ from zoneinfo import ZoneInfo
 from croniter import croniter
 from sqlalchemy import Engine, insert, select, update
 
+from shelflife.base.units import utcnow
 from shelflife.catalog.catalog import _Guard
 from shelflife.catalog.schema import schedule_state
 from shelflife.config.model import ScheduleConfig
 from shelflife.errors import ShelflifeError
-from shelflife.units import utcnow
 
 if TYPE_CHECKING:
-    from shelflife.shelf import Shelf
+    from shelflife.service.shelf import Shelf
 
 LOG = logging.getLogger("shelflife.scheduler")
 OVERDUE_GRACE = timedelta(hours=1)  # how long after a due slot a missing success is news
@@ -170,7 +170,7 @@ class Scheduler:
 def shelf_jobs(shelf: Shelf) -> dict[str, Callable[[], Any]]:
     """What the entries do: ``lifecycle`` is ``shelflife run``, ``stats`` rescans every
     tier, re-reads the references and stores the figures /metrics serves."""
-    from shelflife import metrics
+    from shelflife.service import metrics
 
     def lifecycle() -> None:
         shelf.run(trigger="schedule")

@@ -17,31 +17,37 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
-from shelflife import lifecycle, tiering
-from shelflife.actions import Action, Failure
-from shelflife.aio import run_sync
-from shelflife.audit import AuditReport, audit_references
+from shelflife.base.aio import run_sync
+from shelflife.base.keys import validate_key, validate_prefix
+from shelflife.base.progress import Progress
+from shelflife.base.units import utcnow
 from shelflife.catalog import Catalog
 from shelflife.catalog.history import History, RunRecord
 from shelflife.catalog.ledger import Ledger
-from shelflife.collection import GcOutcome, collect_garbage, release_object, restore_from_quarantine
+from shelflife.catalog.lock import RunLock
 from shelflife.config import Config, load_config
 from shelflife.config.model import RuleConfig
+from shelflife.engine.collect import OrphanCollector, still_referenced
+from shelflife.engine.planner import Plan
+from shelflife.engine.scan import ScanResult, scan_tier
+from shelflife.engine.stats import Health, TierUsage, classify, stats_json, tier_usage
 from shelflife.errors import ObjectNotFound, StoreError, UsageError
-from shelflife.inventory import ScanResult, scan_tier
-from shelflife.keys import validate_key, validate_prefix
-from shelflife.lifecycle import RunOutcome
-from shelflife.locations import Location, Locator
-from shelflife.lock import RunLock
-from shelflife.orphans import OrphanCollector, still_referenced
-from shelflife.planner import Plan
-from shelflife.progress import Progress
-from shelflife.references import Databases, ParseReport, ReferenceSource, open_sources
-from shelflife.stats import Health, TierUsage, classify, stats_json, tier_usage
+from shelflife.model.actions import Action, Failure
+from shelflife.model.locations import Location, Locator
+from shelflife.references.sources import Databases, ParseReport, ReferenceSource, open_sources
+from shelflife.service import recovery as tiering
+from shelflife.service import runs as lifecycle
+from shelflife.service.audit import AuditReport, audit_references
+from shelflife.service.objects import (
+    GcOutcome,
+    collect_garbage,
+    release_object,
+    restore_from_quarantine,
+)
+from shelflife.service.recovery import EnforceOutcome
+from shelflife.service.runs import RunOutcome
 from shelflife.stores import ObjectInfo, ObstoreStore, open_store
 from shelflife.stores.local import LocalStore
-from shelflife.tiering import EnforceOutcome
-from shelflife.units import utcnow
 
 _SPOOL_LIMIT = 8 * 1024 * 1024
 
@@ -129,7 +135,7 @@ class Shelf:
     def resolve(self, ref: str) -> Location:
         """Find where the object a key or reference value names lives today.
 
-        The value is read by the one resolver (:class:`~shelflife.locations.Locator`):
+        The value is read by the one resolver (:class:`~shelflife.model.locations.Locator`):
         each location it may name is tried on its own tier first, then on the others
         (a row keeps working whichever tier the object sits on today)."""
         candidates = self.locator.resolve(ref)
@@ -285,7 +291,7 @@ class Shelf:
         trigger: str = "python",
         progress: Progress | None = None,
     ) -> GcOutcome:
-        """Collect orphans per the collect-orphans rules (see :mod:`shelflife.orphans`)."""
+        """Collect orphans per the collect-orphans rules (see :mod:`shelflife.engine.collect`)."""
 
         def call(run_id: str | None) -> GcOutcome:
             outcome = collect_garbage(
@@ -445,7 +451,7 @@ class Shelf:
         if tier not in self._versioned:
             answer = False
             if self.config.tiers[tier].scheme == "s3":
-                from shelflife.policy import bucket_versioned
+                from shelflife.service.policy import bucket_versioned
 
                 try:
                     answer = bucket_versioned(self.config.tiers[tier])
@@ -497,7 +503,7 @@ class Shelf:
         for name, tier in self.config.tiers.items():
             if tier.scheme != "s3" or not self.versioned(name):
                 continue
-            from shelflife.policy import noncurrent_bytes
+            from shelflife.service.policy import noncurrent_bytes
 
             entry = body["tiers"][name]
             entry["versioned"] = True

@@ -12,11 +12,11 @@ import asyncio
 from dataclasses import dataclass
 from datetime import datetime
 
+from shelflife.base.progress import NullProgress, Progress
+from shelflife.base.units import utcnow
 from shelflife.catalog import Catalog
-from shelflife.progress import NullProgress, Progress
 from shelflife.stores._obstore import ObstoreStore
 from shelflife.stores.base import ObjectInfo
-from shelflife.units import utcnow
 
 # Rows per catalog transaction: large enough that commits are rare, small enough that
 # memory stays bounded (a listed object costs a few hundred bytes here).

@@ -10,19 +10,19 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from shelflife.aio import run_sync
+from shelflife.base.aio import run_sync
+from shelflife.base.progress import Progress
+from shelflife.base.units import evaluation_instant
 from shelflife.catalog.journal import Candidate, Journal
 from shelflife.catalog.ledger import CandidateFilter
+from shelflife.catalog.lock import RunLock
 from shelflife.config.model import RuleConfig
+from shelflife.engine.migrate import MigrateResult, Migrator, choose_for_watermark
 from shelflife.errors import RefusedError, UsageError
-from shelflife.locations import Location
-from shelflife.lock import RunLock
-from shelflife.migrate import MigrateResult, Migrator, choose_for_watermark
-from shelflife.progress import Progress
-from shelflife.units import evaluation_instant
+from shelflife.model.locations import Location
 
 if TYPE_CHECKING:
-    from shelflife.shelf import Shelf
+    from shelflife.service.shelf import Shelf
 
 
 @dataclass

@@ -17,12 +17,12 @@ from typing import Any
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from shelflife.aio import run_sync
+from shelflife.base.aio import run_sync
 from shelflife.config.model import Config
+from shelflife.engine.collect import CATALOG_TABLES
 from shelflife.errors import ShelflifeError
-from shelflife.locations import Location, Locator
-from shelflife.orphans import CATALOG_TABLES
-from shelflife.references import Databases, ReferenceSource, undeclared_columns
+from shelflife.model.locations import Location, Locator
+from shelflife.references.sources import Databases, ReferenceSource, undeclared_columns
 from shelflife.stores._obstore import ObstoreStore
 from shelflife.stores.local import LocalStore
 

@@ -9,7 +9,7 @@ and a ``kind`` — how a value holds references:
 - ``array``: the elements of a PostgreSQL array;
 - ``text``: every substring of free text spelled like a location (Markdown, HTML).
 
-Every reference string is resolved by the one resolver (:class:`~shelflife.locations.Locator`).
+Every reference string is resolved by the one resolver (:class:`~shelflife.model.locations.Locator`).
 Values are streamed with a server-side cursor (memory stays bounded however many rows
 there are). Lookups for given keys — the sweep-time re-check, expiration, migration's
 rewrite, ``release`` — are one statement per batch: ``value`` columns by equality on
@@ -56,8 +56,8 @@ from sqlalchemy.exc import NoSuchTableError, SQLAlchemyError
 
 from shelflife.config.model import Config, ReferenceConfig
 from shelflife.errors import RefusedError, ShelflifeError
-from shelflife.jsonpath import Step, compile_path, replace_strings, strings
-from shelflife.locations import Location, Locator
+from shelflife.model.locations import Location, Locator
+from shelflife.references.jsonpath import Step, compile_path, replace_strings, strings
 
 STREAM_BATCH = 10_000
 LOOKUP_BATCH = 500

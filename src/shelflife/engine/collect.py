@@ -22,16 +22,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from shelflife.actions import Action, Failure, Skip
+from shelflife.base.faults import checkpoint
+from shelflife.base.progress import NullProgress, Progress
 from shelflife.catalog import Catalog
 from shelflife.catalog.ledger import CandidateFilter, Ledger, MarkItem, MarkRecord, trash_key
 from shelflife.catalog.schema import metadata as catalog_metadata
 from shelflife.config.model import Config, RuleConfig
 from shelflife.errors import RefusedError, ShelflifeError, UsageError
-from shelflife.faults import checkpoint
-from shelflife.locations import Location, Locator
-from shelflife.progress import NullProgress, Progress
-from shelflife.references import (
+from shelflife.model.actions import Action, Failure, Skip
+from shelflife.model.locations import Location, Locator
+from shelflife.references.sources import (
     Databases,
     ParseReport,
     ReferenceSource,

@@ -15,17 +15,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from shelflife.actions import Action, Failure, Skip, totals
-from shelflife.aio import run_sync
+from shelflife.base.aio import run_sync
+from shelflife.base.progress import Progress
+from shelflife.base.units import evaluation_instant, utcnow
+from shelflife.engine.collect import Mark, OrphanCollector
 from shelflife.errors import ObjectExists, RefusedError, UsageError
-from shelflife.locations import Location
-from shelflife.orphans import Mark, OrphanCollector
-from shelflife.progress import Progress
+from shelflife.model.actions import Action, Failure, Skip, totals
+from shelflife.model.locations import Location
 from shelflife.stores.transfer import transfer
-from shelflife.units import evaluation_instant, utcnow
 
 if TYPE_CHECKING:
-    from shelflife.shelf import Shelf
+    from shelflife.service.shelf import Shelf
 
 
 @dataclass

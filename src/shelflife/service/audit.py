@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from shelflife.locations import Location
-from shelflife.references import Reference, ReferenceSource, SourceUnreadable
+from shelflife.model.locations import Location
+from shelflife.references.sources import Reference, ReferenceSource, SourceUnreadable
 
 if TYPE_CHECKING:
-    from shelflife.shelf import Shelf
+    from shelflife.service.shelf import Shelf
 
 
 @dataclass

@@ -20,7 +20,7 @@ import psycopg
 from sqlalchemy import text
 
 from shelflife.errors import ObjectNotFound, ShelflifeError, UsageError
-from shelflife.references import ReferenceSource
+from shelflife.references.sources import ReferenceSource
 
 CHANNEL = "shelflife_release"
 MAX_PAYLOAD = 7900  # bytes of old value a notification carries (PostgreSQL's limit: 8000)

@@ -22,14 +22,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from shelflife.actions import Action, Failure, Skip
+from shelflife.base.faults import checkpoint
 from shelflife.catalog import Catalog
 from shelflife.catalog.ledger import Ledger
 from shelflife.config.model import Config
 from shelflife.errors import ShelflifeError
-from shelflife.faults import checkpoint
-from shelflife.locations import Location, Locator
-from shelflife.references import ReferenceSource, SourceUnreadable
+from shelflife.model.actions import Action, Failure, Skip
+from shelflife.model.locations import Location, Locator
+from shelflife.references.sources import ReferenceSource, SourceUnreadable
 from shelflife.stores._obstore import ObstoreStore
 from shelflife.stores.transfer import head_many
 

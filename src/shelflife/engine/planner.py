@@ -30,10 +30,10 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
 
-from shelflife.actions import DELETING, Action, Refusal, Skip, totals
 from shelflife.catalog.ledger import TRASH_PREFIX
 from shelflife.catalog.view import ObjectView, Selection, TierState
 from shelflife.config.model import ReferenceConfig, RuleConfig
+from shelflife.model.actions import DELETING, Action, Refusal, Skip, totals
 
 
 class Inventory(Protocol):

@@ -25,18 +25,18 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from shelflife.base.faults import checkpoint
+from shelflife.base.progress import NullProgress, Progress
+from shelflife.base.retry import retrying
+from shelflife.base.units import utcnow
 from shelflife.catalog import Catalog
 from shelflife.catalog.journal import Candidate, Entry, Journal
 from shelflife.config.model import Config
 from shelflife.errors import ObjectExists, ObjectNotFound, ShelflifeError, StoreError
-from shelflife.faults import checkpoint
-from shelflife.locations import Location, Locator
-from shelflife.progress import NullProgress, Progress
-from shelflife.references import ReferenceSource, SourceUnreadable, repoint
-from shelflife.retry import retrying
+from shelflife.model.locations import Location, Locator
+from shelflife.references.sources import ReferenceSource, SourceUnreadable, repoint
 from shelflife.stores._obstore import ObstoreStore
 from shelflife.stores.transfer import transfer
-from shelflife.units import utcnow
 
 
 @dataclass

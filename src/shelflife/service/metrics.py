@@ -22,13 +22,13 @@ from prometheus_client.core import (
     Metric,
 )
 
-from shelflife.actions import Action, Failure, Skip
+from shelflife.base.units import utcnow
 from shelflife.catalog.history import History, labels_key
 from shelflife.config.model import Config
-from shelflife.units import utcnow
+from shelflife.model.actions import Action, Failure, Skip
 
 if TYPE_CHECKING:
-    from shelflife.shelf import Shelf
+    from shelflife.service.shelf import Shelf
 
 STATUSES = ("healthy", "warning", "critical")
 DURATION_BUCKETS = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 21600.0)

@@ -31,9 +31,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from urllib.parse import quote, unquote, urlsplit
 
+from shelflife.base.keys import validate_key
 from shelflife.config.model import Config, TierConfig
 from shelflife.errors import InvalidKeyError
-from shelflife.keys import validate_key
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
 _URL_TOKEN = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s\"'<>`]+")

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from shelflife.actions import Action, Failure, Skip
+from shelflife.model.actions import Action, Failure, Skip
 
 ACTIONS = logging.getLogger("shelflife.actions")
 RUNS = logging.getLogger("shelflife.runs")

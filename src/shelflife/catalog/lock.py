@@ -16,10 +16,10 @@ from typing import Any
 from filelock import FileLock, Timeout
 from sqlalchemy import Connection, delete, insert, select, text
 
+from shelflife.base.units import utcnow
 from shelflife.catalog import Catalog
 from shelflife.catalog.schema import lock_holder
 from shelflife.errors import LockedError
-from shelflife.units import utcnow
 
 ADVISORY_KEY = 0x5E1F11FE  # one lock per catalog database
 

@@ -26,18 +26,18 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, select, update
 
-from shelflife.actions import Action, Failure, Skip
-from shelflife.aio import run_sync
+from shelflife.base.aio import run_sync
+from shelflife.base.faults import checkpoint
+from shelflife.base.progress import NullProgress
 from shelflife.catalog.catalog import _Guard
 from shelflife.catalog.schema import run_actions
+from shelflife.engine.planner import Plan
 from shelflife.errors import ObjectNotFound
-from shelflife.faults import checkpoint
-from shelflife.planner import Plan
-from shelflife.progress import NullProgress
+from shelflife.model.actions import Action, Failure, Skip
 
 if TYPE_CHECKING:
-    from shelflife.lifecycle import RunOutcome
-    from shelflife.shelf import Shelf
+    from shelflife.service.runs import RunOutcome
+    from shelflife.service.shelf import Shelf
 
 FINAL = ("done", "skipped", "failed")
 
@@ -124,7 +124,7 @@ class RunActions:
 
 def execute_batch(shelf: Shelf, run_id: str, plan_now: datetime, items: list[Action]) -> None:
     """Take one batch of a fanned-out run, idempotently (see the module's docstring)."""
-    from shelflife.lifecycle import RunOutcome, _Executor
+    from shelflife.service.runs import RunOutcome, _Executor
 
     ledger = RunActions(shelf.catalog.engine)
     recorded = ledger.outcomes(run_id, items)
@@ -159,7 +159,7 @@ def _settle_pending(
     """Finish what a dead worker left: return the actions to take again."""
     if not items:
         return []
-    from shelflife.tiering import migrator
+    from shelflife.service.recovery import migrator
 
     again: list[Action] = []
     moves = [item for item in items if item.action == "migrate"]
