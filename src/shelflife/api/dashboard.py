@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from html import escape
+from itertools import islice
 from typing import Any
 
 from shelflife.base.units import format_size
@@ -115,7 +116,7 @@ def render_dashboard(stats: dict[str, Any], plan: Any, runs: list[RunRecord], no
                     f"<td class='num'>{format_size(figures['bytes'])}</td></tr>"
                 )
             parts.append("</table><p class='muted'>First actions:</p><ul>")
-            for action in plan.actions[:10]:
+            for action in islice(plan.iter_actions(), 10):
                 where = action.tier + (f" → {action.to}" if action.to else "")
                 parts.append(
                     f"<li>{escape(action.action)} {escape(action.key)} ({escape(where)}, "

@@ -10,11 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
-
-from shelflife.model.actions import Action, Failure, Skip
 
 ACTIONS = logging.getLogger("shelflife.actions")
 RUNS = logging.getLogger("shelflife.runs")
@@ -81,58 +78,7 @@ def setup(level: str = "warning", fmt: str = "text", stream: Any = None) -> None
     root.setLevel(level.upper())
 
 
-def log_outcomes(
-    run_id: str, actions: Iterable[Action], skipped: Iterable[Skip], failed: Iterable[Failure]
-) -> None:
-    """One INFO line per action taken or skipped, one WARNING line per failure."""
-    if not ACTIONS.isEnabledFor(logging.INFO) and not ACTIONS.isEnabledFor(logging.WARNING):
-        return
-    for action in actions:
-        fields = {
-            "run_id": run_id,
-            "action": action.action,
-            "outcome": "done",
-            "rule": action.rule,
-            "tier": action.tier,
-            "key": action.key,
-            "bytes": action.bytes,
-        }
-        if action.to:
-            fields["to"] = action.to
-        ACTIONS.info(_line(fields), extra=fields)
-    for skip in skipped:
-        fields = {
-            "run_id": run_id,
-            "outcome": "skipped",
-            "rule": skip.rule,
-            "tier": skip.tier,
-            "key": skip.key,
-            "reason": skip.reason,
-        }
-        ACTIONS.info(_line(fields), extra=fields)
-    for failure in failed:
-        fields = {
-            "run_id": run_id,
-            "outcome": "failed",
-            "rule": failure.rule,
-            "tier": failure.tier,
-            "key": failure.key,
-            "error": failure.error,
-        }
-        ACTIONS.warning(_line(fields), extra=fields)
-
-
-def log_run(
-    run_id: str, status: str, actions: list[Action], failed: list[Failure], error: str | None
-) -> None:
-    fields = {"run_id": run_id, "status": status, "actions": len(actions), "failed": len(failed)}
-    if error:
-        fields["error"] = error
-    level = logging.INFO if status == "ok" else logging.WARNING
-    RUNS.log(level, _line(fields), extra=fields)
-
-
-def _line(fields: dict[str, Any]) -> str:
+def line(fields: dict[str, Any]) -> str:
     return " ".join(f"{name}={_quote(value)}" for name, value in fields.items())
 
 

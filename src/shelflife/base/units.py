@@ -160,3 +160,13 @@ def evaluation_instant(at: datetime | None, *, dry_run: bool, what: str) -> date
             hint=f"add --dry-run to see what {what} at that time",
         )
     return at
+
+
+def format_age(age: timedelta) -> str:
+    """A duration as people say it: ``3 days``, ``5 hours``, ``12 minutes``."""
+    seconds = max(0, int(age.total_seconds()))
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            count = seconds // size
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return f"{seconds} seconds"

@@ -65,20 +65,34 @@ class History:
 
     # -- plans -----------------------------------------------------------------------------
 
-    def save_plan(
-        self, plan_id: str, *, created_at: datetime, evaluated_at: datetime, actions: int, size: int
-    ) -> None:
+    def begin_plan(self, plan_id: str, *, created_at: datetime, evaluated_at: datetime) -> None:
+        """Record a plan being built (its items are written under its id meanwhile)."""
         with _Guard(self.engine, begin=True) as conn:
             conn.execute(
                 insert(plans).values(
                     id=plan_id,
                     created_at=created_at,
                     evaluated_at=evaluated_at,
-                    status="open",
-                    actions=actions,
-                    bytes=size,
+                    status="building",
+                    actions=0,
+                    bytes=0,
                 )
             )
+
+    def finish_plan(self, plan_id: str, *, actions: int, size: int) -> None:
+        """The plan is complete: it may be applied (once)."""
+        with _Guard(self.engine, begin=True) as conn:
+            conn.execute(
+                update(plans)
+                .where(plans.c.id == plan_id)
+                .values(status="open", actions=actions, bytes=size)
+            )
+
+    def plan_instant(self, plan_id: str) -> datetime | None:
+        """The instant a saved plan was evaluated at."""
+        with _Guard(self.engine, begin=False) as conn:
+            row = conn.execute(select(plans.c.evaluated_at).where(plans.c.id == plan_id)).first()
+        return None if row is None else row[0]
 
     def plan_status(self, plan_id: str) -> tuple[str, str | None] | None:
         """``(status, run_id)`` of a saved plan, or None when the catalog never saw it."""

@@ -7,16 +7,15 @@ entries and completes or undoes each (see :mod:`shelflife.engine.migrate`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, func, insert, or_, select, update
+from sqlalchemy import Engine, func, insert, select, update
 
 from shelflife.catalog.catalog import _Guard
-from shelflife.catalog.ledger import CandidateFilter, coldest_first, live_in, selection_clauses
-from shelflife.catalog.schema import journal, leases, objects, pins
+from shelflife.catalog.schema import journal
 
 UNFINISHED = ("copying", "copied", "repointing", "deleting")
 
@@ -151,62 +150,3 @@ class Journal:
                 .group_by(journal.c.step)
             ).all()
         return {step: int(count) for step, count in rows}
-
-    def candidates(
-        self,
-        tier: str,
-        *,
-        order: str,
-        now: datetime,
-        cutoff: datetime | None,
-        selection: CandidateFilter,
-        batch_size: int = 1000,
-    ) -> Iterator[Candidate]:
-        """Objects of ``tier`` a migrate rule may move, coldest first, ties by key.
-
-        Pinned objects and objects under an upload lease are left where they are.
-        """
-        clauses: list[Any] = [
-            *live_in(tier),
-            ~pins.select()
-            .where(
-                pins.c.tier == objects.c.tier,
-                pins.c.key == objects.c.key,
-                or_(pins.c.until.is_(None), pins.c.until > now),
-            )
-            .exists(),
-            ~leases.select()
-            .where(
-                leases.c.tier == objects.c.tier,
-                leases.c.key == objects.c.key,
-                leases.c.expires_at > now,
-            )
-            .exists(),
-            *selection_clauses(selection),
-        ]
-        if cutoff is not None:
-            clauses.append(objects.c.modified_at < cutoff)
-        sort_key = coldest_first(order)
-        query = (
-            select(
-                objects.c.key,
-                objects.c.size,
-                objects.c.modified_at,
-                objects.c.last_accessed_at,
-                objects.c.checksum,
-                sort_key.label("sort_key"),
-            )
-            .where(*clauses)
-            .order_by(sort_key, objects.c.key)
-        )
-        offset = 0
-        while True:
-            with _Guard(self.engine, begin=False) as conn:
-                rows = conn.execute(query.limit(batch_size).offset(offset)).all()
-            for row in rows:
-                yield Candidate(
-                    row.key, row.size, row.modified_at, row.last_accessed_at, row.checksum
-                )
-            if len(rows) < batch_size:
-                return
-            offset += batch_size

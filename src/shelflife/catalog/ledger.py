@@ -3,8 +3,7 @@
 A *reference snapshot* is every location the reference sources named at one instant,
 copied into the catalog in batches; orphans are found by an anti-join against it inside
 the catalog database, which needs no sort order shared with any store and no memory in
-shelflife beyond one batch. Pins, upload leases, marks (saved candidate lists) and
-quarantine entries live here too.
+shelflife beyond one batch. Pins, upload leases and quarantine entries live here too.
 
 An object (tier T, key K) counts as referenced when a snapshot row names (T, K), or names
 K on another tier T' whose inventory lacks K: :meth:`Shelf.resolve` would follow such a
@@ -13,7 +12,7 @@ row to T, so it must protect what it would find.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -27,7 +26,6 @@ from sqlalchemy import (
     exists,
     func,
     insert,
-    literal,
     not_,
     or_,
     select,
@@ -38,8 +36,6 @@ from shelflife.catalog.catalog import _Guard
 from shelflife.catalog.schema import (
     bulk_execute,
     leases,
-    mark_items,
-    marks,
     objects,
     pins,
     quarantine,
@@ -47,30 +43,9 @@ from shelflife.catalog.schema import (
     refs,
 )
 from shelflife.model.locations import Location
+from shelflife.model.selection import TRASH_PREFIX
 
-TRASH_PREFIX = ".shelflife-trash"
 INSERT_BATCH = 5000
-
-
-@dataclass(frozen=True, slots=True)
-class MarkRecord:
-    id: int
-    rule: str
-    tier: str
-    created_at: datetime
-    evaluated_at: datetime
-    status: str
-    candidates: int
-    bytes: int
-    snapshot_id: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class MarkItem:
-    key: str
-    size: int
-    modified_at: datetime
-    etag: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,17 +65,6 @@ class ReferenceCounts:
     referenced_objects: int
     orphan_objects: int
     orphan_bytes: int
-
-
-@dataclass(frozen=True, slots=True)
-class CandidateFilter:
-    """What a collect-orphans rule selects within a tier."""
-
-    prefix: str | None = None
-    suffix: str | None = None
-    min_size: int | None = None
-    max_size: int | None = None
-    exclude_marks: tuple[int, ...] = ()
 
 
 def live_in(tier: str) -> list[ColumnElement[bool]]:
@@ -227,62 +191,6 @@ class Ledger:
         )
         return or_(pinned, leased)
 
-    def _candidate_clauses(
-        self,
-        tier: str,
-        snapshot_id: int,
-        cutoff: datetime,
-        now: datetime,
-        selection: CandidateFilter,
-    ) -> list[ColumnElement[bool]]:
-        clauses = [
-            *live_in(tier),
-            objects.c.modified_at < cutoff,
-            ~self.referenced_clause(snapshot_id),
-            ~self._protected(now),
-            *selection_clauses(selection),
-        ]
-        if selection.exclude_marks:
-            clauses.append(
-                ~exists().where(
-                    mark_items.c.mark_id.in_(selection.exclude_marks),
-                    mark_items.c.key == objects.c.key,
-                )
-            )
-        return clauses
-
-    def mark_orphans(
-        self,
-        mark_id: int,
-        tier: str,
-        snapshot_id: int,
-        *,
-        cutoff: datetime,
-        now: datetime,
-        selection: CandidateFilter,
-    ) -> tuple[int, int]:
-        """Save the unreferenced, unprotected objects of ``tier`` modified before ``cutoff``
-        as the items of a mark, inside the database (one INSERT … SELECT over an
-        anti-join: no row passes through Python, whatever the count). Returns the number
-        of candidates and their bytes."""
-        clauses = self._candidate_clauses(tier, snapshot_id, cutoff, now, selection)
-        chosen = select(
-            literal(mark_id),
-            objects.c.key,
-            objects.c.size,
-            objects.c.modified_at,
-            objects.c.etag,
-        ).where(*clauses)
-        columns = ["mark_id", "key", "size", "modified_at", "etag"]
-        with self._begin() as conn:
-            conn.execute(insert(mark_items).from_select(columns, chosen))
-            count, size = conn.execute(
-                select(func.count(), func.coalesce(func.sum(mark_items.c.size), 0)).where(
-                    mark_items.c.mark_id == mark_id
-                )
-            ).one()
-        return int(count), int(size)
-
     def reference_counts(self, snapshot_id: int) -> dict[str, ReferenceCounts]:
         """Referenced and orphaned objects (and orphan bytes) per tier, grace ignored."""
         referenced = case((self.referenced_clause(snapshot_id), 1), else_=0)
@@ -376,56 +284,6 @@ class Ledger:
     def purge_expired_leases(self, now: datetime) -> None:
         with self._begin() as conn:
             conn.execute(delete(leases).where(leases.c.expires_at <= now))
-
-    # -- marks -----------------------------------------------------------------------------
-
-    def create_mark(
-        self, rule: str, tier: str, *, now: datetime, evaluated_at: datetime, snapshot_id: int
-    ) -> int:
-        with self._begin() as conn:
-            result = conn.execute(
-                insert(marks).values(
-                    rule=rule,
-                    tier=tier,
-                    created_at=now,
-                    evaluated_at=evaluated_at,
-                    status="building",
-                    snapshot_id=snapshot_id,
-                )
-            )
-            return int(result.inserted_primary_key[0])
-
-    def set_mark(
-        self, mark_id: int, *, status: str, candidates: int | None = None, size: int | None = None
-    ) -> None:
-        values: dict[str, Any] = {"status": status}
-        if candidates is not None:
-            values["candidates"] = candidates
-        if size is not None:
-            values["bytes"] = size
-        with self._begin() as conn:
-            conn.execute(update(marks).where(marks.c.id == mark_id).values(**values))
-
-    def get_mark(self, mark_id: int) -> MarkRecord | None:
-        with self._connect() as conn:
-            row = conn.execute(select(marks).where(marks.c.id == mark_id)).first()
-        return MarkRecord(*row) if row else None
-
-    def iter_mark_items(self, mark_id: int, batch_size: int) -> Iterator[list[MarkItem]]:
-        after: str | None = None
-        while True:
-            query = select(
-                mark_items.c.key, mark_items.c.size, mark_items.c.modified_at, mark_items.c.etag
-            ).where(mark_items.c.mark_id == mark_id)
-            if after is not None:
-                query = query.where(mark_items.c.key > after)
-            with self._connect() as conn:
-                rows = conn.execute(query.order_by(mark_items.c.key).limit(batch_size)).all()
-            if rows:
-                yield [MarkItem(*row) for row in rows]
-            if len(rows) < batch_size:
-                return
-            after = rows[-1].key
 
     # -- quarantine ------------------------------------------------------------------------
 

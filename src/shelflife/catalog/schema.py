@@ -131,30 +131,25 @@ leases = Table(
 )
 Index("ix_leases_tier_key", leases.c.tier, leases.c.key)
 
-marks = Table(
-    "marks",
+plan_items = Table(
+    # A plan's actions and skips, written as they are planned (0009).
+    "plan_items",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("plan_id", String(64), primary_key=True),
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("kind", String(8), nullable=False),  # action | skip
+    Column("action", String(32)),
     Column("rule", String(128), nullable=False),
     Column("tier", String(64), nullable=False),
-    Column("created_at", UTCDateTime, nullable=False),
-    Column("evaluated_at", UTCDateTime, nullable=False),
-    Column("status", String(16), nullable=False),  # open | swept | refused
-    Column("candidates", BigInteger, nullable=False, default=0),
-    Column("bytes", BigInteger, nullable=False, default=0),
-    Column("snapshot_id", Integer),
-)
-
-mark_items = Table(
-    "mark_items",
-    metadata,
-    Column("mark_id", Integer, nullable=False),
     Column("key", KeyType, nullable=False),
-    Column("size", BigInteger, nullable=False),
-    Column("modified_at", UTCDateTime, nullable=False),
+    Column("bytes", BigInteger),
+    Column("to_tier", String(64)),
     Column("etag", String(256)),
+    Column("modified_at", UTCDateTime),
+    Column("rows", String(2000)),  # JSON: what an expiration does to rows, per source
+    Column("reason", String(2000)),
 )
-Index("ix_mark_items_mark_key", mark_items.c.mark_id, mark_items.c.key)
+Index("ix_plan_items_plan_tier_key", plan_items.c.plan_id, plan_items.c.tier, plan_items.c.key)
 
 quarantine = Table(
     "quarantine",

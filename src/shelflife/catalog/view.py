@@ -5,60 +5,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, or_, select
+from sqlalchemy import Engine, exists, or_, select
 
 from shelflife.catalog.catalog import _Guard
 from shelflife.catalog.ledger import Ledger, coldest_first, live_in, selection_clauses
-from shelflife.catalog.schema import leases, objects, pins, refs
+from shelflife.catalog.schema import leases, objects, pins, plan_items, refs
+from shelflife.model.selection import ObjectView, Selection, TierState
 
 BATCH = 1000
-
-
-@dataclass(frozen=True, slots=True)
-class ObjectView:
-    """What the planner knows about one object."""
-
-    key: str
-    size: int
-    modified: datetime
-    accessed: datetime | None = None
-    etag: str | None = None
-    tags: Mapping[str, str] | None = None
-    pinned: bool = False
-    leased: bool = False
-    refs: frozenset[int] = frozenset()  # positions under [[references]] of sources naming it
-
-
-@dataclass(frozen=True, slots=True)
-class TierState:
-    """A tier's usage as the planner starts."""
-
-    name: str
-    used: int = 0  # bytes counted against capacity
-    capacity: int | None = None
-    high: float = 0.8
-    low: float = 0.7
-    objects: int = 0  # live objects, for max_fraction
-    versioned: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Selection:
-    """What a rule asks of a tier; an inventory may use it to narrow what it yields.
-
-    The planner checks every condition itself, so an inventory may ignore any of them.
-    """
-
-    prefix: str | None = None
-    suffix: str | None = None
-    min_size: int | None = None
-    max_size: int | None = None
-    modified_before: datetime | None = None
-    unreferenced: bool = False
 
 
 class CatalogInventory:
@@ -71,9 +28,14 @@ class CatalogInventory:
         *,
         snapshot_id: int | None,
         now: datetime,
+        plan_id: str | None = None,
         batch_size: int = BATCH,
     ) -> None:
         self.engine = engine
+        self.plan_id = plan_id
+        # Objects the plan being built already holds (acted on or skipped by an earlier
+        # rule) are left out here, in the database, rather than remembered by the planner.
+        self.excludes_planned = plan_id is not None
         self.tiers = tiers
         self.snapshot_id = snapshot_id
         self.now = now
@@ -90,6 +52,14 @@ class CatalogInventory:
             clauses.append(objects.c.modified_at < selection.modified_before)
         if selection.unreferenced and self.snapshot_id is not None:
             clauses.append(~self.ledger.referenced_clause(self.snapshot_id))
+        if self.plan_id is not None:
+            clauses.append(
+                ~exists().where(
+                    plan_items.c.plan_id == self.plan_id,
+                    plan_items.c.tier == objects.c.tier,
+                    plan_items.c.key == objects.c.key,
+                )
+            )
         sort_key = coldest_first(order)
         query = (
             select(

@@ -1,36 +1,24 @@
-"""Commands for references and orphans: gc, pin, unpin, restore, audit, listen."""
+"""Commands on single objects and references: recover, recall, pin, unpin, restore,
+audit, listen."""
 
 from __future__ import annotations
 
 import logging
 import signal
-from datetime import datetime
 from typing import Annotated, Any
 
 import typer
 
-from shelflife.base.units import format_size, parse_instant
 from shelflife.cli.render import (
     RichProgress,
     err,
     out,
     print_json,
-    print_json_stream,
-    print_refusal,
 )
-from shelflife.cli.state import JsonOption, TierOption, state
-from shelflife.errors import RefusedError
-
-DryRunOption = Annotated[bool, typer.Option("--dry-run", help="list candidates; change nothing")]
-RuleOption = Annotated[str | None, typer.Option("--rule", help="only this rule id")]
-AtOption = Annotated[
-    str | None, typer.Option("--at", help="evaluate ages as of this ISO 8601 instant")
-]
+from shelflife.cli.state import JsonOption, TierOption, instant, state
 
 
 def register(app: typer.Typer) -> None:
-    app.command()(gc)
-    app.command()(enforce)
     app.command()(recover)
     app.command()(recall)
     app.command()(pin)
@@ -38,112 +26,6 @@ def register(app: typer.Typer) -> None:
     app.command()(restore)
     app.command()(audit)
     app.command()(listen)
-
-
-def _instant(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        return parse_instant(value)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
-
-
-def gc(
-    dry_run: DryRunOption = False,
-    rule: RuleOption = None,
-    at: AtOption = None,
-    mark: Annotated[int | None, typer.Option("--mark", help="sweep this saved mark")] = None,
-    json: JsonOption = False,
-) -> int:
-    """Collect orphans: objects no reference points at, past their rule's grace."""
-    shelf = state.open()
-    try:
-        outcome = shelf.gc(
-            dry_run=dry_run,
-            rule=rule,
-            at=_instant(at),
-            mark=mark,
-            trigger="cli",
-            progress=RichProgress(enabled=not json),
-        )
-    except RefusedError as exc:
-        if json:
-            print_refusal(exc.message)
-        raise
-    if json:
-        print_json_stream(
-            outcome.header_json(),
-            "actions",
-            (action.as_json() for action in outcome.iter_actions()),
-        )
-        return 1 if outcome.failed else 0
-    verb = "would collect" if dry_run else "collected"
-    totals = outcome.totals()
-    for action, figures in totals.items():
-        out.print(
-            f"{verb}: {figures['objects']} objects ({format_size(figures['bytes'])}) [{action}]"
-        )
-    if not totals:
-        out.print("no orphans to collect")
-    if dry_run and outcome.mark_ids:
-        marks = ", ".join(str(m) for m in outcome.mark_ids)
-        out.print(
-            f"saved as mark {marks}; sweep exactly this list with "
-            f"'shelflife gc --mark ID' (each object is re-checked first)"
-        )
-    for skip in outcome.skipped[:20]:
-        out.print(f"  kept {skip.tier}:{skip.key}: {skip.reason}", markup=False)
-    for failure in outcome.failed:
-        err.print(f"failed {failure.tier}:{failure.key}: {failure.error}", markup=False)
-    if outcome.unmatched:
-        err.print(
-            f"{outcome.unmatched} reference values match no tier's spelling, e.g. "
-            f"{outcome.unmatched_examples[:3]}",
-            markup=False,
-        )
-    return 1 if outcome.failed else 0
-
-
-def enforce(
-    dry_run: DryRunOption = False,
-    rule: RuleOption = None,
-    at: AtOption = None,
-    json: JsonOption = False,
-) -> int:
-    """Run the migrate rules: keep tiers under their watermarks, move aged objects."""
-    shelf = state.open()
-    outcome = shelf.enforce(
-        dry_run=dry_run,
-        rule=rule,
-        at=_instant(at),
-        trigger="cli",
-        progress=RichProgress(enabled=not json),
-    )
-    data = outcome.as_json()
-    if json:
-        print_json(data)
-        return 1 if data.get("failed") else 0
-    verb = "would move" if dry_run else "moved"
-    if outcome.recovered:
-        out.print(f"recovered first: {outcome.recovered}")
-    if not data["actions"]:
-        out.print("nothing to move: every tier is within its rules")
-    for pair, size in (data.get("moved_bytes") or {}).items():
-        out.print(f"{verb} {format_size(size)} {pair.replace('->', ' → ')}")
-    if dry_run:
-        for action in data["actions"][:50]:
-            out.print(
-                f"  {action['tier']} → {action['to']}  {action['key']}  "
-                f"{format_size(action['bytes'])}",
-                markup=False,
-            )
-        if data["totals"]:
-            figures = data["totals"]["migrate"]
-            out.print(f"{verb}: {figures['objects']} objects ({format_size(figures['bytes'])})")
-    for failure in data.get("failed", []):
-        err.print(f"failed {failure['tier']}:{failure['key']}: {failure['error']}", markup=False)
-    return 1 if data.get("failed") else 0
 
 
 def recover(json: JsonOption = False) -> None:
@@ -169,7 +51,7 @@ def pin(
     until: Annotated[str | None, typer.Option("--until", help="ISO 8601 instant")] = None,
 ) -> None:
     """Keep an object from being collected or expired."""
-    location = state.open().pin(key, _instant(until))
+    location = state.open().pin(key, instant(until))
     err.print(f"pinned {location.key} on {location.tier}" + (f" until {until}" if until else ""))
 
 

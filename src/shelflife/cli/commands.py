@@ -217,9 +217,8 @@ def ls(
 
 def _schedule_check(shelf: Shelf) -> CheckResult:
     """Is it running? The last successful lifecycle run and the next one due."""
-    from shelflife.workers.scheduler import schedule_status
 
-    status = schedule_status(shelf)
+    status = shelf.schedule_status()
     if status["next_due"] is None:
         return CheckResult("schedule", "lifecycle", True, status["message"], warning=True)
     last = status["last_success"] or "never"

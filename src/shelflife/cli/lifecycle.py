@@ -1,25 +1,39 @@
-"""The lifecycle commands: plan, apply, run, expire, runs, policy export/import."""
+"""The lifecycle commands: plan, apply, run — and gc, enforce, expire, which are ``run``
+restricted to one rule action with exactly ``run``'s flags and output — runs, policy."""
 
 from __future__ import annotations
 
 import json as jsonlib
+from collections.abc import Callable, Iterator
+from itertools import islice
 from pathlib import Path
-from typing import Annotated, Any
+from typing import IO, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from shelflife.base.units import format_size
-from shelflife.cli.collect import AtOption, DryRunOption, RuleOption, _instant
-from shelflife.cli.render import RichProgress, err, out, print_json, print_refusal
-from shelflife.cli.state import JsonOption, state
-from shelflife.engine.planner import Plan
+from shelflife.cli.render import (
+    RichProgress,
+    err,
+    out,
+    print_json,
+    print_json_stream,
+    print_refusal,
+)
+from shelflife.cli.state import (
+    AtOption,
+    DryRunOption,
+    JsonOption,
+    NoScanOption,
+    RuleOption,
+    YesOption,
+    instant,
+    state,
+)
 from shelflife.errors import RefusedError, UsageError
-from shelflife.service.runs import RunOutcome
-
-YesOption = Annotated[
-    bool, typer.Option("--yes", "-y", help="allow deletions above max_delete / max_delete_bytes")
-]
+from shelflife.model.outcome import RunOutcome
+from shelflife.model.plan import Plan
 
 policy_app = typer.Typer(
     help="Native lifecycle policies (S3 lifecycle JSON).", no_args_is_help=True
@@ -30,6 +44,8 @@ def register(app: typer.Typer) -> None:
     app.command()(plan)
     app.command()(apply)
     app.command("run")(run_command)
+    app.command()(gc)
+    app.command()(enforce)
     app.command()(expire)
     app.command()(runs)
     app.add_typer(policy_app, name="policy")
@@ -42,22 +58,34 @@ def plan(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="write the plan to this file")
     ] = None,
-) -> None:
-    """Show what the rules call for now (or --at a given instant); change nothing."""
+    no_scan: NoScanOption = False,
+) -> int:
+    """Scan, then show what the rules call for now (or --at an instant); change nothing.
+
+    The plan is kept in the catalog: 'shelflife apply PLAN_ID' applies it once."""
     shelf = state.open()
-    result = shelf.plan(rule=rule, at=_instant(at), progress=RichProgress(enabled=not json))
+    result = shelf.plan(
+        rule=rule, at=instant(at), scan=not no_scan, progress=RichProgress(enabled=not json)
+    )
     if output is not None:
-        output.write_text(jsonlib.dumps(result.as_json(), indent=1) + "\n", encoding="utf-8")
+        with output.open("w", encoding="utf-8") as handle:
+            write_plan(result, handle)
     if json:
-        print_json(result.as_json())
-        return
-    show_plan(result)
-    if output is not None:
-        out.print(f"plan {result.id} written to {output}; apply it with 'shelflife apply {output}'")
+        print_json_stream(result.header_json(), _plan_lists(result))
+    else:
+        show_plan(result)
+        if output is not None:
+            out.print(f"written to {output}; apply it with 'shelflife apply {output}'")
+    return 3 if result.refusals else 0
 
 
 def apply(
-    plan_file: Annotated[Path, typer.Argument(help="a plan written by 'shelflife plan -o'")],
+    plan_ref: Annotated[
+        str,
+        typer.Argument(
+            metavar="PLAN", help="a plan file ('shelflife plan -o') or a plan id in the catalog"
+        ),
+    ],
     yes: YesOption = False,
     json: JsonOption = False,
 ) -> int:
@@ -65,7 +93,7 @@ def apply(
     shelf = state.open()
     return _report(
         lambda: shelf.apply(
-            plan_file, yes=yes, trigger="cli", progress=RichProgress(enabled=not json)
+            plan_ref, yes=yes, trigger="cli", progress=RichProgress(enabled=not json)
         ),
         json=json,
     )
@@ -77,9 +105,56 @@ def run_command(
     at: AtOption = None,
     yes: YesOption = False,
     json: JsonOption = False,
+    no_scan: NoScanOption = False,
 ) -> int:
     """The main job: recover, scan, plan every rule, apply."""
-    return _run("run", ("migrate", "expire", "collect-orphans"), dry_run, rule, at, yes, json)
+    return _run("run", dry_run, rule, at, yes, json, no_scan)
+
+
+def gc(
+    dry_run: DryRunOption = False,
+    rule: RuleOption = None,
+    at: AtOption = None,
+    yes: YesOption = False,
+    json: JsonOption = False,
+    no_scan: NoScanOption = False,
+    mark: Annotated[
+        str | None,
+        typer.Option(
+            "--mark",
+            metavar="PLAN_ID",
+            help="sweep exactly the orphans a saved plan lists (a --dry-run's), each re-checked",
+        ),
+    ] = None,
+) -> int:
+    """`run` restricted to the collect-orphans rules: objects no reference points at."""
+    if mark is not None:
+        if dry_run or rule or at or no_scan:
+            raise UsageError(
+                "--mark sweeps a saved plan as it is; it takes no --dry-run, --rule, --at "
+                "or --no-scan",
+                hint="'shelflife gc --dry-run' makes a fresh plan to review",
+            )
+        shelf = state.open()
+        return _report(
+            lambda: shelf.apply(
+                mark, yes=yes, trigger="cli", command="gc", progress=RichProgress(enabled=not json)
+            ),
+            json=json,
+        )
+    return _run("gc", dry_run, rule, at, yes, json, no_scan)
+
+
+def enforce(
+    dry_run: DryRunOption = False,
+    rule: RuleOption = None,
+    at: AtOption = None,
+    yes: YesOption = False,
+    json: JsonOption = False,
+    no_scan: NoScanOption = False,
+) -> int:
+    """`run` restricted to the migrate rules: tiers under their watermarks, aged objects."""
+    return _run("enforce", dry_run, rule, at, yes, json, no_scan)
 
 
 def expire(
@@ -88,32 +163,31 @@ def expire(
     at: AtOption = None,
     yes: YesOption = False,
     json: JsonOption = False,
+    no_scan: NoScanOption = False,
 ) -> int:
-    """Run the expire rules only: delete objects older than their retention."""
-    return _run("expire", ("expire",), dry_run, rule, at, yes, json, scan=False)
+    """`run` restricted to the expire rules: objects older than their retention."""
+    return _run("expire", dry_run, rule, at, yes, json, no_scan)
 
 
 def _run(
     command: str,
-    kinds: tuple[str, ...],
     dry_run: bool,
     rule: str | None,
     at: str | None,
     yes: bool,
     json: bool,
-    *,
-    scan: bool = True,
+    no_scan: bool,
 ) -> int:
     shelf = state.open()
+    when = instant(at)
     return _report(
         lambda: shelf.run(
             command=command,
-            kinds=kinds,
             dry_run=dry_run,
             rule=rule,
-            at=_instant(at),
+            at=when,
             yes=yes,
-            scan=scan,
+            scan=not no_scan,
             trigger="cli",
             progress=RichProgress(enabled=not json),
         ),
@@ -121,49 +195,88 @@ def _run(
     )
 
 
-def _report(call: Any, *, json: bool) -> int:
+def _report(call: Callable[[], RunOutcome], *, json: bool) -> int:
     try:
-        outcome: RunOutcome = call()
+        outcome = call()
     except RefusedError as exc:
         if json:
             print_refusal(exc.message)
         raise
     if json:
-        print_json(outcome.as_json())
-        return 0 if outcome.dry_run and not outcome.refusals else outcome.exit_code
+        if outcome.dry_run:
+            print_json_stream(outcome.header_json(), _plan_lists(outcome.plan))
+        else:
+            print_json(outcome.as_json())
+        return outcome.exit_code
     if outcome.dry_run:
-        show_plan(outcome.plan)
-        return 3 if outcome.refusals else 0
-    show_run(outcome)
+        show_plan(outcome.plan, command=outcome.command)
+    else:
+        show_run(outcome)
     return outcome.exit_code
 
 
-def show_plan(result: Plan) -> None:
+def _plan_lists(result: Plan) -> dict[str, Iterator[dict[str, Any]]]:
+    return {
+        "actions": (a.as_json() for a in result.iter_actions()),
+        "skipped": (s.as_json() for s in result.iter_skipped()),
+    }
+
+
+def write_plan(result: Plan, handle: IO[str]) -> None:
+    """The plan as JSON into ``handle``, one action at a time."""
+    write = handle.write
+    head = result.header_json()
+    write("{\n")
+    for name, value in head.items():
+        write(f" {jsonlib.dumps(name)}: {jsonlib.dumps(value, default=str)},\n")
+    for position, (name, items) in enumerate(_plan_lists(result).items()):
+        write(f" {jsonlib.dumps(name)}: [")
+        for index, item in enumerate(items):
+            write(("," if index else "") + "\n  " + jsonlib.dumps(item, default=str))
+        write("\n ]" + ("," if position == 0 else "") + "\n")
+    write("}\n")
+
+
+def show_plan(result: Plan, *, command: str = "plan") -> None:
     table = Table(
         title=f"plan {result.id} at {result.now:%Y-%m-%d %H:%M:%S} UTC", title_justify="left"
     )
     for name in ("rule", "action", "tiers", "objects", "bytes"):
         table.add_column(name, justify="right" if name in ("objects", "bytes") else "left")
     groups: dict[tuple[str, str, str], list[int]] = {}
-    for action in result.actions:
+    for action in result.iter_actions():
         where = action.tier + (f" → {action.to}" if action.to else "")
         entry = groups.setdefault((action.rule, action.action, where), [0, 0])
         entry[0] += 1
         entry[1] += action.bytes
     for (rule, name, where), (count, size) in groups.items():
         table.add_row(rule, name, where, str(count), format_size(size))
+    for warning in result.warnings:
+        err.print(f"warning: {warning}", markup=False)
     if groups:
         out.print(table)
     elif not result.refusals:
         out.print("nothing to do: every rule is satisfied")
-    if result.skipped:
-        out.print(f"{len(result.skipped)} selected objects are kept:")
-        for skip in result.skipped[:20]:
+    if result.skip_count:
+        out.print(f"{result.skip_count} selected objects are kept:")
+        for skip in islice(result.iter_skipped(), 20):
             out.print(f"  {skip.tier}:{skip.key}: {skip.reason}", markup=False)
     for refusal in result.refusals:
         err.print(f"refused: {refusal.reason}", markup=False)
     for note in result.notes:
         out.print(f"note: {note}", markup=False)
+    if result.unmatched and result.unmatched["count"]:
+        err.print(
+            f"{result.unmatched['count']} reference values match no tier's spelling, e.g. "
+            f"{result.unmatched['examples'][:3]}",
+            markup=False,
+        )
+    if groups and result.id:
+        sweep = f" (or 'shelflife gc --mark {result.id}')" if command == "gc" else ""
+        out.print(
+            f"saved as plan {result.id}: apply exactly this list, each action re-checked, "
+            f"with 'shelflife apply {result.id}'{sweep}"
+        )
 
 
 def show_run(outcome: RunOutcome) -> None:
@@ -172,9 +285,13 @@ def show_run(outcome: RunOutcome) -> None:
     if outcome.scanned:
         scanned = ", ".join(f"{tier} {count}" for tier, count in outcome.scanned.items())
         out.print(f"scanned: {scanned} objects")
-    data = outcome.as_json()
+    for warning in outcome.plan.warnings:
+        err.print(f"warning: {warning}", markup=False)
+    data = outcome.header_json()
     for name, figures in data["totals"].items():
         out.print(f"{name}: {figures['objects']} objects ({format_size(figures['bytes'])})")
+    for pair, size in data["moved_bytes"].items():
+        out.print(f"moved {format_size(size)} {pair.replace('->', ' → ')}")
     if not data["totals"] and not outcome.refusals and not outcome.failed:
         out.print("nothing to do: every rule is satisfied")
     for label, count in outcome.rows.items():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from rich.console import Console
@@ -46,16 +46,21 @@ def print_refusal(reason: str) -> None:
     )
 
 
-def print_json_stream(head: dict[str, Any], key: str, items: Iterable[Any]) -> None:
-    """Print ``{**head, key: [items…]}`` writing one item at a time (bounded memory)."""
+def print_json_stream(head: dict[str, Any], lists: Mapping[str, Iterable[Any]]) -> None:
+    """Print ``{**head, name: [items…] …}`` writing one item at a time (bounded memory)."""
     write = sys.stdout.write
-    write("{\n")
+    write("{")
+    first = True
     for name, value in head.items():
-        write(f"  {json.dumps(name)}: {json.dumps(value, default=str)},\n")
-    write(f"  {json.dumps(key)}: [")
-    for index, item in enumerate(items):
-        write(("," if index else "") + "\n    " + json.dumps(item, default=str))
-    write("\n  ]\n}\n")
+        write(("" if first else ",") + f"\n  {json.dumps(name)}: {json.dumps(value, default=str)}")
+        first = False
+    for name, items in lists.items():
+        write(("" if first else ",") + f"\n  {json.dumps(name)}: [")
+        first = False
+        for index, item in enumerate(items):
+            write(("," if index else "") + "\n    " + json.dumps(item, default=str))
+        write("\n  ]")
+    write("\n}\n")
 
 
 class RichProgress:

@@ -70,7 +70,7 @@ def schedule(
     from shelflife.base.units import utcnow
     from shelflife.cli.render import out, print_json
     from shelflife.config import load_config
-    from shelflife.workers.scheduler import entries, fire_times, schedule_status
+    from shelflife.service.schedule import entries, fire_times
 
     config = load_config(state.config_path)
     now = utcnow()
@@ -79,7 +79,7 @@ def schedule(
         name: [t.isoformat() for t in itertools.islice(fire_times(expr, zone, now), count)]
         for name, expr in entries(config.schedule).items()
     }
-    status = schedule_status(state.open(), now)
+    status = state.open().schedule_status(now)
     if json:
         print_json({"timezone": zone, "next": upcoming, "status": status})
         return

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from shelflife.base.units import parse_instant
 from shelflife.service.shelf import Shelf
 
 ConfigOption = Annotated[
@@ -19,6 +21,30 @@ ConfigOption = Annotated[
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="print JSON instead of tables")]
 TierOption = Annotated[str | None, typer.Option("--tier", "-t", help="tier name")]
+DryRunOption = Annotated[bool, typer.Option("--dry-run", help="plan only; change nothing")]
+RuleOption = Annotated[str | None, typer.Option("--rule", help="only this rule id")]
+AtOption = Annotated[
+    str | None, typer.Option("--at", help="evaluate ages as of this ISO 8601 instant")
+]
+YesOption = Annotated[
+    bool, typer.Option("--yes", "-y", help="allow deletions above max_delete / max_delete_bytes")
+]
+NoScanOption = Annotated[
+    bool,
+    typer.Option(
+        "--no-scan", help="plan on the current inventory (a never-scanned tier is an error)"
+    ),
+]
+
+
+def instant(value: str | None) -> datetime | None:
+    """An ``--at`` / ``--until`` value; a usage error (exit 2) if it is not ISO 8601."""
+    if value is None:
+        return None
+    try:
+        return parse_instant(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 class State:

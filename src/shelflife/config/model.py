@@ -315,6 +315,8 @@ class ExecutorConfig(_Strict):
     max_error_fraction: Ratio = 0.10
     # "local": this process takes every action; "celery": batches go to Celery workers.
     backend: Literal["local", "celery"] = "local"
+    # With --no-scan, a tier scanned longer ago than this is planned on with a warning.
+    stale_scan: Duration = timedelta(days=1)
 
 
 class CeleryConfig(_Strict):

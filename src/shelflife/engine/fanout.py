@@ -1,10 +1,12 @@
 """Fanning a run's batches out to Celery workers (``[executor] backend = "celery"``).
 
 The process that runs ``shelflife run`` (or the ``shelflife.run`` task) coordinates: it
-holds the run lock for the whole run, plans, and sends the plan's batches to the workers
+holds the run lock for the whole run, plans, and its dispatcher
+(:mod:`shelflife.service.dispatch`) sends the plan's batches to the workers
 (``shelflife.execute_batch`` on ``[celery] batch_queue``), ``wave`` batches at a time so
 that the error-fraction stop still applies; it waits for each wave, then reads every
-action's outcome from the catalog's ``run_actions`` into the run record.
+action's outcome from the catalog's ``run_actions`` into the run record. This module is
+the workers' side and the ledger both sides share; it never imports Celery.
 
 A batch is idempotent, because tasks are acknowledged late and a batch whose worker died
 is delivered again:
@@ -22,22 +24,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import Engine, select, update
 
 from shelflife.base.aio import run_sync
 from shelflife.base.faults import checkpoint
-from shelflife.base.progress import NullProgress
 from shelflife.catalog.catalog import _Guard
 from shelflife.catalog.schema import run_actions
-from shelflife.engine.planner import Plan
+from shelflife.engine.context import Context
+from shelflife.engine.executor import Executor
+from shelflife.engine.migrate import migrator
 from shelflife.errors import ObjectNotFound
 from shelflife.model.actions import Action, Failure, Skip
-
-if TYPE_CHECKING:
-    from shelflife.service.runs import RunOutcome
-    from shelflife.service.shelf import Shelf
+from shelflife.model.outcome import RunOutcome
+from shelflife.model.plan import Plan
 
 FINAL = ("done", "skipped", "failed")
 
@@ -122,22 +123,20 @@ class RunActions:
         return actions, skipped, failed
 
 
-def execute_batch(shelf: Shelf, run_id: str, plan_now: datetime, items: list[Action]) -> None:
+def execute_batch(context: Context, run_id: str, plan_now: datetime, items: list[Action]) -> None:
     """Take one batch of a fanned-out run, idempotently (see the module's docstring)."""
-    from shelflife.service.runs import RunOutcome, _Executor
-
-    ledger = RunActions(shelf.catalog.engine)
+    ledger = RunActions(context.catalog.engine)
     recorded = ledger.outcomes(run_id, items)
     leftover = [i for i in items if recorded.get((i.tier, i.key)) == "pending"]
     fresh = [i for i in items if (i.tier, i.key) not in recorded]
-    retry = _settle_pending(shelf, ledger, run_id, leftover)
+    retry = _settle_pending(context, ledger, run_id, leftover)
     ledger.pending(run_id, fresh)
     todo = retry + fresh
     if not todo:
         return
     checkpoint("batch-pending")
     outcome = RunOutcome("run", Plan(now=plan_now), run_id=run_id)
-    _Executor(shelf, outcome, NullProgress(), []).take(todo)
+    Executor(context, outcome).take(todo)
     done = {(a.tier, a.key) for a in outcome.actions}
     reasons = {(s.tier, s.key): s.reason for s in outcome.skipped}
     errors = {(f.tier, f.key): f.error for f in outcome.failed}
@@ -154,17 +153,15 @@ def execute_batch(shelf: Shelf, run_id: str, plan_now: datetime, items: list[Act
 
 
 def _settle_pending(
-    shelf: Shelf, ledger: RunActions, run_id: str, items: list[Action]
+    context: Context, ledger: RunActions, run_id: str, items: list[Action]
 ) -> list[Action]:
     """Finish what a dead worker left: return the actions to take again."""
     if not items:
         return []
-    from shelflife.service.recovery import migrator
-
     again: list[Action] = []
     moves = [item for item in items if item.action == "migrate"]
     if moves:
-        engine = migrator(shelf)
+        engine = migrator(context)
         run_sync(engine.recover(run_id=run_id, keys=[item.key for item in moves]))
         for tier in {item.tier for item in moves}:
             of_tier = [item for item in moves if item.tier == tier]
@@ -177,59 +174,15 @@ def _settle_pending(
     for item in items:
         if item.action == "migrate":
             continue
-        store = shelf.store(item.tier)
+        store = context.store(item.tier)
         try:
             run_sync(store.head(item.key))
         except ObjectNotFound:
-            shelf.catalog.forget(item.tier, [item.key])
+            context.catalog.forget(item.tier, [item.key])
             ledger.finish(run_id, item, "done")  # it was being deleted, and it is gone
             continue
         again.append(item)
     return again
-
-
-def dispatch(shelf: Shelf, outcome: RunOutcome, batches: list[list[Action]]) -> None:
-    """Send the batches to the workers, wave by wave; fill ``outcome`` from the ledger."""
-    from celery import group
-    from celery.result import allow_join_result
-
-    from shelflife.celery import configure, execute_batch_task
-
-    configure(shelf.config)  # this process's configuration, whatever the module loaded
-    config = shelf.config
-    run_id = outcome.run_id or ""
-    plan_now = outcome.plan.now.isoformat()
-    ledger = RunActions(shelf.catalog.engine)
-    total = sum(len(batch) for batch in batches)
-    attempted = 0
-    for start in range(0, len(batches), config.celery.wave):
-        wave = batches[start : start + config.celery.wave]
-        signatures = [
-            execute_batch_task.signature(
-                (run_id, plan_now, [item.as_json() for item in batch]),
-                queue=config.celery.batch_queue,
-            )
-            for batch in wave
-        ]
-        results = group(signatures).apply_async()
-        with allow_join_result():
-            try:
-                results.join(propagate=True, interval=0.2)
-            except Exception as exc:  # a batch raised: its actions stay failed or pending
-                outcome.stopped = f"a batch failed on a worker: {exc}"
-        attempted += sum(len(batch) for batch in wave)
-        _, _, failed = ledger.results(run_id)
-        if outcome.stopped:
-            break
-        fraction = config.executor.max_error_fraction
-        if failed and len(failed) / attempted > fraction and attempted < total:
-            outcome.stopped = (
-                f"{len(failed)} of {attempted} actions failed (more than max_error_fraction "
-                f"{fraction:.0%}); {total - attempted} actions not attempted"
-            )
-            break
-    outcome.actions, skipped, outcome.failed = ledger.results(run_id)
-    outcome.skipped += skipped
 
 
 def batch_payload(items: list[dict[str, Any]]) -> list[Action]:

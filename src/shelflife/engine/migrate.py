@@ -21,7 +21,6 @@ import hashlib
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -32,6 +31,7 @@ from shelflife.base.units import utcnow
 from shelflife.catalog import Catalog
 from shelflife.catalog.journal import Candidate, Entry, Journal
 from shelflife.config.model import Config
+from shelflife.engine.context import Context
 from shelflife.errors import ObjectExists, ObjectNotFound, ShelflifeError, StoreError
 from shelflife.model.locations import Location, Locator
 from shelflife.references.sources import ReferenceSource, SourceUnreadable, repoint
@@ -63,21 +63,19 @@ class MigrateResult:
         return pairs
 
 
-def choose_for_watermark(
-    candidates: Sequence[Candidate] | Any, *, used: int, capacity: int, high: float, low: float
-) -> list[Candidate]:
-    """Pure: nothing while ``used`` is at or below the high mark; otherwise candidates in
-    the order given until the estimate is at or below the low mark."""
-    if capacity <= 0 or used * 1.0 <= high * capacity:
-        return []
-    target = int(low * capacity)
-    chosen = []
-    for candidate in candidates:
-        if used <= target:
-            break
-        chosen.append(candidate)
-        used -= candidate.size
-    return chosen
+def migrator(context: Context) -> Migrator:
+    """The migrator of a context, with its executor settings."""
+    executor = context.config.executor
+    return Migrator(
+        context.config,
+        context.catalog,
+        Journal(context.catalog.engine),
+        context.locator,
+        context.sources(),
+        context.store,
+        concurrency=executor.concurrency,
+        batch_size=executor.batch_size,
+    )
 
 
 class Migrator:
@@ -391,4 +389,4 @@ async def _checksum_or_none(store: ObstoreStore, key: str) -> tuple[str, int] | 
         return None
 
 
-__all__ = ["MigrateResult", "Migrator", "choose_for_watermark", "repoint"]
+__all__ = ["MigrateResult", "Migrator", "migrator", "repoint"]

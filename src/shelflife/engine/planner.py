@@ -21,99 +21,44 @@ Semantics, in the order they are applied:
 - Pinned objects and objects under an upload lease are never acted on: listed as skipped.
 - Whatever a rule plans to remove from a tier counts as freed for the rules after it
   (quarantine does not: the trash copy stays on the tier until it is purged).
+
+Actions and skips go into the :class:`~shelflife.model.plan.Plan` as they are made (its
+item store: the catalog, or memory); the planner itself keeps no list of them. Which
+objects earlier rules took is remembered by the inventory when it can
+(``excludes_planned``: the catalog's view excludes the plan's items in its query), by the
+planner otherwise.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
-from shelflife.catalog.ledger import TRASH_PREFIX
-from shelflife.catalog.view import ObjectView, Selection, TierState
 from shelflife.config.model import ReferenceConfig, RuleConfig
-from shelflife.model.actions import DELETING, Action, Refusal, Skip, totals
+from shelflife.model.actions import Action, ActionKind, Refusal, Skip
+from shelflife.model.plan import Plan
+from shelflife.model.selection import (
+    ObjectView,
+    Selection,
+    TierState,
+    rule_tiers,
+    selection,
+    selects,
+)
 
 
 class Inventory(Protocol):
+    # True when objects() leaves out what the plan being built already holds
+    excludes_planned: bool
+
     def tier(self, name: str) -> TierState: ...
 
     def objects(self, tier: str, order: str, selection: Selection) -> Iterable[ObjectView]:
         """The tier's live objects in ``order`` (``oldest``, ``least-recently-used``,
         ``largest``), ties broken by key in byte order."""
         ...
-
-
-@dataclass
-class Plan:
-    """The actions the rules call for at ``now``: pure data, serializable, reviewable."""
-
-    now: datetime
-    id: str = ""
-    rules: list[str] = field(default_factory=list)
-    actions: list[Action] = field(default_factory=list)
-    skipped: list[Skip] = field(default_factory=list)
-    refusals: list[Refusal] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    def totals(self) -> dict[str, dict[str, int]]:
-        return totals(self.actions)
-
-    def deletions(self) -> tuple[int, int]:
-        """How many objects, and bytes, the plan removes for good (or into quarantine)."""
-        chosen = [a for a in self.actions if a.action in DELETING]
-        return len(chosen), sum(a.bytes for a in chosen)
-
-    def as_json(self) -> dict[str, Any]:
-        """The DESIGN 5.2 plan shape (plus ``plan_id``, ``refusals`` and ``notes``)."""
-        return {
-            "plan_id": self.id,
-            "now": self.now.isoformat(),
-            "rules": self.rules,
-            "actions": [a.as_json() for a in self.actions],
-            "skipped": [s.as_json() for s in self.skipped],
-            "refusals": [r.as_json() for r in self.refusals],
-            "totals": self.totals(),
-            "notes": self.notes,
-        }
-
-    @classmethod
-    def from_json(cls, body: dict[str, Any]) -> Plan:
-        return cls(
-            now=datetime.fromisoformat(body["now"]),
-            id=str(body.get("plan_id") or ""),
-            rules=list(body.get("rules", [])),
-            actions=[Action.from_json(item) for item in body["actions"]],
-            skipped=[Skip(**item) for item in body.get("skipped", [])],
-            refusals=[Refusal(**item) for item in body.get("refusals", [])],
-            notes=list(body.get("notes", [])),
-        )
-
-
-def matches(rule: RuleConfig, obj: ObjectView) -> bool:
-    """Whether ``obj`` passes the rule's filter (prefix, suffix, tags, sizes)."""
-    selection = rule.filter
-    if selection.prefix and not obj.key.startswith(selection.prefix):
-        return False
-    if selection.suffix and not obj.key.endswith(selection.suffix):
-        return False
-    min_size = selection.min_size if rule.min_size is None else rule.min_size
-    if min_size is not None and obj.size < min_size:
-        return False
-    if selection.max_size is not None and obj.size > selection.max_size:
-        return False
-    if selection.tags:
-        tags = obj.tags or {}
-        if any(tags.get(name) != value for name, value in selection.tags.items()):
-            return False
-    return not obj.key.startswith(TRASH_PREFIX + "/")
-
-
-def rule_tiers(rule: RuleConfig, tiers: Sequence[str]) -> list[str]:
-    if rule.tier != "*":
-        return [rule.tier]
-    return [tier for tier in tiers if tier != rule.to]
 
 
 def plan(
@@ -124,14 +69,18 @@ def plan(
     tiers: Sequence[str],
     references: Sequence[ReferenceConfig] = (),
     blocks: Mapping[tuple[str, str], str] | None = None,
+    into: Plan | None = None,
 ) -> Plan:
-    """The plan for ``rules`` (already chosen: enabled, ``--rule``, one action kind).
+    """The plan for ``rules`` (already chosen: enabled, ``--rule``, one action kind),
+    built into ``into`` (a plan whose items live in the catalog) or a new in-memory plan.
 
     ``blocks`` maps (rule action, tier) to why rules of that action may not act on that
     tier this time (references that cannot be trusted): such a rule is refused there."""
-    result = Plan(now=now, rules=[rule.id for rule in rules])
-    labels = [r.label for r in references]
+    result = into if into is not None else Plan(now=now)
+    result.now = now
+    result.rules = [rule.id for rule in rules]
     state = {tier: inventory.tier(tier) for tier in tiers}
+    remember = not getattr(inventory, "excludes_planned", False)
     taken: set[tuple[str, str]] = set()
     blocks = blocks or {}
     for position, rule in enumerate(rules):
@@ -141,20 +90,11 @@ def plan(
                 result.refusals.append(Refusal(rule.id, tier, f"rule {rule.id!r}: {blocked}"))
                 continue
             later = any(tier in rule_tiers(other, tiers) for other in rules[position + 1 :])
-            planner = _RulePlanner(rule, tier, now, state[tier], references, labels)
-            planner.run(inventory, taken)
-            result.actions += planner.actions
-            result.skipped += planner.skipped
-            result.refusals += planner.refusals
-            if later:  # remember what this rule took only if a later rule could take it too
-                taken.update((tier, a.key) for a in planner.actions)
-                taken.update((tier, s.key) for s in planner.skipped)
-            # quarantine keeps the bytes on the tier (under the trash prefix) until purged
-            freed = sum(a.bytes for a in planner.actions if a.action != "quarantine")
-            state[tier] = replace(
-                state[tier], used=state[tier].used - freed, objects=state[tier].objects
-            )
-            if state[tier].versioned and any(a.action in DELETING for a in planner.actions):
+            result.items.flush()  # what earlier rules took is visible to the inventory
+            planner = _RulePlanner(rule, tier, now, state[tier], references, result)
+            planner.run(inventory, taken if remember else None, later)
+            state[tier] = replace(state[tier], used=state[tier].used - planner.freed)
+            if state[tier].versioned and planner.deletes:
                 note = (
                     f"tier {tier} keeps versions: a delete adds a delete marker and the bytes "
                     "stay as noncurrent versions until the bucket's lifecycle expires them "
@@ -162,11 +102,12 @@ def plan(
                 )
                 if note not in result.notes:
                     result.notes.append(note)
+    result.items.flush()
     return result
 
 
 class _RulePlanner:
-    """One rule on one tier."""
+    """One rule on one tier, adding to the plan as it goes."""
 
     def __init__(
         self,
@@ -175,53 +116,53 @@ class _RulePlanner:
         now: datetime,
         state: TierState,
         references: Sequence[ReferenceConfig],
-        labels: list[str],
+        plan: Plan,
     ) -> None:
         self.rule = rule
         self.tier = tier
         self.now = now
         self.state = state
         self.references = references
-        self.labels = labels
-        self.actions: list[Action] = []
-        self.skipped: list[Skip] = []
-        self.refusals: list[Refusal] = []
+        self.plan = plan
+        self.kind = ActionKind.of_rule(rule.action, rule.mode)
+        self.counts: dict[str, dict[str, int]] = {}
+        self.freed = 0  # bytes this rule's actions remove from the tier
+        self.deletes = False
 
-    def run(self, inventory: Inventory, taken: set[tuple[str, str]]) -> None:
+    @property
+    def planned(self) -> int:
+        return sum(figures["objects"] for figures in self.counts.values())
+
+    def run(self, inventory: Inventory, taken: set[tuple[str, str]] | None, later: bool) -> None:
         rule = self.rule
-        cutoff: datetime | None = None
-        if rule.action == "collect-orphans":
-            cutoff = self.now - rule.grace
-        elif rule.after is not None:
-            cutoff = self.now - rule.after
-        selection = Selection(
-            prefix=rule.filter.prefix,
-            suffix=rule.filter.suffix,
-            min_size=rule.filter.min_size if rule.min_size is None else rule.min_size,
-            max_size=rule.filter.max_size,
-            modified_before=cutoff,
-            unreferenced=rule.action == "collect-orphans",
-        )
         watermark = rule.action == "migrate" and rule.when == "over-watermark"
         used, target = self.state.used, 0
+        took_actions: list[str] = []
+        took_skips: list[str] = []
         if watermark:
             capacity = self.state.capacity
             if not capacity or used <= self.state.high * capacity:
                 return
             target = int(self.state.low * capacity)
-        for obj in inventory.objects(self.tier, rule.order, selection):
+        for obj in inventory.objects(self.tier, rule.order, selection(rule, self.now)):
             if watermark and used <= target:
                 break
-            if (self.tier, obj.key) in taken or not matches(rule, obj):
+            if taken is not None and (self.tier, obj.key) in taken:
                 continue
-            if cutoff is not None and not obj.modified < cutoff:
+            if not selects(rule, obj, self.now):
                 continue
             if rule.action == "collect-orphans" and obj.refs:
                 continue
-            if self._select(obj):
+            acted = self._select(obj)
+            if acted:
                 used -= obj.size
-        if rule.action == "collect-orphans":
-            self._check_fraction()
+            if taken is not None and later:
+                # remember what this rule took only if a later rule could take it too
+                (took_actions if acted else took_skips).append(obj.key)
+        if rule.action == "collect-orphans" and self._refused():
+            took_actions = []
+        if taken is not None:
+            taken.update((self.tier, key) for key in [*took_actions, *took_skips])
 
     def _select(self, obj: ObjectView) -> bool:
         """Plan an action on ``obj`` (True) or list it as skipped (False)."""
@@ -236,41 +177,42 @@ class _RulePlanner:
             for index in sorted(obj.refs):
                 known = 0 <= index < len(self.references)
                 behaviour = self.references[index].on_expire if known else "block"
-                label = self.labels[index] if known else "an undeclared reference"
+                label = self.references[index].label if known else "an undeclared reference"
                 if behaviour == "block":
                     reason = f"referenced by {label} (on_expire = block)"
                     break
                 rows[label] = behaviour
         if reason is not None:
-            self.skipped.append(Skip(self.rule.id, self.tier, obj.key, reason))
+            self.plan.skip(Skip(self.rule.id, self.tier, obj.key, reason))
             return False
-        if self.rule.action == "migrate":
-            name = "migrate"
-        elif self.rule.action == "expire":
-            name = "expire"
-        else:
-            name = "quarantine" if self.rule.mode == "quarantine" else "delete-orphan"
-        self.actions.append(
-            Action(
-                name,
-                self.rule.id,
-                self.tier,
-                obj.key,
-                obj.size,
-                to=self.rule.to if name == "migrate" else None,
-                etag=obj.etag,
-                modified=obj.modified,
-                rows=rows or None,
-            )
+        action = Action(
+            self.kind,
+            self.rule.id,
+            self.tier,
+            obj.key,
+            obj.size,
+            to=self.rule.to if self.kind == ActionKind.MIGRATE else None,
+            etag=obj.etag,
+            modified=obj.modified,
+            rows=rows or None,
         )
+        self.plan.add(action)
+        entry = self.counts.setdefault(action.action, {"objects": 0, "bytes": 0})
+        entry["objects"] += 1
+        entry["bytes"] += obj.size
+        if self.kind != ActionKind.QUARANTINE:  # the trash copy stays on the tier until purged
+            self.freed += obj.size
+        self.deletes = self.deletes or self.kind.deletes
         return True
 
-    def _check_fraction(self) -> None:
+    def _refused(self) -> bool:
+        """Refuse the rule on this tier (it plans nothing there) when it would collect
+        more than its ``max_fraction`` of the tier's objects."""
         held = self.state.objects
-        count = len(self.actions)
+        count = self.planned
         if not held or count / held <= self.rule.max_fraction:
-            return
-        self.refusals.append(
+            return False
+        self.plan.refusals.append(
             Refusal(
                 self.rule.id,
                 self.tier,
@@ -279,7 +221,10 @@ class _RulePlanner:
                 f"{self.rule.max_fraction:.0%}",
             )
         )
-        self.actions = []
+        self.plan.discard(self.rule.id, self.tier, self.counts)
+        self.freed = 0
+        self.deletes = False
+        return True
 
 
-__all__ = ["Inventory", "ObjectView", "Plan", "Selection", "TierState", "matches", "plan"]
+__all__ = ["Inventory", "ObjectView", "Plan", "Selection", "TierState", "plan"]

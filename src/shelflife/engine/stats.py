@@ -13,6 +13,7 @@ from typing import Any, Literal
 from shelflife.catalog import Catalog
 from shelflife.catalog.ledger import ReferenceCounts
 from shelflife.config.model import Config, HealthConfig
+from shelflife.engine.context import Context
 from shelflife.stores._obstore import ObstoreStore
 from shelflife.stores.local import LocalStore
 
@@ -159,3 +160,13 @@ def stats_json(usage: list[TierUsage], health: Health) -> dict[str, Any]:
         "tiers": {tier.name: tier.as_json() for tier in usage},
         "health": {"status": health.status, "reasons": health.reasons},
     }
+
+
+def usage(context: Context) -> list[TierUsage]:
+    """Usage of every tier of ``context`` (see :func:`tier_usage`)."""
+    config = context.config
+    stores = {name: context.store(name) for name, t in config.tiers.items() if t.capacity == "disk"}
+    snapshot = context.ledger.latest_snapshot()
+    counts = None if snapshot is None else context.ledger.reference_counts(snapshot["id"])
+    quarantined = context.ledger.quarantined_totals()
+    return tier_usage(config, context.catalog, stores, counts, quarantined)

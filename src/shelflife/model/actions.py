@@ -9,9 +9,56 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
-DELETING = frozenset({"expire", "delete-orphan", "quarantine"})
+
+class ActionKind(StrEnum):
+    """What a plan or run does to one object. Each kind belongs to one rule action
+    (:attr:`rule_action`): the one place the two vocabularies meet."""
+
+    MIGRATE = "migrate"
+    EXPIRE = "expire"
+    DELETE_ORPHAN = "delete-orphan"
+    QUARANTINE = "quarantine"
+    PURGE_QUARANTINE = "purge-quarantine"
+
+    @property
+    def rule_action(self) -> str:
+        """The ``[[rules]] action`` that plans this kind."""
+        return _RULE_ACTION[self]
+
+    @property
+    def deletes(self) -> bool:
+        """Whether it removes the object from its tier for good (or into quarantine)."""
+        return self in DELETING
+
+    @classmethod
+    def of_rule(cls, action: str, mode: str = "delete") -> ActionKind:
+        """The kind a rule with ``action`` (and orphan ``mode``) plans."""
+        if action == "collect-orphans":
+            return cls.QUARANTINE if mode == "quarantine" else cls.DELETE_ORPHAN
+        return cls(action)
+
+
+RULE_ACTIONS = ("migrate", "expire", "collect-orphans")
+_RULE_ACTION = {
+    ActionKind.MIGRATE: "migrate",
+    ActionKind.EXPIRE: "expire",
+    ActionKind.DELETE_ORPHAN: "collect-orphans",
+    ActionKind.QUARANTINE: "collect-orphans",
+    ActionKind.PURGE_QUARANTINE: "collect-orphans",
+}
+DELETING = frozenset({ActionKind.EXPIRE, ActionKind.DELETE_ORPHAN, ActionKind.QUARANTINE})
+
+# The commands that are ``run`` restricted to one rule action (DESIGN 5.2).
+COMMAND_ACTIONS: dict[str, tuple[str, ...]] = {
+    "run": RULE_ACTIONS,
+    "apply": RULE_ACTIONS,
+    "gc": ("collect-orphans",),
+    "enforce": ("migrate",),
+    "expire": ("expire",),
+}
 
 
 class _Record:

@@ -9,7 +9,8 @@ and a ``kind`` — how a value holds references:
 - ``array``: the elements of a PostgreSQL array;
 - ``text``: every substring of free text spelled like a location (Markdown, HTML).
 
-Every reference string is resolved by the one resolver (:class:`~shelflife.model.locations.Locator`).
+Every reference string is resolved by the one resolver
+(:class:`~shelflife.model.locations.Locator`).
 Values are streamed with a server-side cursor (memory stays bounded however many rows
 there are). Lookups for given keys — the sweep-time re-check, expiration, migration's
 rewrite, ``release`` — are one statement per batch: ``value`` columns by equality on

@@ -17,7 +17,7 @@ from shelflife.model.locations import Location
 from shelflife.references.sources import Reference, ReferenceSource, SourceUnreadable
 
 if TYPE_CHECKING:
-    from shelflife.service.shelf import Shelf
+    from shelflife.engine.context import Context
 
 
 @dataclass
@@ -56,14 +56,14 @@ class AuditReport:
         }
 
 
-def audit_references(shelf: Shelf, *, repair: bool) -> AuditReport:
+def audit_references(context: Context, *, repair: bool) -> AuditReport:
     """Every reference in every source, read by the one resolver: a reference dangles when
     none of the locations it may name holds an object (in the inventory)."""
     report = AuditReport()
-    for source in shelf.sources():
+    for source in context.sources():
         counts = source.new_report()
         for references in source.iter_references(counts):
-            _check_batch(shelf, source, [r for r in references if r.locations], report, repair)
+            _check_batch(context, source, [r for r in references if r.locations], report, repair)
         report.rows += counts.rows
         report.unmatched += counts.unmatched
         report.unmatched_examples += counts.examples[: 5 - len(report.unmatched_examples)]
@@ -71,17 +71,17 @@ def audit_references(shelf: Shelf, *, repair: bool) -> AuditReport:
 
 
 def _check_batch(
-    shelf: Shelf,
+    context: Context,
     source: ReferenceSource,
     references: list[Reference],
     report: AuditReport,
     repair: bool,
 ) -> None:
-    tiers = list(shelf.config.tiers)
+    tiers = list(context.config.tiers)
     wanted = {
         (tier, location.key) for ref in references for location in ref.locations for tier in tiers
     }
-    present = shelf.catalog.present(wanted)
+    present = context.catalog.present(wanted)
     moves: dict[Location, Location] = {}
     for ref in references:
         if any((loc.tier, loc.key) in present for loc in ref.locations):

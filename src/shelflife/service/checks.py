@@ -19,7 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from shelflife.base.aio import run_sync
 from shelflife.config.model import Config
-from shelflife.engine.collect import CATALOG_TABLES
+from shelflife.engine.trust import CATALOG_TABLES
 from shelflife.errors import ShelflifeError
 from shelflife.model.locations import Location, Locator
 from shelflife.references.sources import Databases, ReferenceSource, undeclared_columns

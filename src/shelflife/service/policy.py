@@ -19,7 +19,7 @@ from datetime import timedelta
 from typing import Any
 
 from shelflife.config.model import Config, RuleConfig, TierConfig
-from shelflife.engine.planner import rule_tiers
+from shelflife.model.selection import rule_tiers
 from shelflife.errors import ShelflifeError, StoreError, UsageError
 from shelflife.stores._obstore import split_bucket_url
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import IO, Any, BinaryIO, Protocol, overload
 
 from shelflife.base.aio import run_sync
 from shelflife.base.keys import validate_key, validate_prefix
@@ -24,29 +24,28 @@ from shelflife.base.units import utcnow
 from shelflife.catalog import Catalog
 from shelflife.catalog.history import History, RunRecord
 from shelflife.catalog.ledger import Ledger
-from shelflife.catalog.lock import RunLock
 from shelflife.config import Config, load_config
 from shelflife.config.model import RuleConfig
-from shelflife.engine.collect import OrphanCollector, still_referenced
-from shelflife.engine.planner import Plan
+from shelflife.engine import trust
+from shelflife.engine.context import Context
+from shelflife.engine.executor import Dispatcher
+from shelflife.engine.fanout import execute_batch
 from shelflife.engine.scan import ScanResult, scan_tier
-from shelflife.engine.stats import Health, TierUsage, classify, stats_json, tier_usage
+from shelflife.engine.stats import Health, TierUsage, classify, usage
 from shelflife.errors import ObjectNotFound, StoreError, UsageError
-from shelflife.model.actions import Action, Failure
+from shelflife.model.actions import COMMAND_ACTIONS, RULE_ACTIONS, Action
 from shelflife.model.locations import Location, Locator
-from shelflife.references.sources import Databases, ParseReport, ReferenceSource, open_sources
-from shelflife.service import recovery as tiering
-from shelflife.service import runs as lifecycle
+from shelflife.model.outcome import RunOutcome
+from shelflife.model.plan import Plan
+from shelflife.references.sources import Databases, ParseReport, ReferenceSource
+from shelflife.service import recovery, runs
 from shelflife.service.audit import AuditReport, audit_references
-from shelflife.service.objects import (
-    GcOutcome,
-    collect_garbage,
-    release_object,
-    restore_from_quarantine,
-)
-from shelflife.service.recovery import EnforceOutcome
-from shelflife.service.runs import RunOutcome
-from shelflife.stores import ObjectInfo, ObstoreStore, open_store
+from shelflife.service.dispatch import dispatcher_for
+from shelflife.service.objects import release_object, resolve, restore_from_quarantine
+from shelflife.service.policy import bucket_versioned
+from shelflife.service.records import stats_body
+from shelflife.service.schedule import schedule_status
+from shelflife.stores import ObjectInfo, ObstoreStore
 from shelflife.stores.local import LocalStore
 
 _SPOOL_LIMIT = 8 * 1024 * 1024
@@ -72,33 +71,51 @@ class StoredObject:
         }
 
 
-class _ClassOrInstance:
+class _Opener(Protocol):
+    def __call__(self, config: Config | str | Path | None = None) -> Shelf: ...
+
+
+class _ObjectOpener(Protocol):
+    def __call__(self, ref: str) -> IO[bytes]: ...
+
+
+class _OpenShelfOrObject:
     """``Shelf.open(config)`` opens a shelf; ``shelf.open(ref)`` opens an object.
 
     Both spellings are part of the public API, so one name dispatches on whether it is
-    reached through the class or through an instance.
-    """
+    reached through the class or through an instance (typed both ways)."""
 
-    def __init__(self, on_class: Any, on_instance: Any) -> None:
-        self._on_class = on_class
-        self._on_instance = on_instance
+    @overload
+    def __get__(self, instance: None, owner: type[Shelf]) -> _Opener: ...
 
-    def __get__(self, instance: object, owner: type) -> Any:
+    @overload
+    def __get__(self, instance: Shelf, owner: type[Shelf]) -> _ObjectOpener: ...
+
+    def __get__(self, instance: Shelf | None, owner: type[Shelf]) -> _Opener | _ObjectOpener:
         if instance is None:
-            return self._on_class.__get__(None, owner)
-        return self._on_instance.__get__(instance, owner)
+            return owner.from_config
+        return instance.open_object
 
 
 class Shelf:
-    """A configuration opened: its tiers' stores, its catalog, its rules."""
+    """A configuration opened: the facade applications and the interfaces use.
 
-    def __init__(self, config: Config, catalog: Catalog | None = None) -> None:
-        self.config = config
-        self.catalog = catalog or Catalog.open(config.catalog.url)
-        self.ledger = Ledger(self.catalog.engine)
-        self.locator = Locator(config)
-        self.databases = Databases(config)
-        self._stores: dict[str, ObstoreStore] = {}
+    It composes the :class:`~shelflife.engine.context.Context` (config, catalog, stores,
+    reference sources, clock) the services and the engine work with, and the dispatcher
+    runs hand their batches to (``[executor] backend``, or one given)."""
+
+    open = _OpenShelfOrObject()
+
+    def __init__(
+        self,
+        config: Config,
+        catalog: Catalog | None = None,
+        *,
+        dispatcher: Dispatcher | None = None,
+    ) -> None:
+        self.context = Context.open(config, catalog)
+        self.context.versioned = self.versioned
+        self.dispatcher = dispatcher or dispatcher_for(config)
         self._versioned: dict[str, bool] = {}
         # set by a server to batch access-time writes (see shelflife.api.access)
         self.access: Callable[[str, str], None] | None = None
@@ -110,9 +127,28 @@ class Shelf:
             config = load_config(config)
         return cls(config)
 
+    @property
+    def config(self) -> Config:
+        return self.context.config
+
+    @property
+    def catalog(self) -> Catalog:
+        return self.context.catalog
+
+    @property
+    def ledger(self) -> Ledger:
+        return self.context.ledger
+
+    @property
+    def locator(self) -> Locator:
+        return self.context.locator
+
+    @property
+    def databases(self) -> Databases:
+        return self.context.databases
+
     def close(self) -> None:
-        self.databases.dispose()
-        self.catalog.close()
+        self.context.close()
 
     def __enter__(self) -> Shelf:
         return self
@@ -124,41 +160,12 @@ class Shelf:
 
     def store(self, tier: str) -> ObstoreStore:
         """The store of a tier, opened on first use."""
-        if tier not in self.config.tiers:
-            raise UsageError(
-                f"unknown tier {tier!r}", hint=f"known tiers: {', '.join(self.config.tiers)}"
-            )
-        if tier not in self._stores:
-            self._stores[tier] = open_store(self.config.tiers[tier], name=tier)
-        return self._stores[tier]
+        return self.context.store(tier)
 
     def resolve(self, ref: str) -> Location:
-        """Find where the object a key or reference value names lives today.
-
-        The value is read by the one resolver (:class:`~shelflife.model.locations.Locator`):
-        each location it may name is tried on its own tier first, then on the others
-        (a row keeps working whichever tier the object sits on today)."""
-        candidates = self.locator.resolve(ref)
-        if not candidates:
-            candidates = [Location(self.config.default_tier, validate_key(ref.strip()))]
-        order: list[Location] = list(candidates)
-        for candidate in candidates:
-            order += [
-                Location(tier, candidate.key)
-                for tier in self.config.tiers
-                if Location(tier, candidate.key) not in order
-            ]
-        for candidate in order:
-            if self.catalog.get(candidate.tier, candidate.key) is not None:
-                return candidate
-        for candidate in order:
-            if run_sync(self.store(candidate.tier).exists(candidate.key)):
-                return candidate
-        tiers = list(dict.fromkeys(loc.tier for loc in order))
-        raise ObjectNotFound(
-            f"no object {candidates[0].key!r} on any tier ({', '.join(tiers)})",
-            hint="run 'shelflife scan' if it was written outside shelflife, or 'shelflife ls'",
-        )
+        """Find where the object a key or reference value names lives today (see
+        :func:`shelflife.service.objects.resolve`)."""
+        return resolve(self.context, ref)
 
     # -- objects --------------------------------------------------------------------------
 
@@ -236,8 +243,6 @@ class Shelf:
         spool.seek(0)
         return spool
 
-    open = _ClassOrInstance(from_config, open_object)
-
     def url(self, ref: str) -> str:
         """A URL for the object: public on a local tier, freshly presigned on object stores."""
         location = self.resolve(ref)
@@ -264,58 +269,11 @@ class Shelf:
 
     def sources(self) -> list[ReferenceSource]:
         """The declared reference sources, opened."""
-        return open_sources(self.config, self.databases, self.locator)
-
-    def collector(self) -> OrphanCollector:
-        return OrphanCollector(
-            self.config,
-            self.catalog,
-            self.ledger,
-            self.locator,
-            self.sources(),
-            self.store,
-            self.databases,
-        )
+        return self.context.sources()
 
     def refresh_references(self, progress: Progress | None = None) -> ParseReport:
         """Take a fresh snapshot of every reference (for stats and the dashboard)."""
-        return self.collector().snapshot(utcnow(), progress)[1]
-
-    def gc(
-        self,
-        *,
-        dry_run: bool = False,
-        rule: str | None = None,
-        at: datetime | None = None,
-        mark: int | None = None,
-        trigger: str = "python",
-        progress: Progress | None = None,
-    ) -> GcOutcome:
-        """Collect orphans per the collect-orphans rules (see :mod:`shelflife.engine.collect`)."""
-
-        def call(run_id: str | None) -> GcOutcome:
-            outcome = collect_garbage(
-                self.collector(),
-                lock=lambda: RunLock(self.catalog, "shelflife gc"),
-                recover=lambda: run_sync(tiering.migrator(self).recover(progress)),
-                dry_run=dry_run,
-                rule=rule,
-                at=at,
-                mark=mark,
-                progress=progress,
-            )
-            outcome.run_id = run_id
-            return outcome
-
-        if dry_run:
-            return call(None)
-        return lifecycle.recorded(
-            self,
-            "gc",
-            trigger,
-            call,
-            lambda o: (o.status, list(o.actions), list(o.skipped), list(o.failed)),
-        )
+        return trust.snapshot(self.context, self.sources(), progress)[1]
 
     def pin(self, ref: str, until: datetime | None = None) -> Location:
         """Keep an object from ever being collected or expired (until ``until``)."""
@@ -331,66 +289,43 @@ class Shelf:
 
     def restore(self, key: str, *, tier: str | None = None) -> Location:
         """Bring a quarantined object back to its key (never over a newer object there)."""
-        return run_sync(restore_from_quarantine(self, key, tier))
+        return run_sync(restore_from_quarantine(self.context, key, tier))
 
     def release(self, ref: str) -> bool:
         """Delete an object now if no reference, pin or lease holds it; say whether it went."""
-        return release_object(self, ref)
+        return release_object(self.context, ref)
 
     def audit(self, *, repair: bool = False) -> AuditReport:
         """Rows that point at missing objects; with ``repair``, repoint those found elsewhere."""
-        return audit_references(self, repair=repair)
+        return audit_references(self.context, repair=repair)
 
-    # -- migration -------------------------------------------------------------------------
-
-    def enforce(
-        self,
-        *,
-        dry_run: bool = False,
-        rule: str | None = None,
-        at: datetime | None = None,
-        trigger: str = "python",
-        progress: Progress | None = None,
-    ) -> EnforceOutcome:
-        """Carry out the migrate rules: keep tiers under their watermarks, move aged objects."""
-
-        def call(run_id: str | None) -> EnforceOutcome:
-            return tiering.enforce(
-                self, dry_run=dry_run, rule=rule, at=at, progress=progress, run_id=run_id
+    def references_to(self, ref: str) -> list[str]:
+        """The reference sources whose rows name the object now (any spelling)."""
+        location = self.resolve(ref)
+        return [
+            source.label
+            for source in self.sources()
+            if trust.still_referenced(
+                [source], self.locator, self.catalog, location.tier, [location.key]
             )
+        ]
 
-        if dry_run:
-            return call(None)
-
-        def summary(o: EnforceOutcome) -> Any:
-            body = o.as_json()
-            actions = [Action.from_json(item) for item in body["actions"]]
-            rule = actions[0].rule if actions else "migrate"
-            failed = [Failure(rule, f["tier"], f["key"], f["error"]) for f in body["failed"]]
-            return body["status"], actions, [], failed
-
-        return lifecycle.recorded(self, "enforce", trigger, call, summary)
-
-    def recover(self, progress: Progress | None = None) -> dict[str, int]:
-        """Complete or undo every migration an interrupted run left unfinished."""
-        return tiering.recover(self, progress)
-
-    def recover_unlocked(self, progress: Progress | None = None) -> dict[str, int]:
-        """:meth:`recover` for a caller that already holds the run lock."""
-        return run_sync(tiering.migrator(self).recover(progress))
-
-    # -- lifecycle -------------------------------------------------------------------------
+    # -- the lifecycle pipeline -------------------------------------------------------------
 
     def plan(
         self,
         *,
         rule: str | None = None,
         at: datetime | None = None,
-        kinds: tuple[str, ...] = lifecycle.ACTION_KINDS,
+        kinds: Sequence[str] = RULE_ACTIONS,
+        scan: bool = True,
         progress: Progress | None = None,
     ) -> Plan:
-        """What the rules call for at ``at`` (now by default); changes nothing."""
-        return lifecycle.plan(self, rule=rule, at=at, kinds=kinds, progress=progress)
+        """What the rules call for at ``at`` (now by default), after a scan; changes
+        nothing that matters. The plan is kept in the catalog (``apply`` its id)."""
+        return runs.plan(
+            self.context, rule=rule, at=at, kinds=kinds, scan_first=scan, progress=progress
+        )
 
     def run(
         self,
@@ -399,7 +334,7 @@ class Shelf:
         rule: str | None = None,
         at: datetime | None = None,
         yes: bool = False,
-        kinds: tuple[str, ...] = lifecycle.ACTION_KINDS,
+        kinds: Sequence[str] | None = None,
         command: str = "run",
         scan: bool = True,
         trigger: str = "python",
@@ -407,21 +342,37 @@ class Shelf:
         run_id: str | None = None,
         progress: Progress | None = None,
     ) -> RunOutcome:
-        """The main job: recover, scan, plan every rule, apply (``dry_run``: plan only)."""
-        return lifecycle.run(
-            self,
+        """The main job: recover, scan, plan, execute (``dry_run``: plan only).
+
+        ``command`` ``gc``, ``enforce`` or ``expire`` restricts the run to the rules of one
+        action (``kinds`` may name them instead)."""
+        return runs.run(
+            self.context,
             command=command,
-            kinds=kinds,
+            kinds=kinds if kinds is not None else COMMAND_ACTIONS.get(command, RULE_ACTIONS),
             dry_run=dry_run,
             rule=rule,
             at=at,
             yes=yes,
-            scan=scan,
+            scan_first=scan,
             trigger=trigger,
             rules=rules,
             run_id=run_id,
             progress=progress,
+            dispatcher=self.dispatcher,
         )
+
+    def gc(self, **options: Any) -> RunOutcome:
+        """``run`` restricted to the collect-orphans rules (same options as :meth:`run`)."""
+        return self.run(command="gc", **options)
+
+    def enforce(self, **options: Any) -> RunOutcome:
+        """``run`` restricted to the migrate rules (same options as :meth:`run`)."""
+        return self.run(command="enforce", **options)
+
+    def expire(self, **options: Any) -> RunOutcome:
+        """``run`` restricted to the expire rules (same options as :meth:`run`)."""
+        return self.run(command="expire", **options)
 
     def apply(
         self,
@@ -429,18 +380,58 @@ class Shelf:
         *,
         yes: bool = False,
         trigger: str = "python",
+        command: str = "apply",
         progress: Progress | None = None,
     ) -> RunOutcome:
-        """Apply a plan (a Plan, its JSON, or a plan file) once, re-checking each action."""
-        if isinstance(plan, str | Path):
-            plan = lifecycle.read_plan_file(Path(plan))
+        """Apply a plan once, re-checking each action: a Plan, its JSON, a plan file, or
+        the id of a plan kept in the catalog. ``command`` ``gc`` (or ``enforce``,
+        ``expire``) applies only its actions of that rule action."""
+        if isinstance(plan, Path) or (isinstance(plan, str) and Path(plan).exists()):
+            plan = runs.read_plan_file(Path(plan))
+        elif isinstance(plan, str):
+            plan = runs.saved_plan(self.context, plan)
         if isinstance(plan, dict):
             plan = Plan.from_json(plan)
-        return lifecycle.apply(self, plan, yes=yes, trigger=trigger, progress=progress)
+        return runs.apply(
+            self.context,
+            plan,
+            yes=yes,
+            trigger=trigger,
+            command=command,
+            kinds=COMMAND_ACTIONS.get(command, RULE_ACTIONS),
+            progress=progress,
+            dispatcher=self.dispatcher,
+        )
+
+    def execute_batch(self, run_id: str, plan_now: datetime, items: list[Action]) -> None:
+        """Take one batch of a fanned-out run (a Celery worker's task)."""
+        execute_batch(self.context, run_id, plan_now, items)
 
     def runs(self, limit: int = 50) -> list[RunRecord]:
         """The run history, newest first."""
         return History(self.catalog.engine).list(limit)
+
+    def schedule_status(self, now: datetime | None = None) -> dict[str, Any]:
+        """Whether scheduled runs are on time (see :mod:`shelflife.service.schedule`)."""
+        return schedule_status(self.context, now)
+
+    # -- migration -------------------------------------------------------------------------
+
+    def recover(self, progress: Progress | None = None) -> dict[str, int]:
+        """Complete or undo every migration an interrupted run left unfinished."""
+        return recovery.recover(self.context, progress)
+
+    def recall(self, ref: str, *, to: str | None = None) -> Location:
+        """Move an object to ``to`` (the default tier), rewriting its rows like a migration."""
+        return recovery.recall(self.context, ref, to)
+
+    def fetch(self, ref: str) -> Path:
+        """Recall an object to the local tier and return its file, for code that needs one."""
+        location = self.recall(ref, to=self.config.default_tier)
+        store = self.store(location.tier)
+        if not isinstance(store, LocalStore):
+            raise UsageError(f"tier {location.tier} is not a local folder; fetch needs one")
+        return store.path(location.key)
 
     def versioned(self, tier: str) -> bool:
         """Whether a tier's bucket keeps versions: ``versioned`` in its config, else asked
@@ -451,26 +442,12 @@ class Shelf:
         if tier not in self._versioned:
             answer = False
             if self.config.tiers[tier].scheme == "s3":
-                from shelflife.service.policy import bucket_versioned
-
                 try:
                     answer = bucket_versioned(self.config.tiers[tier])
                 except StoreError:
                     answer = False
             self._versioned[tier] = answer
         return self._versioned[tier]
-
-    def recall(self, ref: str, *, to: str | None = None) -> Location:
-        """Move an object to ``to`` (the default tier), rewriting its rows like a migration."""
-        return tiering.recall(self, ref, to)
-
-    def fetch(self, ref: str) -> Path:
-        """Recall an object to the local tier and return its file, for code that needs one."""
-        location = self.recall(ref, to=self.config.default_tier)
-        store = self.store(location.tier)
-        if not isinstance(store, LocalStore):
-            raise UsageError(f"tier {location.tier} is not a local folder; fetch needs one")
-        return store.path(location.key)
 
     # -- inventory and stats --------------------------------------------------------------
 
@@ -483,35 +460,14 @@ class Shelf:
         return [run_sync(scan_tier(self.catalog, name, store, progress)) for name, store in stores]
 
     def usage(self) -> list[TierUsage]:
-        stores = {
-            name: self.store(name)
-            for name, tier in self.config.tiers.items()
-            if tier.capacity == "disk"
-        }
-        snapshot = self.ledger.latest_snapshot()
-        counts = None if snapshot is None else self.ledger.reference_counts(snapshot["id"])
-        quarantined = self.ledger.quarantined_totals()
-        return tier_usage(self.config, self.catalog, stores, counts, quarantined)
+        return usage(self.context)
 
-    def health(self, usage: list[TierUsage] | None = None) -> Health:
-        return classify(usage if usage is not None else self.usage(), self.config.health)
+    def health(self, tiers: list[TierUsage] | None = None) -> Health:
+        return classify(tiers if tiers is not None else self.usage(), self.config.health)
 
-    def stats(self, usage: list[TierUsage] | None = None) -> dict[str, Any]:
+    def stats(self, tiers: list[TierUsage] | None = None) -> dict[str, Any]:
         """Usage per tier and health, as ``stats --json`` prints them."""
-        usage = self.usage() if usage is None else usage
-        body = stats_json(usage, self.health(usage))
-        for name, tier in self.config.tiers.items():
-            if tier.scheme != "s3" or not self.versioned(name):
-                continue
-            from shelflife.service.policy import noncurrent_bytes
-
-            entry = body["tiers"][name]
-            entry["versioned"] = True
-            try:
-                entry["noncurrent_objects"], entry["noncurrent_bytes"] = noncurrent_bytes(tier)
-            except StoreError:
-                entry["noncurrent_objects"] = entry["noncurrent_bytes"] = None
-        return body
+        return stats_body(self.context, tiers)
 
     def record_access(self, location: Location) -> None:
         """Record a read for least-recently-used ordering: now, or through the batcher a
@@ -520,15 +476,6 @@ class Shelf:
             self.access(location.tier, location.key)
         else:
             self.catalog.touch(location.tier, [location.key], utcnow())
-
-    def references_to(self, ref: str) -> list[str]:
-        """The reference sources whose rows name the object now (any spelling)."""
-        location = self.resolve(ref)
-        return [
-            source.label
-            for source in self.sources()
-            if still_referenced([source], self.locator, self.catalog, location.tier, [location.key])
-        ]
 
 
 async def _aiter_stream(stream: BinaryIO, chunk_size: int = 8 * 1024 * 1024) -> Any:

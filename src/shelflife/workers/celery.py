@@ -28,6 +28,10 @@ from celery.schedules import crontab
 
 from shelflife.config import Config, load_config
 from shelflife.errors import ShelflifeError
+from shelflife.model.actions import Action
+from shelflife.service.dispatch import EXECUTE_BATCH, celery_settings, dispatcher_for
+from shelflife.service.records import refresh_stats
+from shelflife.service.shelf import Shelf
 
 LOG = logging.getLogger("shelflife.celery")
 
@@ -68,40 +72,16 @@ def configure(config: Config) -> Celery:
         return app
     _state["config"] = config
     _state.pop("shelf", None)
-    settings = config.celery
-    app.conf.update(
-        broker_url=settings.broker_url,
-        result_backend=settings.results,
-        task_default_queue=settings.queue,
-        task_acks_late=True,
-        task_reject_on_worker_lost=True,
-        worker_prefetch_multiplier=1,
-        task_serializer="json",
-        result_serializer="json",
-        accept_content=["json"],
-        result_expires=24 * 3600,
-        broker_connection_retry_on_startup=True,
-        broker_transport_options={
-            "visibility_timeout": settings.visibility_timeout.total_seconds()
-        },
-        result_backend_transport_options={
-            "visibility_timeout": settings.visibility_timeout.total_seconds()
-        },
-        timezone=config.schedule.timezone,
-        enable_utc=True,
-        beat_schedule=beat_schedule(config),
-        worker_hijack_root_logger=False,
-    )
+    app.conf.update(celery_settings(config), beat_schedule=beat_schedule(config))
     return app
 
 
-def shelf() -> Any:
-    """This worker's shelf, opened once per process."""
-    from shelflife.service.shelf import Shelf
-
+def shelf() -> Shelf:
+    """This worker's shelf, opened once per process (batches run here, in process)."""
     if "shelf" not in _state:
-        _state["shelf"] = Shelf(_state["config"])
-    return _state["shelf"]
+        _state["shelf"] = Shelf(_state["config"], dispatcher=dispatcher_for(_state["config"]))
+    current: Shelf = _state["shelf"]
+    return current
 
 
 @app.task(  # type: ignore[untyped-decorator]
@@ -110,7 +90,7 @@ def shelf() -> Any:
 def run_task(rule: str | None = None, yes: bool = False, trigger: str = "celery") -> dict[str, Any]:
     """The lifecycle run; an expected refusal is a result, not a task failure."""
     try:
-        return shelf().run(rule=rule, yes=yes, trigger=trigger).as_json()  # type: ignore[no-any-return]
+        return shelf().run(rule=rule, yes=yes, trigger=trigger).as_json()
     except ShelflifeError as exc:
         LOG.warning("shelflife.run: %s", exc.message)
         return {"run_id": None, "status": "refused", "reason": exc.message}
@@ -120,21 +100,18 @@ def run_task(rule: str | None = None, yes: bool = False, trigger: str = "celery"
     name="shelflife.refresh_stats"
 )
 def refresh_stats_task() -> dict[str, Any]:
-    from shelflife.service import metrics
-
     current = shelf()
     current.scan()
     current.refresh_references()
-    return metrics.refresh_stats(current)
+    return refresh_stats(current.context)
 
 
 @app.task(  # type: ignore[untyped-decorator]
-    name="shelflife.execute_batch"
+    name=EXECUTE_BATCH
 )
 def execute_batch_task(run_id: str, plan_now: str, items: list[dict[str, Any]]) -> int:
-    from shelflife.engine.fanout import batch_payload, execute_batch
-
-    execute_batch(shelf(), run_id, datetime.fromisoformat(plan_now), batch_payload(items))
+    batch = [Action.from_json(item) for item in items]
+    shelf().execute_batch(run_id, datetime.fromisoformat(plan_now), batch)
     return len(items)
 
 

@@ -11,8 +11,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -22,21 +22,12 @@ from prometheus_client.core import (
     Metric,
 )
 
-from shelflife.base.units import utcnow
-from shelflife.catalog.history import History, labels_key
-from shelflife.config.model import Config
-from shelflife.model.actions import Action, Failure, Skip
-
-if TYPE_CHECKING:
-    from shelflife.service.shelf import Shelf
+from shelflife.catalog.history import History
+from shelflife.service.records import current_stats
+from shelflife.service.shelf import Shelf
 
 STATUSES = ("healthy", "warning", "critical")
 DURATION_BUCKETS = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 21600.0)
-DELETE_REASONS = {
-    "expire": "expired",
-    "delete-orphan": "orphan",
-    "purge-quarantine": "quarantine-purged",
-}
 
 # name → (type, help): every series shelflife exports, for the registry and the docs
 METRICS: dict[str, tuple[str, str]] = {
@@ -75,61 +66,6 @@ def exported_names() -> set[str]:
     return names
 
 
-def action_kind(config: Config, rule_id: str, default: str = "unknown") -> str:
-    """The action name a rule's actions carry (for skips and failures, which name a rule)."""
-    for rule in config.rules:
-        if rule.id == rule_id:
-            if rule.action == "collect-orphans":
-                return "quarantine" if rule.mode == "quarantine" else "delete-orphan"
-            return rule.action
-    return default
-
-
-def increments(
-    config: Config,
-    command: str,
-    status: str,
-    actions: Iterable[Action],
-    skipped: Iterable[Skip],
-    failed: Iterable[Failure],
-) -> dict[tuple[str, str], int]:
-    """What one finished run adds to the counters."""
-    result: dict[tuple[str, str], int] = {}
-
-    def add(name: str, amount: int, **labels: str) -> None:
-        key = (name, labels_key(**labels))
-        result[key] = result.get(key, 0) + amount
-
-    add("shelflife_runs", 1, command=command, status=status)
-    for action in actions:
-        add("shelflife_actions", 1, action=action.action, outcome="done")
-        if action.action == "migrate" and action.to:
-            add("shelflife_moved_bytes", action.bytes, **{"from": action.tier, "to": action.to})
-        reason = DELETE_REASONS.get(action.action)
-        if reason:
-            add("shelflife_deleted_bytes", action.bytes, tier=action.tier, reason=reason)
-    for skip in skipped:
-        add("shelflife_actions", 1, action=action_kind(config, skip.rule), outcome="skipped")
-    for failure in failed:
-        add("shelflife_actions", 1, action=action_kind(config, failure.rule), outcome="failed")
-    return result
-
-
-def refresh_stats(shelf: Shelf) -> dict[str, Any]:
-    """Compute the stats from the catalog and store them for /metrics."""
-    body = shelf.stats()
-    History(shelf.catalog.engine).save_stats(body, utcnow())
-    return body
-
-
-def current_stats(shelf: Shelf) -> tuple[float, dict[str, Any]]:
-    """The stored stats (taken now if none were ever stored) and when they were taken."""
-    stored = History(shelf.catalog.engine).latest_stats()
-    if stored is None:
-        return utcnow().timestamp(), refresh_stats(shelf)
-    return stored[0].timestamp(), stored[1]
-
-
 class CatalogCollector:
     """A prometheus-client collector reading everything from the catalog per scrape."""
 
@@ -140,7 +76,7 @@ class CatalogCollector:
         return []  # nothing is known before the first scrape
 
     def collect(self) -> Iterator[Metric]:
-        taken_at, stats = current_stats(self.shelf)
+        taken_at, stats = current_stats(self.shelf.context)
         yield from _tier_gauges(stats)
         health = GaugeMetricFamily(
             "shelflife_health", METRICS["shelflife_health"][1], labels=["status"]

@@ -1,0 +1,103 @@
+"""Routes for the lifecycle: stats, plans, runs (started in the background)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
+
+from shelflife.api.deps import Admin, Read
+from shelflife.api.errors import ApiError
+from shelflife.base.units import utcnow
+from shelflife.catalog.history import History
+from shelflife.engine.planning import new_id
+from shelflife.errors import LockedError
+from shelflife.service.records import refresh_stats
+from shelflife.service.runs import choose_rules
+from shelflife.service.shelf import Shelf
+
+LOG = logging.getLogger("shelflife.api")
+
+
+class RunRequest(BaseModel):
+    rule: str | None = Field(default=None, description="only this rule id")
+    yes: bool = Field(default=False, description="allow deletions above the caps")
+
+
+class BackgroundRuns:
+    """One run at a time from this server, started in a thread."""
+
+    def __init__(self, shelf: Shelf) -> None:
+        self.shelf = shelf
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def start(self, request: RunRequest) -> str:
+        with self._lock:
+            busy = self._thread is not None and self._thread.is_alive()
+            if busy or History(self.shelf.catalog.engine).running():
+                raise ApiError(
+                    409,
+                    "run_in_progress",
+                    "a run is in progress; one runs at a time",
+                    hint="GET /api/v1/runs shows it",
+                )
+            if request.rule is not None:
+                choose_rules(self.shelf.context, request.rule)  # an unknown rule: 400 now
+            run_id = new_id("run", utcnow())
+            self._thread = threading.Thread(
+                target=self._run, args=(run_id, request), name=run_id, daemon=True
+            )
+            self._thread.start()
+        return run_id
+
+    def _run(self, run_id: str, request: RunRequest) -> None:
+        try:
+            self.shelf.run(rule=request.rule, yes=request.yes, trigger="api", run_id=run_id)
+        except LockedError as exc:  # another process's run: on record, so GET finds it
+            history = History(self.shelf.catalog.engine)
+            history.start(run_id, command="run", trigger="api", now=utcnow())
+            history.finish(run_id, status="failed", now=utcnow(), error=exc.message)
+        except Exception:
+            LOG.exception("run %s failed", run_id)  # the run history has its status
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+
+def routes(shelf: Shelf, runs: BackgroundRuns) -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/api/v1/stats/storage", summary="Usage per tier and health")
+    def storage_stats(_: Read) -> dict[str, Any]:
+        return refresh_stats(shelf.context)
+
+    @router.get("/api/v1/plan", summary="What the rules call for now (changes nothing)")
+    def plan(
+        _: Read,
+        rule: Annotated[str | None, Query(description="only this rule id")] = None,
+        scan: Annotated[bool, Query(description="scan every tier first")] = True,
+    ) -> dict[str, Any]:
+        return shelf.plan(rule=rule, scan=scan).as_json()
+
+    @router.post("/api/v1/runs", status_code=202, summary="Start a run in the background")
+    def start_run(_: Admin, request: RunRequest | None = None) -> dict[str, Any]:
+        run_id = runs.start(request or RunRequest())
+        return {"run_id": run_id, "status": "running", "href": f"/api/v1/runs/{run_id}"}
+
+    @router.get("/api/v1/runs", summary="Run history, newest first")
+    def list_runs(_: Read, limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> dict[str, Any]:
+        return {"runs": [record.as_json() for record in shelf.runs(limit)]}
+
+    @router.get("/api/v1/runs/{run_id}", summary="One run")
+    def get_run(run_id: str, _: Read) -> dict[str, Any]:
+        record = History(shelf.catalog.engine).get(run_id)
+        if record is None:
+            raise ApiError(404, "not_found", f"no run {run_id!r}")
+        return record.as_json()
+
+    return router

@@ -1,0 +1,149 @@
+"""Plans' items in the catalog: written as they are planned, read back in batches.
+
+A plan of a million actions passes through memory a thousand rows at a time, whether it
+is being built, executed, shown or exported. Items of older plans are pruned when a new
+plan is saved (the newest :data:`KEEP` plans keep theirs), and an applied plan's items go
+once its run is recorded.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Iterator
+from typing import Any
+
+from sqlalchemy import Engine, delete, insert, select
+
+from shelflife.catalog.catalog import _Guard
+from shelflife.catalog.schema import bulk_execute, plan_items, plans, to_micros
+from shelflife.model.actions import Action, Skip
+
+BATCH = 1000
+KEEP = 20  # plans whose items are kept for review and apply
+
+
+class PlanStore:
+    """The items of one plan (implements :class:`shelflife.model.plan.PlanItems`)."""
+
+    def __init__(self, engine: Engine, plan_id: str, batch_size: int = BATCH) -> None:
+        self.engine = engine
+        self.plan_id = plan_id
+        self.batch_size = batch_size
+        self._pending: list[dict[str, Any]] = []
+        self._seq = 0
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def add_action(self, action: Action) -> None:
+        self._add(
+            {
+                "kind": "action",
+                "action": str(action.action),
+                "rule": action.rule,
+                "tier": action.tier,
+                "key": action.key,
+                "bytes": action.bytes,
+                "to_tier": action.to,
+                "etag": action.etag,
+                "modified_at": None if action.modified is None else to_micros(action.modified),
+                "rows": None if action.rows is None else json.dumps(action.rows),
+                "reason": None,
+            }
+        )
+
+    def add_skip(self, skip: Skip) -> None:
+        self._add(
+            {
+                "kind": "skip",
+                "action": None,
+                "rule": skip.rule,
+                "tier": skip.tier,
+                "key": skip.key,
+                "bytes": None,
+                "to_tier": None,
+                "etag": None,
+                "modified_at": None,
+                "rows": None,
+                "reason": skip.reason[:2000],
+            }
+        )
+
+    def _add(self, row: dict[str, Any]) -> None:
+        self._seq += 1
+        self._pending.append({"plan_id": self.plan_id, "seq": self._seq, **row})
+        if len(self._pending) >= self.batch_size:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        with _Guard(self.engine, begin=True) as conn:
+            bulk_execute(conn, insert(plan_items), self._pending)
+        self._pending = []
+
+    def discard(self, rule: str, tier: str) -> None:
+        self.flush()
+        with _Guard(self.engine, begin=True) as conn:
+            conn.execute(
+                delete(plan_items).where(
+                    plan_items.c.plan_id == self.plan_id,
+                    plan_items.c.kind == "action",
+                    plan_items.c.rule == rule,
+                    plan_items.c.tier == tier,
+                )
+            )
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def actions(self, kinds: Collection[str] | None = None) -> Iterator[Action]:
+        for row in self._rows("action", kinds):
+            yield Action(
+                row.action,
+                row.rule,
+                row.tier,
+                row.key,
+                int(row.bytes or 0),
+                to=row.to_tier,
+                etag=row.etag,
+                modified=row.modified_at,
+                rows=None if row.rows is None else json.loads(row.rows),
+            )
+
+    def skipped(self) -> Iterator[Skip]:
+        for row in self._rows("skip", None):
+            yield Skip(row.rule, row.tier, row.key, row.reason or "")
+
+    def _rows(self, kind: str, kinds: Collection[str] | None) -> Iterator[Any]:
+        """Rows of one kind in plan order, a batch per query (no cursor held open)."""
+        after = 0
+        while True:
+            query = select(plan_items).where(
+                plan_items.c.plan_id == self.plan_id,
+                plan_items.c.kind == kind,
+                plan_items.c.seq > after,
+            )
+            if kinds is not None:
+                query = query.where(plan_items.c.action.in_(sorted(kinds)))
+            with _Guard(self.engine, begin=False) as conn:
+                rows = conn.execute(query.order_by(plan_items.c.seq).limit(self.batch_size)).all()
+            yield from rows
+            if len(rows) < self.batch_size:
+                return
+            after = rows[-1].seq
+
+    # -- upkeep -----------------------------------------------------------------------------
+
+    def drop(self) -> None:
+        """Forget this plan's items (an applied plan needs them no more)."""
+        self._pending = []
+        with _Guard(self.engine, begin=True) as conn:
+            conn.execute(delete(plan_items).where(plan_items.c.plan_id == self.plan_id))
+
+
+def prune(engine: Engine, keep: int = KEEP) -> None:
+    """Drop the items of every plan but the newest ``keep`` (a plan being applied is
+    among them: it was saved just before its run claimed it)."""
+    with _Guard(engine, begin=True) as conn:
+        newest = select(plans.c.id).order_by(plans.c.created_at.desc()).limit(keep)
+        kept = [row[0] for row in conn.execute(newest)]
+        conn.execute(delete(plan_items).where(plan_items.c.plan_id.not_in(kept)))

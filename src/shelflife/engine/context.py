@@ -1,0 +1,59 @@
+"""What the engine works with: one configuration's catalog, stores, reference sources and
+clock. The service composes it (:class:`shelflife.service.shelf.Shelf` holds one); the
+engine and the services take it, never the facade."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from shelflife.base.units import utcnow
+from shelflife.catalog import Catalog
+from shelflife.catalog.ledger import Ledger
+from shelflife.config.model import Config
+from shelflife.errors import UsageError
+from shelflife.model.locations import Locator
+from shelflife.references.sources import Databases, ReferenceSource, open_sources
+from shelflife.stores import ObstoreStore, open_store
+
+
+def _never_versioned(_tier: str) -> bool:
+    return False
+
+
+@dataclass
+class Context:
+    """A configuration opened for the engine."""
+
+    config: Config
+    catalog: Catalog
+    ledger: Ledger
+    locator: Locator
+    databases: Databases
+    versioned: Callable[[str], bool] = _never_versioned  # whether a tier's bucket keeps versions
+    clock: Callable[[], datetime] = utcnow
+    _stores: dict[str, ObstoreStore] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def open(cls, config: Config, catalog: Catalog | None = None) -> Context:
+        catalog = catalog or Catalog.open(config.catalog.url)
+        return cls(config, catalog, Ledger(catalog.engine), Locator(config), Databases(config))
+
+    def store(self, tier: str) -> ObstoreStore:
+        """The store of a tier, opened on first use."""
+        if tier not in self.config.tiers:
+            raise UsageError(
+                f"unknown tier {tier!r}", hint=f"known tiers: {', '.join(self.config.tiers)}"
+            )
+        if tier not in self._stores:
+            self._stores[tier] = open_store(self.config.tiers[tier], name=tier)
+        return self._stores[tier]
+
+    def sources(self) -> list[ReferenceSource]:
+        """The declared reference sources, opened."""
+        return open_sources(self.config, self.databases, self.locator)
+
+    def close(self) -> None:
+        self.databases.dispose()
+        self.catalog.close()

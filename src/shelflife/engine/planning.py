@@ -1,0 +1,122 @@
+"""Making a plan over the catalog: the references read and judged, then the planner.
+
+Before rules that remove objects from a tier (every deleting rule, and migrations when
+references are declared: their rewrite must find every row), a fresh reference snapshot
+is taken and judged (:mod:`shelflife.engine.trust`): an untrusted tier refuses the rule
+there. The plan's items are written to the catalog as they are planned.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime
+
+from shelflife.base.progress import Progress
+from shelflife.catalog.history import History
+from shelflife.catalog.plans import PlanStore, prune
+from shelflife.catalog.view import CatalogInventory
+from shelflife.config.model import RuleConfig
+from shelflife.engine import planner, trust
+from shelflife.engine.context import Context
+from shelflife.engine.stats import usage
+from shelflife.model.plan import Plan
+from shelflife.model.selection import TierState, rule_tiers
+
+
+def new_id(prefix: str, now: datetime) -> str:
+    return f"{prefix}-{now:%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+
+
+def tier_states(context: Context) -> dict[str, TierState]:
+    """Each tier's usage as planning starts."""
+    states = {}
+    for tier in usage(context):
+        states[tier.name] = TierState(
+            name=tier.name,
+            used=tier.used_bytes,
+            capacity=tier.capacity,
+            high=tier.high_watermark,
+            low=tier.low_watermark,
+            objects=context.ledger.objects_in_tier(tier.name),
+            versioned=context.versioned(tier.name),
+        )
+    return states
+
+
+def make_plan(
+    context: Context,
+    now: datetime,
+    rules: list[RuleConfig],
+    progress: Progress | None = None,
+    warnings: list[str] | None = None,
+) -> Plan:
+    """Plan ``rules`` at ``now`` over the catalog (saved there, items streamed in).
+
+    Refuses (exit 3, :class:`~shelflife.errors.RefusedError`) when references that a
+    deleting rule needs cannot be read; a rule on a tier whose references cannot be
+    trusted is refused in the plan."""
+    config = context.config
+    all_tiers = list(config.tiers)
+    snapshot_id = None
+    blocks: trust.Blocks = {}
+    unmatched = None
+    deleting = [r for r in rules if r.action in ("expire", "collect-orphans")]
+    if deleting or (rules and config.references):
+        sources = context.sources()
+        tiers = sorted({t for r in deleting for t in rule_tiers(r, all_tiers)})
+        if deleting:
+            collecting = any(r.action == "collect-orphans" for r in deleting)
+            trust.check_sources(context, sources, tiers, need_sources=collecting)
+        snapshot_id, report = trust.snapshot(context, sources, progress)
+        collect_tiers = sorted(
+            {t for r in rules if r.action == "collect-orphans" for t in rule_tiers(r, all_tiers)}
+        )
+        blocks = trust.blocks(context, report, collect_tiers)
+        unmatched = {"count": report.unmatched, "examples": report.examples[:5]}
+        context.ledger.purge_expired_leases(now)
+    plan_id = new_id("plan", context.clock())
+    history = History(context.catalog.engine)
+    history.begin_plan(plan_id, created_at=context.clock(), evaluated_at=now)
+    result = Plan(
+        now=now,
+        id=plan_id,
+        items=PlanStore(context.catalog.engine, plan_id),
+        warnings=list(warnings or []),
+        unmatched=unmatched,
+    )
+    inventory = CatalogInventory(
+        context.catalog.engine,
+        tier_states(context),
+        snapshot_id=snapshot_id,
+        now=now,
+        plan_id=plan_id,
+    )
+    planner.plan(
+        rules,
+        inventory,
+        now,
+        tiers=all_tiers,
+        references=config.references,
+        blocks=blocks,
+        into=result,
+    )
+    history.finish_plan(
+        plan_id,
+        actions=result.size,
+        size=sum(figures["bytes"] for figures in result.counts.values()),
+    )
+    prune(context.catalog.engine)
+    return result
+
+
+def stored_plan(context: Context, plan_id: str) -> Plan | None:
+    """A plan saved in the catalog, its items read from there as needed."""
+    evaluated = History(context.catalog.engine).plan_instant(plan_id)
+    if evaluated is None:
+        return None
+    result = Plan(now=evaluated, id=plan_id, items=PlanStore(context.catalog.engine, plan_id))
+    for action in result.iter_actions():  # totals, a batch at a time
+        entry = result.counts.setdefault(action.action, {"objects": 0, "bytes": 0})
+        entry["objects"] += 1
+        entry["bytes"] += action.bytes
+    return result

@@ -1,0 +1,173 @@
+"""A plan: the actions the rules call for at an instant, and what they select but keep.
+
+A plan's actions and skips are kept by a :class:`PlanItems` store: the catalog for every
+plan the service makes (written as they are planned, read back in batches to execute,
+show and export, so that no process holds every action), or memory for plans built in
+tests and plans read from a file. Totals are counted as actions are added.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from shelflife.model.actions import DELETING, Action, Refusal, Skip
+
+
+class PlanItems(Protocol):
+    """Where a plan's actions and skips are kept, in the order they were added."""
+
+    def add_action(self, action: Action) -> None: ...
+
+    def add_skip(self, skip: Skip) -> None: ...
+
+    def discard(self, rule: str, tier: str) -> None:
+        """Forget the actions added for ``rule`` on ``tier`` (a refused rule plans nothing)."""
+        ...
+
+    def flush(self) -> None:
+        """Make everything added so far visible to readers (and to the inventory)."""
+        ...
+
+    def actions(self, kinds: Collection[str] | None = None) -> Iterator[Action]:
+        """The actions (of ``kinds``, default all) in plan order."""
+        ...
+
+    def skipped(self) -> Iterator[Skip]: ...
+
+
+class MemoryItems:
+    """A plan's items in lists: for plans built in tests and plans read from a file."""
+
+    def __init__(self, actions: list[Action] | None = None, skipped: list[Skip] | None = None):
+        self._actions = actions or []
+        self._skipped = skipped or []
+
+    def add_action(self, action: Action) -> None:
+        self._actions.append(action)
+
+    def add_skip(self, skip: Skip) -> None:
+        self._skipped.append(skip)
+
+    def discard(self, rule: str, tier: str) -> None:
+        self._actions = [a for a in self._actions if (a.rule, a.tier) != (rule, tier)]
+
+    def flush(self) -> None:
+        return None
+
+    def actions(self, kinds: Collection[str] | None = None) -> Iterator[Action]:
+        return iter([a for a in self._actions if kinds is None or a.action in kinds])
+
+    def skipped(self) -> Iterator[Skip]:
+        return iter(list(self._skipped))
+
+
+@dataclass
+class Plan:
+    """The actions the rules call for at ``now``: reviewable, serializable, applied once."""
+
+    now: datetime
+    id: str = ""
+    rules: list[str] = field(default_factory=list)
+    refusals: list[Refusal] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    unmatched: dict[str, Any] | None = None  # reference values no tier's spelling matches
+    items: PlanItems = field(default_factory=MemoryItems, repr=False)
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    skip_count: int = 0
+
+    # -- building ---------------------------------------------------------------------------
+
+    def add(self, action: Action) -> None:
+        self.items.add_action(action)
+        entry = self.counts.setdefault(action.action, {"objects": 0, "bytes": 0})
+        entry["objects"] += 1
+        entry["bytes"] += action.bytes
+
+    def skip(self, skip: Skip) -> None:
+        self.items.add_skip(skip)
+        self.skip_count += 1
+
+    def discard(self, rule: str, tier: str, counts: dict[str, dict[str, int]]) -> None:
+        """Drop what ``rule`` planned on ``tier`` (``counts``: its totals, to subtract)."""
+        self.items.discard(rule, tier)
+        for name, figures in counts.items():
+            entry = self.counts[name]
+            entry["objects"] -= figures["objects"]
+            entry["bytes"] -= figures["bytes"]
+            if not entry["objects"]:
+                del self.counts[name]
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def iter_actions(self, kinds: Collection[str] | None = None) -> Iterator[Action]:
+        self.items.flush()
+        return self.items.actions(kinds)
+
+    def iter_skipped(self) -> Iterator[Skip]:
+        self.items.flush()
+        return self.items.skipped()
+
+    @property
+    def actions(self) -> list[Action]:
+        """Every action, in memory: for small plans and tests (see :meth:`iter_actions`)."""
+        return list(self.iter_actions())
+
+    @property
+    def skipped(self) -> list[Skip]:
+        return list(self.iter_skipped())
+
+    @property
+    def size(self) -> int:
+        """How many actions."""
+        return sum(figures["objects"] for figures in self.counts.values())
+
+    def totals(self) -> dict[str, dict[str, int]]:
+        return {name: dict(figures) for name, figures in self.counts.items()}
+
+    def deletions(self) -> tuple[int, int]:
+        """How many objects, and bytes, the plan removes for good (or into quarantine)."""
+        chosen = [figures for name, figures in self.counts.items() if name in DELETING]
+        return sum(f["objects"] for f in chosen), sum(f["bytes"] for f in chosen)
+
+    def header_json(self) -> dict[str, Any]:
+        """The plan shape without ``actions`` and ``skipped`` (streamed by the caller)."""
+        body: dict[str, Any] = {
+            "plan_id": self.id,
+            "now": self.now.isoformat(),
+            "rules": self.rules,
+            "refusals": [r.as_json() for r in self.refusals],
+            "totals": self.totals(),
+            "notes": self.notes,
+            "warnings": self.warnings,
+        }
+        if self.unmatched is not None:
+            body["unmatched_references"] = self.unmatched
+        return body
+
+    def as_json(self) -> dict[str, Any]:
+        """The DESIGN 5.2 plan shape (plus ``plan_id``, ``refusals``, ``notes`` …)."""
+        return {
+            **self.header_json(),
+            "actions": [a.as_json() for a in self.iter_actions()],
+            "skipped": [s.as_json() for s in self.iter_skipped()],
+        }
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> Plan:
+        result = cls(
+            now=datetime.fromisoformat(body["now"]),
+            id=str(body.get("plan_id") or ""),
+            rules=list(body.get("rules", [])),
+            refusals=[Refusal(**item) for item in body.get("refusals", [])],
+            notes=list(body.get("notes", [])),
+            warnings=list(body.get("warnings", [])),
+        )
+        for item in body["actions"]:
+            result.add(Action.from_json(item))
+        for item in body.get("skipped", []):
+            result.skip(Skip(**item))
+        return result

@@ -1,0 +1,115 @@
+"""What a rule selects: the one selection function every command and interface uses.
+
+A rule selects an object on a tier when the object passes the rule's filter (prefix,
+suffix, tags, size bounds) and is old enough (``after`` for migrate and expire rules,
+``grace`` for collect-orphans). The planner asks an inventory for candidates with a
+:class:`Selection` (an inventory may narrow what it yields with it) and then checks
+:func:`selects` itself; the executor checks :func:`selects` again before acting, so a plan
+applied later acts only on what its rule still selects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from shelflife.config.model import RuleConfig
+
+TRASH_PREFIX = ".shelflife-trash"
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectView:
+    """What the planner knows about one object."""
+
+    key: str
+    size: int
+    modified: datetime
+    accessed: datetime | None = None
+    etag: str | None = None
+    tags: Mapping[str, str] | None = None
+    pinned: bool = False
+    leased: bool = False
+    refs: frozenset[int] = frozenset()  # positions under [[references]] of sources naming it
+
+
+@dataclass(frozen=True, slots=True)
+class TierState:
+    """A tier's usage as the planner starts."""
+
+    name: str
+    used: int = 0  # bytes counted against capacity
+    capacity: int | None = None
+    high: float = 0.8
+    low: float = 0.7
+    objects: int = 0  # live objects, for max_fraction
+    versioned: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """What a rule asks of a tier; an inventory may use it to narrow what it yields.
+
+    The planner checks every condition itself, so an inventory may ignore any of them.
+    """
+
+    prefix: str | None = None
+    suffix: str | None = None
+    min_size: int | None = None
+    max_size: int | None = None
+    modified_before: datetime | None = None
+    unreferenced: bool = False
+
+
+def cutoff(rule: RuleConfig, now: datetime) -> datetime | None:
+    """Objects modified before this instant are old enough for ``rule`` (None: any age)."""
+    if rule.action == "collect-orphans":
+        return now - rule.grace
+    return None if rule.after is None else now - rule.after
+
+
+def selection(rule: RuleConfig, now: datetime) -> Selection:
+    """The part of the rule an inventory can apply while reading (see :class:`Selection`)."""
+    return Selection(
+        prefix=rule.filter.prefix,
+        suffix=rule.filter.suffix,
+        min_size=rule.filter.min_size if rule.min_size is None else rule.min_size,
+        max_size=rule.filter.max_size,
+        modified_before=cutoff(rule, now),
+        unreferenced=rule.action == "collect-orphans",
+    )
+
+
+def matches(rule: RuleConfig, obj: ObjectView) -> bool:
+    """Whether ``obj`` passes the rule's filter (prefix, suffix, tags, sizes)."""
+    chosen = rule.filter
+    if chosen.prefix and not obj.key.startswith(chosen.prefix):
+        return False
+    if chosen.suffix and not obj.key.endswith(chosen.suffix):
+        return False
+    min_size = chosen.min_size if rule.min_size is None else rule.min_size
+    if min_size is not None and obj.size < min_size:
+        return False
+    if chosen.max_size is not None and obj.size > chosen.max_size:
+        return False
+    if chosen.tags:
+        tags = obj.tags or {}
+        if any(tags.get(name) != value for name, value in chosen.tags.items()):
+            return False
+    return not obj.key.startswith(TRASH_PREFIX + "/")
+
+
+def selects(rule: RuleConfig, obj: ObjectView, now: datetime) -> bool:
+    """Whether ``rule`` selects ``obj`` at ``now``: its filter and its age."""
+    if not matches(rule, obj):
+        return False
+    before = cutoff(rule, now)
+    return before is None or obj.modified < before
+
+
+def rule_tiers(rule: RuleConfig, tiers: Sequence[str]) -> list[str]:
+    """The tiers a rule acts on (``*``: every tier but its destination)."""
+    if rule.tier != "*":
+        return [rule.tier]
+    return [tier for tier in tiers if tier != rule.to]
