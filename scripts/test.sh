@@ -48,6 +48,9 @@ step "ruff"
 step "mypy"
 .venv/bin/mypy
 
+step "import contracts (layers one way down, no circle; pyproject [tool.importlinter])"
+.venv/bin/lint-imports --no-cache
+
 step "pip-audit (known vulnerabilities in the installed dependencies)"
 .venv/bin/python scripts/audit.py
 

@@ -21,7 +21,7 @@ from shelflife.config import parse_config
 from shelflife.config.model import Config
 from shelflife.errors import ConfigError
 from shelflife.model.locations import Location, Locator
-from shelflife.references.jsonpath import compile_path, replace_strings, strings
+from shelflife.base.jsonpath import compile_path, replace_strings, strings
 from shelflife.references.sources import ReferenceReader
 from tests.conftest import Figures
 

@@ -204,7 +204,7 @@ class ReferenceConfig(_Strict):
         if self.path is not None:
             if self.kind != "json":
                 raise ValueError("'path' applies to kind = 'json' only")
-            from shelflife.references.jsonpath import JsonPathError, compile_path
+            from shelflife.base.jsonpath import JsonPathError, compile_path
 
             try:
                 compile_path(self.path)
