@@ -20,9 +20,9 @@ from shelflife import Shelf
 from shelflife.config import parse_config
 from shelflife.faults import hooked
 from shelflife.units import utcnow
-from tests.apps import AppTable
-from tests.conftest import Figures
-from tests.faultproxy import FaultProxy
+from tests.support.apps import AppTable
+from tests.support.faultproxy import FaultProxy
+from tests.support.figures import Figures
 
 pytestmark = pytest.mark.postgres
 

@@ -23,7 +23,7 @@ from shelflife.jsonpath import compile_path, replace_strings, strings
 from shelflife.keys import validate_key
 from shelflife.locations import Location, Locator
 from shelflife.references import ReferenceReader
-from tests.conftest import Figures
+from tests.support.figures import Figures
 
 EXAMPLES = int(os.environ.get("SHELFLIFE_HYPOTHESIS_EXAMPLES", "300"))
 
