@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.conftest import make_s3_bucket  # noqa: E402
+from tests.support.servers import make_s3_bucket  # noqa: E402
 
 from bench.gc import PG  # noqa: E402
 from bench.transfer import rclone_env, start_moto  # noqa: E402

@@ -34,7 +34,7 @@ from sqlalchemy import create_engine, text
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.conftest import make_s3_bucket  # noqa: E402
+from tests.support.servers import make_s3_bucket  # noqa: E402
 
 from bench.transfer import start_moto  # noqa: E402
 

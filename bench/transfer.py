@@ -32,7 +32,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.conftest import free_port, make_s3_bucket, wait_for_port  # noqa: E402
+from tests.support.servers import free_port, make_s3_bucket, wait_for_port  # noqa: E402
 
 from shelflife.config.model import TierConfig  # noqa: E402
 from shelflife.stores import ObstoreStore, open_store  # noqa: E402

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -18,38 +17,20 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.figures import _FIGURES, Figures
+from tests.support.servers import (
+    AZURE_ACCOUNT,
+    free_port,
+    make_azure_container,
+    make_s3_bucket,
+    wait_for_port,
+)
+
 ROOT = Path(__file__).resolve().parent.parent
 AZURITE = ROOT / ".cache" / "node" / "node_modules" / ".bin" / "azurite-blob"
-# Azurite's published development account (the same in every Azurite install).
-AZURE_ACCOUNT = "devstoreaccount1"
-AZURE_KEY = (
-    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-)
 PG_ADMIN_URL = os.environ.get(
     "SHELFLIFE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for_port(
-    port: int, process: subprocess.Popen[bytes], name: str, timeout: float = 60
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{name} exited with code {process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    process.kill()
-    raise RuntimeError(f"{name} did not listen on port {port} within {timeout}s")
 
 
 @pytest.fixture(scope="session")
@@ -106,57 +87,9 @@ def s3_bucket(s3_endpoint: str) -> str:
     return make_s3_bucket(s3_endpoint)
 
 
-def make_s3_bucket(s3_endpoint: str) -> str:
-    import boto3
-
-    name = f"test-{uuid.uuid4().hex[:12]}"
-    boto3.client(
-        "s3",
-        endpoint_url=s3_endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    ).create_bucket(Bucket=name)
-    return name
-
-
 @pytest.fixture
 def azure_container(azure_endpoint: str) -> str:
     return make_azure_container(azure_endpoint)
-
-
-def make_azure_container(azure_endpoint: str) -> str:
-    from azure.storage.blob import BlobServiceClient
-
-    name = f"test-{uuid.uuid4().hex[:12]}"
-    service = BlobServiceClient.from_connection_string(
-        f"DefaultEndpointsProtocol=http;AccountName={AZURE_ACCOUNT};AccountKey={AZURE_KEY};"
-        f"BlobEndpoint={azure_endpoint};"
-    )
-    service.create_container(name)
-    return name
-
-
-def s3_tier(endpoint: str, bucket: str, prefix: str = "pre", **extra: object) -> dict[str, object]:
-    return {
-        "url": f"s3://{bucket}/{prefix}",
-        "endpoint": endpoint,
-        "region": "us-east-1",
-        "access_key": "testing",
-        "secret_key": "testing",
-        "ref_format": f"s3://{bucket}/{prefix}/{{key}}",
-        **extra,
-    }
-
-
-def azure_tier(endpoint: str, container: str, prefix: str = "pre") -> dict[str, object]:
-    return {
-        "url": f"az://{container}/{prefix}",
-        "endpoint": endpoint,
-        "access_key": AZURE_ACCOUNT,
-        "secret_key": AZURE_KEY,
-        "ref_format": f"az://{container}/{prefix}/{{key}}",
-    }
 
 
 @pytest.fixture(scope="session")
@@ -208,21 +141,6 @@ def pg_catalog_url(pg_url: str) -> Iterator[str]:
     return pg_url
 
 
-def tier_config(kind: str, request: pytest.FixtureRequest, path: Path) -> dict[str, object]:
-    """The raw tier config of a fresh, empty store of the given backend kind."""
-    if kind == "memory":
-        return {"url": f"memory://{uuid.uuid4().hex}"}
-    if kind == "file":
-        return {"url": f"file://{path}"}
-    if kind == "s3":
-        endpoint = request.getfixturevalue("s3_endpoint")
-        return s3_tier(endpoint, make_s3_bucket(endpoint))
-    if kind == "azure":
-        endpoint = request.getfixturevalue("azure_endpoint")
-        return azure_tier(endpoint, make_azure_container(endpoint))
-    raise AssertionError(f"unknown backend {kind}")
-
-
 MARIADB_ADMIN = os.environ.get("SHELFLIFE_TEST_MARIADB", "mysql+pymysql://root@127.0.0.1:3306/")
 
 
@@ -269,34 +187,15 @@ def app_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 # -- reliability figures ---------------------------------------------------------------------
-# Tests that inject faults, race, or feed bad input record what they tried in ``figures``;
-# the session writes them, with the outcome of every test marked ``invariant``, to
-# .artifacts/reliability.json, from which scripts/reliability.py writes docs/reliability.md.
+# Tests that inject faults, race, or feed bad input record what they tried in ``figures``
+# (tests/support/figures.py); the session writes them, with the outcome of every test marked
+# ``invariant``, to .artifacts/reliability.json, from which scripts/reliability.py writes
+# docs/reliability.md.
 
 RELIABILITY_JSON = (
     Path(os.environ.get("SHELFLIFE_ARTIFACTS", ROOT / ".artifacts")) / "reliability.json"
 )
-_FIGURES: dict[str, dict[str, object]] = {}
 _INVARIANT_TESTS: dict[str, dict[str, object]] = {}
-
-
-class Figures:
-    """``figures.add("store faults", faults=612)``: counts add up across tests and params."""
-
-    def __init__(self, nodeid: str, doc: str) -> None:
-        self.nodeid = nodeid
-        self.doc = doc
-
-    def add(self, suite: str, **counts: int) -> None:
-        entry = _FIGURES.setdefault(suite, {"tests": [], "counts": {}})
-        tests = entry["tests"]
-        assert isinstance(tests, list)
-        if self.nodeid not in tests:
-            tests.append(self.nodeid)
-        totals = entry["counts"]
-        assert isinstance(totals, dict)
-        for name, value in counts.items():
-            totals[name] = int(totals.get(name, 0)) + int(value)
 
 
 @pytest.fixture

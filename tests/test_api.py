@@ -19,9 +19,10 @@ import httpx
 import pytest
 
 from shelflife.api.auth import hash_token, new_token
-from tests.apps import AppTable
-from tests.conftest import Figures, free_port, make_s3_bucket, s3_tier, wait_for_port
-from tests.test_cli import SHELFLIFE
+from tests.support.apps import AppTable
+from tests.support.cli import SHELFLIFE
+from tests.support.figures import Figures
+from tests.support.servers import free_port, make_s3_bucket, s3_tier, wait_for_port
 
 pytestmark = pytest.mark.s3
 ROOT = Path(__file__).resolve().parent.parent

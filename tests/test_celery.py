@@ -20,8 +20,8 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from shelflife.base.units import utcnow
-from tests.conftest import Figures
-from tests.test_cli import SHELFLIFE, shelflife
+from tests.support.cli import SHELFLIFE, shelflife
+from tests.support.figures import Figures
 
 pytestmark = pytest.mark.postgres
 CELERY = str(Path(SHELFLIFE).parent / "celery")

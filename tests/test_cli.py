@@ -7,32 +7,13 @@ import os
 import shutil
 import sqlite3
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
-
-SHELFLIFE = str(Path(sys.executable).parent / "shelflife")
-
-
-def shelflife(
-    *args: str, cwd: Path, env: dict[str, str] | None = None, user: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    command = [SHELFLIFE, *args]
-    if user:
-        command = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *command]
-    environment = {
-        k: v for k, v in os.environ.items() if not k.startswith(("STORAGE_", "SHELFLIFE_"))
-    }
-    environment.update(env or {})
-    result = subprocess.run(
-        command, cwd=cwd, env=environment, capture_output=True, text=True, timeout=120, check=False
-    )
-    assert "Traceback" not in result.stderr, result.stderr
-    return result
+from tests.support.cli import SHELFLIFE, shelflife
+from tests.support.servers import free_port
 
 
 def test_demo_builds_an_app_and_shows_it(tmp_path: Path) -> None:
@@ -204,7 +185,7 @@ def test_unknown_command_is_a_usage_error(tmp_path: Path) -> None:
 
 @pytest.mark.invariant("I7")
 def test_check_reports_bad_credentials_clearly(tmp_path: Path, azure_endpoint: str) -> None:
-    from tests.conftest import AZURE_ACCOUNT, make_azure_container
+    from tests.support.servers import AZURE_ACCOUNT, make_azure_container
 
     container = make_azure_container(azure_endpoint)
     wrong = "d3Jvbmcta2V5LXdyb25nLWtleS13cm9uZy1rZXktd3Jvbmcta2V5LXdyb25nLWtleQ=="

@@ -25,10 +25,11 @@ import pytest
 from shelflife import Shelf
 from shelflife.catalog.journal import Journal
 from shelflife.errors import ObjectNotFound
-from tests.apps import AppTable
-from tests.conftest import Figures, tier_config
-from tests.test_cli import SHELFLIFE
-from tests.test_tiering import read
+from tests.support.apps import AppTable
+from tests.support.cli import SHELFLIFE
+from tests.support.figures import Figures
+from tests.support.objects import read
+from tests.support.servers import tier_config
 
 OBJECTS = 16
 CHECKPOINTS_PER_BATCH_OF_4 = 11  # journal-copying, 4 x copied-object, 7 batch-level steps

@@ -20,9 +20,9 @@ from shelflife import Shelf
 from shelflife.base.faults import hooked
 from shelflife.base.units import utcnow
 from shelflife.config import parse_config
-from tests.apps import AppTable
-from tests.conftest import Figures
-from tests.faultproxy import FaultProxy
+from tests.support.apps import AppTable
+from tests.support.faultproxy import FaultProxy
+from tests.support.figures import Figures
 
 pytestmark = pytest.mark.postgres
 

@@ -24,17 +24,17 @@ from shelflife import Shelf
 from shelflife.base.units import utcnow
 from shelflife.config import parse_config
 from shelflife.errors import StoreTransient
-from tests.apps import AppTable
-from tests.conftest import (
+from tests.support.apps import AppTable
+from tests.support.faultproxy import FaultProxy
+from tests.support.figures import Figures
+from tests.support.servers import (
     AZURE_ACCOUNT,
     AZURE_KEY,
-    Figures,
     azure_tier,
     make_azure_container,
     make_s3_bucket,
     s3_tier,
 )
-from tests.faultproxy import FaultProxy
 
 pytestmark = [pytest.mark.s3, pytest.mark.azure, pytest.mark.timeout(600)]
 

@@ -11,41 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.apps import AppTable, wait_for_triggers
-from tests.test_cli import SHELFLIFE, shelflife
-
-
-def write_config(
-    tmp_path: Path,
-    app: AppTable,
-    *,
-    rules: str = "",
-    extra: str = "",
-    on_expire: str = "block",
-    reference: str = "",
-) -> Path:
-    (tmp_path / "outputs").mkdir(exist_ok=True)
-    config = tmp_path / "shelflife.toml"
-    config.write_text(f"""
-[catalog]
-url = "sqlite:///catalog.db"
-[databases.app]
-url = "{app.url}"
-[tiers.local]
-url = "file://outputs"
-ref_format = "data/storage/outputs/{{key}}"
-ref_aliases = ["/workspace/outputs/{{key}}"]
-[[references]]
-database = "app"
-table = "{app.name}"
-column = "path"
-on_expire = "{on_expire}"
-{reference}
-{rules}
-{extra}
-""")
-    return config
-
+from tests.support.apps import AppTable, wait_for_triggers
+from tests.support.cli import SHELFLIFE, shelflife, write_config
 
 ORPHANS = """
 [[rules]]

@@ -13,34 +13,9 @@ import pytest
 from shelflife import Shelf
 from shelflife.base.units import utcnow
 from shelflife.errors import RefusedError, UsageError
-from tests.apps import AppTable, make_app_shelf, orphan_rule
-from tests.test_cli import shelflife
-from tests.test_gc_cli import write_config
-
-REF = "data/storage/outputs/{}"
-
-
-def age(shelf: Shelf, tier: str, key: str, days: float) -> None:
-    """Make an object ``days`` old, in the store and in the inventory."""
-    path = shelf.store(tier).path(key)  # type: ignore[attr-defined]
-    stamp = (utcnow() - timedelta(days=days)).timestamp()
-    os.utime(path, (stamp, stamp))
-    from sqlalchemy import update
-
-    from shelflife.base.aio import run_sync
-    from shelflife.catalog.schema import objects
-
-    etag = run_sync(shelf.store(tier).head(key)).etag  # a local ETag includes the mtime
-    with shelf.catalog.engine.begin() as conn:
-        conn.execute(
-            update(objects)
-            .where(objects.c.tier == tier, objects.c.key == key)
-            .values(modified_at=utcnow() - timedelta(days=days), etag=etag)
-        )
-
-
-def no_leases(shelf: Shelf) -> None:
-    shelf.ledger.purge_expired_leases(utcnow() + timedelta(days=365))
+from tests.support.apps import AppTable, make_app_shelf, orphan_rule
+from tests.support.cli import shelflife, write_config
+from tests.support.objects import REF, no_leases, stored
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -62,15 +37,6 @@ after = "30d"
 
 def shelf_with(tmp_path: Path, app: AppTable, *rules: dict[str, Any], **extra: Any) -> Shelf:
     return make_app_shelf(tmp_path, app, rules=list(rules), **extra)
-
-
-def stored(shelf: Shelf, *names: str, days: float = 0) -> None:
-    """Objects written through the shelf (``days`` old), leases lifted."""
-    for name in names:
-        shelf.put(name.encode() * 10, name)
-        if days:
-            age(shelf, "local", name, days)
-    no_leases(shelf)
 
 
 @pytest.mark.parametrize("on_expire", ["null", "delete-row", "block"])
@@ -371,7 +337,7 @@ def test_kill_during_expiration_leaves_no_row_pointing_at_nothing(tmp_path: Path
     records the killed run as interrupted."""
     import subprocess
 
-    from tests.test_cli import SHELFLIFE
+    from tests.support.cli import SHELFLIFE
 
     app = AppTable(f"sqlite:///{tmp_path / 'app.db'}")
     write_config(tmp_path, app, rules=RETENTION_RULE, on_expire="delete-row")

@@ -19,13 +19,13 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from shelflife.api import metrics
 from shelflife.config.model import HealthConfig
 from shelflife.engine.stats import TierUsage, classify
-from shelflife.service import metrics
-from tests.apps import AppTable, make_app_shelf, orphan_rule
-from tests.conftest import free_port, wait_for_port
-from tests.test_cli import SHELFLIFE, shelflife
-from tests.test_lifecycle import REF, stored
+from tests.support.apps import AppTable, make_app_shelf, orphan_rule
+from tests.support.cli import SHELFLIFE, shelflife
+from tests.support.objects import REF, stored
+from tests.support.servers import free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -314,7 +314,7 @@ DB_PASSWORD = "Pg-passw0rd-never-shown"
 def test_secrets_never_appear_in_logs_or_errors(
     tmp_path: Path, s3_endpoint: str, pg_url: str
 ) -> None:
-    from tests.conftest import make_s3_bucket
+    from tests.support.servers import make_s3_bucket
 
     bucket = make_s3_bucket(s3_endpoint)
     app = AppTable(pg_url)

@@ -15,8 +15,9 @@ import pytest
 from shelflife import Shelf
 from shelflife.base.units import utcnow
 from shelflife.errors import RefusedError, UsageError
-from tests.apps import AppTable, make_app_shelf, orphan_rule
-from tests.conftest import Figures, tier_config
+from tests.support.apps import AppTable, make_app_shelf, orphan_rule
+from tests.support.figures import Figures
+from tests.support.servers import tier_config
 
 REF = "data/storage/outputs/{}"
 

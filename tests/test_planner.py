@@ -2,45 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from shelflife.catalog.view import ObjectView, Selection, TierState
+from shelflife.catalog.view import ObjectView, TierState
 from shelflife.config.model import ReferenceConfig, RuleConfig
 from shelflife.engine.planner import Plan, plan
+from tests.support.planning import ListInventory
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 DAY = timedelta(days=1)
-
-
-@dataclass
-class ListInventory:
-    """Objects per tier in lists; ignores the selection (the planner must not rely on it)."""
-
-    objects_by_tier: dict[str, list[ObjectView]]
-    states: dict[str, TierState] = field(default_factory=dict)
-
-    def tier(self, name: str) -> TierState:
-        held = self.objects_by_tier.get(name, [])
-        return self.states.get(
-            name, TierState(name, used=sum(o.size for o in held), objects=len(held))
-        )
-
-    def objects(self, tier: str, order: str, selection: Selection) -> Iterable[ObjectView]:
-        items = self.objects_by_tier.get(tier, [])
-
-        def sort_key(obj: ObjectView) -> tuple[Any, bytes]:
-            if order == "largest":
-                return (-obj.size, obj.key.encode())
-            if order == "least-recently-used":
-                return (obj.accessed or obj.modified, obj.key.encode())
-            return (obj.modified, obj.key.encode())
-
-        return sorted(items, key=sort_key)
 
 
 def obj(key: str, age_days: float, size: int = 100, **extra: Any) -> ObjectView:

@@ -13,8 +13,8 @@ from shelflife import Shelf
 from shelflife.config import parse_config
 from shelflife.errors import ConfigError
 from shelflife.service.policy import export_policy, import_policy
-from tests.conftest import make_s3_bucket, s3_tier
-from tests.test_cli import shelflife
+from tests.support.cli import shelflife
+from tests.support.servers import make_s3_bucket, s3_tier
 
 pytestmark = pytest.mark.s3
 
@@ -294,7 +294,7 @@ def shelf_now_plus_days(days: int) -> Any:
 def test_azure_access_tier_is_applied_on_write(azure_endpoint: str, tmp_path: Path) -> None:
     from azure.storage.blob import BlobServiceClient
 
-    from tests.conftest import AZURE_ACCOUNT, AZURE_KEY, azure_tier, make_azure_container
+    from tests.support.servers import AZURE_ACCOUNT, AZURE_KEY, azure_tier, make_azure_container
 
     container = make_azure_container(azure_endpoint)
     tier = {**azure_tier(azure_endpoint, container), "storage_class": "Cool"}

@@ -25,8 +25,8 @@ from shelflife.config import parse_config
 from shelflife.config.model import ReferenceConfig, RuleConfig
 from shelflife.engine.planner import DELETING, plan
 from shelflife.errors import ConfigError, InvalidKeyError
-from tests.conftest import Figures
-from tests.test_planner import ListInventory
+from tests.support.figures import Figures
+from tests.support.planning import ListInventory
 
 EXAMPLES = int(os.environ.get("SHELFLIFE_HYPOTHESIS_EXAMPLES", "300"))
 QUICK = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))

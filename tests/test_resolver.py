@@ -16,14 +16,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from shelflife.base.jsonpath import compile_path, replace_strings, strings
 from shelflife.base.keys import validate_key
 from shelflife.config import parse_config
 from shelflife.config.model import Config
 from shelflife.errors import ConfigError
 from shelflife.model.locations import Location, Locator
-from shelflife.base.jsonpath import compile_path, replace_strings, strings
 from shelflife.references.sources import ReferenceReader
-from tests.conftest import Figures
+from tests.support.figures import Figures
 
 EXAMPLES = int(os.environ.get("SHELFLIFE_HYPOTHESIS_EXAMPLES", "300"))
 

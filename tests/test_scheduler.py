@@ -24,9 +24,9 @@ from shelflife.workers.scheduler import (
     previous_fire,
     schedule_status,
 )
-from tests.apps import make_app_shelf
-from tests.conftest import free_port, wait_for_port
-from tests.test_cli import SHELFLIFE, shelflife
+from tests.support.apps import make_app_shelf
+from tests.support.cli import SHELFLIFE, shelflife
+from tests.support.servers import free_port, wait_for_port
 
 
 def utc(text: str) -> datetime:

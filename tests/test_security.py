@@ -20,9 +20,9 @@ import pytest
 
 from shelflife import Shelf
 from shelflife.errors import ShelflifeError
-from tests.apps import AppTable
-from tests.conftest import Figures
-from tests.test_cli import SHELFLIFE, shelflife
+from tests.support.apps import AppTable
+from tests.support.cli import SHELFLIFE, shelflife
+from tests.support.figures import Figures
 
 REF = "data/storage/outputs/{}"
 HOSTILE_KEYS = [

@@ -15,7 +15,7 @@ from shelflife import Shelf
 from shelflife.compat import StorageService
 from shelflife.config import parse_config
 from shelflife.errors import InvalidKeyError, ObjectNotFound, UsageError
-from tests.conftest import s3_tier
+from tests.support.servers import s3_tier
 
 
 def make_shelf(tmp_path: Path, cloud: dict[str, Any] | None = None, **local: Any) -> Shelf:

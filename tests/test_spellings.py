@@ -23,9 +23,10 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from shelflife import Shelf
 from shelflife.config import parse_config
 from shelflife.references.listen import listen
-from tests.apps import AppTable, make_app_shelf, wait_for_triggers
-from tests.conftest import Figures, s3_tier
-from tests.test_cli import shelflife
+from tests.support.apps import AppTable, make_app_shelf, wait_for_triggers
+from tests.support.cli import shelflife
+from tests.support.figures import Figures
+from tests.support.servers import s3_tier
 
 # -- mixed spellings ---------------------------------------------------------------------------
 
@@ -115,9 +116,9 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[dict[str, A
     if request.param == "file":
         return {"url": f"file://{tmp_path / 'store'}"}, "iq-bucket"
     endpoint = request.getfixturevalue("s3_endpoint")
-    import tests.conftest as conftest
+    from tests.support.servers import make_s3_bucket
 
-    bucket = conftest.make_s3_bucket(endpoint)
+    bucket = make_s3_bucket(endpoint)
     tier = s3_tier(endpoint, bucket, prefix="pre")
     del tier["ref_format"]
     return tier, f"{bucket}/pre"

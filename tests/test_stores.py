@@ -21,7 +21,7 @@ from shelflife.config.model import TierConfig
 from shelflife.errors import InvalidKeyError, ObjectExists, ObjectNotFound, StoreConfigError
 from shelflife.stores import ObstoreStore, open_store
 from shelflife.stores.transfer import transfer
-from tests.conftest import tier_config
+from tests.support.servers import tier_config
 
 T = TypeVar("T")
 BACKENDS = [

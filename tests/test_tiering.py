@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 import subprocess
@@ -19,9 +18,10 @@ from shelflife.catalog.journal import Candidate
 from shelflife.catalog.lock import RunLock
 from shelflife.engine.migrate import choose_for_watermark
 from shelflife.errors import LockedError
-from tests.apps import AppTable, make_app_shelf
-from tests.conftest import tier_config
-from tests.test_cli import SHELFLIFE
+from tests.support.apps import AppTable, make_app_shelf
+from tests.support.cli import SHELFLIFE
+from tests.support.objects import read
+from tests.support.servers import tier_config
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -90,15 +90,6 @@ def put_aged(
     stamp = ((at or datetime.now(UTC)) - timedelta(days=age_days)).timestamp()
     os.utime(path, (stamp, stamp))
     return data
-
-
-def read(shelf: Shelf, tier: str, key: str) -> bytes:
-    store = shelf.store(tier)
-
-    async def go() -> bytes:
-        return b"".join([chunk async for chunk in store.get(key)])
-
-    return asyncio.run(go())
 
 
 @pytest.mark.parametrize(
