@@ -53,7 +53,7 @@ def test_gc_dry_run_prints_the_plan_shape_then_sweeps_the_mark(
     assert plan["totals"] == {"delete-orphan": {"objects": 2, "bytes": 16}}
     assert plan["unmatched_references"]["count"] == 1
     assert (tmp_path / "outputs" / "drop.mp4").exists()
-    run = shelflife("gc", "--mark", str(plan["marks"][0]), "--json", cwd=tmp_path)
+    run = shelflife("gc", "--mark", plan["plan_id"], "--json", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     result = json.loads(run.stdout)
     assert result["status"] == "ok"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
@@ -128,15 +129,15 @@ def test_a_row_inserted_after_the_mark_saves_its_object(app: AppTable, tmp_path:
     write(shelf, "late.mp4", "gone.mp4")
     app.insert(REF.format("placeholder.mp4"))
     shelf.scan()
-    plan = shelf.gc(dry_run=True)
+    plan = shelf.gc(dry_run=True).plan
     assert sorted(a.key for a in plan.iter_actions()) == ["gone.mp4", "late.mp4"]
-    app.insert("/workspace/outputs/late.mp4")  # the application claims it after the mark
-    swept = shelf.gc(mark=plan.mark_ids[0])
+    app.insert("/workspace/outputs/late.mp4")  # the application claims it after the plan
+    swept = shelf.apply(plan.id, command="gc")  # gc --mark PLAN_ID
     assert [a.key for a in swept.actions] == ["gone.mp4"]
     assert [(s.key, s.reason) for s in swept.skipped] == [("late.mp4", "referenced at sweep time")]
     assert keys_on(shelf) == {"late.mp4"}
-    with pytest.raises(UsageError, match="only an open mark"):
-        shelf.gc(mark=plan.mark_ids[0])
+    with pytest.raises(UsageError, match="already applied"):
+        shelf.apply(plan.id, command="gc")
 
 
 @pytest.mark.invariant("I3")
@@ -149,7 +150,7 @@ def test_grace_pins_and_leases_protect(app: AppTable, tmp_path: Path) -> None:
     shelf.pin("pinned.mp4")
     shelf.pin("pin-expired.mp4", until=utcnow() + timedelta(hours=1))
     shelf.put(b"via shelflife", "leased.mp4")  # holds an upload lease for 1h
-    plan = shelf.gc(dry_run=True, at=later)
+    plan = shelf.gc(dry_run=True, at=later).plan
     # By then the 1h upload lease has ended too; the unbounded pin still holds.
     assert sorted(a.key for a in plan.iter_actions()) == [
         "leased.mp4",
@@ -157,7 +158,7 @@ def test_grace_pins_and_leases_protect(app: AppTable, tmp_path: Path) -> None:
         "pin-expired.mp4",
         "young.mp4",
     ]
-    now_plan = shelf.gc(dry_run=True)
+    now_plan = shelf.gc(dry_run=True).plan
     assert list(now_plan.iter_actions()) == []  # nothing is older than the 1h grace yet
     with pytest.raises(UsageError, match="dry runs only"):
         shelf.gc(at=later)
@@ -184,7 +185,7 @@ def test_dry_run_changes_no_store_and_no_application_database(
     app.insert(REF.format("ref.bin"))
     shelf.scan()
     before_store, before_rows = fingerprint(shelf), app.rows()
-    plan = shelf.gc(dry_run=True)
+    plan = shelf.gc(dry_run=True).plan
     assert len(list(plan.iter_actions())) == 20
     assert fingerprint(shelf) == before_store
     assert app.rows() == before_rows
@@ -198,8 +199,10 @@ def test_refusals_delete_nothing(app: AppTable, tmp_path: Path) -> None:
     with pytest.raises(RefusedError, match="is empty while tier local holds 4"):
         write_shelf.gc()
     app.insert(REF.format("a"))
-    with pytest.raises(RefusedError, match="above its max_fraction of 50%"):
-        write_shelf.gc()  # 3 of 4 objects would go
+    refused = write_shelf.gc()  # 3 of 4 objects would go: the rule is refused on the tier
+    assert refused.status == "refused" and refused.exit_code == 3
+    assert "above its max_fraction of 50%" in refused.refusals[0].reason
+    assert refused.actions == []
     no_sources = make_app_shelf(tmp_path / "none", None, rules=[orphan_rule()])
     write(no_sources, "x")
     no_sources.scan()
@@ -418,14 +421,15 @@ def test_hostile_values_in_reference_columns_are_reported_not_followed(
     )
     shelf.scan()
     # 4 of 5 values name no object: the source cannot be trusted to protect anything.
-    with pytest.raises(RefusedError, match=r"4 of 5 values .* match no tier's spelling"):
-        shelf.gc()
+    refused = shelf.gc()
+    assert refused.status == "refused" and refused.actions == []
+    assert re.search(r"4 of 5 values .* match no tier's spelling", refused.refusals[0].reason)
     assert keys_on(shelf) == {"real.mp4", "orphan.mp4"}
     # Told that such values name no object, collection goes on and never follows them.
     shelf = make_app_shelf(tmp_path, app, rules=[orphan_rule()], reference={"max_unmatched": "90%"})
     outcome = shelf.gc()
     assert [a.key for a in outcome.actions] == ["orphan.mp4"]
-    assert outcome.unmatched == 4
+    assert outcome.plan.unmatched is not None and outcome.plan.unmatched["count"] == 4
     assert keys_on(shelf) == {"real.mp4"}
     report = shelf.audit()
     assert report.unmatched == 4

@@ -16,7 +16,7 @@ import pytest
 
 from shelflife.catalog import Catalog
 from shelflife.config.model import ScheduleConfig
-from shelflife.workers.scheduler import (
+from shelflife.service.schedule import (
     Scheduler,
     ScheduleState,
     fire_times,
@@ -189,18 +189,18 @@ def test_a_failing_job_does_not_stop_the_scheduler(tmp_path: Path) -> None:
 def test_schedule_status_warns_when_runs_are_overdue(tmp_path: Path) -> None:
     shelf = make_app_shelf(tmp_path, None)
     now = utc("2026-06-01T10:00:00+00:00")
-    status = schedule_status(shelf, now)
+    status = shelf.schedule_status(now)
     assert status["overdue"] is True  # 03:00 passed, no successful run ever
     assert "is 'shelflife daemon'" in status["message"]
     assert status["next_due"] == "2026-06-02T03:00:00+00:00"
     shelf.run()  # a success now (after the 03:00 slot of today's real date)
-    fresh = schedule_status(shelf)
+    fresh = shelf.schedule_status()
     assert fresh["overdue"] is False
     assert fresh["last_success"] is not None
     later = utc("2026-06-01T10:00:00+00:00") + timedelta(days=3650)
-    assert schedule_status(shelf, later)["overdue"] is True  # years later: missed slots
+    assert shelf.schedule_status(later)["overdue"] is True  # years later: missed slots
     just_due = later.replace(hour=3, minute=30)
-    assert schedule_status(shelf, just_due)["overdue"] is False  # within the hour's grace
+    assert shelf.schedule_status(just_due)["overdue"] is False  # within the hour's grace
 
 
 def test_invalid_cron_is_refused_at_config_load(tmp_path: Path) -> None:

@@ -14,20 +14,36 @@ from typing import Any
 import pytest
 
 from shelflife import Shelf
-from shelflife.catalog.journal import Candidate
 from shelflife.catalog.lock import RunLock
-from shelflife.engine.migrate import choose_for_watermark
+from shelflife.config.model import RuleConfig
+from shelflife.engine.planner import plan
+from shelflife.model.selection import ObjectView, TierState
 from shelflife.errors import LockedError
 from tests.support.apps import AppTable, make_app_shelf
 from tests.support.cli import SHELFLIFE
 from tests.support.objects import read
+from tests.support.planning import ListInventory
 from tests.support.servers import tier_config
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def candidates(*sizes: int) -> list[Candidate]:
-    return [Candidate(f"k{i}", size, T0, None, None) for i, size in enumerate(sizes)]
+def watermark_plan(used: int, sizes: list[int]) -> list[str]:
+    """What the one planner moves off a 1000-byte tier at 80 % / 70 %, oldest first."""
+    held = [ObjectView(f"k{i}", size, T0 + timedelta(minutes=i)) for i, size in enumerate(sizes)]
+    state = TierState("local", used=used, capacity=1000, high=0.8, low=0.7, objects=len(held))
+    inventory = ListInventory({"local": held}, {"local": state})
+    rule = RuleConfig.model_validate(
+        {
+            "id": "spill",
+            "tier": "local",
+            "action": "migrate",
+            "to": "cloud",
+            "when": "over-watermark",
+        }
+    )
+    result = plan([rule], inventory, T0 + timedelta(days=1), tiers=["local", "cloud"])
+    return [a.key for a in result.actions]
 
 
 @pytest.mark.parametrize(
@@ -42,8 +58,7 @@ def candidates(*sizes: int) -> list[Candidate]:
     ],
 )
 def test_watermark_arithmetic(used: int, sizes: list[int], expected: list[str]) -> None:
-    chosen = choose_for_watermark(candidates(*sizes), used=used, capacity=1000, high=0.8, low=0.7)
-    assert [c.key for c in chosen] == expected
+    assert watermark_plan(used, sizes) == expected
 
 
 def two_tier_shelf(
@@ -217,12 +232,12 @@ def test_a_copy_that_fails_verification_changes_nothing(
     original = put_aged(shelf, "victim.mp4", 900, 10)
     app.insert("data/out/victim.mp4")
     shelf.scan()
-    real = shelf.store
-    shelf.store = (  # type: ignore[method-assign]
+    real = shelf.context.store
+    shelf.context.store = (  # type: ignore[method-assign]
         lambda tier: FaultyStore(real(tier), fault) if tier == "cloud" else real(tier)
     )
     result = shelf.enforce().as_json()
-    shelf.store = real  # type: ignore[method-assign]
+    shelf.context.store = real  # type: ignore[method-assign]
     assert result["status"] == "partial"
     assert result["actions"] == []
     assert "verification failed" in result["failed"][0]["error"]
@@ -324,17 +339,11 @@ def test_compat_apply_retention_policy(tmp_path: Path) -> None:
     shelf.put(b"old", "old.bin", tier="cloud")
     shelf.put(b"new", "new.bin", tier="cloud")
     shelf.put(b"local", "local.bin")
-    from sqlalchemy import update
-
     from shelflife.base.units import utcnow
-    from shelflife.catalog.schema import objects
 
-    with shelf.catalog.engine.begin() as conn:
-        conn.execute(
-            update(objects)
-            .where(objects.c.key.in_(["old.bin", "local.bin"]))
-            .values(modified_at=utcnow() - timedelta(days=91))
-        )
+    stamp = (datetime.now(UTC) - timedelta(days=91)).timestamp()
+    for path in (tmp_path / "cold" / "old.bin", tmp_path / "local" / "local.bin"):
+        os.utime(path, (stamp, stamp))  # the run scans first: ages come from the store
     shelf.ledger.purge_expired_leases(utcnow() + timedelta(days=1))
     manager = StorageManager(shelf)
     assert manager.RETENTION_DAYS == 90

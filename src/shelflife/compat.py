@@ -68,9 +68,7 @@ class StorageManager:
         rule = RuleConfig(
             id=f"retention-{days}d", tier=tier, action="expire", after=timedelta(days=days)
         )
-        return self.shelf.run(
-            command="expire", rules=[rule], scan=False, trigger="python", yes=yes
-        ).as_json()
+        return self.shelf.run(command="expire", rules=[rule], trigger="python", yes=yes).as_json()
 
 
 def _cloud_tier(shelf: Shelf) -> str:

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from shelflife.catalog.view import ObjectView, Selection, TierState
+from shelflife.model.selection import ObjectView, Selection, TierState
 
 
 @dataclass

@@ -207,6 +207,8 @@ def _report(call: Callable[[], RunOutcome], *, json: bool) -> int:
             print_json_stream(outcome.header_json(), _plan_lists(outcome.plan))
         else:
             print_json(outcome.as_json())
+        for refusal in outcome.refusals:  # also where a person watching the job looks
+            err.print(f"refused: {refusal.reason}", markup=False)
         return outcome.exit_code
     if outcome.dry_run:
         show_plan(outcome.plan, command=outcome.command)

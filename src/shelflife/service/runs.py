@@ -191,6 +191,8 @@ def run(
             outcome.scanned, warnings = freshen(
                 context, chosen, scan_first=scan_first, progress=progress, outcome=outcome
             )
+            if "collect-orphans" in kinds and rules is None:  # quarantine past its days
+                outcome.actions += run_sync(purge_quarantine(context, utcnow()))
             outcome.plan = make_plan(context, now, chosen, progress, warnings)
             _execute(
                 context,
@@ -200,8 +202,6 @@ def run(
                 extra_rules=extra,
                 dispatcher=dispatcher,
             )
-            if "collect-orphans" in kinds and rules is None:
-                outcome.actions += run_sync(purge_quarantine(context, utcnow()))
         except BaseException as exc:
             _record(context, outcome, error=exc)
             raise
