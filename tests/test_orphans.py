@@ -200,7 +200,8 @@ def test_refusals_delete_nothing(app: AppTable, tmp_path: Path) -> None:
         write_shelf.gc()
     app.insert(REF.format("a"))
     refused = write_shelf.gc()  # 3 of 4 objects would go: the rule is refused on the tier
-    assert refused.status == "refused" and refused.exit_code == 3
+    assert refused.status == "refused"
+    assert refused.exit_code == 3
     assert "above its max_fraction of 50%" in refused.refusals[0].reason
     assert refused.actions == []
     no_sources = make_app_shelf(tmp_path / "none", None, rules=[orphan_rule()])
@@ -422,14 +423,16 @@ def test_hostile_values_in_reference_columns_are_reported_not_followed(
     shelf.scan()
     # 4 of 5 values name no object: the source cannot be trusted to protect anything.
     refused = shelf.gc()
-    assert refused.status == "refused" and refused.actions == []
+    assert refused.status == "refused"
+    assert refused.actions == []
     assert re.search(r"4 of 5 values .* match no tier's spelling", refused.refusals[0].reason)
     assert keys_on(shelf) == {"real.mp4", "orphan.mp4"}
     # Told that such values name no object, collection goes on and never follows them.
     shelf = make_app_shelf(tmp_path, app, rules=[orphan_rule()], reference={"max_unmatched": "90%"})
     outcome = shelf.gc()
     assert [a.key for a in outcome.actions] == ["orphan.mp4"]
-    assert outcome.plan.unmatched is not None and outcome.plan.unmatched["count"] == 4
+    assert outcome.plan.unmatched is not None
+    assert outcome.plan.unmatched["count"] == 4
     assert keys_on(shelf) == {"real.mp4"}
     report = shelf.audit()
     assert report.unmatched == 4

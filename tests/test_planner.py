@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from shelflife.model.selection import ObjectView, TierState
 from shelflife.config.model import ReferenceConfig, RuleConfig
 from shelflife.engine.planner import plan
 from shelflife.model.plan import Plan
+from shelflife.model.selection import ObjectView, TierState
 from tests.support.planning import ListInventory
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)

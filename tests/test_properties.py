@@ -20,12 +20,12 @@ from hypothesis import strategies as st
 
 from shelflife.base.keys import validate_key
 from shelflife.base.units import parse_duration, parse_ratio, parse_size
-from shelflife.model.selection import ObjectView, TierState
 from shelflife.config import parse_config
 from shelflife.config.model import ReferenceConfig, RuleConfig
 from shelflife.engine.planner import plan
-from shelflife.model.actions import DELETING
 from shelflife.errors import ConfigError, InvalidKeyError
+from shelflife.model.actions import DELETING
+from shelflife.model.selection import ObjectView, TierState
 from tests.support.figures import Figures
 from tests.support.planning import ListInventory
 

@@ -22,7 +22,6 @@ from shelflife.service.schedule import (
     fire_times,
     next_fire,
     previous_fire,
-    schedule_status,
 )
 from tests.support.apps import make_app_shelf
 from tests.support.cli import SHELFLIFE, shelflife

@@ -17,8 +17,8 @@ from shelflife import Shelf
 from shelflife.catalog.lock import RunLock
 from shelflife.config.model import RuleConfig
 from shelflife.engine.planner import plan
-from shelflife.model.selection import ObjectView, TierState
 from shelflife.errors import LockedError
+from shelflife.model.selection import ObjectView, TierState
 from tests.support.apps import AppTable, make_app_shelf
 from tests.support.cli import SHELFLIFE
 from tests.support.objects import read

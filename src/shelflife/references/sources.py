@@ -55,10 +55,10 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.exc import NoSuchTableError, SQLAlchemyError
 
+from shelflife.base.jsonpath import Step, compile_path, replace_strings, strings
 from shelflife.config.model import Config, ReferenceConfig
 from shelflife.errors import RefusedError, ShelflifeError
 from shelflife.model.locations import Location, Locator
-from shelflife.base.jsonpath import Step, compile_path, replace_strings, strings
 
 STREAM_BATCH = 10_000
 LOOKUP_BATCH = 500

@@ -19,8 +19,8 @@ from datetime import timedelta
 from typing import Any
 
 from shelflife.config.model import Config, RuleConfig, TierConfig
-from shelflife.model.selection import rule_tiers
 from shelflife.errors import ShelflifeError, StoreError, UsageError
+from shelflife.model.selection import rule_tiers
 from shelflife.stores._obstore import split_bucket_url
 
 ID_PREFIX = "shelflife-"
