@@ -1,4 +1,4 @@
-"""Orphan marking at scale: ``shelflife gc --dry-run`` beside ``sort | comm`` and a naive set.
+"""Orphan planning at scale: ``shelflife gc --dry-run`` beside ``sort | comm`` and a naive set.
 
     .venv/bin/python bench/gc.py [--sizes 100000,1000000]
 
@@ -7,8 +7,9 @@ table whose rows reference every second one. Measured, each as a separate proces
 wall time and peak RSS (from ``wait4``):
 
 - ``shelflife scan`` (inventory and reference snapshot) — reported, not compared;
-- ``shelflife gc --dry-run``: reads the references into the catalog and marks the orphans
-  with an anti-join there;
+- ``shelflife gc --dry-run --no-scan`` (the scan is measured above): reads the references
+  into the catalog and plans the orphans with the planner over the catalog's anti-join,
+  the plan's items written to the catalog as they are planned;
 - ``sort | comm``: ``LC_ALL=C sort`` of both key lists and ``comm -23``, the lists already
   exported; and the full pipeline that also exports them (``find`` + ``psql COPY``);
 - a naive approach: every reference in a Python set, then a walk of the folder.
@@ -131,7 +132,7 @@ def run_size(n: int, catalog: str) -> dict[str, Measure]:
     try:
         table = build(work, n, catalog)
         results = {"scan": measure([SHELFLIFE, "scan"], cwd=work)}
-        results["gc --dry-run"] = measure([SHELFLIFE, "gc", "--dry-run"], cwd=work)
+        results["gc --dry-run"] = measure([SHELFLIFE, "gc", "--dry-run", "--no-scan"], cwd=work)
         export = (
             f"find tier -type f -printf '%P\\n' > objects.txt && "
             f"psql '{PG}' -qAtc \"COPY (SELECT substr(path, 7) FROM {table}) TO STDOUT\" "

@@ -22,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from shelflife.api import metrics
 from shelflife.config.model import HealthConfig
 from shelflife.engine.stats import TierUsage, classify
+from shelflife.service.records import refresh_stats
 from tests.support.apps import AppTable, make_app_shelf, orphan_rule
 from tests.support.cli import SHELFLIFE, shelflife
 from tests.support.objects import REF, stored
@@ -163,7 +164,7 @@ def test_metrics_come_from_the_catalog_and_survive_restarts(tmp_path: Path) -> N
 def test_a_scrape_never_lists_a_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     shelf = make_app_shelf(tmp_path, None)
     shelf.put(b"x" * 10, "a.bin")
-    metrics.refresh_stats(shelf)
+    refresh_stats(shelf.context)
     from shelflife.stores._obstore import ObstoreStore
 
     def refuse(*_: Any, **__: Any) -> Any:

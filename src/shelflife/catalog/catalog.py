@@ -37,7 +37,7 @@ from shelflife.stores.base import ObjectInfo
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 _MIGRATION_LOCK = threading.Lock()
-HEAD_REVISION = "0008_run_actions"  # the newest file in migrations/versions (a test checks)
+HEAD_REVISION = "0009_plan_items"  # the newest file in migrations/versions (a test checks)
 
 
 @dataclass(frozen=True, slots=True)

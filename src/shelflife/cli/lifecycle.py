@@ -32,6 +32,7 @@ from shelflife.cli.state import (
     state,
 )
 from shelflife.errors import RefusedError, UsageError
+from shelflife.model.actions import Refusal
 from shelflife.model.outcome import RunOutcome
 from shelflife.model.plan import Plan
 
@@ -265,6 +266,7 @@ def show_plan(result: Plan, *, command: str = "plan") -> None:
             out.print(f"  {skip.tier}:{skip.key}: {skip.reason}", markup=False)
     for refusal in result.refusals:
         err.print(f"refused: {refusal.reason}", markup=False)
+    _refusal_hint(result.refusals)
     for note in result.notes:
         out.print(f"note: {note}", markup=False)
     if result.unmatched and result.unmatched["count"]:
@@ -304,6 +306,7 @@ def show_run(outcome: RunOutcome) -> None:
         err.print(f"failed {failure.tier}:{failure.key}: {failure.error}", markup=False)
     for refusal in outcome.refusals:
         err.print(f"refused: {refusal.reason}", markup=False)
+    _refusal_hint(outcome.refusals)
     for note in outcome.plan.notes:
         out.print(f"note: {note}", markup=False)
     if outcome.stopped:
@@ -421,3 +424,12 @@ def policy_import(
         print_json(result.as_json())
         return
     print(result.as_toml(), end="")
+
+
+def _refusal_hint(refusals: list[Refusal]) -> None:
+    if refusals:
+        err.print(
+            "hint: a refused rule did nothing on that tier (the others ran); "
+            "'shelflife check' shows what the references hold, 'shelflife plan' the plan",
+            markup=False,
+        )

@@ -67,13 +67,14 @@ class InProcess:
 
     def dispatch(self, executor: Executor, batches: Iterable[Batch], budget: ErrorBudget) -> None:
         outcome = executor.outcome
+        earlier = len(outcome.failed)  # a failed listing before the plan is no action's
         attempted = 0
         for batch in batches:
             executor.take(batch)
             attempted += len(batch)
             if outcome.stopped:
                 return
-            outcome.stopped = budget.exhausted(len(outcome.failed), attempted)
+            outcome.stopped = budget.exhausted(len(outcome.failed) - earlier, attempted)
             if outcome.stopped:
                 return
 

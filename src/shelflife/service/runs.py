@@ -55,9 +55,9 @@ def choose_rules(
     chosen = [r for r in rules if r.id == rule_id]
     if not chosen:
         known = [r.id for r in context.config.rules if r.action in kinds]
+        among = "" if tuple(kinds) == RULE_ACTIONS else f" among the {'/'.join(kinds)} rules"
         raise UsageError(
-            f"no enabled {' or '.join(kinds)} rule with id {rule_id!r}"
-            + (f"; known: {known}" if known else ""),
+            f"no enabled rule with id {rule_id!r}{among}" + (f"; known: {known}" if known else ""),
             hint="rule ids are the 'id' of each [[rules]] entry in the configuration",
         )
     return chosen
