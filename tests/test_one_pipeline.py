@@ -304,3 +304,83 @@ def test_no_scan_on_a_never_scanned_tier_exits_2_and_a_stale_one_warns(
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+# -- plans kept in the catalog ------------------------------------------------------------
+
+
+def _expiring_shelf(tmp_path: Path, count: int, **executor: Any) -> Shelf:
+    outputs = tmp_path / "outputs"
+    outputs.mkdir()
+    old = time.time() - 86400 * 3
+    for index in range(count):
+        path = outputs / f"f{index}.bin"
+        path.write_bytes(b"x" * 10)
+        os.utime(path, (old, old))
+    with sqlite3.connect(tmp_path / "app.db") as db:
+        db.execute("CREATE TABLE jobs (id INTEGER PRIMARY KEY, path TEXT)")
+        db.execute("INSERT INTO jobs (path) VALUES ('data/outputs/elsewhere.bin')")
+    world = World(
+        tmp_path,
+        {"url": f"file://{outputs}", "ref_format": "data/outputs/{key}"},
+        "data/outputs/elsewhere.bin",
+        _now(),
+    )
+    settings = "\n".join(f"{name} = {value}" for name, value in executor.items())
+    config = write_config(world, "expire", "age", executor=f"[executor]\n{settings}")
+    return Shelf.open(load_config(config))
+
+
+def test_a_refused_apply_keeps_the_plan_and_a_plan_applies_once(tmp_path: Path) -> None:
+    from shelflife.errors import RefusedError, UsageError
+
+    shelf = _expiring_shelf(tmp_path, 5, max_delete=2)
+    plan = shelf.expire(dry_run=True).plan
+    assert plan.size == 5
+    with pytest.raises(RefusedError, match="max_delete = 2"):
+        shelf.apply(plan.id)
+    assert len(list((tmp_path / "outputs").iterdir())) == 5
+    done = shelf.apply(plan.id, yes=True)  # the refusal kept the plan whole
+    assert sorted(a.key for a in done.actions) == [f"f{i}.bin" for i in range(5)]
+    with pytest.raises(UsageError, match="already applied"):
+        shelf.apply(plan.id, yes=True)
+
+
+def test_gc_mark_takes_no_part_of_a_plan_that_holds_other_actions(tmp_path: Path) -> None:
+    from shelflife.errors import UsageError
+
+    shelf = _expiring_shelf(tmp_path, 3)
+    plan = shelf.plan()
+    with pytest.raises(UsageError, match="also holds expire actions"):
+        shelf.gc(mark=plan.id)
+    assert len(shelf.apply(plan.id).actions) == 3  # still whole, still open
+
+
+def test_a_plan_whose_items_were_pruned_is_not_applied_in_part(tmp_path: Path) -> None:
+    from shelflife.catalog.plans import KEEP
+    from shelflife.errors import UsageError
+
+    shelf = _expiring_shelf(tmp_path, 3)
+    first = shelf.plan()
+    for _ in range(KEEP):
+        shelf.plan(scan=False)
+    with pytest.raises(UsageError, match="no longer kept in full"):
+        shelf.apply(first.id)
+    assert len(list((tmp_path / "outputs").iterdir())) == 3
+
+
+def test_pruning_spares_the_plan_a_running_run_applies(tmp_path: Path) -> None:
+    from shelflife.catalog.history import History
+    from shelflife.catalog.plans import KEEP, count
+
+    shelf = _expiring_shelf(tmp_path, 3)
+    applying = shelf.plan()
+    history = History(shelf.catalog.engine)
+    history.start("run-x", command="apply", trigger="test", now=_now())
+    assert history.claim_plan(applying.id, "run-x", _now())
+    for _ in range(KEEP + 2):  # dry runs meanwhile, from other processes
+        shelf.plan(scan=False)
+    assert count(shelf.catalog.engine, applying.id) == 3
+    history.finish("run-x", status="ok", now=_now())
+    shelf.plan(scan=False)
+    assert count(shelf.catalog.engine, applying.id) == 0  # pruned once its run ended

@@ -80,7 +80,9 @@ def routes(shelf: Shelf, runs: BackgroundRuns) -> APIRouter:
     def plan(
         _: Read,
         rule: Annotated[str | None, Query(description="only this rule id")] = None,
-        scan: Annotated[bool, Query(description="scan every tier first")] = True,
+        scan: Annotated[
+            bool, Query(description="scan every tier first (else: plan on the inventory)")
+        ] = False,
     ) -> dict[str, Any]:
         return shelf.plan(rule=rule, scan=scan).as_json()
 

@@ -65,7 +65,7 @@ def routes(shelf: Shelf, config: ApiConfig) -> APIRouter:
         now = utcnow()
         if "at" not in plan_cache or now - plan_cache["at"] > timedelta(minutes=1):
             try:
-                plan_cache["plan"] = shelf.plan()
+                plan_cache["plan"] = shelf.plan(scan=False)  # the inventory as it is
             except ShelflifeError as exc:
                 plan_cache["plan"] = exc
             plan_cache["at"] = now

@@ -88,11 +88,15 @@ class History:
                 .values(status="open", actions=actions, bytes=size)
             )
 
-    def plan_instant(self, plan_id: str) -> datetime | None:
-        """The instant a saved plan was evaluated at."""
+    def plan_record(self, plan_id: str) -> tuple[datetime, str, int] | None:
+        """``(evaluated_at, status, actions)`` of a saved plan."""
         with _Guard(self.engine, begin=False) as conn:
-            row = conn.execute(select(plans.c.evaluated_at).where(plans.c.id == plan_id)).first()
-        return None if row is None else row[0]
+            row = conn.execute(
+                select(plans.c.evaluated_at, plans.c.status, plans.c.actions).where(
+                    plans.c.id == plan_id
+                )
+            ).first()
+        return None if row is None else (row[0], str(row[1]), int(row[2]))
 
     def plan_status(self, plan_id: str) -> tuple[str, str | None] | None:
         """``(status, run_id)`` of a saved plan, or None when the catalog never saw it."""

@@ -2,8 +2,8 @@
 
 A plan of a million actions passes through memory a thousand rows at a time, whether it
 is being built, executed, shown or exported. Items of older plans are pruned when a new
-plan is saved (the newest :data:`KEEP` plans keep theirs), and an applied plan's items go
-once its run is recorded.
+plan is saved (the newest :data:`KEEP` plans keep theirs, and so do a plan being built and
+a plan a running run applies), and an applied plan's items go once its run is recorded.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import json
 from collections.abc import Collection, Iterator
 from typing import Any
 
-from sqlalchemy import Engine, delete, insert, select
+from sqlalchemy import Engine, delete, func, insert, select
 
 from shelflife.catalog.catalog import _Guard
-from shelflife.catalog.schema import bulk_execute, plan_items, plans, to_micros
+from shelflife.catalog.schema import bulk_execute, plan_items, plans, runs, to_micros
 from shelflife.model.actions import Action, Skip
 
 BATCH = 1000
@@ -141,9 +141,27 @@ class PlanStore:
 
 
 def prune(engine: Engine, keep: int = KEEP) -> None:
-    """Drop the items of every plan but the newest ``keep`` (a plan being applied is
-    among them: it was saved just before its run claimed it)."""
+    """Drop the items of every plan but the newest ``keep``, a plan being built, and a
+    plan a running run is applying."""
     with _Guard(engine, begin=True) as conn:
         newest = select(plans.c.id).order_by(plans.c.created_at.desc()).limit(keep)
-        kept = [row[0] for row in conn.execute(newest)]
-        conn.execute(delete(plan_items).where(plan_items.c.plan_id.not_in(kept)))
+        kept = {row[0] for row in conn.execute(newest)}
+        kept |= {
+            row[0] for row in conn.execute(select(plans.c.id).where(plans.c.status == "building"))
+        }
+        running = select(runs.c.id).where(runs.c.status == "running")
+        applying = select(plans.c.id).where(plans.c.run_id.in_(running))
+        kept |= {row[0] for row in conn.execute(applying)}
+        conn.execute(delete(plan_items).where(plan_items.c.plan_id.not_in(sorted(kept))))
+
+
+def count(engine: Engine, plan_id: str) -> int:
+    """How many actions of a plan the catalog holds."""
+    with _Guard(engine, begin=False) as conn:
+        return int(
+            conn.execute(
+                select(func.count()).where(
+                    plan_items.c.plan_id == plan_id, plan_items.c.kind == "action"
+                )
+            ).scalar_one()
+        )

@@ -13,12 +13,13 @@ from datetime import datetime
 
 from shelflife.base.progress import Progress
 from shelflife.catalog.history import History
-from shelflife.catalog.plans import PlanStore, prune
+from shelflife.catalog.plans import PlanStore, count, prune
 from shelflife.catalog.view import CatalogInventory
 from shelflife.config.model import RuleConfig
 from shelflife.engine import planner, trust
 from shelflife.engine.context import Context
 from shelflife.engine.stats import usage
+from shelflife.errors import UsageError
 from shelflife.model.plan import Plan
 from shelflife.model.selection import TierState, rule_tiers
 
@@ -73,7 +74,7 @@ def make_plan(
         )
         blocks = trust.blocks(context, report, collect_tiers)
         unmatched = {"count": report.unmatched, "examples": report.examples[:5]}
-        context.ledger.purge_expired_leases(now)
+        context.ledger.purge_expired_leases(context.clock())  # never --at's instant
     plan_id = new_id("plan", context.clock())
     history = History(context.catalog.engine)
     history.begin_plan(plan_id, created_at=context.clock(), evaluated_at=now)
@@ -110,11 +111,20 @@ def make_plan(
 
 
 def stored_plan(context: Context, plan_id: str) -> Plan | None:
-    """A plan saved in the catalog, its items read from there as needed."""
-    evaluated = History(context.catalog.engine).plan_instant(plan_id)
-    if evaluated is None:
+    """A plan saved in the catalog, its items read from there as needed; a usage error if
+    its items were pruned (or it predates plans kept item by item)."""
+    record = History(context.catalog.engine).plan_record(plan_id)
+    if record is None:
         return None
-    result = Plan(now=evaluated, id=plan_id, items=PlanStore(context.catalog.engine, plan_id))
+    evaluated, status, expected = record
+    engine = context.catalog.engine
+    if status == "open" and count(engine, plan_id) != expected:
+        raise UsageError(
+            f"plan {plan_id} is no longer kept in full in the catalog (the newest 20 plans "
+            "are); applying part of it is not what was reviewed",
+            hint="make a fresh plan ('shelflife plan', or the command with --dry-run)",
+        )
+    result = Plan(now=evaluated, id=plan_id, items=PlanStore(engine, plan_id))
     for action in result.iter_actions():  # totals, a batch at a time
         entry = result.counts.setdefault(action.action, {"objects": 0, "bytes": 0})
         entry["objects"] += 1

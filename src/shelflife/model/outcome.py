@@ -25,6 +25,7 @@ class RunOutcome:
     scanned: dict[str, int] = field(default_factory=dict)
     stopped: str | None = None
     refused: str | None = None
+    claimed: bool = False  # the run took its plan (a plan applies once)
 
     @property
     def refusals(self) -> list[Refusal]:

@@ -17,7 +17,7 @@ planning; ``apply`` executes a saved plan (a file, or a plan kept in the catalog
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -36,7 +36,7 @@ from shelflife.engine.migrate import migrator
 from shelflife.engine.planning import make_plan, new_id, stored_plan
 from shelflife.engine.scan import scan_tier
 from shelflife.errors import RefusedError, ShelflifeError, StoreError, UsageError
-from shelflife.model.actions import RULE_ACTIONS, Action, ActionKind, Failure, Skip
+from shelflife.model.actions import RULE_ACTIONS, ActionKind, Failure
 from shelflife.model.outcome import RunOutcome
 from shelflife.model.plan import Plan
 from shelflife.model.selection import rule_tiers
@@ -191,8 +191,7 @@ def run(
             outcome.scanned, warnings = freshen(
                 context, chosen, scan_first=scan_first, progress=progress, outcome=outcome
             )
-            if "collect-orphans" in kinds and rules is None:  # quarantine past its days
-                outcome.actions += run_sync(purge_quarantine(context, utcnow()))
+            started = utcnow()
             outcome.plan = make_plan(context, now, chosen, progress, warnings)
             _execute(
                 context,
@@ -202,6 +201,9 @@ def run(
                 extra_rules=extra,
                 dispatcher=dispatcher,
             )
+            if rules is None and any(r.action == "collect-orphans" for r in chosen):
+                # quarantine past its days (what this run quarantined is not: it is newer)
+                outcome.actions += run_sync(purge_quarantine(context, started))
         except BaseException as exc:
             _record(context, outcome, error=exc)
             raise
@@ -236,13 +238,27 @@ def apply(
             f"plan {plan_body.id} was not made with this catalog",
             hint="make the plan with the same configuration that applies it",
         )
+    if known[0] == "building":
+        raise UsageError(
+            f"plan {plan_body.id} is still being made, or its planning was interrupted",
+            hint="make a fresh plan with 'shelflife plan -o plan.json'",
+        )
     if known[0] != "open":
         raise UsageError(
             f"plan {plan_body.id} was already applied (run {known[1]}); a plan applies once",
             hint="make a fresh plan with 'shelflife plan -o plan.json'",
         )
     if tuple(kinds) != RULE_ACTIONS:
-        plan_body = _restricted(plan_body, kinds)
+        others = sorted(
+            name for name in plan_body.counts if ActionKind(name).rule_action not in kinds
+        )
+        if others:
+            raise UsageError(
+                f"plan {plan_body.id} also holds {', '.join(others)} actions; a plan applies "
+                f"once and whole, so '{command}' will not take only its part",
+                hint=f"apply it whole with 'shelflife apply {plan_body.id}', or make a plan "
+                f"of the {command} rules alone with 'shelflife {command} --dry-run'",
+            )
     run_id = new_id(command, utcnow())
     with RunLock(context.catalog, f"shelflife {command}"):
         history.close_interrupted(utcnow())
@@ -296,41 +312,6 @@ def read_plan_file(path: Path) -> Plan:
     return plan_body
 
 
-def _restricted(plan_body: Plan, kinds: Sequence[str]) -> Plan:
-    """The same plan (same id, same items) seen through its actions of ``kinds`` only."""
-    names = [str(kind) for kind in ActionKind if kind.rule_action in kinds]
-    view = Plan(now=plan_body.now, id=plan_body.id, items=_Only(plan_body, names))
-    view.counts = {name: figures for name, figures in plan_body.counts.items() if name in names}
-    return view
-
-
-class _Only:
-    """A plan's items restricted to some action kinds (read only)."""
-
-    def __init__(self, plan_body: Plan, names: list[str]) -> None:
-        self.plan_body = plan_body
-        self.names = names
-
-    def add_action(self, action: Action) -> None:
-        raise TypeError("a restricted plan is read only")
-
-    def add_skip(self, skip: Skip) -> None:
-        raise TypeError("a restricted plan is read only")
-
-    def discard(self, rule: str, tier: str) -> None:
-        raise TypeError("a restricted plan is read only")
-
-    def flush(self) -> None:
-        return None
-
-    def actions(self, kinds: Collection[str] | None = None) -> Iterator[Action]:
-        wanted = self.names if kinds is None else [k for k in self.names if k in kinds]
-        return self.plan_body.iter_actions(wanted)
-
-    def skipped(self) -> Iterator[Skip]:
-        return iter(())
-
-
 def _record(context: Context, outcome: RunOutcome, error: BaseException | None = None) -> None:
     assert outcome.run_id is not None
     if error is None:
@@ -352,7 +333,7 @@ def _record(context: Context, outcome: RunOutcome, error: BaseException | None =
         error=message,
         plan_id=outcome.plan.id or None,
     )
-    if outcome.plan.id and status != "failed":
+    if outcome.plan.id and outcome.claimed:
         PlanStore(context.catalog.engine, outcome.plan.id).drop()  # applied: needed no more
 
 
@@ -382,6 +363,7 @@ def _execute(
         plan_body.id, outcome.run_id or "", utcnow()
     ):
         raise UsageError(f"plan {plan_body.id} was already applied; a plan applies once")
+    outcome.claimed = bool(plan_body.id)
     outcome.skipped += plan_body.iter_skipped()
     executor = Executor(context, outcome, progress, extra_rules)
     budget = ErrorBudget(settings.max_error_fraction, plan_body.size)

@@ -362,8 +362,17 @@ class Shelf:
             dispatcher=self.dispatcher,
         )
 
-    def gc(self, **options: Any) -> RunOutcome:
-        """``run`` restricted to the collect-orphans rules (same options as :meth:`run`)."""
+    def gc(self, *, mark: str | None = None, **options: Any) -> RunOutcome:
+        """``run`` restricted to the collect-orphans rules (same options as :meth:`run`);
+        ``mark``: apply that saved plan's orphan collection instead (``gc --mark``)."""
+        if mark is not None:
+            return self.apply(
+                mark,
+                yes=options.get("yes", False),
+                trigger=options.get("trigger", "python"),
+                command="gc",
+                progress=options.get("progress"),
+            )
         return self.run(command="gc", **options)
 
     def enforce(self, **options: Any) -> RunOutcome:
@@ -386,10 +395,10 @@ class Shelf:
         """Apply a plan once, re-checking each action: a Plan, its JSON, a plan file, or
         the id of a plan kept in the catalog. ``command`` ``gc`` (or ``enforce``,
         ``expire``) applies only its actions of that rule action."""
-        if isinstance(plan, Path) or (isinstance(plan, str) and Path(plan).exists()):
-            plan = runs.read_plan_file(Path(plan))
-        elif isinstance(plan, str):
+        if isinstance(plan, str) and not Path(plan).exists() and _looks_like_id(plan):
             plan = runs.saved_plan(self.context, plan)
+        elif isinstance(plan, str | Path):
+            plan = runs.read_plan_file(Path(plan))
         if isinstance(plan, dict):
             plan = Plan.from_json(plan)
         return runs.apply(
@@ -476,6 +485,11 @@ class Shelf:
             self.access(location.tier, location.key)
         else:
             self.catalog.touch(location.tier, [location.key], utcnow())
+
+
+def _looks_like_id(value: str) -> bool:
+    """A plan id (``plan-20261126T101500-a1b2c3``) rather than a file's path."""
+    return "/" not in value and "\\" not in value and not value.endswith(".json")
 
 
 async def _aiter_stream(stream: BinaryIO, chunk_size: int = 8 * 1024 * 1024) -> Any:
