@@ -465,7 +465,9 @@ def create_catalog_engine(url: str) -> Engine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA busy_timeout=30000")
-            cursor.execute("PRAGMA cache_size=-65536")  # 64 MiB: large inventories' indexes
+            # 16 MiB per connection: a run holds a few (a streamed read, the plan's writes),
+            # and a cache that grows with the catalog is memory that grows with it
+            cursor.execute("PRAGMA cache_size=-16384")
             cursor.execute("PRAGMA temp_store=MEMORY")
             cursor.close()
 
