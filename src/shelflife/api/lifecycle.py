@@ -7,6 +7,7 @@ import threading
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from shelflife.api.deps import Admin, Read
@@ -76,15 +77,22 @@ def routes(shelf: Shelf, runs: BackgroundRuns) -> APIRouter:
     def storage_stats(_: Read) -> dict[str, Any]:
         return refresh_stats(shelf.context)
 
-    @router.get("/api/v1/plan", summary="What the rules call for now (changes nothing)")
+    @router.get(
+        "/api/v1/plan",
+        summary="What the rules call for now (changes nothing)",
+        response_class=StreamingResponse,
+        responses={200: {"content": {"application/json": {}}}},
+    )
     def plan(
         _: Read,
         rule: Annotated[str | None, Query(description="only this rule id")] = None,
         scan: Annotated[
             bool, Query(description="scan every tier first (else: plan on the inventory)")
         ] = False,
-    ) -> dict[str, Any]:
-        return shelf.plan(rule=rule, scan=scan).as_json()
+    ) -> StreamingResponse:
+        """The plan shape of DESIGN 5.2, streamed an action at a time from the catalog."""
+        result = shelf.plan(rule=rule, scan=scan)
+        return StreamingResponse(result.json_chunks(), media_type="application/json")
 
     @router.post("/api/v1/runs", status_code=202, summary="Start a run in the background")
     def start_run(_: Admin, request: RunRequest | None = None) -> dict[str, Any]:

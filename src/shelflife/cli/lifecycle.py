@@ -7,7 +7,7 @@ import json as jsonlib
 from collections.abc import Callable, Iterator
 from itertools import islice
 from pathlib import Path
-from typing import IO, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -70,7 +70,7 @@ def plan(
     )
     if output is not None:
         with output.open("w", encoding="utf-8") as handle:
-            write_plan(result, handle)
+            handle.writelines(result.json_chunks())
     if json:
         print_json_stream(result.header_json(), _plan_lists(result))
     else:
@@ -223,21 +223,6 @@ def _plan_lists(result: Plan) -> dict[str, Iterator[dict[str, Any]]]:
         "actions": (a.as_json() for a in result.iter_actions()),
         "skipped": (s.as_json() for s in result.iter_skipped()),
     }
-
-
-def write_plan(result: Plan, handle: IO[str]) -> None:
-    """The plan as JSON into ``handle``, one action at a time."""
-    write = handle.write
-    head = result.header_json()
-    write("{\n")
-    for name, value in head.items():
-        write(f" {jsonlib.dumps(name)}: {jsonlib.dumps(value, default=str)},\n")
-    for position, (name, items) in enumerate(_plan_lists(result).items()):
-        write(f" {jsonlib.dumps(name)}: [")
-        for index, item in enumerate(items):
-            write(("," if index else "") + "\n  " + jsonlib.dumps(item, default=str))
-        write("\n ]" + ("," if position == 0 else "") + "\n")
-    write("}\n")
 
 
 def show_plan(result: Plan, *, command: str = "plan") -> None:

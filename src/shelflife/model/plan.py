@@ -8,6 +8,7 @@ tests and plans read from a file. Totals are counted as actions are added.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -155,6 +156,22 @@ class Plan:
             "actions": [a.as_json() for a in self.iter_actions()],
             "skipped": [s.as_json() for s in self.iter_skipped()],
         }
+
+    def json_chunks(self) -> Iterator[str]:
+        """The plan shape as JSON text, one action or skip at a time (bounded memory)."""
+        yield "{"
+        for name, value in self.header_json().items():
+            yield f"\n {json.dumps(name)}: {json.dumps(value, default=str)},"
+        lists = {
+            "actions": (a.as_json() for a in self.iter_actions()),
+            "skipped": (s.as_json() for s in self.iter_skipped()),
+        }
+        for position, (name, items) in enumerate(lists.items()):
+            yield f"\n {json.dumps(name)}: ["
+            for index, item in enumerate(items):
+                yield ("," if index else "") + "\n  " + json.dumps(item, default=str)
+            yield "\n ]" + ("," if position == 0 else "")
+        yield "\n}\n"
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> Plan:
