@@ -44,10 +44,21 @@ policy_app = typer.Typer(
 def register(app: typer.Typer) -> None:
     app.command()(plan)
     app.command()(apply)
-    app.command("run")(run_command)
+    app.command("run")(
+        pipeline_command("run", "The main job: recover, scan, plan every rule, apply.")
+    )
     app.command()(gc)
-    app.command()(enforce)
-    app.command()(expire)
+    app.command("enforce")(
+        pipeline_command(
+            "enforce",
+            "`run` restricted to the migrate rules: tiers under their watermarks, aged objects.",
+        )
+    )
+    app.command("expire")(
+        pipeline_command(
+            "expire", "`run` restricted to the expire rules: objects older than their retention."
+        )
+    )
     app.command()(runs)
     app.add_typer(policy_app, name="policy")
 
@@ -100,16 +111,22 @@ def apply(
     )
 
 
-def run_command(
-    dry_run: DryRunOption = False,
-    rule: RuleOption = None,
-    at: AtOption = None,
-    yes: YesOption = False,
-    json: JsonOption = False,
-    no_scan: NoScanOption = False,
-) -> int:
-    """The main job: recover, scan, plan every rule, apply."""
-    return _run("run", dry_run, rule, at, yes, json, no_scan)
+def pipeline_command(command: str, doc: str) -> Callable[..., int]:
+    """``run``, or ``run`` restricted to one rule action: one signature, one pipeline."""
+
+    def invoke(
+        dry_run: DryRunOption = False,
+        rule: RuleOption = None,
+        at: AtOption = None,
+        yes: YesOption = False,
+        json: JsonOption = False,
+        no_scan: NoScanOption = False,
+    ) -> int:
+        return _run(command, dry_run, rule, at, yes, json, no_scan)
+
+    invoke.__doc__ = doc
+    invoke.__name__ = command
+    return invoke
 
 
 def gc(
@@ -144,30 +161,6 @@ def gc(
             json=json,
         )
     return _run("gc", dry_run, rule, at, yes, json, no_scan)
-
-
-def enforce(
-    dry_run: DryRunOption = False,
-    rule: RuleOption = None,
-    at: AtOption = None,
-    yes: YesOption = False,
-    json: JsonOption = False,
-    no_scan: NoScanOption = False,
-) -> int:
-    """`run` restricted to the migrate rules: tiers under their watermarks, aged objects."""
-    return _run("enforce", dry_run, rule, at, yes, json, no_scan)
-
-
-def expire(
-    dry_run: DryRunOption = False,
-    rule: RuleOption = None,
-    at: AtOption = None,
-    yes: YesOption = False,
-    json: JsonOption = False,
-    no_scan: NoScanOption = False,
-) -> int:
-    """`run` restricted to the expire rules: objects older than their retention."""
-    return _run("expire", dry_run, rule, at, yes, json, no_scan)
 
 
 def _run(
