@@ -30,6 +30,7 @@ INVARIANTS = {
     "I5": "One run at a time per catalog",
     "I6": "Deletion can be undone for a while (quarantine, restore)",
     "I7": "Bad input gets a clear error and changes nothing",
+    "I8": "A rule means one thing: every command selects, skips and caps alike",
 }
 
 WHAT_IT_PROVES = {

@@ -52,7 +52,7 @@ class CatalogInventory:
             clauses.append(objects.c.modified_at < selection.modified_before)
         if selection.unreferenced and self.snapshot_id is not None:
             clauses.append(~self.ledger.referenced_clause(self.snapshot_id))
-        if self.plan_id is not None:
+        if self.plan_id is not None and self._holds_items(tier):
             clauses.append(
                 ~exists().where(
                     plan_items.c.plan_id == self.plan_id,
@@ -93,6 +93,25 @@ class CatalogInventory:
                         leased=row.key in leased,
                         refs=frozenset(named.get(row.key, ())),
                     )
+
+    def _holds_items(self, tier: str) -> bool:
+        """Whether the plan already holds items on ``tier`` (an earlier rule took some).
+
+        On PostgreSQL the table's statistics are refreshed first: planned in the same run,
+        its rows are unknown to the query planner, which would otherwise scan it once per
+        object."""
+        with _Guard(self.engine, begin=False) as conn:
+            found = conn.execute(
+                select(plan_items.c.seq)
+                .where(plan_items.c.plan_id == self.plan_id, plan_items.c.tier == tier)
+                .limit(1)
+            ).first()
+        if found is None:
+            return False
+        if self.engine.dialect.name == "postgresql":
+            with _Guard(self.engine, begin=True) as conn:
+                conn.exec_driver_sql("ANALYZE plan_items")
+        return True
 
     def _protection(self, tier: str, keys: list[str]) -> tuple[set[str], set[str]]:
         if self._any_protection is None:  # most catalogs hold no pin or live lease at all
