@@ -384,3 +384,18 @@ def test_pruning_spares_the_plan_a_running_run_applies(tmp_path: Path) -> None:
     history.finish("run-x", status="ok", now=_now())
     shelf.plan(scan=False)
     assert count(shelf.catalog.engine, applying.id) == 0  # pruned once its run ended
+
+
+def test_a_plan_applied_by_id_keeps_its_refusals(tmp_path: Path) -> None:
+    shelf = _expiring_shelf(tmp_path, 4)
+    config = tmp_path / "expire-age.toml"
+    text = config.read_text().replace('action = "expire"', 'action = "collect-orphans"')
+    config.write_text(text.replace('after = "2s"', 'grace = "2s"\nmax_fraction = 0.1'))
+    shelf.close()
+    shelf = Shelf.open(load_config(config))
+    plan = shelf.plan()
+    assert [r.rule for r in plan.refusals] == ["r"]  # 4 of 4 orphans: above 10 %
+    outcome = shelf.apply(plan.id)
+    assert outcome.status == "refused"
+    assert outcome.exit_code == 3
+    assert outcome.refusals[0].reason == plan.refusals[0].reason

@@ -79,24 +79,35 @@ class History:
                 )
             )
 
-    def finish_plan(self, plan_id: str, *, actions: int, size: int) -> None:
-        """The plan is complete: it may be applied (once)."""
+    def finish_plan(
+        self, plan_id: str, *, actions: int, size: int, header: dict[str, Any] | None = None
+    ) -> None:
+        """The plan is complete: it may be applied (once). ``header``: what the plan says
+        besides its items (rules, refusals, notes, warnings), kept with it."""
         with _Guard(self.engine, begin=True) as conn:
             conn.execute(
                 update(plans)
                 .where(plans.c.id == plan_id)
-                .values(status="open", actions=actions, bytes=size)
+                .values(
+                    status="open",
+                    actions=actions,
+                    bytes=size,
+                    header=None if header is None else json.dumps(header, default=str),
+                )
             )
 
-    def plan_record(self, plan_id: str) -> tuple[datetime, str, int] | None:
-        """``(evaluated_at, status, actions)`` of a saved plan."""
+    def plan_record(self, plan_id: str) -> tuple[datetime, str, int, dict[str, Any]] | None:
+        """``(evaluated_at, status, actions, header)`` of a saved plan."""
         with _Guard(self.engine, begin=False) as conn:
             row = conn.execute(
-                select(plans.c.evaluated_at, plans.c.status, plans.c.actions).where(
+                select(plans.c.evaluated_at, plans.c.status, plans.c.actions, plans.c.header).where(
                     plans.c.id == plan_id
                 )
             ).first()
-        return None if row is None else (row[0], str(row[1]), int(row[2]))
+        if row is None:
+            return None
+        header = json.loads(row[3]) if row[3] else {}
+        return row[0], str(row[1]), int(row[2]), header
 
     def plan_status(self, plan_id: str) -> tuple[str, str | None] | None:
         """``(status, run_id)`` of a saved plan, or None when the catalog never saw it."""

@@ -235,11 +235,12 @@ plans = Table(
     Column("id", String(64), primary_key=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("evaluated_at", UTCDateTime, nullable=False),
-    Column("status", String(16), nullable=False),  # open | applied
+    Column("status", String(16), nullable=False),  # building | open | applied
     Column("actions", BigInteger, nullable=False, default=0),
     Column("bytes", BigInteger, nullable=False, default=0),
     Column("applied_at", UTCDateTime),
     Column("run_id", String(64)),
+    Column("header", Text),  # JSON: rules, refusals, notes, warnings of the plan (0009)
 )
 
 runs = Table(

@@ -20,6 +20,7 @@ from shelflife.engine import planner, trust
 from shelflife.engine.context import Context
 from shelflife.engine.stats import usage
 from shelflife.errors import UsageError
+from shelflife.model.actions import Refusal
 from shelflife.model.plan import Plan
 from shelflife.model.selection import TierState, rule_tiers
 
@@ -101,11 +102,9 @@ def make_plan(
         blocks=blocks,
         into=result,
     )
-    history.finish_plan(
-        plan_id,
-        actions=result.size,
-        size=sum(figures["bytes"] for figures in result.counts.values()),
-    )
+    header = {name: value for name, value in result.header_json().items() if name != "totals"}
+    size = sum(figures["bytes"] for figures in result.counts.values())
+    history.finish_plan(plan_id, actions=result.size, size=size, header=header)
     prune(context.catalog.engine)
     return result
 
@@ -116,7 +115,7 @@ def stored_plan(context: Context, plan_id: str) -> Plan | None:
     record = History(context.catalog.engine).plan_record(plan_id)
     if record is None:
         return None
-    evaluated, status, expected = record
+    evaluated, status, expected, header = record
     engine = context.catalog.engine
     if status == "open" and count(engine, plan_id) != expected:
         raise UsageError(
@@ -124,7 +123,16 @@ def stored_plan(context: Context, plan_id: str) -> Plan | None:
             "are); applying part of it is not what was reviewed",
             hint="make a fresh plan ('shelflife plan', or the command with --dry-run)",
         )
-    result = Plan(now=evaluated, id=plan_id, items=PlanStore(engine, plan_id))
+    result = Plan(
+        now=evaluated,
+        id=plan_id,
+        items=PlanStore(engine, plan_id),
+        rules=list(header.get("rules", [])),
+        refusals=[Refusal(**item) for item in header.get("refusals", [])],
+        notes=list(header.get("notes", [])),
+        warnings=list(header.get("warnings", [])),
+        unmatched=header.get("unmatched_references"),
+    )
     for action in result.iter_actions():  # totals, a batch at a time
         entry = result.counts.setdefault(action.action, {"objects": 0, "bytes": 0})
         entry["objects"] += 1

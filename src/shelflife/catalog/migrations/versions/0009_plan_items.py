@@ -37,6 +37,7 @@ def upgrade() -> None:
     op.create_index(
         "ix_plan_items_plan_tier_key", "plan_items", ["plan_id", "tier", "key"], unique=False
     )
+    op.add_column("plans", sa.Column("header", sa.Text))
     op.drop_index("ix_mark_items_mark_key", table_name="mark_items")
     op.drop_table("mark_items")
     op.drop_table("marks")
@@ -45,6 +46,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_plan_items_plan_tier_key", table_name="plan_items")
     op.drop_table("plan_items")
+    op.drop_column("plans", "header")
     op.create_table(
         "marks",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
