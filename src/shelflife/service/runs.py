@@ -34,7 +34,7 @@ from shelflife.engine.context import Context
 from shelflife.engine.executor import Dispatcher, ErrorBudget, Executor, InProcess
 from shelflife.engine.migrate import migrator
 from shelflife.engine.planning import make_plan, new_id, stored_plan
-from shelflife.engine.scan import scan_tier
+from shelflife.engine.scan import ScanResult, scan_tier
 from shelflife.errors import RefusedError, ShelflifeError, StoreError, UsageError
 from shelflife.model.actions import RULE_ACTIONS, ActionKind, Failure
 from shelflife.model.outcome import RunOutcome
@@ -68,13 +68,12 @@ def choose_rules(
 
 def scan(
     context: Context, tiers: Sequence[str] | None = None, progress: Progress | None = None
-) -> dict[str, int]:
-    """Bring the inventory of ``tiers`` (default all) up to date: objects per tier."""
-    scanned = {}
-    for tier in tiers or list(context.config.tiers):
-        result = run_sync(scan_tier(context.catalog, tier, context.store(tier), progress))
-        scanned[result.tier] = result.objects
-    return scanned
+) -> list[ScanResult]:
+    """Bring the inventory of ``tiers`` (default all) up to date with their stores."""
+    return [
+        run_sync(scan_tier(context.catalog, tier, context.store(tier), progress))
+        for tier in tiers or list(context.config.tiers)
+    ]
 
 
 def freshen(
@@ -96,7 +95,8 @@ def freshen(
     scanned: dict[str, int] = {}
     for tier in context.config.tiers:
         try:
-            scanned.update(scan(context, [tier], progress))
+            (result,) = scan(context, [tier], progress)
+            scanned[result.tier] = result.objects
         except StoreError as exc:
             if outcome is None:
                 raise

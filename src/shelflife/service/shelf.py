@@ -30,7 +30,7 @@ from shelflife.engine import trust
 from shelflife.engine.context import Context
 from shelflife.engine.executor import Dispatcher
 from shelflife.engine.fanout import execute_batch
-from shelflife.engine.scan import ScanResult, scan_tier
+from shelflife.engine.scan import ScanResult
 from shelflife.engine.stats import Health, TierUsage, classify, usage
 from shelflife.errors import ObjectNotFound, StoreError, UsageError
 from shelflife.model.actions import COMMAND_ACTIONS, RULE_ACTIONS, Action
@@ -464,9 +464,7 @@ class Shelf:
         self, tiers: list[str] | None = None, progress: Progress | None = None
     ) -> list[ScanResult]:
         """Bring the inventory up to date with every tier (or the ones named)."""
-        names = tiers or list(self.config.tiers)
-        stores = [(name, self.store(name)) for name in names]
-        return [run_sync(scan_tier(self.catalog, name, store, progress)) for name, store in stores]
+        return runs.scan(self.context, tiers, progress)
 
     def usage(self) -> list[TierUsage]:
         return usage(self.context)
