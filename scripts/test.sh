@@ -16,6 +16,7 @@ step "Python environment (.venv)"
 step "Azurite ${AZURITE_VERSION} (npm, into .cache/node)"
 if ! [ -x .cache/node/node_modules/.bin/azurite-blob ] ||
    ! grep -q "\"version\": \"${AZURITE_VERSION}\"" .cache/node/node_modules/azurite/package.json 2>/dev/null; then
+  rm -rf .cache/node  # an interrupted install is not repaired in place: start clean
   mkdir -p .cache/node
   npm install --prefix .cache/node --no-audit --no-fund --silent "azurite@${AZURITE_VERSION}"
 fi
