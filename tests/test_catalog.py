@@ -66,13 +66,22 @@ def test_upgrading_from_the_first_revision_keeps_the_inventory(tmp_path: Path) -
     with engine.begin() as conn:
         config.attributes["connection"] = conn
         command.upgrade(config, "0001_inventory")
-    old = Catalog(engine)
-    old.record_put("t", "kept", size=3, checksum="sha256:x", etag="e", now=T0)
+    from shelflife.catalog.schema import to_micros
+
+    modified, seen = T0 - timedelta(days=40), T0
+    with engine.begin() as conn:  # a row as the first revision wrote it
+        conn.exec_driver_sql(
+            "INSERT INTO objects (tier, key, size, checksum, etag, modified_at, first_seen_at, "
+            "last_seen_at, state) VALUES ('t', 'kept', 3, 'sha256:x', 'e', ?, ?, ?, 'present')",
+            (to_micros(modified), to_micros(seen), to_micros(seen)),
+        )
     upgraded = Catalog.open(f"sqlite:///{tmp_path / 'old.db'}")
     assert upgraded.revision() == head_revision()
     row = upgraded.get("t", "kept")
     assert row is not None
     assert row.checksum == "sha256:x"
+    # 0010: what is known of an existing row's creation and arrival is its earlier instant
+    assert (row.created_at, row.arrived_at) == (modified, modified)
 
 
 def test_scan_upserts_and_forgets_objects_no_longer_listed(catalog: Catalog) -> None:

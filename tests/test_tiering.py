@@ -213,12 +213,12 @@ class FaultyStore:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
-    async def put(self, key: str, source: Any, *, overwrite: bool = True) -> Any:
+    async def put(self, key: str, source: Any, *, overwrite: bool = True, **options: Any) -> Any:
         from shelflife.stores.base import PutResult
 
         sent = source if isinstance(source, bytes) else b"".join([c async for c in source])
         kept = bytes([sent[0] ^ 0xFF]) + sent[1:] if self._fault == "flip" else sent[:-10]
-        result = await self._inner.put(key, kept, overwrite=overwrite)
+        result = await self._inner.put(key, kept, overwrite=overwrite, **options)
         digest = "sha256:" + hashlib.sha256(sent).hexdigest()
         return PutResult(key, len(sent), digest, result.etag)
 

@@ -27,7 +27,12 @@ def age(shelf: Shelf, tier: str, key: str, days: float) -> None:
         conn.execute(
             update(objects)
             .where(objects.c.tier == tier, objects.c.key == key)
-            .values(modified_at=utcnow() - timedelta(days=days), etag=etag)
+            .values(
+                modified_at=utcnow() - timedelta(days=days),
+                created_at=utcnow() - timedelta(days=days),
+                arrived_at=utcnow() - timedelta(days=days),
+                etag=etag,
+            )
         )
 
 

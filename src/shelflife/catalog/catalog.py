@@ -7,8 +7,9 @@ when the catalog is opened.
 
 from __future__ import annotations
 
+import json
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -33,11 +34,12 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, S
 
 from shelflife.catalog.schema import bulk_execute, objects, scans, to_micros
 from shelflife.errors import CatalogError, ConfigError
-from shelflife.stores.base import ObjectInfo
+from shelflife.model.selection import ObjectView
+from shelflife.stores.base import ObjectInfo, Stamps
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 _MIGRATION_LOCK = threading.Lock()
-HEAD_REVISION = "0009_plan_items"  # the newest file in migrations/versions (a test checks)
+HEAD_REVISION = "0010_ages"  # the newest file in migrations/versions (a test checks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +56,26 @@ class CatalogObject:
     last_accessed_at: datetime | None
     state: str
     tags: str | None = None  # JSON object
+    created_at: datetime | None = None
+    arrived_at: datetime | None = None
+
+    def view(self) -> ObjectView:
+        """The row as the planner and the executor's re-check see it."""
+        return ObjectView(
+            key=self.key,
+            size=self.size,
+            modified=self.modified_at,
+            accessed=self.last_accessed_at,
+            etag=self.etag,
+            created=self.created_at,
+            arrived=self.arrived_at,
+            tags=json.loads(self.tags) if self.tags else None,
+        )
+
+    @property
+    def stamps(self) -> Stamps:
+        """The instants a copy of this object carries (DESIGN I9)."""
+        return Stamps(created=self.created_at or self.modified_at, modified=self.modified_at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,38 +160,59 @@ class Catalog:
             return int(result.inserted_primary_key[0])  # type: ignore[index]
 
     def upsert_listed(
-        self, tier: str, infos: Sequence[ObjectInfo], now: datetime, scan_id: int | None = None
+        self,
+        tier: str,
+        infos: Sequence[ObjectInfo],
+        now: datetime,
+        scan_id: int | None = None,
+        stamps: Mapping[str, Stamps] | None = None,
     ) -> None:
-        """Record objects seen in a listing; a changed object loses its known checksum."""
+        """Record objects seen in a listing; a changed object loses its known checksum.
+
+        A known object whose bytes are unchanged (same size and ETag) keeps its instants:
+        an object store's Last-Modified of a copy is when it was copied, not when the
+        object was created or modified (DESIGN I9). A new or changed object (a rewrite is
+        a new object, as S3 lifecycle counts it) takes them from ``stamps`` where given
+        (what a copy carries in its metadata), else from the listing."""
         if not infos:
             return
         stamp = to_micros(now)
-        rows = [
-            {
-                "tier": tier,
-                "key": info.key,
-                "size": info.size,
-                "etag": info.etag,
-                "modified_at": to_micros(info.modified),
-                "first_seen_at": stamp,
-                "last_seen_at": stamp,
-                "scan_id": scan_id,
-                "checksum": None,
-                "state": "present",
-            }
-            for info in infos
-        ]
+        carried = stamps or {}
+        rows = []
+        for info in infos:
+            known = carried.get(info.key)
+            modified = known.modified if known else info.modified
+            rows.append(
+                {
+                    "tier": tier,
+                    "key": info.key,
+                    "size": info.size,
+                    "etag": info.etag,
+                    "modified_at": to_micros(modified),
+                    "created_at": to_micros(known.created if known else modified),
+                    "arrived_at": to_micros(info.arrived or info.modified),
+                    "first_seen_at": stamp,
+                    "last_seen_at": stamp,
+                    "scan_id": scan_id,
+                    "checksum": None,
+                    "state": "present",
+                }
+            )
         insert = self._insert()
         excluded = insert.excluded
         unchanged = (objects.c.size == excluded.size) & (
             func.coalesce(objects.c.etag, "") == func.coalesce(excluded.etag, "")
         )
+        same_version = unchanged & objects.c.etag.is_not(None)
         statement = insert.on_conflict_do_update(
             index_elements=[objects.c.tier, objects.c.key],
             set_={
                 "size": excluded.size,
                 "etag": excluded.etag,
-                "modified_at": excluded.modified_at,
+                **{
+                    name: case((same_version, objects.c[name]), else_=excluded[name])
+                    for name in ("modified_at", "created_at", "arrived_at")
+                },
                 "last_seen_at": excluded.last_seen_at,
                 "scan_id": excluded.scan_id,
                 "checksum": case((unchanged, objects.c.checksum), else_=None),
@@ -177,6 +220,20 @@ class Catalog:
         )
         with self._begin() as conn:
             bulk_execute(conn, statement, rows)
+
+    def known_keys(self, tier: str, keys: Sequence[str]) -> set[str]:
+        """Which of ``keys`` the inventory of ``tier`` holds already."""
+        found: set[str] = set()
+        with self._connect() as conn:
+            for start in range(0, len(keys), 500):
+                found.update(
+                    conn.execute(
+                        select(objects.c.key).where(
+                            objects.c.tier == tier, objects.c.key.in_(keys[start : start + 500])
+                        )
+                    ).scalars()
+                )
+        return found
 
     def finish_scan(self, tier: str, scan_id: int, started_at: datetime, now: datetime) -> int:
         """Forget objects this complete scan did not see; return how many were removed.
@@ -221,35 +278,48 @@ class Catalog:
         checksum: str | None,
         etag: str | None,
         now: datetime,
+        stamps: Stamps | None = None,
     ) -> None:
         """Record an object shelflife itself has just written."""
-        self.record_puts(tier, [(key, size, checksum, etag)], now)
+        self.record_puts(
+            tier, [(key, size, checksum, etag)], now, None if stamps is None else {key: stamps}
+        )
 
     def record_puts(
         self,
         tier: str,
         written: Sequence[tuple[str, int, str | None, str | None]],
         now: datetime,
+        stamps: Mapping[str, Stamps] | None = None,
     ) -> None:
         """Record objects shelflife has just written, (key, size, checksum, etag) each, in one
-        statement and one transaction."""
+        statement and one transaction.
+
+        A copy brings its ``stamps`` (its source's created and modified instants); any
+        other write is a new object, created and modified ``now``. Either way the object
+        arrived on ``tier`` ``now``."""
         if not written:
             return
         stamp = to_micros(now)
-        rows = [
-            {
-                "tier": tier,
-                "key": key,
-                "size": size,
-                "checksum": checksum,
-                "etag": etag,
-                "modified_at": stamp,
-                "first_seen_at": stamp,
-                "last_seen_at": stamp,
-                "state": "present",
-            }
-            for key, size, checksum, etag in written
-        ]
+        carried = stamps or {}
+        rows = []
+        for key, size, checksum, etag in written:
+            known = carried.get(key)
+            rows.append(
+                {
+                    "tier": tier,
+                    "key": key,
+                    "size": size,
+                    "checksum": checksum,
+                    "etag": etag,
+                    "modified_at": to_micros(known.modified) if known else stamp,
+                    "created_at": to_micros(known.created) if known else stamp,
+                    "arrived_at": stamp,
+                    "first_seen_at": stamp,
+                    "last_seen_at": stamp,
+                    "state": "present",
+                }
+            )
         insert = self._insert()
         excluded = insert.excluded
         statement = insert.on_conflict_do_update(
@@ -259,6 +329,8 @@ class Catalog:
                 "checksum": excluded.checksum,
                 "etag": excluded.etag,
                 "modified_at": excluded.modified_at,
+                "created_at": excluded.created_at,
+                "arrived_at": excluded.arrived_at,
                 "last_seen_at": excluded.last_seen_at,
             },
         )
@@ -267,7 +339,6 @@ class Catalog:
 
     def set_tags(self, tier: str, key: str, tags: dict[str, str] | None) -> None:
         """Record an object's tags (what rules' ``filter.tags`` match)."""
-        import json
 
         value = json.dumps(tags, sort_keys=True) if tags else None
         with self._begin() as conn:
@@ -413,6 +484,8 @@ _OBJECT_COLUMNS = (
     objects.c.last_accessed_at,
     objects.c.state,
     objects.c.tags,
+    objects.c.created_at,
+    objects.c.arrived_at,
 )
 
 

@@ -90,6 +90,17 @@ def selection_clauses(selection: Any) -> list[ColumnElement[bool]]:
     return clauses
 
 
+def aged_from_column(basis: str) -> Any:
+    """The column expression of :func:`shelflife.model.selection.aged_from`."""
+    if basis == "created":
+        return func.coalesce(objects.c.created_at, objects.c.modified_at)
+    if basis == "arrived":
+        return func.coalesce(objects.c.arrived_at, objects.c.modified_at)
+    if basis == "last-access":
+        return func.coalesce(objects.c.last_accessed_at, objects.c.modified_at)
+    return objects.c.modified_at
+
+
 def coldest_first(order: str) -> Any:
     """The sort expression of a migrate rule's ``order`` (ties go by key, added by callers)."""
     if order == "largest":

@@ -48,6 +48,8 @@ class PlanStore:
                 "modified_at": None if action.modified is None else to_micros(action.modified),
                 "rows": None if action.rows is None else json.dumps(action.rows),
                 "reason": None,
+                "age": action.age,
+                "aged_from": None if action.aged_from is None else to_micros(action.aged_from),
             }
         )
 
@@ -65,6 +67,8 @@ class PlanStore:
                 "modified_at": None,
                 "rows": None,
                 "reason": skip.reason[:2000],
+                "age": None,
+                "aged_from": None,
             }
         )
 
@@ -107,6 +111,8 @@ class PlanStore:
                 etag=row.etag,
                 modified=row.modified_at,
                 rows=None if row.rows is None else json.loads(row.rows),
+                age=row.age,
+                aged_from=row.aged_from,
             )
 
     def skipped(self) -> Iterator[Skip]:

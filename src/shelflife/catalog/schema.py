@@ -71,9 +71,13 @@ objects = Table(
     # present: on its tier. Later layers add states of their own (e.g. quarantined).
     Column("state", String(16), nullable=False, server_default="present"),
     Column("tags", String(2000)),  # JSON object, set by put(tags=...) (0004)
+    # First seen or written anywhere, kept across moves (DESIGN I9); entered this tier (0010).
+    Column("created_at", UTCDateTime),
+    Column("arrived_at", UTCDateTime),
     UniqueConstraint("tier", "key", name="uq_objects_tier_key"),
 )
 Index("ix_objects_tier_modified", objects.c.tier, objects.c.modified_at)
+Index("ix_objects_tier_created", objects.c.tier, objects.c.created_at)
 
 scans = Table(
     "scans",
@@ -148,6 +152,8 @@ plan_items = Table(
     Column("modified_at", UTCDateTime),
     Column("rows", String(2000)),  # JSON: what an expiration does to rows, per source
     Column("reason", String(2000)),
+    Column("age", String(16)),  # the basis the rule's age counted from, and its instant (0010)
+    Column("aged_from", UTCDateTime),
 )
 Index("ix_plan_items_plan_tier_key", plan_items.c.plan_id, plan_items.c.tier, plan_items.c.key)
 

@@ -11,7 +11,13 @@ from typing import Any
 from sqlalchemy import Engine, exists, or_, select
 
 from shelflife.catalog.catalog import _Guard
-from shelflife.catalog.ledger import Ledger, coldest_first, live_in, selection_clauses
+from shelflife.catalog.ledger import (
+    Ledger,
+    aged_from_column,
+    coldest_first,
+    live_in,
+    selection_clauses,
+)
 from shelflife.catalog.schema import leases, objects, pins, plan_items, refs
 from shelflife.model.selection import ObjectView, Selection, TierState
 
@@ -48,8 +54,8 @@ class CatalogInventory:
 
     def objects(self, tier: str, order: str, selection: Selection) -> Iterator[ObjectView]:
         clauses: list[Any] = [*live_in(tier), *selection_clauses(selection)]
-        if selection.modified_before is not None:
-            clauses.append(objects.c.modified_at < selection.modified_before)
+        if selection.before is not None:
+            clauses.append(aged_from_column(selection.age) < selection.before)
         if selection.unreferenced and self.snapshot_id is not None:
             clauses.append(~self.ledger.referenced_clause(self.snapshot_id))
         if self.plan_id is not None and self._holds_items(tier):
@@ -69,6 +75,8 @@ class CatalogInventory:
                 objects.c.last_accessed_at,
                 objects.c.etag,
                 objects.c.tags,
+                objects.c.created_at,
+                objects.c.arrived_at,
             )
             .where(*clauses)
             .order_by(sort_key, objects.c.key)
@@ -88,6 +96,8 @@ class CatalogInventory:
                         modified=row.modified_at,
                         accessed=row.last_accessed_at,
                         etag=row.etag,
+                        created=row.created_at,
+                        arrived=row.arrived_at,
                         tags=json.loads(row.tags) if row.tags else None,
                         pinned=row.key in pinned,
                         leased=row.key in leased,

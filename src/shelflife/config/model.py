@@ -231,6 +231,12 @@ class IgnoredColumnConfig(_Strict):
     reason: str = Field(min_length=1)
 
 
+AgeBasis = Literal["created", "modified", "last-access", "arrived"]
+"""What a rule's age counts from: ``created`` (first seen or written anywhere, kept across
+moves), ``modified`` (the bytes last changed), ``last-access`` (last read through
+shelflife, else ``modified``), ``arrived`` (entered the tier it is on)."""
+
+
 class RuleFilter(_Strict):
     prefix: str | None = None
     suffix: str | None = None
@@ -257,6 +263,19 @@ class RuleConfig(_Strict):
     batch_size: int = Field(default=1000, ge=1, le=100_000)
     max_fraction: Ratio = 0.25
     enabled: bool = True
+    age: AgeBasis | None = None
+    """The instant ``after`` and ``grace`` count from (see :attr:`age_basis`)."""
+
+    @property
+    def age_basis(self) -> AgeBasis:
+        """``age`` as set, else: ``created`` for expire and collect-orphans rules (an
+        object's age survives moves, DESIGN I9); for migrate rules what their ``order``
+        sorts by, ``last-access`` for least-recently-used and ``modified`` otherwise."""
+        if self.age is not None:
+            return self.age
+        if self.action != "migrate":
+            return "created"
+        return "last-access" if self.order == "least-recently-used" else "modified"
 
     @model_validator(mode="after")
     def _action_fields(self) -> RuleConfig:

@@ -13,7 +13,6 @@ another; the interface layer may inject another (Celery workers, see
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from itertools import groupby
@@ -30,7 +29,7 @@ from shelflife.engine.migrate import Migrator, migrator
 from shelflife.errors import ShelflifeError, StoreError
 from shelflife.model.actions import Action, ActionKind, Failure, Skip
 from shelflife.model.outcome import RunOutcome
-from shelflife.model.selection import ObjectView, rule_tiers, selects
+from shelflife.model.selection import rule_tiers, selects
 from shelflife.references.sources import ReferenceSource, SourceUnreadable
 from shelflife.stores.transfer import head_many
 
@@ -170,9 +169,7 @@ class Executor:
             if row is None:
                 reason = "no longer in the inventory"
             else:
-                tags = json.loads(row.tags) if row.tags else None
-                view = ObjectView(item.key, row.size, row.modified_at, tags=tags)
-                if not selects(rule, view, self.outcome.plan.now):
+                if not selects(rule, row.view(), self.outcome.plan.now):
                     reason = "its rule no longer selects it"
         if reason is None:
             return True

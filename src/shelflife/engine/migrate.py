@@ -36,6 +36,7 @@ from shelflife.errors import ObjectExists, ObjectNotFound, ShelflifeError, Store
 from shelflife.model.locations import Location, Locator
 from shelflife.references.sources import ReferenceSource, SourceUnreadable, repoint
 from shelflife.stores._obstore import ObstoreStore
+from shelflife.stores.base import Stamps
 from shelflife.stores.transfer import transfer
 
 
@@ -142,12 +143,15 @@ class Migrator:
         self, entries: list[Entry], known: dict[str, str | None], result: MigrateResult
     ) -> None:
         semaphore = asyncio.Semaphore(self.concurrency)
+        stamps = await asyncio.to_thread(self._source_stamps, entries)
 
         async def copy_one(entry: Entry) -> tuple[Entry, str | None, str | None]:
             async with semaphore:
                 try:
                     digest = await retrying(
-                        lambda: self._copy_and_verify(entry, known.get(entry.key)),
+                        lambda: self._copy_and_verify(
+                            entry, known.get(entry.key), stamps.get(entry.key)
+                        ),
                         retries=self.store(entry.dst_tier).retries,
                         what=f"copy of {entry.key} to {entry.dst_tier}",
                     )
@@ -177,8 +181,17 @@ class Migrator:
         for entry, digest in copied:
             by_tier.setdefault(entry.dst_tier, []).append((entry.key, entry.size, digest, None))
         for tier, written in by_tier.items():
-            await asyncio.to_thread(self.catalog.record_puts, tier, written, utcnow())
+            await asyncio.to_thread(self.catalog.record_puts, tier, written, utcnow(), stamps)
         await self._finish([entry for entry, _ in copied], result)
+
+    def _source_stamps(self, entries: Sequence[Entry]) -> dict[str, Stamps]:
+        """The created and modified instants each copy carries: its source's (DESIGN I9)."""
+        found: dict[str, Stamps] = {}
+        for entry in entries:
+            row = self.catalog.get(entry.src_tier, entry.key)
+            if row is not None:
+                found[entry.key] = row.stamps
+        return found
 
     async def _finish(self, entries: list[Entry], result: MigrateResult) -> None:
         """Repoint, then delete the sources: the steps after a verified copy."""
@@ -226,11 +239,16 @@ class Migrator:
             checkpoint("journal-done")
             result.moved += [Moved(e.key, e.size, e.src_tier, e.dst_tier, e.rule) for e in group]
 
-    async def _copy_and_verify(self, entry: Entry, known: str | None) -> str:
+    async def _copy_and_verify(
+        self, entry: Entry, known: str | None, stamps: Stamps | None = None
+    ) -> str:
         src, dst = self.store(entry.src_tier), self.store(entry.dst_tier)
         created = False
+        if stamps is None:  # not in the inventory: what the source itself says
+            info = await src.head(entry.key)
+            stamps = await src.stamps(entry.key) or Stamps(info.modified, info.modified)
         try:
-            written = await transfer(src, entry.key, dst, entry.key, overwrite=False)
+            written = await transfer(src, entry.key, dst, entry.key, overwrite=False, stamps=stamps)
             created = True
             checkpoint("copied-object")
             digest, size = written.checksum, written.size
@@ -347,6 +365,7 @@ class Migrator:
             await asyncio.to_thread(
                 self.journal.advance, [entry.id], "copied", now, {entry.id: there[0]}
             )
+            stamps = await asyncio.to_thread(self._source_stamps, [entry])
             await asyncio.to_thread(
                 self.catalog.record_put,
                 entry.dst_tier,
@@ -355,6 +374,7 @@ class Migrator:
                 checksum=there[0],
                 etag=None,
                 now=now,
+                stamps=stamps.get(entry.key),
             )
             return "completed"
         await asyncio.to_thread(

@@ -43,6 +43,7 @@ from shelflife.model.selection import (
     ObjectView,
     Selection,
     TierState,
+    aged_from,
     rule_tiers,
     selection,
     selects,
@@ -195,6 +196,8 @@ class _RulePlanner:
             etag=obj.etag,
             modified=obj.modified,
             rows=rows or None,
+            age=self.rule.age_basis,
+            aged_from=aged_from(self.rule.age_basis, obj),
         )
         self.plan.add(action)
         entry = self.counts.setdefault(action.action, {"objects": 0, "bytes": 0})

@@ -81,7 +81,9 @@ class Action(_Record):
     ``action`` is ``migrate``, ``expire``, ``delete-orphan``, ``quarantine`` or
     ``purge-quarantine``. ``etag`` and ``modified`` are what the object was when planned,
     so that applying the plan later can tell whether it changed; ``rows`` says what an
-    expiration does to the rows that point at the object, per reference source.
+    expiration does to the rows that point at the object, per reference source; ``age``
+    and ``aged_from`` name the instant the rule counted the object's age from (its basis:
+    ``created``, ``modified``, ``last-access`` or ``arrived``).
     """
 
     action: str
@@ -93,10 +95,13 @@ class Action(_Record):
     etag: str | None = None
     modified: datetime | None = None
     rows: dict[str, str] | None = None
+    age: str | None = None
+    aged_from: datetime | None = None
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> Action:
         modified = body.get("modified")
+        aged_from = body.get("aged_from")
         return cls(
             action=str(body["action"]),
             rule=str(body["rule"]),
@@ -107,6 +112,8 @@ class Action(_Record):
             etag=body.get("etag"),
             modified=None if modified is None else datetime.fromisoformat(modified),
             rows=body.get("rows"),
+            age=body.get("age"),
+            aged_from=None if aged_from is None else datetime.fromisoformat(aged_from),
         )
 
 

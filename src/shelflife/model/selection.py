@@ -2,7 +2,8 @@
 
 A rule selects an object on a tier when the object passes the rule's filter (prefix,
 suffix, tags, size bounds) and is old enough (``after`` for migrate and expire rules,
-``grace`` for collect-orphans). The planner asks an inventory for candidates with a
+``grace`` for collect-orphans), counted from the instant the rule's ``age`` names
+(:func:`aged_from`). The planner asks an inventory for candidates with a
 :class:`Selection` (an inventory may narrow what it yields with it) and then checks
 :func:`selects` itself; the executor checks :func:`selects` again before acting, so a plan
 applied later acts only on what its rule still selects.
@@ -14,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from shelflife.config.model import RuleConfig
+from shelflife.config.model import AgeBasis, RuleConfig
 
 TRASH_PREFIX = ".shelflife-trash"
 
@@ -28,6 +29,8 @@ class ObjectView:
     modified: datetime
     accessed: datetime | None = None
     etag: str | None = None
+    created: datetime | None = None  # unknown: ``modified`` stands for it
+    arrived: datetime | None = None  # unknown: ``modified`` stands for it
     tags: Mapping[str, str] | None = None
     pinned: bool = False
     leased: bool = False
@@ -58,12 +61,25 @@ class Selection:
     suffix: str | None = None
     min_size: int | None = None
     max_size: int | None = None
-    modified_before: datetime | None = None
+    before: datetime | None = None  # the instant ``age`` names is earlier than this
+    age: AgeBasis = "modified"
     unreferenced: bool = False
 
 
+def aged_from(basis: AgeBasis, obj: ObjectView) -> datetime:
+    """The instant an object's age counts from, for a rule's ``age`` basis."""
+    if basis == "created":
+        return obj.created or obj.modified
+    if basis == "arrived":
+        return obj.arrived or obj.modified
+    if basis == "last-access":
+        return obj.accessed or obj.modified
+    return obj.modified
+
+
 def cutoff(rule: RuleConfig, now: datetime) -> datetime | None:
-    """Objects modified before this instant are old enough for ``rule`` (None: any age)."""
+    """Objects whose age (:func:`aged_from`) counts from before this instant are old
+    enough for ``rule`` (None: any age)."""
     if rule.action == "collect-orphans":
         return now - rule.grace
     return None if rule.after is None else now - rule.after
@@ -76,7 +92,8 @@ def selection(rule: RuleConfig, now: datetime) -> Selection:
         suffix=rule.filter.suffix,
         min_size=rule.filter.min_size if rule.min_size is None else rule.min_size,
         max_size=rule.filter.max_size,
-        modified_before=cutoff(rule, now),
+        before=cutoff(rule, now),
+        age=rule.age_basis,
         unreferenced=rule.action == "collect-orphans",
     )
 
@@ -105,7 +122,7 @@ def selects(rule: RuleConfig, obj: ObjectView, now: datetime) -> bool:
     if not matches(rule, obj):
         return False
     before = cutoff(rule, now)
-    return before is None or obj.modified < before
+    return before is None or aged_from(rule.age_basis, obj) < before
 
 
 def rule_tiers(rule: RuleConfig, tiers: Sequence[str]) -> list[str]:

@@ -14,7 +14,7 @@ import hashlib
 import re
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import contextmanager, suppress
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -32,7 +32,7 @@ from shelflife.errors import (
     StoreTransient,
     StoreUnreachable,
 )
-from shelflife.stores.base import ObjectInfo, PutResult, PutSource
+from shelflife.stores.base import ObjectInfo, PutResult, PutSource, Stamps
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -176,9 +176,42 @@ class ObstoreStore:
         except (obe.BaseError, OSError) as exc:
             raise translate_error(exc, self.location, key) from exc
 
-    async def put(self, key: str, source: PutSource, *, overwrite: bool = True) -> PutResult:
+    # Whether copies keep their Stamps in the object's metadata (a local tier keeps the
+    # modification time in the file itself, and its listing says it).
+    carries_stamps = True
+    # Whether objects written here cannot be read back at once (an archive storage class):
+    # a copy is then verified by the store's own checksum and size, never by a read.
+    archive = False
+
+    def _put_attributes(self, stamps: Stamps | None) -> Any:
+        if stamps is None:
+            return self._attributes
+        return {**(self._attributes or {}), **stamp_metadata(stamps)}
+
+    async def stamps(self, key: str) -> Stamps | None:
+        """The instants a copy carries in its metadata (see :class:`Stamps`), if any.
+
+        One HEAD request; an archived object answers it too."""
+        validate_key(key)
+
+        async def head_once() -> Any:
+            with self._translated(key):
+                return await obs.get_async(self._store, key, options={"head": True})
+
+        result = await self._retry(head_once, f"head {key}")
+        return read_stamps(result.attributes, result.meta["last_modified"])
+
+    async def put(
+        self,
+        key: str,
+        source: PutSource,
+        *,
+        overwrite: bool = True,
+        stamps: Stamps | None = None,
+    ) -> PutResult:
         validate_key(key)
         digest = hashlib.sha256()
+        attributes = self._put_attributes(stamps)
         if isinstance(source, Path):
             source = await self._small_file_or_stream(source)
         if isinstance(source, bytes | bytearray | memoryview):
@@ -193,7 +226,7 @@ class ObstoreStore:
                         key,
                         data,
                         mode="overwrite" if overwrite else "create",
-                        attributes=self._attributes,
+                        attributes=attributes,
                         use_multipart=size > self.multipart_threshold,
                         chunk_size=self.multipart_chunk_size,
                         max_concurrency=self.max_part_concurrency,
@@ -213,7 +246,7 @@ class ObstoreStore:
                 self._store,
                 key,
                 _hashing(source, digest, counter),
-                attributes=self._attributes,
+                attributes=attributes,
                 chunk_size=self.multipart_chunk_size,
                 max_concurrency=self.max_part_concurrency,
             )
@@ -387,6 +420,39 @@ def _info(meta: ObjectMeta) -> ObjectInfo:
         modified=meta["last_modified"],
         etag=normal_etag(meta.get("e_tag")),
     )
+
+
+MTIME_KEY = "mtime"  # what rclone writes: seconds since the epoch, with a fraction
+CREATED_KEY = "shelflife_created"  # ISO 8601; a valid name for S3, Azure and GCS metadata
+
+
+def stamp_metadata(stamps: Stamps) -> dict[str, str]:
+    """An object's :class:`Stamps` as user metadata."""
+    modified = stamps.modified.astimezone(UTC)
+    seconds = int(modified.timestamp())
+    return {
+        MTIME_KEY: f"{seconds}.{modified.microsecond:06d}000",
+        CREATED_KEY: stamps.created.astimezone(UTC).isoformat(),
+    }
+
+
+def read_stamps(metadata: Any, stored: datetime) -> Stamps | None:
+    """The :class:`Stamps` in an object's metadata; None if it carries none.
+
+    A value that does not parse is ignored (the store's own instant stands for it), and an
+    instant later than the write (``stored``) cannot be the object's: it is capped there."""
+    modified = created = None
+    with suppress(KeyError, TypeError, ValueError, OverflowError):
+        modified = datetime.fromtimestamp(float(metadata[MTIME_KEY]), UTC)
+    with suppress(KeyError, TypeError, ValueError):
+        created = datetime.fromisoformat(metadata[CREATED_KEY])
+        if created.tzinfo is None:
+            created = created.replace(tzinfo=UTC)
+    if modified is None and created is None:
+        return None
+    modified = min(modified or stored, stored)
+    created = min(created, stored) if created else modified
+    return Stamps(created=created, modified=modified)
 
 
 def normal_etag(etag: str | None) -> str | None:

@@ -18,12 +18,32 @@ PutSource = bytes | Path | AsyncIterable[bytes]
 
 @dataclass(frozen=True, slots=True)
 class ObjectInfo:
-    """What a store says about one object."""
+    """What a store says about one object.
+
+    ``modified`` is the object's modification instant as the store keeps it: a local
+    tier's mtime (kept across moves), an object store's Last-Modified (the write, so the
+    instant the object arrived there). ``arrived``, where the store knows it apart from
+    ``modified``, is when the object entered this store (a local file's ctime)."""
 
     key: str
     size: int
     modified: datetime
     etag: str | None = None
+    arrived: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Stamps:
+    """The instants an object keeps wherever it moves (DESIGN I9).
+
+    ``created`` is when the object was first seen or written anywhere; ``modified`` when
+    its bytes last changed. A copy carries both: a local tier sets its file's mtime to
+    ``modified``; an object store keeps them in the object's metadata (``mtime`` in
+    seconds since the epoch, as rclone writes it, and ``shelflife_created``), so a
+    catalog rebuilt by a scan finds them again."""
+
+    created: datetime
+    modified: datetime
 
 
 @dataclass(frozen=True, slots=True)

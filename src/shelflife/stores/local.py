@@ -17,6 +17,7 @@ import re
 import secrets
 import shutil
 import stat
+import time
 from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -30,7 +31,7 @@ from shelflife.base.keys import validate_key, validate_prefix
 from shelflife.config.model import TierConfig
 from shelflife.errors import InvalidKeyError, ObjectExists, ObjectNotFound, StoreConfigError
 from shelflife.stores._obstore import LIST_CHUNK, ObstoreStore
-from shelflife.stores.base import ObjectInfo, PutResult, PutSource
+from shelflife.stores.base import ObjectInfo, PutResult, PutSource, Stamps
 
 log = logging.getLogger("shelflife.stores")
 
@@ -44,6 +45,7 @@ class LocalStore(ObstoreStore):
     """Objects as files under ``root``; writes go to a temporary file, then rename."""
 
     sorted_listing = False  # a directory walk is in no particular order
+    carries_stamps = False  # a copy keeps its source's mtime; the listing reads it
 
     def __init__(self, root: Path, *, public_url: str | None = None) -> None:
         if not root.is_absolute():
@@ -64,12 +66,20 @@ class LocalStore(ObstoreStore):
     def from_tier(cls, tier: TierConfig) -> LocalStore:
         return cls(Path(tier.url.removeprefix("file://")), public_url=tier.public_url)
 
-    async def put(self, key: str, source: PutSource, *, overwrite: bool = True) -> PutResult:
+    async def put(
+        self,
+        key: str,
+        source: PutSource,
+        *,
+        overwrite: bool = True,
+        stamps: Stamps | None = None,
+    ) -> PutResult:
         """Stream into a staging file beside the target, fsync, then rename into place.
 
         Memory stays at one chunk whatever the size. The staging name ends in ``#<digits>``,
         which listings skip, so a half-written file is never taken for an object: a crash
-        leaves at most such a staging file, never a partial object under the key.
+        leaves at most such a staging file, never a partial object under the key. With
+        ``stamps`` the file keeps the source's modification time (as ``cp -p`` does).
         """
         self._check_local_key(key)
         try:
@@ -85,6 +95,8 @@ class LocalStore(ObstoreStore):
             try:
                 size = await self._write_all(handle, source, digest)
                 await asyncio.to_thread(_flush_and_sync, handle)
+                if stamps is not None:
+                    await asyncio.to_thread(_set_mtime, staging, stamps.modified)
             except BaseException:
                 await asyncio.to_thread(_discard, handle, staging)
                 raise
@@ -95,6 +107,10 @@ class LocalStore(ObstoreStore):
                 raise ObjectExists(f"an object already exists at {self.location}/{key}") from None
         info = await self.head(key)
         return PutResult(key, size, "sha256:" + digest.hexdigest(), info.etag)
+
+    async def stamps(self, key: str) -> Stamps | None:
+        """A file carries its modification time and nothing more: the listing has it."""
+        return None
 
     async def get(self, key: str, *, chunk_size: int = COPY_CHUNK) -> AsyncIterator[bytes]:
         """Read the file in chunks (obstore's local stream buffers far more than one chunk)."""
@@ -297,7 +313,16 @@ def _stat_info(key: str, meta: os.stat_result) -> ObjectInfo:
         modified=_EPOCH + timedelta(microseconds=micros),
         # The ETag obstore gives the same file: inode, mtime (µs) and size in hex.
         etag=f"{meta.st_ino:x}-{micros:x}-{meta.st_size:x}",
+        # The inode changed last when the file was written or moved here (a copy that
+        # keeps its source's mtime still gets a new ctime).
+        arrived=_EPOCH + timedelta(microseconds=max(meta.st_ctime_ns, meta.st_mtime_ns) // 1000),
     )
+
+
+def _set_mtime(path: Path, modified: datetime) -> None:
+    delta = modified.astimezone(UTC) - _EPOCH
+    nanos = (delta.days * 86_400 + delta.seconds) * 10**9 + delta.microseconds * 1000
+    os.utime(path, ns=(time.time_ns(), nanos))
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

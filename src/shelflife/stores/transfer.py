@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from shelflife.errors import ObjectNotFound, ShelflifeError
 from shelflife.stores._obstore import ObstoreStore
-from shelflife.stores.base import PutResult
+from shelflife.stores.base import PutResult, Stamps
 
 
 async def transfer(
@@ -17,11 +17,13 @@ async def transfer(
     dst_key: str | None = None,
     *,
     overwrite: bool = True,
+    stamps: Stamps | None = None,
 ) -> PutResult:
     """Copy one object from ``src`` to ``dst``; return what was written (size, SHA-256).
 
     Within one store the copy is server-side (and the checksum is read back); between
-    stores small objects go in one request and large ones stream through multipart.
+    stores small objects go in one request and large ones stream through multipart. The
+    copy carries ``stamps`` (the object's created and modified instants, DESIGN I9).
     """
     dst_key = dst_key or src_key
     if src is dst or src.location == dst.location:
@@ -31,8 +33,9 @@ async def transfer(
         return await checksum(dst, dst_key)
     info = await src.head(src_key)
     if info.size <= dst.multipart_threshold:
-        return await dst.put(dst_key, await src.get_bytes(src_key), overwrite=overwrite)
-    return await dst.put(dst_key, src.get(src_key), overwrite=overwrite)
+        data = await src.get_bytes(src_key)
+        return await dst.put(dst_key, data, overwrite=overwrite, stamps=stamps)
+    return await dst.put(dst_key, src.get(src_key), overwrite=overwrite, stamps=stamps)
 
 
 async def checksum(store: ObstoreStore, key: str) -> PutResult:
