@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -36,8 +37,11 @@ from shelflife.errors import ObjectExists, ObjectNotFound, ShelflifeError, Store
 from shelflife.model.locations import Location, Locator
 from shelflife.references.sources import ReferenceSource, SourceUnreadable, repoint
 from shelflife.stores._obstore import ObstoreStore
-from shelflife.stores.base import Stamps
+from shelflife.stores.base import PutResult, Stamps
+from shelflife.stores.proofs import Hasher
 from shelflife.stores.transfer import transfer
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -145,7 +149,9 @@ class Migrator:
         semaphore = asyncio.Semaphore(self.concurrency)
         stamps = await asyncio.to_thread(self._source_stamps, entries)
 
-        async def copy_one(entry: Entry) -> tuple[Entry, str | None, str | None]:
+        async def copy_one(
+            entry: Entry,
+        ) -> tuple[Entry, tuple[str, str | None] | None, str | None]:
             async with semaphore:
                 try:
                     digest = await retrying(
@@ -160,7 +166,7 @@ class Migrator:
                 return entry, digest, None
 
         outcomes = await asyncio.gather(*(copy_one(entry) for entry in entries))
-        copied = [(entry, digest) for entry, digest, _ in outcomes if digest]
+        copied = [(entry, written) for entry, written, _ in outcomes if written]
         failures = [(entry, error) for entry, _, error in outcomes if error]
         for entry, error in failures:
             await asyncio.to_thread(
@@ -174,12 +180,12 @@ class Migrator:
             [e.id for e, _ in copied],
             "copied",
             utcnow(),
-            {e.id: d for e, d in copied},
+            {e.id: digest for e, (digest, _) in copied},
         )
         checkpoint("journal-copied")
         by_tier: dict[str, list[tuple[str, int, str | None, str | None]]] = {}
-        for entry, digest in copied:
-            by_tier.setdefault(entry.dst_tier, []).append((entry.key, entry.size, digest, None))
+        for entry, (digest, etag) in copied:
+            by_tier.setdefault(entry.dst_tier, []).append((entry.key, entry.size, digest, etag))
         for tier, written in by_tier.items():
             await asyncio.to_thread(self.catalog.record_puts, tier, written, utcnow(), stamps)
         await self._finish([entry for entry, _ in copied], result)
@@ -241,40 +247,64 @@ class Migrator:
 
     async def _copy_and_verify(
         self, entry: Entry, known: str | None, stamps: Stamps | None = None
-    ) -> str:
+    ) -> tuple[str, str | None]:
+        """Copy one object and prove the copy holds its bytes; return (SHA-256, ETag).
+
+        Our own copy that fails verification for any reason — other bytes, or an error
+        while verifying — is deleted before the failure is raised (DESIGN I9): nothing
+        names it yet, and a copy left behind would block every later attempt."""
         src, dst = self.store(entry.src_tier), self.store(entry.dst_tier)
-        created = False
         if stamps is None:  # not in the inventory: what the source itself says
             info = await src.head(entry.key)
             stamps = await src.stamps(entry.key) or Stamps(info.modified, info.modified)
         try:
             written = await transfer(src, entry.key, dst, entry.key, overwrite=False, stamps=stamps)
-            created = True
-            checkpoint("copied-object")
-            digest, size = written.checksum, written.size
         except ObjectExists:
             # A retried copy, or someone else's object: only identical bytes may be reused.
-            digest, size = await _checksum(src, entry.key)
-            there, there_size = await _checksum(dst, entry.key)
-            if (there, there_size) != (digest, size):
+            return await self._reuse(entry, src, dst)
+        try:
+            checkpoint("copied-object")
+            problem = None
+            if known and known != written.checksum:
+                problem = (
+                    f"{entry.key} on {entry.src_tier} no longer has the bytes shelflife recorded"
+                )
+            else:
+                problem = await _verify(dst, written)
+        except Exception as exc:
+            await _discard(dst, entry.key)
+            message = exc.message if isinstance(exc, ShelflifeError) else str(exc)
+            raise ShelflifeError(
+                f"verification of {entry.key} on {entry.dst_tier} failed ({message}); "
+                "the copy was deleted"
+            ) from None
+        if problem:
+            await _discard(dst, entry.key)
+            raise ShelflifeError(problem)
+        return written.checksum, written.etag
+
+    async def _reuse(
+        self, entry: Entry, src: ObstoreStore, dst: ObstoreStore
+    ) -> tuple[str, str | None]:
+        """The destination already holds an object at the key: reuse it only when it holds
+        the source's bytes."""
+        if dst.archive:
+            hasher = Hasher(dst.multipart_chunk_size)
+            async for chunk in src.get(entry.key):
+                hasher.update(chunk)
+            reading = PutResult(entry.key, hasher.size, hasher.checksum(), None, hasher.proofs())
+            if await dst.verify_unread(reading) is not None:
                 raise ShelflifeError(
                     f"{entry.dst_tier} already holds a different object at {entry.key}"
-                ) from None
-        problem = None
-        if known and known != digest:
-            problem = f"{entry.key} on {entry.src_tier} no longer has the bytes shelflife recorded"
-        else:
-            there, there_size = await _checksum(dst, entry.key)
-            if there_size != size or there != digest:
-                problem = (
-                    f"verification failed for {entry.key} on {entry.dst_tier}: read back "
-                    f"{there_size} bytes {there[:19]}…, expected {size} bytes {digest[:19]}…"
                 )
-        if problem:
-            if created:  # our own copy, referenced by nothing: never leave it behind
-                await dst.delete(entry.key)
-            raise ShelflifeError(problem)
-        return digest
+            return reading.checksum, (await dst.head(entry.key)).etag
+        digest, size = await _checksum(src, entry.key)
+        there, there_size = await _checksum(dst, entry.key)
+        if (there, there_size) != (digest, size):
+            raise ShelflifeError(
+                f"{entry.dst_tier} already holds a different object at {entry.key}"
+            )
+        return digest, (await dst.head(entry.key)).etag
 
     def _repoint(self, entries: Sequence[Entry]) -> None:
         """Rewrite every row naming an entry's old location to name its new one, in every
@@ -400,6 +430,31 @@ async def _checksum(store: ObstoreStore, key: str) -> tuple[str, int]:
         return "sha256:" + digest.hexdigest(), size
 
     return await retrying(read_through, retries=store.retries, what=f"checksum of {key}")
+
+
+async def _verify(dst: ObstoreStore, written: PutResult) -> str | None:
+    """What is wrong with a copy just written (None: it holds the bytes written): read
+    back and hashed, or on an archive tier judged by the store's checksum and size."""
+    if dst.archive:
+        problem = await dst.verify_unread(written)
+        return None if problem is None else f"verification failed for {written.key}: {problem}"
+    there, there_size = await _checksum(dst, written.key)
+    if there_size != written.size or there != written.checksum:
+        return (
+            f"verification failed for {written.key} on {dst.location}: read back "
+            f"{there_size} bytes {there[:19]}…, expected {written.size} bytes "
+            f"{written.checksum[:19]}…"
+        )
+    return None
+
+
+async def _discard(dst: ObstoreStore, key: str) -> None:
+    """Delete a copy of ours that failed verification (a failure here is logged; recovery
+    deletes it later)."""
+    try:
+        await dst.delete(key)
+    except StoreError as exc:
+        log.warning("could not delete the unverified copy %s on %s: %s", key, dst.location, exc)
 
 
 async def _checksum_or_none(store: ObstoreStore, key: str) -> tuple[str, int] | None:

@@ -22,6 +22,7 @@ from shelflife.config.model import Config, RuleConfig, TierConfig
 from shelflife.errors import ShelflifeError, StoreError, UsageError
 from shelflife.model.selection import rule_tiers
 from shelflife.stores._obstore import split_bucket_url
+from shelflife.stores.s3 import s3_client
 
 ID_PREFIX = "shelflife-"
 DAY = timedelta(days=1)
@@ -312,31 +313,6 @@ def _tier_with_class(config: Config | None, storage_class: str) -> str | None:
 
 
 # -- the bucket ----------------------------------------------------------------------------
-
-
-def s3_client(tier: TierConfig) -> Any:
-    """A boto3 client for a tier's bucket configuration (obstore has no bucket calls)."""
-    import boto3
-    from botocore.config import Config as BotoConfig
-
-    return boto3.client(
-        "s3",
-        endpoint_url=tier.endpoint,
-        region_name=tier.region or "us-east-1",
-        aws_access_key_id=None if tier.access_key is None else tier.access_key.get_secret_value(),
-        aws_secret_access_key=None
-        if tier.secret_key is None
-        else tier.secret_key.get_secret_value(),
-        aws_session_token=None
-        if tier.session_token is None
-        else tier.session_token.get_secret_value(),
-        config=BotoConfig(
-            s3={"addressing_style": "virtual" if tier.virtual_hosted_style else "path"},
-            retries={"max_attempts": 3},
-            connect_timeout=10,
-            read_timeout=30,
-        ),
-    )
 
 
 def _bucket_call(tier: TierConfig, what: str, call: Any) -> Any:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import hashlib
 import re
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import contextmanager, suppress
@@ -33,6 +32,7 @@ from shelflife.errors import (
     StoreUnreachable,
 )
 from shelflife.stores.base import ObjectInfo, PutResult, PutSource, Stamps
+from shelflife.stores.proofs import Hasher
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -210,13 +210,13 @@ class ObstoreStore:
         stamps: Stamps | None = None,
     ) -> PutResult:
         validate_key(key)
-        digest = hashlib.sha256()
+        hasher = Hasher(self.multipart_chunk_size if self.archive else None)
         attributes = self._put_attributes(stamps)
         if isinstance(source, Path):
             source = await self._small_file_or_stream(source)
         if isinstance(source, bytes | bytearray | memoryview):
             data = bytes(source)
-            digest.update(data)
+            hasher.update(data)
             size = len(data)
 
             async def put_once() -> Any:
@@ -233,26 +233,48 @@ class ObstoreStore:
                     )
 
             result = await self._retry(put_once, f"put {key}")
-            return PutResult(
-                key, size, "sha256:" + digest.hexdigest(), normal_etag(result.get("e_tag"))
-            )
-        if not overwrite and await self.exists(key):
-            # obstore's multipart upload has no create-only mode: check first, and the
-            # caller holds a lease on the key so nothing else writes it meanwhile.
-            raise ObjectExists(f"an object already exists at {self.location}/{key}")
-        counter = _Counter()
-        with self._writing(key):
-            result = await obs.put_async(
-                self._store,
-                key,
-                _hashing(source, digest, counter),
-                attributes=attributes,
-                chunk_size=self.multipart_chunk_size,
-                max_concurrency=self.max_part_concurrency,
-            )
+        else:
+            if not overwrite and await self.exists(key):
+                # obstore's multipart upload has no create-only mode: check first, and the
+                # caller holds a lease on the key so nothing else writes it meanwhile.
+                raise ObjectExists(f"an object already exists at {self.location}/{key}")
+            with self._writing(key):
+                result = await obs.put_async(
+                    self._store,
+                    key,
+                    _hashing(source, hasher),
+                    attributes=attributes,
+                    chunk_size=self.multipart_chunk_size,
+                    max_concurrency=self.max_part_concurrency,
+                )
         return PutResult(
-            key, counter.size, "sha256:" + digest.hexdigest(), normal_etag(result.get("e_tag"))
+            key,
+            hasher.size,
+            hasher.checksum(),
+            normal_etag(result.get("e_tag")),
+            hasher.proofs(),
         )
+
+    async def stored_proofs(self, key: str) -> tuple[int, set[str]]:
+        """The size of an object and the proofs of its bytes the store reports (see
+        :mod:`shelflife.stores.proofs`), without reading it."""
+        raise StoreConfigError(
+            f"{self.location} cannot vouch for an object's bytes without a read",
+            hint="archive storage classes are supported on S3 and Azure tiers",
+        )
+
+    async def verify_unread(self, written: PutResult) -> str | None:
+        """What is wrong with a copy on an archive tier, judged by the store's own
+        checksum and size (None: it holds exactly the bytes written)."""
+        size, proofs = await self.stored_proofs(written.key)
+        if size != written.size:
+            return f"the store holds {size} bytes, {written.size} were written"
+        if not proofs:
+            return "the store reports no checksum or ETag to verify the copy by"
+        if not proofs & written.proofs:
+            shown = ", ".join(sorted(proofs))[:160]
+            return f"the store's checksum ({shown}) is not that of the bytes written"
+        return None
 
     async def _small_file_or_stream(self, path: Path) -> bytes | AsyncIterable[bytes]:
         try:
@@ -394,16 +416,9 @@ class NotSupportedByStore(StoreConfigError):
         )
 
 
-class _Counter:
-    size = 0
-
-
-async def _hashing(
-    source: AsyncIterable[bytes], digest: Any, counter: _Counter
-) -> AsyncIterator[bytes]:
+async def _hashing(source: AsyncIterable[bytes], hasher: Hasher) -> AsyncIterator[bytes]:
     async for chunk in source:
-        digest.update(chunk)
-        counter.size += len(chunk)
+        hasher.update(chunk)
         yield chunk
 
 

@@ -48,12 +48,14 @@ class Stamps:
 
 @dataclass(frozen=True, slots=True)
 class PutResult:
-    """What a completed write produced: size and SHA-256 of the bytes written."""
+    """What a completed write produced: size and SHA-256 of the bytes written, and on an
+    archive tier the proofs the store may report for them (:mod:`shelflife.stores.proofs`)."""
 
     key: str
     size: int
     checksum: str
     etag: str | None = None
+    proofs: frozenset[str] = frozenset()
 
 
 @runtime_checkable
@@ -63,11 +65,23 @@ class Store(Protocol):
     location: str
     """The store's canonical URL (``s3://bucket/prefix``, ``file:///abs/path``)."""
 
-    async def put(self, key: str, source: PutSource, *, overwrite: bool = True) -> PutResult:
+    async def put(
+        self,
+        key: str,
+        source: PutSource,
+        *,
+        overwrite: bool = True,
+        stamps: Stamps | None = None,
+    ) -> PutResult:
         """Write an object atomically, streaming ``source``; return its size and checksum.
 
         With ``overwrite=False`` an existing object is left alone and ObjectExists raised.
+        With ``stamps`` the object carries its created and modified instants (a copy).
         """
+        ...
+
+    async def stamps(self, key: str) -> Stamps | None:
+        """The :class:`Stamps` a copy carries, if the object has any."""
         ...
 
     def get(self, key: str, *, chunk_size: int = ...) -> AsyncIterator[bytes]:

@@ -7,6 +7,7 @@ the bucket is prepended to the endpoint's host, since obstore expects it there.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -14,10 +15,11 @@ from urllib.parse import urlsplit, urlunsplit
 import obstore as obs
 from obstore.store import S3Store as _ObS3Store
 
-from shelflife.base.keys import validate_key
+from shelflife.base.keys import join_key, validate_key
 from shelflife.config.model import TierConfig
-from shelflife.errors import StoreConfigError
+from shelflife.errors import ObjectNotFound, StoreConfigError, StoreError
 from shelflife.stores._obstore import ObstoreStore, client_options, retry_config, split_bucket_url
+from shelflife.stores.proofs import s3_proofs
 
 
 class S3Store(ObstoreStore):
@@ -39,6 +41,9 @@ class S3Store(ObstoreStore):
                 endpoint = urlunsplit(parts._replace(netloc=f"{bucket}.{parts.netloc}"))
             config["endpoint"] = endpoint
         config["virtual_hosted_style_request"] = tier.virtual_hosted_style
+        archive = (tier.storage_class or "").upper() in ARCHIVE_CLASSES
+        if archive:  # S3 keeps the SHA-256 it was sent, to be asked for instead of a read
+            config["checksum_algorithm"] = "sha256"
         if tier.access_key is not None:
             config["access_key_id"] = tier.access_key.get_secret_value()
         if tier.secret_key is not None:
@@ -55,6 +60,9 @@ class S3Store(ObstoreStore):
         self.bucket = bucket
         self.prefix = prefix
         self.presign_ttl = tier.presign_ttl
+        self.archive = archive
+        self._tier = tier
+        self._client: Any = None
         self._signer = store
         super().__init__(
             store,
@@ -69,6 +77,72 @@ class S3Store(ObstoreStore):
         validate_key(key)
         with self._translated(key):
             return await obs.sign_async(self._signer, "GET", key, self.presign_ttl)
+
+    async def stored_proofs(self, key: str) -> tuple[int, set[str]]:
+        answer = await self._head_object(key)
+        proofs = s3_proofs(answer.get("ChecksumSHA256"), answer.get("ETag"))
+        return int(answer["ContentLength"]), proofs
+
+    async def archived(self, key: str) -> bool:
+        """Whether the object sits in an archive class and is not restored (unreadable)."""
+        answer = await self._head_object(key)
+        if str(answer.get("StorageClass", "")).upper() not in ARCHIVE_CLASSES:
+            return False
+        return 'ongoing-request="false"' not in str(answer.get("Restore", ""))
+
+    async def _head_object(self, key: str) -> dict[str, Any]:
+        """HEAD through boto3: obstore's has no checksum mode nor storage class."""
+        validate_key(key)
+        if self._client is None:
+            self._client = s3_client(self._tier)
+        name = join_key(self.prefix, key)
+
+        def head() -> dict[str, Any]:
+            from botocore.exceptions import BotoCoreError, ClientError
+
+            try:
+                answer: dict[str, Any] = self._client.head_object(
+                    Bucket=self.bucket, Key=name, ChecksumMode="ENABLED"
+                )
+            except ClientError as exc:
+                code = str(exc.response.get("Error", {}).get("Code", ""))
+                if code in ("404", "NoSuchKey", "NotFound"):
+                    raise ObjectNotFound(f"no object at {self.location}/{key}") from None
+                raise StoreError(f"{self.location}/{key}: HEAD failed ({code or exc})") from None
+            except BotoCoreError as exc:
+                raise StoreError(f"{self.location}/{key}: HEAD failed ({exc})") from None
+            return answer
+
+        return await asyncio.to_thread(head)
+
+
+ARCHIVE_CLASSES = ("GLACIER", "DEEP_ARCHIVE")
+"""Storage classes whose objects must be restored before they can be read."""
+
+
+def s3_client(tier: TierConfig) -> Any:
+    """A boto3 client for a tier (obstore has no bucket calls, nor a checksum-mode HEAD)."""
+    import boto3
+    from botocore.config import Config as BotoConfig
+
+    return boto3.client(
+        "s3",
+        endpoint_url=tier.endpoint,
+        region_name=tier.region or "us-east-1",
+        aws_access_key_id=None if tier.access_key is None else tier.access_key.get_secret_value(),
+        aws_secret_access_key=None
+        if tier.secret_key is None
+        else tier.secret_key.get_secret_value(),
+        aws_session_token=None
+        if tier.session_token is None
+        else tier.session_token.get_secret_value(),
+        config=BotoConfig(
+            s3={"addressing_style": "virtual" if tier.virtual_hosted_style else "path"},
+            retries={"max_attempts": 3},
+            connect_timeout=10,
+            read_timeout=30,
+        ),
+    )
 
 
 def _is_ip_address(host: str) -> bool:
