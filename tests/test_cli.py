@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.cli import SHELFLIFE, shelflife
-from tests.support.servers import free_port
+from tests.support.servers import free_port, make_s3_bucket
 
 
 def test_demo_builds_an_app_and_shows_it(tmp_path: Path) -> None:
@@ -111,7 +111,7 @@ def test_invalid_config_names_the_field_and_exits_2(tmp_path: Path) -> None:
 def test_check_reports_an_unreachable_store_with_a_hint(tmp_path: Path) -> None:
     port = free_port()
     (tmp_path / "shelflife.toml").write_text(
-        "[catalog]\nurl='sqlite:///c.db'\n[tiers.local]\nurl='file://out'\n"
+        "[catalog]\nurl='sqlite:///c.db'\n[tiers.local]\nurl='file://out'\ncreate=true\n"
         f"[tiers.cloud]\nurl='s3://b/p'\nendpoint='http://127.0.0.1:{port}'\n"
         "access_key='x'\nsecret_key='very-secret-value'\n"
     )
@@ -123,6 +123,61 @@ def test_check_reports_an_unreachable_store_with_a_hint(tmp_path: Path) -> None:
     assert "cannot reach" in checks["cloud"]["message"]
     assert checks["cloud"]["hint"]
     assert "very-secret-value" not in result.stdout + result.stderr
+
+
+@pytest.mark.invariant("I7")
+def test_check_fails_on_a_misspelled_folder_and_names_it(tmp_path: Path) -> None:
+    (tmp_path / "outputs").mkdir()
+    (tmp_path / "shelflife.toml").write_text(
+        "[catalog]\nurl='sqlite:///c.db'\n[tiers.local]\nurl='file://outptus'\n"
+    )
+    result = shelflife("check", "--json", cwd=tmp_path)
+    assert result.returncode == 2
+    (local,) = [c for c in json.loads(result.stdout)["checks"] if c["name"] == "local"]
+    assert local["ok"] is False
+    assert f"{tmp_path / 'outptus'} does not exist" in local["message"]
+    assert "create = true" in local["hint"]
+    assert not (tmp_path / "outptus").exists()  # nothing was created on the way
+    # Asked for, the folder is created.
+    (tmp_path / "shelflife.toml").write_text(
+        "[catalog]\nurl='sqlite:///c.db'\n[tiers.local]\nurl='file://fresh'\ncreate = true\n"
+    )
+    assert shelflife("check", cwd=tmp_path).returncode == 0
+    assert (tmp_path / "fresh").is_dir()
+
+
+def test_check_warns_when_rows_would_not_follow_a_migration(tmp_path: Path) -> None:
+    (tmp_path / "shelflife.toml").write_text(
+        "[catalog]\nurl='sqlite:///c.db'\n"
+        "[tiers.local]\nurl='file://out'\ncreate=true\n"
+        "[tiers.cold]\nurl='file://cold'\ncreate=true\n"
+        "[[rules]]\nid='spill'\ntier='local'\naction='migrate'\nto='cold'\nafter='30d'\n"
+    )
+    result = shelflife("check", "--json", cwd=tmp_path)
+    assert result.returncode == 0
+    warnings = [
+        c for c in json.loads(result.stdout)["checks"] if "reference source" in c["message"]
+    ]
+    assert [(w["name"], w["warning"]) for w in warnings] == [("local", True)]
+    assert "no reference source declared" in warnings[0]["message"]
+    assert "will not be rewritten" in warnings[0]["message"]
+    plan = shelflife("plan", "--json", cwd=tmp_path)
+    assert plan.returncode == 0, plan.stderr
+    assert any("no reference source declared" in w for w in json.loads(plan.stdout)["warnings"])
+
+
+@pytest.mark.s3
+def test_check_probes_an_archive_tier_without_reading(tmp_path: Path, s3_endpoint: str) -> None:
+    bucket = make_s3_bucket(s3_endpoint)
+    (tmp_path / "shelflife.toml").write_text(
+        f"[catalog]\nurl='sqlite:///c.db'\n[tiers.deep]\nurl='s3://{bucket}/p'\n"
+        f"endpoint='{s3_endpoint}'\naccess_key='testing'\nsecret_key='testing'\n"
+        "storage_class='GLACIER'\n"
+    )
+    result = shelflife("check", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout
+    (deep,) = [c for c in json.loads(result.stdout)["checks"] if c["name"] == "deep"]
+    assert "verified by the store's checksum" in deep["message"]
 
 
 def test_check_reports_a_bucket_that_does_not_exist(tmp_path: Path, s3_endpoint: str) -> None:

@@ -90,6 +90,12 @@ class ObjectExists(StoreError, FileExistsError):
     """An object already exists where a create-only write was asked for."""
 
 
+class ObjectArchived(StoreError):
+    """The object sits in an archive storage class: it must be restored to be read."""
+
+    exit_code = 2
+
+
 class StoreAuthError(StoreError, PermissionError):
     """The store rejected the credentials, or they lack a permission."""
 

@@ -14,7 +14,13 @@ from shelflife.cli.render import RichProgress, err, out, print_json, usage_table
 from shelflife.cli.state import ConfigOption, JsonOption, TierOption, state
 from shelflife.config import load_config
 from shelflife.errors import ShelflifeError, UsageError
-from shelflife.service.checks import CheckResult, check_database, check_tier, lint_references
+from shelflife.service.checks import (
+    CheckResult,
+    check_database,
+    check_rewrites,
+    check_tier,
+    lint_references,
+)
 from shelflife.service.shelf import Shelf
 
 
@@ -80,6 +86,7 @@ def check(json: JsonOption = False) -> int:
             CheckResult("catalog", "catalog", True, f"schema {shelf.catalog.revision()}")
         )
         results += [check_tier(name, shelf.store) for name in config.tiers]
+        results += check_rewrites(config)
     except ShelflifeError as exc:
         results.append(CheckResult("catalog", "catalog", False, exc.message, exc.hint))
     databases = [

@@ -95,6 +95,9 @@ class TierConfig(_Strict):
     versioned: bool | None = None  # None: ask the store (S3 buckets)
     multipart_threshold: Size = 8 * 1024 * 1024
     multipart_chunk_size: Size = 8 * 1024 * 1024
+    # A file:// tier's folder must exist (a misspelled path fails instead of starting an
+    # empty tier) unless the tier asks for it to be created.
+    create: bool = False
     # A failed request is retried this many times by the HTTP client, and a failed
     # operation (a streamed read cut short, a copy) as many times by shelflife, with
     # exponential backoff; errors that cannot pass (404, 403, bad config) never are.

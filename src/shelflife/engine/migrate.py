@@ -373,7 +373,7 @@ class Migrator:
         src, dst = self.store(entry.src_tier), self.store(entry.dst_tier)
         if entry.step in ("repointing", "deleting"):
             return "completed"
-        there = await _checksum_or_none(dst, entry.key)
+        there = await _copy_fingerprint(src, dst, entry.key)
         if entry.step == "copied":
             if there is not None and there[0] == entry.checksum:
                 return "completed"
@@ -402,7 +402,7 @@ class Migrator:
                 entry.key,
                 size=there[1],
                 checksum=there[0],
-                etag=None,
+                etag=(await dst.head(entry.key)).etag,
                 now=now,
                 stamps=stamps.get(entry.key),
             )
@@ -455,6 +455,32 @@ async def _discard(dst: ObstoreStore, key: str) -> None:
         await dst.delete(key)
     except StoreError as exc:
         log.warning("could not delete the unverified copy %s on %s: %s", key, dst.location, exc)
+
+
+async def _copy_fingerprint(
+    src: ObstoreStore, dst: ObstoreStore, key: str
+) -> tuple[str, int] | None:
+    """SHA-256 and size of the copy at ``dst`` (None: there is none).
+
+    A copy on an archive tier cannot be read: when the store's own checksum and size
+    match the source's bytes, it holds them and their SHA-256 is the source's; otherwise
+    it is reported as other bytes."""
+    if not dst.archive:
+        return await _checksum_or_none(dst, key)
+    try:
+        await dst.stored_proofs(key)
+    except ObjectNotFound:
+        return None
+    hasher = Hasher(dst.multipart_chunk_size)
+    try:
+        async for chunk in src.get(key):
+            hasher.update(chunk)
+    except ObjectNotFound:
+        return ("unverifiable: the source is gone", -1)
+    reading = PutResult(key, hasher.size, hasher.checksum(), None, hasher.proofs())
+    if await dst.verify_unread(reading) is not None:
+        return ("other bytes than the source's", -1)
+    return reading.checksum, reading.size
 
 
 async def _checksum_or_none(store: ObstoreStore, key: str) -> tuple[str, int] | None:

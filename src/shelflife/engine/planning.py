@@ -9,13 +9,14 @@ there. The plan's items are written to the catalog as they are planned.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from datetime import datetime
 
 from shelflife.base.progress import Progress
 from shelflife.catalog.history import History
 from shelflife.catalog.plans import PlanStore, count, prune
 from shelflife.catalog.view import CatalogInventory
-from shelflife.config.model import RuleConfig
+from shelflife.config.model import Config, RuleConfig
 from shelflife.engine import planner, trust
 from shelflife.engine.context import Context
 from shelflife.engine.stats import usage
@@ -43,6 +44,24 @@ def tier_states(context: Context) -> dict[str, TierState]:
             versioned=context.versioned(tier.name),
         )
     return states
+
+
+def unrewritten(config: Config, rules: Sequence[RuleConfig]) -> list[str]:
+    """A warning for each tier a migrate rule moves objects off while no reference source
+    is declared: no row is rewritten, so rows naming those objects will name a location
+    where they no longer are."""
+    if config.references:
+        return []
+    tiers = list(config.tiers)
+    moved_off = dict.fromkeys(
+        tier for rule in rules if rule.action == "migrate" for tier in rule_tiers(rule, tiers)
+    )
+    return [
+        f"tier {tier}: no reference source declared — rows that point at these objects "
+        "will not be rewritten when they move (shelflife url/get of a stored value still "
+        "find the object; declare the columns under [[references]] to have rows follow)"
+        for tier in moved_off
+    ]
 
 
 def make_plan(
@@ -83,7 +102,7 @@ def make_plan(
         now=now,
         id=plan_id,
         items=PlanStore(context.catalog.engine, plan_id),
-        warnings=list(warnings or []),
+        warnings=[*(warnings or []), *unrewritten(config, rules)],
         unmatched=unmatched,
     )
     inventory = CatalogInventory(

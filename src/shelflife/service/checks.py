@@ -19,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from shelflife.base.aio import run_sync
 from shelflife.config.model import Config
+from shelflife.engine.planning import unrewritten
 from shelflife.engine.trust import CATALOG_TABLES
 from shelflife.errors import ShelflifeError
 from shelflife.model.locations import Location, Locator
@@ -61,6 +62,8 @@ def check_tier(name: str, open_store: Any) -> CheckResult:
             return CheckResult("tier", name, False, problem, _OWNER_HINT)
     key = f"{PROBE_PREFIX}/{uuid.uuid4().hex}"
     payload = b"shelflife probe " + key.encode()
+    if store.archive:
+        return _check_archive_tier(name, store, key, payload)
     try:
         run_sync(store.put(key, payload))
         try:
@@ -78,6 +81,49 @@ def check_tier(name: str, open_store: Any) -> CheckResult:
             "the store does not keep what it is given; do not use it until this is explained",
         )
     return CheckResult("tier", name, True, f"{store.location}: writable, readable, deletable")
+
+
+def check_rewrites(config: Config) -> list[CheckResult]:
+    """Tiers that migrate rules move objects off while no reference source is declared."""
+    enabled = [rule for rule in config.rules if rule.enabled]
+    return [
+        CheckResult(
+            "tier",
+            warning_text.split(":", 1)[0].removeprefix("tier "),
+            True,
+            warning_text,
+            "declare the columns that hold object locations under [[references]]",
+            warning=True,
+        )
+        for warning_text in unrewritten(config, enabled)
+    ]
+
+
+def _check_archive_tier(name: str, store: ObstoreStore, key: str, payload: bytes) -> CheckResult:
+    """An archive class cannot be read back: write, ask the store's checksum, delete."""
+    try:
+        written = run_sync(store.put(key, payload))
+        try:
+            problem = run_sync(store.verify_unread(written))
+        finally:
+            run_sync(store.delete(key))
+    except ShelflifeError as exc:
+        return CheckResult("tier", name, False, f"{store.location}: {exc.message}", exc.hint)
+    if problem:
+        return CheckResult(
+            "tier",
+            name,
+            False,
+            f"{store.location}: a probe object cannot be verified ({problem})",
+            "copies to this tier could not be verified; migrations to it would fail",
+        )
+    return CheckResult(
+        "tier",
+        name,
+        True,
+        f"{store.location}: writable, verified by the store's checksum (an archive class is "
+        "not read back), deletable",
+    )
 
 
 def check_database(name: str, url: str) -> CheckResult:

@@ -23,6 +23,7 @@ from obstore import exceptions as obe
 from shelflife.base.keys import validate_key, validate_prefix
 from shelflife.base.retry import retrying
 from shelflife.errors import (
+    ObjectArchived,
     ObjectExists,
     ObjectNotFound,
     StoreAuthError,
@@ -299,10 +300,30 @@ class ObstoreStore:
             with self._translated(key):
                 return await obs.get_async(self._store, key)
 
-        result = await self._retry(open_once, f"get {key}")
+        result = await self._readable(self._retry(open_once, f"get {key}"), key)
         with self._translated(key):
             async for chunk in result.stream(min_chunk_size=chunk_size):
                 yield bytes(chunk)
+
+    async def _readable(self, reading: Awaitable[T], key: str) -> T:
+        """``reading``, with a refusal explained when the object is archived."""
+        try:
+            return await reading
+        except StoreAuthError:
+            if await self.archived(key):
+                raise ObjectArchived(
+                    f"{self.location}/{key} is in an archive storage class and cannot be read "
+                    "until it is restored",
+                    hint=self.restore_hint(key),
+                ) from None
+            raise
+
+    async def archived(self, key: str) -> bool:
+        """Whether the object must be restored before it can be read (archive classes)."""
+        return False
+
+    def restore_hint(self, key: str) -> str:
+        return "restore it with the store's own tools, then try again"
 
     async def get_bytes(self, key: str) -> bytes:
         """The whole object in memory: only for objects known to be small."""
@@ -313,7 +334,7 @@ class ObstoreStore:
                 result = await obs.get_async(self._store, key)
                 return bytes(await result.bytes_async())
 
-        return await self._retry(read_once, f"get {key}")
+        return await self._readable(self._retry(read_once, f"get {key}"), key)
 
     async def head(self, key: str) -> ObjectInfo:
         validate_key(key)

@@ -47,9 +47,17 @@ class LocalStore(ObstoreStore):
     sorted_listing = False  # a directory walk is in no particular order
     carries_stamps = False  # a copy keeps its source's mtime; the listing reads it
 
-    def __init__(self, root: Path, *, public_url: str | None = None) -> None:
+    def __init__(self, root: Path, *, public_url: str | None = None, create: bool = True) -> None:
         if not root.is_absolute():
             raise StoreConfigError(f"local store root {root} must be an absolute path")
+        if not create and not root.is_dir():
+            raise StoreConfigError(
+                f"the folder {root} does not exist"
+                if not root.exists()
+                else f"{root} is not a folder",
+                hint=f"create it (mkdir -p {root}), fix the tier's url, or set create = true "
+                "on the tier to have shelflife create it",
+            )
         try:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -64,7 +72,9 @@ class LocalStore(ObstoreStore):
 
     @classmethod
     def from_tier(cls, tier: TierConfig) -> LocalStore:
-        return cls(Path(tier.url.removeprefix("file://")), public_url=tier.public_url)
+        return cls(
+            Path(tier.url.removeprefix("file://")), public_url=tier.public_url, create=tier.create
+        )
 
     async def put(
         self,

@@ -17,7 +17,7 @@ from obstore.store import S3Store as _ObS3Store
 
 from shelflife.base.keys import join_key, validate_key
 from shelflife.config.model import TierConfig
-from shelflife.errors import ObjectNotFound, StoreConfigError, StoreError
+from shelflife.errors import ObjectArchived, ObjectNotFound, StoreConfigError, StoreError
 from shelflife.stores._obstore import ObstoreStore, client_options, retry_config, split_bucket_url
 from shelflife.stores.proofs import s3_proofs
 
@@ -73,8 +73,22 @@ class S3Store(ObstoreStore):
             retries=tier.retries,
         )
 
+    def restore_hint(self, key: str) -> str:
+        name = join_key(self.prefix, key)
+        return (
+            f"restore it first: aws s3api restore-object --bucket {self.bucket} --key '{name}' "
+            "--restore-request Days=7 (hours for GLACIER, up to 12 for DEEP_ARCHIVE), then "
+            "try again; or recall it to a readable tier once restored"
+        )
+
     async def url(self, key: str) -> str:
         validate_key(key)
+        if self.archive and await self.archived(key):
+            raise ObjectArchived(
+                f"{self.location}/{key} is in an archive storage class: a URL to it would be "
+                "refused until it is restored",
+                hint=self.restore_hint(key),
+            )
         with self._translated(key):
             return await obs.sign_async(self._signer, "GET", key, self.presign_ttl)
 

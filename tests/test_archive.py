@@ -1,0 +1,188 @@
+"""Archive tiers (DESIGN I9): a copy to a storage class that cannot be read back at once
+(S3 GLACIER on the S3 server, which refuses GetObject on it as S3 does) is verified by the
+store's own checksum and size; a copy that fails verification, or that a killed run left
+unverified, never stays behind."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shelflife import Shelf
+from shelflife.base.aio import run_sync
+from shelflife.config.load import parse_config
+from shelflife.errors import ObjectArchived, StoreError
+from tests.support.apps import AppTable
+from tests.support.cli import SHELFLIFE
+from tests.support.servers import make_s3_bucket, s3_tier
+
+pytestmark = [pytest.mark.s3, pytest.mark.invariant("I9")]
+
+SMALL = {f"logs/{i}.log": os.urandom(3000 + i) for i in range(3)}
+LARGE = {"video/big.bin": os.urandom(12 * 1024 * 1024 + 17)}  # three 5 MiB parts
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Iterator[AppTable]:
+    table = AppTable(f"sqlite:///{tmp_path / 'app.db'}")
+    yield table
+    table.dispose()
+
+
+def glacier(endpoint: str, bucket: str) -> dict[str, Any]:
+    return s3_tier(
+        endpoint,
+        bucket,
+        storage_class="GLACIER",
+        multipart_threshold="5MiB",
+        multipart_chunk_size="5MiB",
+    )
+
+
+def raw_config(tmp_path: Path, app: AppTable, cold: dict[str, Any]) -> dict[str, Any]:
+    hot = {"url": f"file://{tmp_path / 'hot'}", "ref_format": "hot/{key}", "create": True}
+    return {
+        "catalog": {"url": f"sqlite:///{tmp_path / 'catalog.db'}"},
+        "tiers": {"hot": hot, "cold": cold},
+        "databases": {"app": {"url": app.url}},
+        "references": [{"database": "app", "table": app.name, "column": "path"}],
+        "rules": [
+            {"id": "archive", "tier": "hot", "action": "migrate", "to": "cold", "after": "1d"}
+        ],
+    }
+
+
+def archive_shelf(tmp_path: Path, app: AppTable, cold: dict[str, Any]) -> Shelf:
+    raw = raw_config(tmp_path, app, cold)
+    return Shelf.open(parse_config(raw, base_dir=tmp_path, source="test", env={}))
+
+
+def write_old(shelf: Shelf, objects: dict[str, bytes]) -> None:
+    root = Path(shelf.store("hot").location.removeprefix("file://"))
+    stamp = (datetime.now(UTC) - timedelta(days=10)).timestamp()
+    for key, data in objects.items():
+        path = root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        os.utime(path, (stamp, stamp))
+
+
+def bucket_keys(endpoint: str, bucket: str) -> dict[str, str]:
+    """Every object in the bucket, with its storage class."""
+    import boto3
+
+    client = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    found = client.list_objects_v2(Bucket=bucket).get("Contents", [])
+    return {item["Key"].removeprefix("pre/"): item.get("StorageClass", "") for item in found}
+
+
+def test_migration_to_glacier_verifies_without_reading(
+    tmp_path: Path, app: AppTable, s3_endpoint: str
+) -> None:
+    bucket = make_s3_bucket(s3_endpoint)
+    cold = glacier(s3_endpoint, bucket)
+    shelf = archive_shelf(tmp_path, app, cold)
+    objects = {**SMALL, **LARGE}
+    write_old(shelf, objects)
+    app.insert(*(f"hot/{key}" for key in objects))
+
+    outcome = shelf.run()
+
+    assert outcome.failed == []
+    assert sorted(a.key for a in outcome.actions) == sorted(objects)
+    assert bucket_keys(s3_endpoint, bucket) == dict.fromkeys(objects, "GLACIER")
+    assert sorted(app.values()) == sorted(f"s3://{bucket}/pre/{key}" for key in objects)
+    for key, data in objects.items():
+        row = shelf.catalog.get("cold", key)
+        assert row is not None
+        assert row.checksum == "sha256:" + hashlib.sha256(data).hexdigest()
+    # The S3 server refuses to read an archived object, as S3 does: say so, and how to
+    # restore it, instead of a permissions error.
+    ref = f"s3://{bucket}/pre/logs/0.log"
+    with pytest.raises(ObjectArchived, match="archive storage class") as refused:
+        shelf.get(ref)
+    assert "restore-object" in (refused.value.hint or "")
+    with pytest.raises(ObjectArchived):
+        shelf.url(ref)
+
+
+@pytest.mark.parametrize("fault", ["other-bytes", "error"])
+def test_a_copy_that_fails_verification_is_deleted(
+    tmp_path: Path, app: AppTable, s3_endpoint: str, fault: str
+) -> None:
+    bucket = make_s3_bucket(s3_endpoint)
+    shelf = archive_shelf(tmp_path, app, glacier(s3_endpoint, bucket))
+    write_old(shelf, SMALL)
+    app.insert(*(f"hot/{key}" for key in SMALL))
+    store = shelf.store("cold")
+
+    async def lying(key: str) -> tuple[int, set[str]]:
+        if fault == "error":
+            raise StoreError("HEAD refused (fault injected)")
+        return 3000, {"sha256:" + "A" * 43 + "="}
+
+    store.stored_proofs = lying  # type: ignore[method-assign]
+
+    outcome = shelf.run()
+
+    assert sorted(f.key for f in outcome.failed) == sorted(SMALL)
+    assert all("verif" in f.error for f in outcome.failed)
+    assert bucket_keys(s3_endpoint, bucket) == {}  # no copy stays behind
+    assert sorted(app.values()) == sorted(f"hot/{key}" for key in SMALL)
+    assert {key: run_sync(shelf.store("hot").get_bytes(key)) for key in SMALL} == SMALL
+    del store.stored_proofs  # the next run, with a store that answers, moves them
+    assert sorted(a.key for a in shelf.run().actions) == sorted(SMALL)
+
+
+def test_a_sigkill_between_copy_and_verify_leaves_no_unverified_copy(
+    tmp_path: Path, app: AppTable, s3_endpoint: str
+) -> None:
+    import tomli_w
+
+    bucket = make_s3_bucket(s3_endpoint)
+    config = tmp_path / "shelflife.toml"
+    config.write_text(tomli_w.dumps(raw_config(tmp_path, app, glacier(s3_endpoint, bucket))))
+    with Shelf.open(config) as shelf:
+        write_old(shelf, SMALL)
+    app.insert(*(f"hot/{key}" for key in SMALL))
+    environ = {**os.environ, "SHELFLIFE_KILL_AT": "copied-object:2"}
+    killed = subprocess.run(
+        [SHELFLIFE, "-c", str(config), "run"], env=environ, capture_output=True, timeout=120
+    )
+    assert killed.returncode == -9
+    assert bucket_keys(s3_endpoint, bucket)  # copies made, none verified
+
+    recovered = subprocess.run(
+        [SHELFLIFE, "-c", str(config), "recover", "--json"], capture_output=True, timeout=120
+    )
+    assert recovered.returncode == 0, recovered.stderr
+
+    with Shelf.open(config) as after:
+        named = {value.removeprefix(f"s3://{bucket}/pre/") for value in app.values()}
+        left = bucket_keys(s3_endpoint, bucket)
+        # Each copy left in the bucket was verified by the store's checksum and became
+        # the object its rows name; everything else is back where it was.
+        assert set(left) <= named
+        for key, data in SMALL.items():
+            tier = "cold" if key in left else "hot"
+            assert after.catalog.get(tier, key) is not None
+            if tier == "hot":
+                assert run_sync(after.store("hot").get_bytes(key)) == data
+                assert f"hot/{key}" in app.values()
+            else:
+                size, _ = run_sync(after.store("cold").stored_proofs(key))
+                assert size == len(data)
+                assert after.catalog.get("hot", key) is None
