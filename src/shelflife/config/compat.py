@@ -31,6 +31,7 @@ def seed_environment_config(env: Mapping[str, str]) -> dict[str, Any]:
     local: dict[str, Any] = {
         "url": f"file://{output_dir}",
         "ref_format": f"{output_dir}/{{key}}",
+        "create": True,  # as the older services did
         "capacity": "140GB",
         "high_watermark": "80%",
         "low_watermark": "70%",
@@ -53,7 +54,11 @@ def seed_environment_config(env: Mapping[str, str]) -> dict[str, Any]:
 
 def _cloud_tier(provider: str, env: Mapping[str, str]) -> dict[str, Any]:
     if provider == "LOCAL":
-        return {"url": "file://data/storage/cold", "ref_format": "data/storage/cold/{key}"}
+        return {
+            "url": "file://data/storage/cold",
+            "ref_format": "data/storage/cold/{key}",
+            "create": True,
+        }
     bucket = _required(env, "STORAGE_BUCKET", provider)
     tier: dict[str, Any] = {}
     for name, field in (("STORAGE_ACCESS_KEY", "access_key"), ("STORAGE_SECRET_KEY", "secret_key")):

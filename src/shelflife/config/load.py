@@ -58,11 +58,16 @@ def embedded_default() -> dict[str, Any]:
             "local": {
                 "url": "file://data/storage/outputs",
                 "ref_format": "data/storage/outputs/{key}",
+                "create": True,
                 "capacity": "disk",
                 "high_watermark": "80%",
                 "low_watermark": "70%",
             },
-            "cloud": {"url": "file://data/storage/cold", "ref_format": "data/storage/cold/{key}"},
+            "cloud": {
+                "url": "file://data/storage/cold",
+                "ref_format": "data/storage/cold/{key}",
+                "create": True,
+            },
         },
         "rules": [
             {
