@@ -31,6 +31,7 @@ INVARIANTS = {
     "I6": "Deletion can be undone for a while (quarantine, restore)",
     "I7": "Bad input gets a clear error and changes nothing",
     "I8": "A rule means one thing: every command selects, skips and caps alike",
+    "I9": "Ages survive moves; a failed verification leaves no copy behind",
 }
 
 WHAT_IT_PROVES = {
@@ -67,6 +68,11 @@ WHAT_IT_PROVES = {
     "tier: never listed, followed, read or written through",
     "security: secrets in output": "I7 — a secret key and a database password never in "
     "check, stats, scan, error or debug-log output",
+    "ages across moves": "I9 — objects migrated and recalled on file/S3/Azure keep their "
+    "created instant; a catalog rebuilt by a scan still knows it",
+    "archive tiers (GLACIER)": "I9 — copies to S3 GLACIER and Azure Archive verified by the "
+    "store's checksum without a read; "
+    "unverified copies deleted, killed runs recovered",
     "bad input: plan files": "I7 — truncated, empty, binary, tampered plan files: exit 2, "
     "nothing changed; a plan applies once",
 }

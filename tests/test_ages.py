@@ -17,6 +17,7 @@ from shelflife.config.model import RuleConfig
 from shelflife.engine.planner import plan
 from shelflife.model.selection import ObjectView, TierState
 from tests.support.apps import AppTable, make_app_shelf
+from tests.support.figures import Figures
 from tests.support.objects import no_leases, read
 from tests.support.planning import ListInventory
 from tests.support.servers import tier_config
@@ -89,7 +90,7 @@ def expiry_plan(shelf: Shelf, rule: str) -> list[dict[str, Any]]:
     ],
 )
 def test_a_move_keeps_the_age_rules_count_from(
-    kind: str, tmp_path: Path, app: AppTable, request: pytest.FixtureRequest
+    kind: str, tmp_path: Path, app: AppTable, request: pytest.FixtureRequest, figures: Figures
 ) -> None:
     cold = tier_config(kind, request, tmp_path / "cold")
     cold.setdefault("ref_format", "cold/{key}")
@@ -136,6 +137,7 @@ def test_a_move_keeps_the_age_rules_count_from(
         "logs/c.log",
     ]
     assert expiry_plan(rebuilt, "cold-arrivals") == []
+    figures.add("ages across moves", objects_moved=len(AGES), recalled=1, catalogs_rebuilt=1)
 
 
 def rule(**fields: Any) -> RuleConfig:

@@ -21,7 +21,8 @@ from shelflife.config.load import parse_config
 from shelflife.errors import ObjectArchived, StoreError
 from tests.support.apps import AppTable
 from tests.support.cli import SHELFLIFE
-from tests.support.servers import make_s3_bucket, s3_tier
+from tests.support.figures import Figures
+from tests.support.servers import azure_tier, make_azure_container, make_s3_bucket, s3_tier
 
 pytestmark = [pytest.mark.s3, pytest.mark.invariant("I9")]
 
@@ -90,7 +91,7 @@ def bucket_keys(endpoint: str, bucket: str) -> dict[str, str]:
 
 
 def test_migration_to_glacier_verifies_without_reading(
-    tmp_path: Path, app: AppTable, s3_endpoint: str
+    tmp_path: Path, app: AppTable, s3_endpoint: str, figures: Figures
 ) -> None:
     bucket = make_s3_bucket(s3_endpoint)
     cold = glacier(s3_endpoint, bucket)
@@ -117,11 +118,12 @@ def test_migration_to_glacier_verifies_without_reading(
     assert "restore-object" in (refused.value.hint or "")
     with pytest.raises(ObjectArchived):
         shelf.url(ref)
+    figures.add("archive tiers (GLACIER)", verified_copies=len(objects), multipart=len(LARGE))
 
 
 @pytest.mark.parametrize("fault", ["other-bytes", "error"])
 def test_a_copy_that_fails_verification_is_deleted(
-    tmp_path: Path, app: AppTable, s3_endpoint: str, fault: str
+    tmp_path: Path, app: AppTable, s3_endpoint: str, fault: str, figures: Figures
 ) -> None:
     bucket = make_s3_bucket(s3_endpoint)
     shelf = archive_shelf(tmp_path, app, glacier(s3_endpoint, bucket))
@@ -145,10 +147,11 @@ def test_a_copy_that_fails_verification_is_deleted(
     assert {key: run_sync(shelf.store("hot").get_bytes(key)) for key in SMALL} == SMALL
     del store.stored_proofs  # the next run, with a store that answers, moves them
     assert sorted(a.key for a in shelf.run().actions) == sorted(SMALL)
+    figures.add("archive tiers (GLACIER)", failed_verifications=len(SMALL), copies_left=0)
 
 
 def test_a_sigkill_between_copy_and_verify_leaves_no_unverified_copy(
-    tmp_path: Path, app: AppTable, s3_endpoint: str
+    tmp_path: Path, app: AppTable, s3_endpoint: str, figures: Figures
 ) -> None:
     import tomli_w
 
@@ -186,3 +189,40 @@ def test_a_sigkill_between_copy_and_verify_leaves_no_unverified_copy(
                 size, _ = run_sync(after.store("cold").stored_proofs(key))
                 assert size == len(data)
                 assert after.catalog.get("hot", key) is None
+    figures.add("archive tiers (GLACIER)", kills=1, unverified_copies_left=0)
+
+
+@pytest.mark.azure
+def test_migration_to_azure_archive_verifies_by_content_md5(
+    tmp_path: Path, app: AppTable, azure_endpoint: str, figures: Figures
+) -> None:
+    container = make_azure_container(azure_endpoint)
+    cold = {**azure_tier(azure_endpoint, container), "storage_class": "Archive"}
+    cold["multipart_threshold"] = cold["multipart_chunk_size"] = "5MiB"
+    shelf = archive_shelf(tmp_path, app, cold)
+    objects = {**SMALL, **LARGE}
+    write_old(shelf, objects)
+    app.insert(*(f"hot/{key}" for key in objects))
+
+    outcome = shelf.run()
+
+    # Written in one request, a blob gets a Content-MD5 from Azure: verified by it.
+    assert sorted(a.key for a in outcome.actions) == sorted(SMALL)
+    # Written in blocks it gets none: nothing vouches for the copy, so it is deleted and
+    # the object stays where it was, with a message saying what to change.
+    (failure,) = outcome.failed
+    assert failure.key == "video/big.bin"
+    assert "Content-MD5" in failure.error
+    assert "multipart_threshold" in failure.error
+    store = shelf.store("cold")
+    listed = run_sync(_keys(store))
+    assert sorted(listed) == sorted(SMALL)
+    assert "hot/video/big.bin" in app.values()
+    with pytest.raises(ObjectArchived, match="Archive access tier") as refused:
+        shelf.get(f"az://{container}/pre/logs/1.log")
+    assert "set-tier" in (refused.value.hint or "")
+    figures.add("archive tiers (GLACIER)", verified_copies=len(SMALL), copies_left=0)
+
+
+async def _keys(store: Any) -> list[str]:
+    return [info.key async for chunk in store.list() for info in chunk]

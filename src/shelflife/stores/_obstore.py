@@ -310,7 +310,11 @@ class ObstoreStore:
         try:
             return await reading
         except StoreAuthError:
-            if await self.archived(key):
+            try:
+                archived = await self.archived(key)
+            except StoreError:
+                archived = False  # the refusal as it was is the better message
+            if archived:
                 raise ObjectArchived(
                     f"{self.location}/{key} is in an archive storage class and cannot be read "
                     "until it is restored",

@@ -6,8 +6,10 @@ applications' ``STORAGE_*`` variables; ``endpoint`` points at Azurite or a sover
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import obstore as obs
@@ -16,7 +18,13 @@ from obstore.store import AzureStore as _ObAzureStore
 
 from shelflife.base.keys import join_key, validate_key
 from shelflife.config.model import TierConfig
-from shelflife.errors import StoreConfigError
+from shelflife.errors import (
+    ObjectArchived,
+    ObjectExists,
+    ObjectNotFound,
+    StoreConfigError,
+    StoreError,
+)
 from shelflife.stores._obstore import (
     ObstoreStore,
     client_options,
@@ -24,6 +32,10 @@ from shelflife.stores._obstore import (
     split_bucket_url,
     translate_error,
 )
+from shelflife.stores.base import PutResult
+from shelflife.stores.proofs import md5_proof
+
+T = TypeVar("T")
 
 
 class AzureStore(ObstoreStore):
@@ -60,6 +72,10 @@ class AzureStore(ObstoreStore):
         )
         self.presign_ttl = tier.presign_ttl
         self._signer = store
+        self._client: Any = None
+        # Archive blobs cannot be read until rehydrated: copies are verified by the
+        # Content-MD5 Azure computes for a blob written in one request.
+        self.archive = (tier.storage_class or "").lower() == "archive"
         super().__init__(
             store,
             tier.url.rstrip("/"),
@@ -69,8 +85,81 @@ class AzureStore(ObstoreStore):
             retries=tier.retries,
         )
 
+    async def stored_proofs(self, key: str) -> tuple[int, set[str]]:
+        properties = await self._properties(key)
+        return int(properties.size), md5_proof(properties.content_settings.content_md5)
+
+    async def verify_unread(self, written: PutResult) -> str | None:
+        problem = await super().verify_unread(written)
+        if problem and written.size > self.multipart_threshold:
+            problem += (
+                " (Azure keeps no Content-MD5 for a blob uploaded in blocks: raise this tier's "
+                "multipart_threshold above the object's size, at most 5000MiB and held in "
+                "memory while it is sent, or use the Cold access tier)"
+            )
+        return problem
+
+    async def archived(self, key: str) -> bool:
+        properties = await self._properties(key)
+        return str(properties.blob_tier or "").lower() == "archive"
+
+    def restore_hint(self, key: str) -> str:
+        blob = join_key(self.prefix, key)
+        return (
+            f"rehydrate it first: az storage blob set-tier --container-name {self.container} "
+            f"--name '{blob}' --tier Hot --rehydrate-priority Standard (up to 15 hours), "
+            "then try again"
+        )
+
+    async def _readable(self, reading: Awaitable[T], key: str) -> T:
+        try:
+            return await super()._readable(reading, key)
+        except ObjectExists:  # Azure answers 409 to a read of an archived blob
+            try:
+                archived = await self.archived(key)
+            except StoreError:
+                archived = False
+            if archived:
+                raise ObjectArchived(
+                    f"{self.location}/{key} is in the Archive access tier and cannot be read "
+                    "until it is rehydrated",
+                    hint=self.restore_hint(key),
+                ) from None
+            raise
+
+    async def _properties(self, key: str) -> Any:
+        """Blob properties through Azure's SDK (obstore's HEAD has no MD5 nor tier)."""
+        validate_key(key)
+        if self._account_key is None:
+            raise StoreConfigError(
+                f"{self.location}: an archive tier needs the account key (secret_key) to "
+                "read blob properties"
+            )
+        from azure.core.exceptions import AzureError, ResourceNotFoundError
+        from azure.storage.blob import BlobServiceClient
+
+        if self._client is None:
+            self._client = BlobServiceClient(
+                self.endpoint,
+                credential={"account_name": self.account_name, "account_key": self._account_key},
+            )
+        blob = self._client.get_blob_client(self.container, join_key(self.prefix, key))
+        try:
+            return await asyncio.to_thread(blob.get_blob_properties)
+        except ResourceNotFoundError:
+            raise ObjectNotFound(f"no object at {self.location}/{key}") from None
+        except AzureError as exc:
+            message = str(exc).splitlines()[0][:200]
+            raise StoreError(f"{self.location}/{key}: properties: {message}") from None
+
     async def url(self, key: str) -> str:
         validate_key(key)
+        if self.archive and await self.archived(key):
+            raise ObjectArchived(
+                f"{self.location}/{key} is in the Archive access tier: a URL to it would be "
+                "refused until it is rehydrated",
+                hint=self.restore_hint(key),
+            )
         if self._account_key:
             # obstore's SAS signs keys that need percent-encoding wrongly (Azure answers
             # 403), so a service SAS comes from Azure's own SDK whenever a key is at hand.
