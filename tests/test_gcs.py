@@ -1,5 +1,5 @@
-"""gs:// tiers against gcp-storage-emulator: why a gateway stands between them, and a
-migration with row rewrite onto GCS.
+"""gs:// tiers against gcp-storage-emulator: why a gateway stands between them, a migration
+with row rewrite onto GCS, and GCS's own error messages.
 
 The shared backend suite (tests/test_stores.py) runs on GCS too; see
 tests/support/gcs_gateway.py for what the gateway translates and adds.
@@ -7,6 +7,7 @@ tests/support/gcs_gateway.py for what the gateway translates and adds.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -22,9 +23,12 @@ import obstore as obs
 import pytest
 from obstore.store import GCSStore
 
+from shelflife.config.model import TierConfig
+from shelflife.errors import StoreAuthError, StoreConfigError
+from shelflife.stores import open_store
 from tests.support.apps import AppTable
 from tests.support.cli import shelflife, write_config
-from tests.support.servers import gcs_tier, make_gcs_bucket
+from tests.support.servers import gcs_tier, make_gcs_bucket, write_gcs_service_account
 
 pytestmark = pytest.mark.gcs
 
@@ -145,3 +149,39 @@ def test_shelflife_run_migrates_to_gcs_and_rewrites_the_rows(
     )
     again = shelflife("-c", str(config), "run", "--json", cwd=tmp_path)
     assert json.loads(again.stdout)["actions"] == []
+
+
+def test_a_refused_service_account_is_named_with_its_setting(
+    tmp_path: Path, gcs_endpoint: str
+) -> None:
+    """Another account's key: every operation, a listing included, is an auth error that
+    names credentials_file (obstore reports a refused listing as a generic error)."""
+    other = tmp_path / "other-account.json"
+    write_gcs_service_account(other)
+    store = open_store(
+        TierConfig.model_validate(gcs_tier(gcs_endpoint, make_gcs_bucket(gcs_endpoint), other))
+    )
+
+    async def listing() -> None:
+        async for _ in store.list():
+            pass
+
+    for operation in (store.head("x"), store.put("x", b"y"), listing()):
+        with pytest.raises(StoreAuthError) as refused:
+            asyncio.run(operation)
+        assert "credentials_file" in (refused.value.hint or "")
+
+
+def test_a_missing_or_broken_key_file_is_a_configuration_error(
+    tmp_path: Path, gcs_endpoint: str
+) -> None:
+    missing = gcs_tier(gcs_endpoint, "bucket", tmp_path / "nowhere.json")
+    with pytest.raises(StoreConfigError, match="no service account key file at") as error:
+        open_store(TierConfig.model_validate(missing), name="cloud")
+    assert "credentials_file" in (error.value.hint or "")
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"type": "service_account"}')
+    with pytest.raises(StoreConfigError) as error:
+        open_store(TierConfig.model_validate({**missing, "credentials_file": str(broken)}))
+    assert "\n" not in error.value.message
+    assert "service account" in error.value.message
