@@ -1,4 +1,5 @@
-"""One backend suite, run against every store: memory, file, moto's S3 server, Azurite."""
+"""One backend suite, run against every store: memory, file, moto's S3 server, Azurite and
+gcp-storage-emulator (through the XML gateway of tests/support/gcs_gateway.py)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from shelflife.config.model import TierConfig
 from shelflife.errors import InvalidKeyError, ObjectExists, ObjectNotFound, StoreConfigError
 from shelflife.stores import ObstoreStore, open_store
 from shelflife.stores.transfer import transfer
-from tests.support.servers import tier_config
+from tests.support.servers import tier_config, write_gcs_service_account
 
 T = TypeVar("T")
 BACKENDS = [
@@ -29,6 +30,7 @@ BACKENDS = [
     "file",
     pytest.param("s3", marks=pytest.mark.s3),
     pytest.param("azure", marks=pytest.mark.azure),
+    pytest.param("gcs", marks=pytest.mark.gcs),
 ]
 HOSTILE_KEYS = [
     "../escape",
@@ -245,7 +247,7 @@ def test_url_returns_the_bytes(store: ObstoreStore) -> None:
     assert response.content == data
 
 
-@pytest.mark.parametrize("target", ["memory", "file", "s3", "azure"])
+@pytest.mark.parametrize("target", ["memory", "file", "s3", "azure", "gcs"])
 def test_transfer_between_stores_streams_large_objects(
     store: ObstoreStore, target: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
@@ -329,25 +331,8 @@ def test_large_object_streams_with_bounded_memory(backend: Backend, tmp_path: Pa
 
 
 def test_gcs_tier_opens_and_signs_v4_urls_with_a_service_account(tmp_path: Path) -> None:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    account = {
-        "type": "service_account",
-        "project_id": "demo",
-        "private_key_id": "1",
-        "private_key": private.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ).decode(),
-        "client_email": "shelflife@demo.iam.gserviceaccount.com",
-        "client_id": "1",
-        "token_uri": "https://oauth2.googleapis.com/token",
-    }
     credentials = tmp_path / "account.json"
-    credentials.write_text(json.dumps(account))
+    write_gcs_service_account(credentials)
     tier = TierConfig(url="gs://media/pre", credentials_file=str(credentials), presign_ttl="10m")
     url = run(open_store(tier).url("a b/ä.mp4"))
     assert url.startswith("https://storage.googleapis.com/media/pre/a%20b/%C3%A4.mp4?")

@@ -1,11 +1,14 @@
-"""Loopback servers and the stores on them: free ports, S3 buckets, Azure containers, tiers.
+"""Loopback servers and the stores on them: free ports, S3 buckets, Azure containers, GCS
+buckets, tiers.
 
-conftest.py starts the servers (moto's S3 server, Azurite) as session fixtures; these are
-the plain functions that the fixtures and the tests share.
+conftest.py starts the servers (moto's S3 server, Azurite, gcp-storage-emulator behind
+tests/support/gcs_gateway.py) as session fixtures; these are the plain functions that the
+fixtures and the tests share.
 """
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import time
@@ -19,6 +22,7 @@ AZURE_ACCOUNT = "devstoreaccount1"
 AZURE_KEY = (
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 )
+GCS_CLIENT_EMAIL = "shelflife@demo.iam.gserviceaccount.com"
 
 
 def free_port() -> int:
@@ -69,6 +73,45 @@ def make_azure_container(azure_endpoint: str) -> str:
     return name
 
 
+def write_gcs_service_account(path: Path) -> None:
+    """A service-account key file with a fresh RSA key, as the Google console gives one."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    account = {
+        "type": "service_account",
+        "project_id": "demo",
+        "private_key_id": "1",
+        "private_key": private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ).decode(),
+        "client_email": GCS_CLIENT_EMAIL,
+        "client_id": "1",
+        "token_uri": "https://oauth2.googleapis.com/token",
+    }
+    path.write_text(json.dumps(account))
+
+
+def make_gcs_bucket(gcs_endpoint: str, name: str = "") -> str:
+    """A bucket through the JSON API, without soft delete (deleted bytes are dropped)."""
+    import httpx
+
+    name = name or f"test-{uuid.uuid4().hex[:12]}"
+    made = httpx.post(
+        f"{gcs_endpoint}/storage/v1/b", params={"project": "demo"}, json={"name": name}
+    )
+    made.raise_for_status()
+    patched = httpx.patch(
+        f"{gcs_endpoint}/storage/v1/b/{name}",
+        json={"softDeletePolicy": {"retentionDurationSeconds": "0"}},
+    )
+    patched.raise_for_status()
+    return name
+
+
 def s3_tier(endpoint: str, bucket: str, prefix: str = "pre", **extra: object) -> dict[str, object]:
     return {
         "url": f"s3://{bucket}/{prefix}",
@@ -91,6 +134,17 @@ def azure_tier(endpoint: str, container: str, prefix: str = "pre") -> dict[str, 
     }
 
 
+def gcs_tier(
+    endpoint: str, bucket: str, credentials_file: Path, prefix: str = "pre"
+) -> dict[str, object]:
+    return {
+        "url": f"gs://{bucket}/{prefix}",
+        "endpoint": endpoint,
+        "credentials_file": str(credentials_file),
+        "ref_format": f"gs://{bucket}/{prefix}/{{key}}",
+    }
+
+
 def tier_config(kind: str, request: pytest.FixtureRequest, path: Path) -> dict[str, object]:
     """The raw tier config of a fresh, empty store of the given backend kind."""
     if kind == "memory":
@@ -103,4 +157,9 @@ def tier_config(kind: str, request: pytest.FixtureRequest, path: Path) -> dict[s
     if kind == "azure":
         endpoint = request.getfixturevalue("azure_endpoint")
         return azure_tier(endpoint, make_azure_container(endpoint))
+    if kind == "gcs":
+        endpoint = request.getfixturevalue("gcs_endpoint")
+        return gcs_tier(
+            endpoint, make_gcs_bucket(endpoint), request.getfixturevalue("gcs_credentials")
+        )
     raise AssertionError(f"unknown backend {kind}")
