@@ -46,7 +46,7 @@ def app(tmp_path: Path) -> Iterator[AppTable]:
 
 def shelf_for(tmp_path: Path, app: AppTable, cold: dict[str, Any]) -> Shelf:
     tiers = {
-        "hot": {"url": f"file://{tmp_path / 'hot'}", "ref_format": "hot/{key}"},
+        "hot": {"url": f"file://{tmp_path / 'hot'}", "ref_format": "hot/{key}", "create": True},
         "cold": cold,
     }
     return make_app_shelf(tmp_path, app, tiers=tiers, rules=RULES, on_expire="null")

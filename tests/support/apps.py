@@ -80,10 +80,14 @@ def make_app_shelf(
                 "url": f"file://{tmp_path / 'outputs'}",
                 "ref_format": "data/storage/outputs/{key}",
                 "ref_aliases": ["/workspace/outputs/{key}"],
+                "create": True,
             },
         },
         "rules": list(rules),
     }
+    for tier in raw["tiers"].values():  # tests make their folders as they write into them
+        if str(tier["url"]).startswith("file://"):
+            tier.setdefault("create", True)
     if app is not None:
         raw["databases"] = {"app": {"url": app.url}}
         raw["references"] = [{"database": "app", "table": app.name, "column": "path"}]

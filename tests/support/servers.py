@@ -150,7 +150,7 @@ def tier_config(kind: str, request: pytest.FixtureRequest, path: Path) -> dict[s
     if kind == "memory":
         return {"url": f"memory://{uuid.uuid4().hex}"}
     if kind == "file":
-        return {"url": f"file://{path}"}
+        return {"url": f"file://{path}", "create": True}
     if kind == "s3":
         endpoint = request.getfixturevalue("s3_endpoint")
         return s3_tier(endpoint, make_s3_bucket(endpoint))
