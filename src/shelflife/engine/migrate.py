@@ -273,6 +273,8 @@ class Migrator:
                 problem = await _verify(dst, written)
         except Exception as exc:
             await _discard(dst, entry.key)
+            if getattr(exc, "retryable", False):
+                raise  # the copy is gone: the next attempt starts over
             message = exc.message if isinstance(exc, ShelflifeError) else str(exc)
             raise ShelflifeError(
                 f"verification of {entry.key} on {entry.dst_tier} failed ({message}); "
