@@ -451,8 +451,9 @@ async def _verify(dst: ObstoreStore, written: PutResult) -> str | None:
 
 
 async def _discard(dst: ObstoreStore, key: str) -> None:
-    """Delete a copy of ours that failed verification (a failure here is logged; recovery
-    deletes it later)."""
+    """Delete a copy of ours that failed verification. Should the delete fail too, the
+    copy stays and is logged; the next attempt reuses it only if it holds the source's
+    bytes, and otherwise fails on it, naming it."""
     try:
         await dst.delete(key)
     except StoreError as exc:

@@ -305,19 +305,21 @@ class ObstoreStore:
             async for chunk in result.stream(min_chunk_size=chunk_size):
                 yield bytes(chunk)
 
+    # How the store refuses to read an archived object (S3: 403; Azure: 409).
+    archived_refusals: tuple[type[StoreError], ...] = (StoreAuthError,)
+
     async def _readable(self, reading: Awaitable[T], key: str) -> T:
         """``reading``, with a refusal explained when the object is archived."""
         try:
             return await reading
-        except StoreAuthError:
+        except self.archived_refusals:
             try:
                 archived = await self.archived(key)
             except StoreError:
                 archived = False  # the refusal as it was is the better message
             if archived:
                 raise ObjectArchived(
-                    f"{self.location}/{key} is in an archive storage class and cannot be read "
-                    "until it is restored",
+                    f"{self.location}/{key} is archived and cannot be read until it is restored",
                     hint=self.restore_hint(key),
                 ) from None
             raise

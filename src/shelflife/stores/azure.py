@@ -7,9 +7,8 @@ applications' ``STORAGE_*`` variables; ``endpoint`` points at Azurite or a sover
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import quote
 
 import obstore as obs
@@ -22,6 +21,7 @@ from shelflife.errors import (
     ObjectArchived,
     ObjectExists,
     ObjectNotFound,
+    StoreAuthError,
     StoreConfigError,
     StoreError,
 )
@@ -34,8 +34,6 @@ from shelflife.stores._obstore import (
 )
 from shelflife.stores.base import PutResult
 from shelflife.stores.proofs import md5_proof
-
-T = TypeVar("T")
 
 
 class AzureStore(ObstoreStore):
@@ -76,6 +74,7 @@ class AzureStore(ObstoreStore):
         # Archive blobs cannot be read until rehydrated: copies are verified by the
         # Content-MD5 Azure computes for a blob written in one request.
         self.archive = (tier.storage_class or "").lower() == "archive"
+        self.archived_refusals = (StoreAuthError, ObjectExists)  # a read of one: 409
         super().__init__(
             store,
             tier.url.rstrip("/"),
@@ -110,22 +109,6 @@ class AzureStore(ObstoreStore):
             f"--name '{blob}' --tier Hot --rehydrate-priority Standard (up to 15 hours), "
             "then try again"
         )
-
-    async def _readable(self, reading: Awaitable[T], key: str) -> T:
-        try:
-            return await super()._readable(reading, key)
-        except ObjectExists:  # Azure answers 409 to a read of an archived blob
-            try:
-                archived = await self.archived(key)
-            except StoreError:
-                archived = False
-            if archived:
-                raise ObjectArchived(
-                    f"{self.location}/{key} is in the Archive access tier and cannot be read "
-                    "until it is rehydrated",
-                    hint=self.restore_hint(key),
-                ) from None
-            raise
 
     async def _properties(self, key: str) -> Any:
         """Blob properties through Azure's SDK (obstore's HEAD has no MD5 nor tier)."""
