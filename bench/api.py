@@ -120,6 +120,7 @@ def main() -> None:
 url = "sqlite:///catalog.db"
 [tiers.local]
 url = "file://outputs"
+create = true
 [[api.tokens]]
 name = "bench"
 hash = "{hash_token(token)}"

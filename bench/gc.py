@@ -104,6 +104,7 @@ url = "{catalog}"
 url = "{PG.replace("postgresql://", "postgresql+psycopg://")}"
 [tiers.local]
 url = "file://tier"
+create = true
 ref_format = "files/{{key}}"
 [[references]]
 database = "app"

@@ -84,6 +84,7 @@ batch_size = 500
 url = "{PG.replace("postgresql://", "postgresql+psycopg://")}"
 [tiers.local]
 url = "file://local"
+create = true
 ref_format = "local/{{key}}"
 [tiers.cloud]
 url = "s3://{ours}/out"

@@ -290,6 +290,7 @@ url = "sqlite:///app.db"
 
 [tiers.local]
 url = "file://local"
+create = true
 ref_format = "data/storage/outputs/{{key}}"
 capacity = "{capacity}B"
 high_watermark = "80%"
@@ -297,6 +298,7 @@ low_watermark = "70%"
 
 [tiers.cold]
 url = "file://cold"
+create = true
 ref_format = "data/storage/cold/{{key}}"
 
 [[references]]

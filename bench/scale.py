@@ -83,6 +83,7 @@ url = "{catalog}"
 url = "sqlite:///{base / "app.db"}"
 [tiers.local]
 url = "file://local"
+create = true
 ref_format = "local/{{key}}"
 [tiers.cloud]
 url = "s3://{bucket}/cold"

@@ -64,6 +64,7 @@ url = "sqlite:///catalog.db"
 url = "{app.url}"
 [tiers.local]
 url = "file://outputs"
+create = true
 ref_format = "data/storage/outputs/{{key}}"
 capacity = "10MB"
 [tiers.cloud]

@@ -83,9 +83,11 @@ url = "{catalog}"
 url = "sqlite:///{app}"
 [tiers.local]
 url = "file://outputs"
+create = true
 ref_format = "data/out/{{key}}"
 [tiers.cloud]
 url = "file://cold"
+create = true
 ref_format = "cold/{{key}}"
 [[references]]
 database = "app"

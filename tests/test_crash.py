@@ -74,6 +74,7 @@ concurrency = 4
 url = "{app_url}"
 [tiers.local]
 url = "file://local"
+create = true
 ref_format = "data/out/{{key}}"
 ref_aliases = ["/workspace/out/{{key}}"]
 [tiers.cloud]

@@ -188,6 +188,7 @@ def test_listen_keeps_objects_whose_rows_a_migration_rewrites(
     migrate_rule = """
 [tiers.cloud]
 url = "file://cold"
+create = true
 ref_format = "cold/{key}"
 [[rules]]
 id = "age-out"

@@ -249,6 +249,7 @@ def test_a_real_prometheus_scrapes_shelflife_serve(tmp_path: Path) -> None:
 url = "sqlite:///{tmp_path / "catalog.db"}"
 [tiers.local]
 url = "file://{tmp_path / "outputs"}"
+create = true
 ref_format = "data/storage/outputs/{{key}}"
 """)
     port, prom_port = free_port(), free_port()
@@ -334,6 +335,7 @@ url = "{secret_url}"
 url = "{secret_url.rsplit("/", 1)[0]}/no_such_database_here"
 [tiers.local]
 url = "file://outputs"
+create = true
 ref_format = "data/storage/outputs/{{key}}"
 [tiers.cloud]
 url = "s3://{bucket}/x"

@@ -91,6 +91,7 @@ url = "sqlite:///{world.root / "app.db"}"
 {local}
 [tiers.cold]
 url = "file://{world.root / "cold"}"
+create = true
 [[references]]
 database = "app"
 table = "jobs"

@@ -219,6 +219,7 @@ def test_daemon_runs_its_entries_and_serves(tmp_path: Path) -> None:
 url = "sqlite:///catalog.db"
 [tiers.local]
 url = "file://outputs"
+create = true
 [schedule]
 lifecycle = "* * * * * */2"   # every two seconds (croniter's sixth field)
 stats = ""

@@ -66,10 +66,12 @@ url = "sqlite:///catalog.db"
 url = "{self.app.url}"
 [tiers.local]
 url = "file://outputs"
+create = true
 ref_format = "data/storage/outputs/{{key}}"
 ref_aliases = ["/workspace/outputs/{{key}}"]
 [tiers.cold]
 url = "file://cold"
+create = true
 ref_format = "data/storage/cold/{{key}}"
 [[references]]
 database = "app"

@@ -47,6 +47,7 @@ url = "sqlite:///catalog.db"
 url = "{app.url}"
 [tiers.local]
 url = "file://outputs"
+create = true
 ref_format = "data/storage/outputs/{{key}}"
 ref_aliases = ["/workspace/outputs/{{key}}"]
 [[references]]
