@@ -59,7 +59,7 @@ def key_of(kind: str, i: int) -> str:
 def locator() -> Locator:
     raw = {
         "tiers": {
-            "local": {"url": "file:///tmp/bench-refs", "ref_format": CDN + "{key}"},
+            "local": {"create": True, "url": "file:///tmp/bench-refs", "ref_format": CDN + "{key}"},
             "cloud": {"url": "s3://bench/out", "ref_format": "s3://bench/out/{key}"},
         }
     }

@@ -521,7 +521,7 @@ def test_metrics_and_dashboard_can_require_a_token(tmp_path: Path) -> None:
     token = new_token()
     raw = {
         "catalog": {"url": f"sqlite:///{tmp_path / 'c.db'}"},
-        "tiers": {"local": {"url": f"file://{tmp_path / 'out'}"}},
+        "tiers": {"local": {"create": True, "url": f"file://{tmp_path / 'out'}"}},
         "api": {
             "public_metrics": False,
             "public_dashboard": False,

@@ -155,7 +155,7 @@ def test_forget_and_locate(catalog: Catalog) -> None:
 
 
 def test_scan_of_a_real_store_streams_into_the_catalog(catalog: Catalog, tmp_path: Path) -> None:
-    store = open_store(TierConfig(url=f"file://{tmp_path / 'tier'}"))
+    store = open_store(TierConfig(url=f"file://{tmp_path / 'tier'}", create=True))
 
     async def fill() -> None:
         await asyncio.gather(*(store.put(f"d{i % 7}/obj-{i:04d}", b"x" * i) for i in range(2500)))

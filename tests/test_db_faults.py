@@ -41,6 +41,9 @@ def db_proxy(pg_url: str) -> Iterator[FaultProxy]:
     proxy.stop()
 
 
+MAKE = {"create": True}  # the tiers' folders are made as objects are written
+
+
 class World:
     def __init__(self, tmp_path: Path, pg_url: str, proxy: FaultProxy) -> None:
         self.proxy = proxy
@@ -50,8 +53,8 @@ class World:
         raw: dict[str, Any] = {
             "catalog": {"url": f"sqlite:///{tmp_path / 'catalog.db'}"},
             "tiers": {
-                "hot": {"url": f"file://{self.hot}", "ref_format": "/data/hot/{key}"},
-                "cold": {"url": f"file://{self.cold}", "ref_format": "/data/cold/{key}"},
+                "hot": {"url": f"file://{self.hot}", "ref_format": "/data/hot/{key}", **MAKE},
+                "cold": {"url": f"file://{self.cold}", "ref_format": "/data/cold/{key}", **MAKE},
             },
             "databases": {"app": {"url": through.render_as_string(hide_password=False)}},
             "references": [

@@ -160,9 +160,10 @@ def test_a_run_stops_itself_when_too_many_actions_fail(tmp_path: Path, app: AppT
     tiers = {
         "local": {
             "url": f"file://{tmp_path / 'outputs'}",
+            "create": True,
             "ref_format": "data/storage/outputs/{key}",
         },
-        "cloud": {"url": f"file://{blocked}/cold", "ref_format": "cold/{key}"},
+        "cloud": {"create": True, "url": f"file://{blocked}/cold", "ref_format": "cold/{key}"},
     }
     migrate = {"id": "cold", "tier": "local", "action": "migrate", "to": "cloud", "after": "1d"}
     shelf = make_app_shelf(
@@ -192,10 +193,11 @@ def test_second_run_does_nothing(tmp_path: Path, app: AppTable) -> None:
     tiers = {
         "local": {
             "url": f"file://{tmp_path / 'outputs'}",
+            "create": True,
             "ref_format": "data/storage/outputs/{key}",
             "capacity": "1000B",
         },
-        "cloud": {"url": f"file://{tmp_path / 'cold'}", "ref_format": "cold/{key}"},
+        "cloud": {"create": True, "url": f"file://{tmp_path / 'cold'}", "ref_format": "cold/{key}"},
     }
     rules = [  # deleting first: what they remove counts as freed for the watermark
         EXPIRE,
@@ -281,8 +283,12 @@ def test_cli_plan_apply_run_and_runs(tmp_path: Path) -> None:
 
 def test_gc_and_enforce_are_recorded_in_the_history(tmp_path: Path, app: AppTable) -> None:
     tiers = {
-        "local": {"url": f"file://{tmp_path / 'outputs'}", "ref_format": REF.format("{key}")},
-        "cloud": {"url": f"file://{tmp_path / 'cold'}", "ref_format": "cold/{key}"},
+        "local": {
+            "create": True,
+            "url": f"file://{tmp_path / 'outputs'}",
+            "ref_format": REF.format("{key}"),
+        },
+        "cloud": {"create": True, "url": f"file://{tmp_path / 'cold'}", "ref_format": "cold/{key}"},
     }
     migrate = {"id": "cold", "tier": "local", "action": "migrate", "to": "cloud", "after": "1d"}
     shelf = make_app_shelf(tmp_path, app, tiers=tiers, rules=[migrate, orphan_rule()])
@@ -384,10 +390,11 @@ def test_a_dry_run_changes_no_store_and_no_application_row(tmp_path: Path) -> No
     tiers = {
         "local": {
             "url": f"file://{tmp_path / 'outputs'}",
+            "create": True,
             "ref_format": REF.format("{key}"),
             "capacity": "150B",
         },
-        "cloud": {"url": f"file://{tmp_path / 'cold'}", "ref_format": "cold/{key}"},
+        "cloud": {"create": True, "url": f"file://{tmp_path / 'cold'}", "ref_format": "cold/{key}"},
     }
     rules = [
         EXPIRE,

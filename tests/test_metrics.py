@@ -111,10 +111,11 @@ def test_metrics_come_from_the_catalog_and_survive_restarts(tmp_path: Path) -> N
     tiers = {
         "local": {
             "url": f"file://{tmp_path / 'outputs'}",
+            "create": True,
             "ref_format": REF.format("{key}"),
             "capacity": "10KB",
         },
-        "cloud": {"url": f"file://{tmp_path / 'cold'}", "ref_format": "cold/{key}"},
+        "cloud": {"create": True, "url": f"file://{tmp_path / 'cold'}", "ref_format": "cold/{key}"},
     }
     rules = [
         orphan_rule(),

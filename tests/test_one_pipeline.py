@@ -137,7 +137,11 @@ def build_world(root: Path, local: dict[str, Any], reference: str) -> World:
 def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> World:
     root = tmp_path_factory.mktemp(f"world-{request.param}")
     if request.param == "file":
-        local = {"url": f"file://{root / 'outputs'}", "ref_format": "data/outputs/{key}"}
+        local = {
+            "create": True,
+            "url": f"file://{root / 'outputs'}",
+            "ref_format": "data/outputs/{key}",
+        }
         return build_world(root, local, f"data/outputs/{REFERENCED}")
     endpoint = request.getfixturevalue("s3_endpoint")
     local = s3_tier(endpoint, make_s3_bucket(endpoint))
@@ -209,7 +213,11 @@ def test_the_deletion_caps_hold_in_every_command(
 ) -> None:
     world = World(
         tmp_path,
-        {"url": f"file://{tmp_path / 'outputs'}", "ref_format": "data/outputs/{key}"},
+        {
+            "create": True,
+            "url": f"file://{tmp_path / 'outputs'}",
+            "ref_format": "data/outputs/{key}",
+        },
         "data/outputs/kept.bin",
         datetime.now(UTC) - timedelta(days=1),
     )
@@ -279,7 +287,11 @@ def test_no_scan_on_a_never_scanned_tier_exits_2_and_a_stale_one_warns(
     kind = {"gc": "collect-orphans", "enforce": "migrate"}.get(command, "expire")
     world = World(
         tmp_path,
-        {"url": f"file://{tmp_path / 'outputs'}", "ref_format": "data/outputs/{key}"},
+        {
+            "create": True,
+            "url": f"file://{tmp_path / 'outputs'}",
+            "ref_format": "data/outputs/{key}",
+        },
         "data/outputs/kept.bin",
         _now(),
     )
@@ -323,7 +335,7 @@ def _expiring_shelf(tmp_path: Path, count: int, **executor: Any) -> Shelf:
         db.execute("INSERT INTO jobs (path) VALUES ('data/outputs/elsewhere.bin')")
     world = World(
         tmp_path,
-        {"url": f"file://{outputs}", "ref_format": "data/outputs/{key}"},
+        {"create": True, "url": f"file://{outputs}", "ref_format": "data/outputs/{key}"},
         "data/outputs/elsewhere.bin",
         _now(),
     )

@@ -294,8 +294,12 @@ def test_release_deletes_only_when_no_reference_remains(app: AppTable, tmp_path:
 
 def test_audit_finds_and_repairs_dangling_rows(app: AppTable, tmp_path: Path) -> None:
     tiers = {
-        "local": {"url": f"file://{tmp_path / 'out'}", "ref_format": "data/storage/outputs/{key}"},
-        "cloud": {"url": f"file://{tmp_path / 'cold'}", "ref_format": "cold/{key}"},
+        "local": {
+            "create": True,
+            "url": f"file://{tmp_path / 'out'}",
+            "ref_format": "data/storage/outputs/{key}",
+        },
+        "cloud": {"create": True, "url": f"file://{tmp_path / 'cold'}", "ref_format": "cold/{key}"},
     }
     shelf = make_app_shelf(tmp_path, app, tiers=tiers)
     write(shelf, "moved.mp4", tier="cloud")
@@ -398,7 +402,9 @@ def test_uploads_racing_a_sweep_are_never_deleted(
 
 
 def test_a_tier_whose_rows_hold_bare_keys(app: AppTable, tmp_path: Path) -> None:
-    tiers = {"media": {"url": f"file://{tmp_path / 'media'}", "ref_format": "{key}"}}
+    tiers = {
+        "media": {"create": True, "url": f"file://{tmp_path / 'media'}", "ref_format": "{key}"}
+    }
     shelf = make_app_shelf(tmp_path, app, tiers=tiers, rules=[orphan_rule()])
     write(shelf, "videos/1.mp4", "videos/2.mp4", tier="media")
     app.insert("videos/1.mp4")

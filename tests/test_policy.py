@@ -220,7 +220,7 @@ def test_storage_class_is_applied_on_write(s3_endpoint: str, tmp_path: Path) -> 
     raw = {
         "catalog": {"url": f"sqlite:///{tmp_path / 'c.db'}"},
         "tiers": {
-            "local": {"url": f"file://{tmp_path / 'out'}"},
+            "local": {"create": True, "url": f"file://{tmp_path / 'out'}"},
             "archive": s3_tier(s3_endpoint, bucket, "arch", storage_class="STANDARD_IA"),
         },
     }
@@ -245,7 +245,7 @@ def test_storage_class_is_validated() -> None:
         )
     with pytest.raises(ConfigError, match="s3:// and az://"):
         parse_config(
-            {"tiers": {"a": {"url": "file:///tmp/x", "storage_class": "STANDARD"}}},
+            {"tiers": {"a": {"create": True, "url": "file:///tmp/x", "storage_class": "STANDARD"}}},
             base_dir=Path("/tmp"),
             source="t",
             env={},

@@ -37,6 +37,7 @@ def default_tiers(tmp_path: Path) -> dict[str, dict[str, Any]]:
     return {
         "local": {
             "url": f"file://{tmp_path / 'outputs'}",
+            "create": True,
             "ref_format": "https://cdn.example.com/media/{key}",
             "ref_aliases": ["data/storage/outputs/{key}"],
         },
@@ -78,10 +79,14 @@ def test_blank_values_are_null_and_padding_is_read_both_ways(locator: Locator) -
 
 def test_a_value_names_every_tier_whose_spelling_it_fits(tmp_path: Path) -> None:
     tiers = {
-        "a": {"url": f"file://{tmp_path / 'a'}", "ref_format": "{key}"},
-        "b": {"url": f"file://{tmp_path / 'b'}", "ref_format": "{key}"},
-        "nested": {"url": f"file://{tmp_path / 'n'}", "ref_format": "files/archive/{key}"},
-        "outer": {"url": f"file://{tmp_path / 'o'}", "ref_format": "files/{key}"},
+        "a": {"create": True, "url": f"file://{tmp_path / 'a'}", "ref_format": "{key}"},
+        "b": {"create": True, "url": f"file://{tmp_path / 'b'}", "ref_format": "{key}"},
+        "nested": {
+            "create": True,
+            "url": f"file://{tmp_path / 'n'}",
+            "ref_format": "files/archive/{key}",
+        },
+        "outer": {"create": True, "url": f"file://{tmp_path / 'o'}", "ref_format": "files/{key}"},
     }
     locator = Locator(config(tmp_path, **tiers))
     assert locator.resolve("renders/x.mp4") == [

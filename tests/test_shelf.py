@@ -24,12 +24,17 @@ def make_shelf(tmp_path: Path, cloud: dict[str, Any] | None = None, **local: Any
         "tiers": {
             "local": {
                 "url": "file://data/storage/outputs",
+                "create": True,
                 "ref_format": "data/storage/outputs/{key}",
                 "ref_aliases": ["/workspace/outputs/{key}"],
                 **local,
             },
             "cloud": cloud
-            or {"url": "file://data/storage/cold", "ref_format": "data/storage/cold/{key}"},
+            or {
+                "create": True,
+                "url": "file://data/storage/cold",
+                "ref_format": "data/storage/cold/{key}",
+            },
         },
     }
     return Shelf.open(parse_config(raw, base_dir=tmp_path, source="test", env={}))

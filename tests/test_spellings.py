@@ -114,7 +114,7 @@ def stored_keys(shelf: Shelf) -> set[str]:
 @pytest.fixture(params=["file", "s3"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[dict[str, Any], str]:
     if request.param == "file":
-        return {"url": f"file://{tmp_path / 'store'}"}, "iq-bucket"
+        return {"create": True, "url": f"file://{tmp_path / 'store'}"}, "iq-bucket"
     endpoint = request.getfixturevalue("s3_endpoint")
     from tests.support.servers import make_s3_bucket
 
@@ -175,7 +175,9 @@ def test_mixed_spellings_refuse_collection_until_the_alias_is_declared(
 def test_a_small_share_of_unreadable_values_is_tolerated_a_large_one_refused(
     tmp_path: Path,
 ) -> None:
-    world = Mixed(tmp_path, {"url": f"file://{tmp_path / 'store'}"}, "iq-bucket", wrong=0)
+    world = Mixed(
+        tmp_path, {"create": True, "url": f"file://{tmp_path / 'store'}"}, "iq-bucket", wrong=0
+    )
     world.write()
     with Shelf.open(world.config) as shelf:
         world.fill("", shelf)
@@ -289,8 +291,16 @@ def cdn_shelf(
         "catalog": {"url": f"sqlite:///{tmp_path / 'catalog.db'}"},
         "databases": {"app": {"url": url}},
         "tiers": {
-            "local": {"url": f"file://{tmp_path / 'cdn'}", "ref_format": CDN + "{key}"},
-            "cloud": {"url": f"file://{tmp_path / 'cold'}", "ref_format": "s3://cold-bucket/{key}"},
+            "local": {
+                "create": True,
+                "url": f"file://{tmp_path / 'cdn'}",
+                "ref_format": CDN + "{key}",
+            },
+            "cloud": {
+                "create": True,
+                "url": f"file://{tmp_path / 'cold'}",
+                "ref_format": "s3://cold-bucket/{key}",
+            },
         },
         "references": references,
         "rules": rules,
@@ -477,7 +487,13 @@ def test_an_undeclared_json_column_stops_collection_until_declared_or_ignored(
     body: dict[str, Any] = {
         "catalog": {"url": "sqlite:///catalog.db"},
         "databases": {"app": {"url": app.url}},
-        "tiers": {"local": {"url": "file://outputs", "ref_format": "data/storage/outputs/{key}"}},
+        "tiers": {
+            "local": {
+                "create": True,
+                "url": "file://outputs",
+                "ref_format": "data/storage/outputs/{key}",
+            }
+        },
         "references": [{"database": "app", "table": app.name, "column": "path"}],
         "rules": [COLLECT],
     }
@@ -530,8 +546,8 @@ def test_bare_keys_on_two_tiers_audit_names_exactly_the_dangling_rows(tmp_path: 
             "catalog": {"url": "sqlite:///catalog.db"},
             "databases": {"app": {"url": app.url}},
             "tiers": {
-                "media": {"url": "file://media", "ref_format": "{key}"},
-                "archive": {"url": "file://archive", "ref_format": "{key}"},
+                "media": {"create": True, "url": "file://media", "ref_format": "{key}"},
+                "archive": {"create": True, "url": "file://archive", "ref_format": "{key}"},
             },
             "references": [{"database": "app", "table": app.name, "column": "path"}],
             "rules": [COLLECT],
@@ -616,9 +632,10 @@ def test_rows_differing_only_in_case_are_rewritten_apart(tmp_path: Path, app_db_
     tiers = {
         "local": {
             "url": f"file://{tmp_path / 'outputs'}",
+            "create": True,
             "ref_format": "data/storage/outputs/{key}",
         },
-        "cloud": {"url": f"file://{tmp_path / 'cold'}", "ref_format": "cold/{key}"},
+        "cloud": {"create": True, "url": f"file://{tmp_path / 'cold'}", "ref_format": "cold/{key}"},
     }
     rule = {**MIGRATE, "filter": {"prefix": "x"}}
     with make_app_shelf(tmp_path, app, tiers=tiers, rules=[rule]) as shelf:

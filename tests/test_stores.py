@@ -341,7 +341,7 @@ def test_gcs_tier_opens_and_signs_v4_urls_with_a_service_account(tmp_path: Path)
 
 
 def test_a_local_tier_explains_keys_that_collide_with_folders(tmp_path: Path) -> None:
-    store = open_store(TierConfig(url=f"file://{tmp_path / 'tier'}"))
+    store = open_store(TierConfig(url=f"file://{tmp_path / 'tier'}", create=True))
     run(store.put("a/b", b"file"))
     with pytest.raises(InvalidKeyError, match="needs a folder where this local tier has a file"):
         run(store.put("a/b/c", b"x"))

@@ -83,13 +83,15 @@ def two_tier_shelf(
     tiers = {
         "local": {
             "url": f"file://{tmp_path / 'local'}",
+            "create": True,
             "ref_format": "data/out/{key}",
             "ref_aliases": ["/workspace/out/{key}"],
             "capacity": capacity,
             "high_watermark": "80%",
             "low_watermark": "70%",
         },
-        "cloud": dst or {"url": f"file://{tmp_path / 'cold'}", "ref_format": "cold/{key}"},
+        "cloud": dst
+        or {"create": True, "url": f"file://{tmp_path / 'cold'}", "ref_format": "cold/{key}"},
     }
     return make_app_shelf(tmp_path, app, tiers=tiers, rules=[rule])
 
@@ -358,8 +360,8 @@ def test_compat_apply_retention_policy(tmp_path: Path) -> None:
 
 def test_bare_key_tiers_need_no_rewrite(app: AppTable, tmp_path: Path) -> None:
     tiers = {
-        "local": {"url": f"file://{tmp_path / 'local'}", "capacity": "1000B"},
-        "cloud": {"url": f"file://{tmp_path / 'cold'}"},
+        "local": {"create": True, "url": f"file://{tmp_path / 'local'}", "capacity": "1000B"},
+        "cloud": {"create": True, "url": f"file://{tmp_path / 'cold'}"},
     }
     rule = {
         "id": "spill",
