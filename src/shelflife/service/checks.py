@@ -86,17 +86,20 @@ def check_tier(name: str, open_store: Any) -> CheckResult:
 def check_rewrites(config: Config) -> list[CheckResult]:
     """Tiers that migrate rules move objects off while no reference source is declared."""
     enabled = [rule for rule in config.rules if rule.enabled]
-    return [
-        CheckResult(
-            "tier",
-            warning_text.split(":", 1)[0].removeprefix("tier "),
-            True,
-            warning_text,
-            "declare the columns that hold object locations under [[references]]",
-            warning=True,
+    results = []
+    for text_ in unrewritten(config, enabled):
+        label, _, message = text_.partition(": ")  # "tier NAME: ..."
+        results.append(
+            CheckResult(
+                "tier",
+                label.removeprefix("tier "),
+                True,
+                message,
+                "declare the columns that hold object locations under [[references]]",
+                warning=True,
+            )
         )
-        for warning_text in unrewritten(config, enabled)
-    ]
+    return results
 
 
 def _check_archive_tier(name: str, store: ObstoreStore, key: str, payload: bytes) -> CheckResult:
