@@ -351,3 +351,24 @@ def test_a_local_tier_explains_keys_that_collide_with_folders(tmp_path: Path) ->
         run(store.put("a/b", b"other", overwrite=False))
     assert run(_read(store, "a/b")) == b"file"
     assert run(_all_keys(store)) == ["a/b"]
+
+
+def test_a_refusal_reported_as_a_generic_error_is_an_auth_error() -> None:
+    from obstore.exceptions import GenericError
+
+    from shelflife.errors import StoreAuthError, StoreError, StoreTransient
+    from shelflife.stores._obstore import translate_error
+
+    refused = translate_error(
+        GenericError(
+            "Error performing GET http://x/b/k - Server returned non-2xx status code: "
+            "403 Forbidden: <Error><Code>AccessDenied</Code></Error>"
+        ),
+        "s3://b",
+    )
+    assert isinstance(refused, StoreAuthError)
+    assert refused.hint
+    busy = translate_error(GenericError("Server returned non-2xx status code: 503"), "s3://b")
+    assert isinstance(busy, StoreTransient)
+    other = translate_error(GenericError("Server returned non-2xx status code: 400"), "s3://b")
+    assert type(other) is StoreError

@@ -54,6 +54,9 @@ _TRANSIENT = re.compile(
 )
 
 
+_REFUSED = re.compile(r"status code: 40[13]\b", re.IGNORECASE)
+
+
 def translate_error(exc: BaseException, where: str, key: str | None = None) -> StoreError:
     """Map an obstore/OS exception to shelflife's error tree, with a hint for the user."""
     shown = key if key is None or len(key) <= 120 else key[:117] + "..."
@@ -93,6 +96,11 @@ def translate_error(exc: BaseException, where: str, key: str | None = None) -> S
         return StoreConfigError(
             f"{where}: the bucket or container does not exist",
             hint="create it first (e.g. 'aws s3 mb'), or fix the tier's url",
+        )
+    if _REFUSED.search(text):  # a refusal obstore reports as a generic error
+        return StoreAuthError(
+            f"{where} refused access: {_first_line(text)[:200]}",
+            hint="check the tier's credentials and that they may read and write here",
         )
     if any(marker in lowered for marker in _UNREACHABLE_MARKERS):
         return StoreUnreachable(
