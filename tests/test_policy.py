@@ -36,6 +36,7 @@ RULES: list[dict[str, Any]] = [
         "filter": {"max_size": "1MB"},
     },
     {"id": "mp4", "tier": "cloud", "action": "expire", "after": "1d", "filter": {"suffix": ".mp4"}},
+    {"id": "unread", "tier": "cloud", "action": "expire", "after": "60d", "age": "last-access"},
 ]
 
 
@@ -92,9 +93,12 @@ def test_export_says_what_a_bucket_can_do_and_why_not_the_rest(s3_endpoint: str)
         "DaysAfterInitiation": 7
     }
     assert "shelflife-noncurrent-versions" not in by_id  # the bucket keeps no versions
-    assert set(result.not_exported) == {"orphans", "mp4"}
+    assert set(result.not_exported) == {"orphans", "mp4", "unread"}
     assert "database" in result.not_exported["orphans"]
     assert "suffix" in result.not_exported["mp4"]
+    assert "last access" in result.not_exported["unread"]  # the bucket would act earlier
+    # The bucket counts from each object's write; a rule counting from creation is said so.
+    assert any("'tmp-retention'" in note and "'created'" in note for note in result.notes)
 
     with_refs = export_policy(config(s3_endpoint, "b", references=True), "cloud", versioned=True)
     assert "on_expire" in with_refs.not_exported["tmp-retention"]

@@ -126,6 +126,12 @@ def export_policy(
         days, rounded = _days(rule.after)
         if rounded:
             result.notes.append(f"rule {rule.id!r}: {rule.after} rounded up to {days} days")
+        if rule.age_basis != "arrived":
+            result.notes.append(
+                f"rule {rule.id!r}: shelflife counts its age from {rule.age_basis!r}, the "
+                "bucket from when each object was written to it: for objects moved in it "
+                "acts later than shelflife would, never earlier"
+            )
         body: dict[str, Any] = {
             "ID": (ID_PREFIX + rule.id)[:255],
             "Status": "Enabled",
@@ -172,6 +178,9 @@ def _why_not(config: Config, tier: TierConfig, rule: RuleConfig) -> str | None:
         return "orphan collection needs the database to know what is referenced"
     if rule.when == "over-watermark":
         return "watermarks depend on usage, which a bucket's lifecycle cannot see"
+    if rule.age_basis == "last-access":
+        # Counted from the write instead, the bucket would act before the rule does.
+        return "a bucket's lifecycle cannot see reads, so it cannot count from the last access"
     if rule.filter.suffix:
         return "S3 lifecycle filters cannot match a suffix"
     if rule.action == "expire" and config.references:
