@@ -123,6 +123,13 @@ def test_a_1024_byte_key_is_accepted_except_where_a_filesystem_cannot_hold_it(
         with pytest.raises(InvalidKeyError, match="255 bytes"):
             run(store.put(key, b"long"))
         assert run(_all_keys(store)) == []
+        # Asked for, such a key is simply not there (not a filesystem error, HTTP 502).
+        with pytest.raises(ObjectNotFound):
+            run(store.head(key))
+        with pytest.raises(ObjectNotFound):
+            run(_read(store, key))
+        run(store.delete(key))
+        run(store.delete_many([key, "other"]))
         return
     run(store.put(key, b"long"))
     assert run(_read(store, key)) == b"long"

@@ -165,8 +165,15 @@ class LocalStore(ObstoreStore):
 
     def path(self, key: str) -> Path:
         """The file that holds ``key`` (it may not exist); LinkedPath (an ObjectNotFound)
-        if reaching it means following a symbolic link."""
-        self._no_links(validate_key(key))
+        if reaching it means following a symbolic link, ObjectNotFound if a segment is too
+        long to be a file name here (no such file can exist)."""
+        validate_key(key)
+        if any(len(segment.encode()) > NAME_MAX for segment in key.split("/")):
+            raise ObjectNotFound(
+                f"no object at {self.location}/{key[:80]}…: a segment is longer than a file "
+                f"name can be ({NAME_MAX} bytes)"
+            )
+        self._no_links(key)
         return self.root / key
 
     def _no_links(self, key: str) -> None:
@@ -195,21 +202,26 @@ class LocalStore(ObstoreStore):
         except LinkedPath:
             log.warning("not deleting %s/%s: its path passes through a symbolic link", self, key)
             return
+        except ObjectNotFound:
+            return  # a name no file here can have
         await super().delete(key)
 
     async def delete_many(self, keys: Iterable[str]) -> None:
         batch = list(keys)
         linked = set()
+        impossible = set()
         for key in batch:
             try:
                 self.path(key)
             except LinkedPath:
                 linked.add(key)
+            except ObjectNotFound:
+                impossible.add(key)  # a name no file here can have: nothing to delete
         if linked:
             log.warning(
                 "not deleting %d keys of %s reached through symbolic links", len(linked), self
             )
-        await super().delete_many([key for key in batch if key not in linked])
+        await super().delete_many([key for key in batch if key not in linked | impossible])
 
     async def copy(self, src_key: str, dst_key: str, *, overwrite: bool = True) -> None:
         self.path(src_key)
