@@ -22,7 +22,13 @@ from shelflife.errors import ObjectArchived, StoreError
 from tests.support.apps import AppTable
 from tests.support.cli import SHELFLIFE
 from tests.support.figures import Figures
-from tests.support.servers import azure_tier, make_azure_container, make_s3_bucket, s3_tier
+from tests.support.servers import (
+    azure_tier,
+    make_azure_container,
+    make_s3_bucket,
+    s3_client,
+    s3_tier,
+)
 
 pytestmark = [pytest.mark.s3, pytest.mark.invariant("I9")]
 
@@ -77,15 +83,8 @@ def write_old(shelf: Shelf, objects: dict[str, bytes]) -> None:
 
 def bucket_keys(endpoint: str, bucket: str) -> dict[str, str]:
     """Every object in the bucket, with its storage class."""
-    import boto3
 
-    client = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    client = s3_client(endpoint)
     found = client.list_objects_v2(Bucket=bucket).get("Contents", [])
     return {item["Key"].removeprefix("pre/"): item.get("StorageClass", "") for item in found}
 

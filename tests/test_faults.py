@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import boto3
 import pytest
 from azure.storage.blob import ContainerClient
 
@@ -33,6 +32,7 @@ from tests.support.servers import (
     azure_tier,
     make_azure_container,
     make_s3_bucket,
+    s3_client,
     s3_tier,
 )
 
@@ -96,13 +96,7 @@ class World:
             ],
         }  # fmt: skip
         self.shelf = Shelf.open(parse_config(raw, base_dir=tmp_path, source="test", env={}))
-        self.s3 = boto3.client(
-            "s3",
-            endpoint_url=s3_endpoint,
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
+        self.s3 = s3_client(s3_endpoint)
         self.azure = ContainerClient.from_connection_string(
             f"DefaultEndpointsProtocol=http;AccountName={AZURE_ACCOUNT};AccountKey={AZURE_KEY};"
             f"BlobEndpoint={azure_endpoint};",

@@ -24,7 +24,7 @@ from shelflife import Shelf
 from shelflife.cli import run as cli_run
 from shelflife.cli.state import state
 from shelflife.config import load_config
-from tests.support.servers import make_s3_bucket, s3_tier
+from tests.support.servers import make_s3_bucket, s3_client, s3_tier
 
 
 @dataclass(frozen=True)
@@ -251,17 +251,10 @@ def test_the_deletion_caps_hold_in_every_command(
 def test_gc_dry_run_on_a_never_scanned_bucket_finds_its_orphans(
     tmp_path: Path, s3_endpoint: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import boto3
 
     bucket = make_s3_bucket(s3_endpoint)
     local = s3_tier(s3_endpoint, bucket)
-    client = boto3.client(
-        "s3",
-        endpoint_url=s3_endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    client = s3_client(s3_endpoint)
     for name in ("kept.bin", "orphan-1.bin", "orphan-2.bin"):  # the application's writes
         client.put_object(Bucket=bucket, Key=f"pre/{name}", Body=b"bytes")
     world = World(tmp_path, local, str(local["ref_format"]).replace("{key}", "kept.bin"), _now())

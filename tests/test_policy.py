@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
 from shelflife import Shelf
@@ -14,7 +13,7 @@ from shelflife.config import parse_config
 from shelflife.errors import ConfigError
 from shelflife.service.policy import export_policy, import_policy
 from tests.support.cli import shelflife
-from tests.support.servers import make_s3_bucket, s3_tier
+from tests.support.servers import make_s3_bucket, s3_client, s3_tier
 
 pytestmark = pytest.mark.s3
 
@@ -60,13 +59,7 @@ def raw_config(endpoint: str, bucket: str, **cloud: Any) -> dict[str, Any]:
 
 
 def client(endpoint: str) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    return s3_client(endpoint)
 
 
 def test_export_says_what_a_bucket_can_do_and_why_not_the_rest(s3_endpoint: str) -> None:

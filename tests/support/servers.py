@@ -14,6 +14,7 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,17 +48,22 @@ def wait_for_port(
     raise RuntimeError(f"{name} did not listen on port {port} within {timeout}s")
 
 
-def make_s3_bucket(s3_endpoint: str) -> str:
+def s3_client(s3_endpoint: str) -> Any:
+    """A boto3 client for the test S3 server (the application's own writes, checks)."""
     import boto3
 
-    name = f"test-{uuid.uuid4().hex[:12]}"
-    boto3.client(
+    return boto3.client(
         "s3",
         endpoint_url=s3_endpoint,
         region_name="us-east-1",
         aws_access_key_id="testing",
         aws_secret_access_key="testing",
-    ).create_bucket(Bucket=name)
+    )
+
+
+def make_s3_bucket(s3_endpoint: str) -> str:
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    s3_client(s3_endpoint).create_bucket(Bucket=name)
     return name
 
 
