@@ -40,7 +40,7 @@ from shelflife.stores.base import Entry, ObjectInfo, Stamps, entry_of
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 _MIGRATION_LOCK = threading.Lock()
-HEAD_REVISION = "0010_ages"  # the newest file in migrations/versions (a test checks)
+HEAD_REVISION = "0011_reference_counts"  # the newest file in migrations/versions (a test checks)
 
 # One inventory row as a scan compares it: (key, size, etag, modified µs since the epoch).
 Listed = tuple[str, int, str | None, int]

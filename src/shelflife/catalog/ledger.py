@@ -12,6 +12,7 @@ row to T, so it must protect what it would find.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -158,6 +159,33 @@ class Ledger:
             conn.execute(delete(refs).where(refs.c.snapshot_id.in_(older)))
             conn.execute(delete(ref_snapshots).where(ref_snapshots.c.id < snapshot_id))
 
+    def save_counts(
+        self,
+        now: datetime,
+        *,
+        rows: int,
+        unmatched: int,
+        counts: dict[str, tuple[int, int]],
+    ) -> int:
+        """A snapshot of references marked by merge: per tier the objects and bytes they
+        name, no ``refs`` rows. It becomes the current snapshot; older ones are dropped."""
+        with self._begin() as conn:
+            result = conn.execute(
+                insert(ref_snapshots).values(
+                    taken_at=now,
+                    finished_at=now,
+                    status="ok",
+                    rows=rows,
+                    unmatched=unmatched,
+                    counts=json.dumps({tier: list(pair) for tier, pair in counts.items()}),
+                )
+            )
+            snapshot_id = int(result.inserted_primary_key[0])
+            older = select(ref_snapshots.c.id).where(ref_snapshots.c.id < snapshot_id)
+            conn.execute(delete(refs).where(refs.c.snapshot_id.in_(older)))
+            conn.execute(delete(ref_snapshots).where(ref_snapshots.c.id < snapshot_id))
+        return snapshot_id
+
     def fail_snapshot(self, snapshot_id: int) -> None:
         with self._begin() as conn:
             conn.execute(delete(refs).where(refs.c.snapshot_id == snapshot_id))
@@ -203,12 +231,34 @@ class Ledger:
         return or_(pinned, leased)
 
     def reference_counts(self, snapshot_id: int) -> dict[str, ReferenceCounts]:
-        """Referenced and orphaned objects (and orphan bytes) per tier, grace ignored."""
-        referenced = case((self.referenced_clause(snapshot_id), 1), else_=0)
+        """Referenced and orphaned objects (and orphan bytes) per tier, grace ignored.
+
+        A snapshot marked by merge kept only what its references named then: orphans are
+        the rest of what the inventory holds now (fewer, once collected)."""
         live = and_(
             objects.c.state == "present",
             not_(objects.c.key.startswith(TRASH_PREFIX + "/", autoescape=True)),
         )
+        with self._connect() as conn:
+            stored = conn.execute(
+                select(ref_snapshots.c.counts).where(ref_snapshots.c.id == snapshot_id)
+            ).scalar()
+            if stored is not None:
+                named = {tier: (int(n), int(b)) for tier, (n, b) in json.loads(stored).items()}
+                totals = conn.execute(
+                    select(objects.c.tier, func.count(), func.coalesce(func.sum(objects.c.size), 0))
+                    .where(live)
+                    .group_by(objects.c.tier)
+                ).all()
+                result = {}
+                for tier, count, size in totals:
+                    ref_count, ref_bytes = named.get(tier, (0, 0))
+                    ref_count, ref_bytes = min(ref_count, int(count)), min(ref_bytes, int(size))
+                    result[tier] = ReferenceCounts(
+                        ref_count, int(count) - ref_count, int(size) - ref_bytes
+                    )
+                return result
+        referenced = case((self.referenced_clause(snapshot_id), 1), else_=0)
         query = (
             select(
                 objects.c.tier,

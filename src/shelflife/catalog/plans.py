@@ -20,6 +20,24 @@ from shelflife.model.actions import Action, Skip
 
 BATCH = 1000
 KEEP = 20  # plans whose items are kept for review and apply
+# The columns of a plan item as PlanStore writes them, in this order.
+_ITEM_COLUMNS = (
+    "plan_id",
+    "seq",
+    "kind",
+    "action",
+    "rule",
+    "tier",
+    "key",
+    "bytes",
+    "to_tier",
+    "etag",
+    "modified_at",
+    "rows",
+    "reason",
+    "age",
+    "aged_from",
+)
 
 
 class PlanStore:
@@ -29,52 +47,53 @@ class PlanStore:
         self.engine = engine
         self.plan_id = plan_id
         self.batch_size = batch_size
-        self._pending: list[dict[str, Any]] = []
+        self._pending: list[tuple[Any, ...]] = []
         self._seq = 0
 
     # -- writing ----------------------------------------------------------------------------
 
     def add_action(self, action: Action) -> None:
+        modified, aged_from = action.modified, action.aged_from
         self._add(
-            {
-                "kind": "action",
-                "action": str(action.action),
-                "rule": action.rule,
-                "tier": action.tier,
-                "key": action.key,
-                "bytes": action.bytes,
-                "to_tier": action.to,
-                "etag": action.etag,
-                "modified_at": None if action.modified is None else to_micros(action.modified),
-                "rows": None if action.rows is None else json.dumps(action.rows),
-                "reason": None,
-                "age": action.age,
-                "aged_from": None if action.aged_from is None else to_micros(action.aged_from),
-            }
+            (
+                "action",
+                str(action.action),
+                action.rule,
+                action.tier,
+                action.key,
+                action.bytes,
+                action.to,
+                action.etag,
+                None if modified is None else to_micros(modified),
+                None if action.rows is None else json.dumps(action.rows),
+                None,
+                action.age,
+                None if aged_from is None else to_micros(aged_from),
+            )
         )
 
     def add_skip(self, skip: Skip) -> None:
         self._add(
-            {
-                "kind": "skip",
-                "action": None,
-                "rule": skip.rule,
-                "tier": skip.tier,
-                "key": skip.key,
-                "bytes": None,
-                "to_tier": None,
-                "etag": None,
-                "modified_at": None,
-                "rows": None,
-                "reason": skip.reason[:2000],
-                "age": None,
-                "aged_from": None,
-            }
+            (
+                "skip",
+                None,
+                skip.rule,
+                skip.tier,
+                skip.key,
+                None,
+                None,
+                None,
+                None,
+                None,
+                skip.reason[:2000],
+                None,
+                None,
+            )
         )
 
-    def _add(self, row: dict[str, Any]) -> None:
+    def _add(self, row: tuple[Any, ...]) -> None:
         self._seq += 1
-        self._pending.append({"plan_id": self.plan_id, "seq": self._seq, **row})
+        self._pending.append((self.plan_id, self._seq, *row))
         if len(self._pending) >= self.batch_size:
             self.flush()
 
@@ -82,7 +101,7 @@ class PlanStore:
         if not self._pending:
             return
         with _Guard(self.engine, begin=True) as conn:
-            bulk_execute(conn, insert(plan_items), self._pending)
+            bulk_execute(conn, insert(plan_items), self._pending, _ITEM_COLUMNS)
         self._pending = []
 
     def discard(self, rule: str, tier: str) -> None:

@@ -109,6 +109,9 @@ ref_snapshots = Table(
     Column("status", String(16), nullable=False),  # building | ok | failed
     Column("rows", BigInteger, nullable=False, default=0),
     Column("unmatched", BigInteger, nullable=False, default=0),
+    # JSON {tier: [objects, bytes]} the references named, when they were marked by merge
+    # and no `refs` rows were written (0011)
+    Column("counts", Text),
 )
 
 refs = Table(
@@ -176,6 +179,11 @@ quarantine = Table(
 )
 Index("ix_quarantine_tier_key", quarantine.c.tier, quarantine.c.key)
 Index("ix_quarantine_state_expires", quarantine.c.state, quarantine.c.expires_at)
+
+
+def from_micros(value: int) -> datetime:
+    """The instant a stored value stands for (what UTCDateTime reads), for raw reads."""
+    return EPOCH + timedelta(microseconds=value)
 
 
 def to_micros(value: datetime) -> int:

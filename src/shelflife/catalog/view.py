@@ -1,14 +1,22 @@
 """The catalog as the planner's inventory: objects streamed in a rule's order, each with
-its pins, leases and the reference sources that name it (from the latest snapshot)."""
+its pins, leases and the reference sources that name it.
+
+Which sources name an object comes from one of two places: a *snapshot* of every
+reference copied into the catalog (the general path: an anti-join in the database), or
+the references themselves read in byte order (:class:`~shelflife.model.naming.Naming`)
+and merged with the inventory read in key order — no copy at all. Rules that need to know
+(expire, collect-orphans) take every object they select, so the merge reads their
+candidates in key order whatever the rule's ``order``."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
 from datetime import datetime
+from itertools import islice
 from typing import Any
 
-from sqlalchemy import Engine, exists, or_, select
+from sqlalchemy import BigInteger, Engine, exists, or_, select, type_coerce
 
 from shelflife.catalog.catalog import _Guard
 from shelflife.catalog.ledger import (
@@ -18,7 +26,17 @@ from shelflife.catalog.ledger import (
     live_in,
     selection_clauses,
 )
-from shelflife.catalog.schema import leases, objects, pins, plan_items, refs
+from shelflife.catalog.schema import (
+    UTCDateTime,
+    from_micros,
+    leases,
+    objects,
+    pins,
+    plan_items,
+    refs,
+)
+from shelflife.errors import CatalogError
+from shelflife.model.naming import KeyOrderError, Naming, merge
 from shelflife.model.selection import ObjectView, Selection, TierState
 
 BATCH = 1000
@@ -36,6 +54,7 @@ class CatalogInventory:
         now: datetime,
         plan_id: str | None = None,
         batch_size: int = BATCH,
+        naming: Naming | None = None,
     ) -> None:
         self.engine = engine
         self.plan_id = plan_id
@@ -44,6 +63,7 @@ class CatalogInventory:
         self.excludes_planned = plan_id is not None
         self.tiers = tiers
         self.snapshot_id = snapshot_id
+        self.naming = naming  # the references in byte order (merge), instead of a snapshot
         self.now = now
         self.batch_size = batch_size
         self.ledger = Ledger(engine)
@@ -56,8 +76,6 @@ class CatalogInventory:
         clauses: list[Any] = [*live_in(tier), *selection_clauses(selection)]
         if selection.before is not None:
             clauses.append(aged_from_column(selection.age) < selection.before)
-        if selection.unreferenced and self.snapshot_id is not None:
-            clauses.append(~self.ledger.referenced_clause(self.snapshot_id))
         if self.plan_id is not None and self._holds_items(tier):
             clauses.append(
                 ~exists().where(
@@ -66,21 +84,13 @@ class CatalogInventory:
                     plan_items.c.key == objects.c.key,
                 )
             )
+        if self.naming is not None and selection.named:
+            yield from self._merged(tier, clauses, selection.unreferenced, self.naming)
+            return
+        if selection.unreferenced and self.snapshot_id is not None:
+            clauses.append(~self.ledger.referenced_clause(self.snapshot_id))
         sort_key = coldest_first(order)
-        query = (
-            select(
-                objects.c.key,
-                objects.c.size,
-                objects.c.modified_at,
-                objects.c.last_accessed_at,
-                objects.c.etag,
-                objects.c.tags,
-                objects.c.created_at,
-                objects.c.arrived_at,
-            )
-            .where(*clauses)
-            .order_by(sort_key, objects.c.key)
-        )
+        query = select(*_VIEW_COLUMNS).where(*clauses).order_by(sort_key, objects.c.key)
         with self.engine.connect() as conn:
             result = conn.execution_options(stream_results=True, yield_per=self.batch_size).execute(
                 query
@@ -90,19 +100,72 @@ class CatalogInventory:
                 pinned, leased = self._protection(tier, keys)
                 named = self._sources_naming(tier, keys)
                 for row in rows:
-                    yield ObjectView(
-                        key=row.key,
-                        size=row.size,
-                        modified=row.modified_at,
-                        accessed=row.last_accessed_at,
-                        etag=row.etag,
-                        created=row.created_at,
-                        arrived=row.arrived_at,
-                        tags=json.loads(row.tags) if row.tags else None,
-                        pinned=row.key in pinned,
-                        leased=row.key in leased,
-                        refs=frozenset(named.get(row.key, ())),
+                    yield _view(
+                        row,
+                        row.key in pinned,
+                        row.key in leased,
+                        frozenset(named.get(row.key, ())),
                     )
+
+    def _merged(
+        self, tier: str, clauses: list[Any], unreferenced: bool, naming: Naming
+    ) -> Iterator[ObjectView]:
+        """The tier's candidates in key order, merged with what the references name (see
+        :func:`shelflife.model.naming.merge`); with ``unreferenced`` only those no source
+        names. A key named on another tier counts where that tier's inventory lacks it."""
+        query = select(*_RAW_COLUMNS).where(*clauses).order_by(objects.c.key)
+        with self.engine.connect() as conn:
+            result = conn.execution_options(stream_results=True, yield_per=self.batch_size).execute(
+                query
+            )
+            merged = merge(result, tier, naming)
+            try:
+                while batch := list(islice(merged, self.batch_size)):
+                    wanted = {
+                        (other, row[0])
+                        for row, _, elsewhere in batch
+                        if elsewhere
+                        for other, _ in elsewhere
+                    }
+                    present = self._present(wanted) if wanted else set()
+                    keep = []
+                    for row, sources, elsewhere in batch:
+                        named = set(sources) if sources else set()
+                        for other, source in elsewhere or ():
+                            if (other, row[0]) not in present:
+                                named.add(source)
+                        if unreferenced and named:
+                            continue
+                        keep.append((row, named))
+                    if not keep:
+                        continue
+                    pinned, leased = self._protection(tier, [row[0] for row, _ in keep])
+                    for row, named in keep:
+                        key = row[0]
+                        yield _raw_view(row, key in pinned, key in leased, frozenset(named))
+            except KeyOrderError as exc:
+                raise CatalogError(
+                    f"the catalog's keys of tier {tier} are not in byte order ({exc}): "
+                    "orphans cannot be told by merge, nothing was planned on them",
+                    hint='the objects table must compare keys bytewise (COLLATE "C" on PostgreSQL)',
+                ) from None
+
+    def _present(self, locations: set[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which (tier, key) pairs the inventory holds."""
+        found: set[tuple[str, str]] = set()
+        by_tier: dict[str, list[str]] = {}
+        for tier, key in locations:
+            by_tier.setdefault(tier, []).append(key)
+        with _Guard(self.engine, begin=False) as conn:
+            for tier, keys in by_tier.items():
+                for start in range(0, len(keys), 500):
+                    rows = conn.execute(
+                        select(objects.c.key).where(
+                            objects.c.tier == tier, objects.c.key.in_(keys[start : start + 500])
+                        )
+                    ).scalars()
+                    found.update((tier, key) for key in rows)
+        return found
 
     def _holds_items(self, tier: str) -> bool:
         """Whether the plan already holds items on ``tier`` (an earlier rule took some).
@@ -182,3 +245,65 @@ class CatalogInventory:
                     if (ref_tier, key) not in present:
                         named.setdefault(key, set()).add(index)
         return named
+
+
+_VIEW_COLUMNS = (
+    objects.c.key,
+    objects.c.size,
+    objects.c.modified_at,
+    objects.c.last_accessed_at,
+    objects.c.etag,
+    objects.c.tags,
+    objects.c.created_at,
+    objects.c.arrived_at,
+)
+
+
+def _view(row: Any, pinned: bool, leased: bool, refs: frozenset[int]) -> ObjectView:
+    return ObjectView(
+        key=row.key,
+        size=row.size,
+        modified=row.modified_at,
+        accessed=row.last_accessed_at,
+        etag=row.etag,
+        created=row.created_at,
+        arrived=row.arrived_at,
+        tags=json.loads(row.tags) if row.tags else None,
+        pinned=pinned,
+        leased=leased,
+        refs=refs,
+    )
+
+
+# The same columns as stored: instants as integer microseconds, converted only for the
+# rows a merge keeps (most of a tier is referenced and never reaches the planner).
+_RAW_COLUMNS = tuple(
+    type_coerce(column, BigInteger) if isinstance(column.type, UTCDateTime) else column
+    for column in _VIEW_COLUMNS
+)
+
+
+def _raw_view(row: Any, pinned: bool, leased: bool, refs: frozenset[int]) -> ObjectView:
+    key, size, modified_us, accessed_us, etag, tags, created_us, arrived_us = row
+    modified = from_micros(modified_us)
+    return ObjectView(
+        key,
+        size,
+        modified,
+        None if accessed_us is None else from_micros(accessed_us),
+        etag,
+        _instant(created_us, modified_us, modified),
+        _instant(arrived_us, modified_us, modified),
+        json.loads(tags) if tags else None,
+        pinned,
+        leased,
+        refs,
+    )
+
+
+def _instant(value: int | None, modified_us: int, modified: datetime) -> datetime | None:
+    """A stored instant, sharing the modification instant's object where they are equal
+    (most objects were created and arrived when they were last modified)."""
+    if value is None:
+        return None
+    return modified if value == modified_us else from_micros(value)

@@ -224,13 +224,9 @@ def show_plan(result: Plan, *, command: str = "plan") -> None:
     )
     for name in ("rule", "action", "tiers", "objects", "bytes"):
         table.add_column(name, justify="right" if name in ("objects", "bytes") else "left")
-    groups: dict[tuple[str, str, str], list[int]] = {}
-    for action in result.iter_actions():
-        where = action.tier + (f" → {action.to}" if action.to else "")
-        entry = groups.setdefault((action.rule, action.action, where), [0, 0])
-        entry[0] += 1
-        entry[1] += action.bytes
-    for (rule, name, where), (count, size) in groups.items():
+    groups = result.groups
+    for (rule, name, tier, to), (count, size) in groups.items():
+        where = tier + (f" → {to}" if to else "")
         table.add_row(rule, name, where, str(count), format_size(size))
     for warning in result.warnings:
         err.print(f"warning: {warning}", markup=False)

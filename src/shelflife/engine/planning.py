@@ -24,6 +24,7 @@ from shelflife.errors import UsageError
 from shelflife.model.actions import Refusal
 from shelflife.model.plan import Plan
 from shelflife.model.selection import TierState, rule_tiers
+from shelflife.references.ordered import SortedReferences
 
 
 def new_id(prefix: str, now: datetime) -> str:
@@ -33,7 +34,7 @@ def new_id(prefix: str, now: datetime) -> str:
 def tier_states(context: Context) -> dict[str, TierState]:
     """Each tier's usage as planning starts."""
     states = {}
-    for tier in usage(context):
+    for tier in usage(context, references=False):
         states[tier.name] = TierState(
             name=tier.name,
             used=tier.used_bytes,
@@ -79,6 +80,7 @@ def make_plan(
     config = context.config
     all_tiers = list(config.tiers)
     snapshot_id = None
+    naming: SortedReferences | None = None
     blocks: trust.Blocks = {}
     unmatched = None
     deleting = [r for r in rules if r.action in ("expire", "collect-orphans")]
@@ -88,7 +90,7 @@ def make_plan(
         if deleting:
             collecting = any(r.action == "collect-orphans" for r in deleting)
             trust.check_sources(context, sources, tiers, need_sources=collecting)
-        snapshot_id, report = trust.snapshot(context, sources, progress)
+        naming, snapshot_id, report = trust.read_references(context, sources, progress)
         collect_tiers = sorted(
             {t for r in rules if r.action == "collect-orphans" for t in rule_tiers(r, all_tiers)}
         )
@@ -111,16 +113,21 @@ def make_plan(
         snapshot_id=snapshot_id,
         now=now,
         plan_id=plan_id,
+        naming=naming,
     )
-    planner.plan(
-        rules,
-        inventory,
-        now,
-        tiers=all_tiers,
-        references=config.references,
-        blocks=blocks,
-        into=result,
-    )
+    try:
+        planner.plan(
+            rules,
+            inventory,
+            now,
+            tiers=all_tiers,
+            references=config.references,
+            blocks=blocks,
+            into=result,
+        )
+    finally:
+        if naming is not None:
+            naming.close()
     header = {name: value for name, value in result.header_json().items() if name != "totals"}
     size = sum(figures["bytes"] for figures in result.counts.values())
     history.finish_plan(plan_id, actions=result.size, size=size, header=header)
@@ -153,7 +160,5 @@ def stored_plan(context: Context, plan_id: str) -> Plan | None:
         unmatched=header.get("unmatched_references"),
     )
     for action in result.iter_actions():  # totals, a batch at a time
-        entry = result.counts.setdefault(action.action, {"objects": 0, "bytes": 0})
-        entry["objects"] += 1
-        entry["bytes"] += action.bytes
+        result.count(action)
     return result

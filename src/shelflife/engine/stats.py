@@ -162,11 +162,12 @@ def stats_json(usage: list[TierUsage], health: Health) -> dict[str, Any]:
     }
 
 
-def usage(context: Context) -> list[TierUsage]:
-    """Usage of every tier of ``context`` (see :func:`tier_usage`)."""
+def usage(context: Context, *, references: bool = True) -> list[TierUsage]:
+    """Usage of every tier of ``context`` (see :func:`tier_usage`); the referenced and
+    orphan figures only with ``references`` (they cost a pass over the inventory)."""
     config = context.config
     stores = {name: context.store(name) for name, t in config.tiers.items() if t.capacity == "disk"}
-    snapshot = context.ledger.latest_snapshot()
+    snapshot = context.ledger.latest_snapshot() if references else None
     counts = None if snapshot is None else context.ledger.reference_counts(snapshot["id"])
     quarantined = context.ledger.quarantined_totals()
     return tier_usage(config, context.catalog, stores, counts, quarantined)

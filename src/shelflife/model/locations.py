@@ -137,6 +137,39 @@ class Locator:
         # 'data/storage/outputs/{key}' for values under the archive folder.
         self._templates = sorted(specific, key=lambda t: t.literal, reverse=True)
         self._heads = sorted({t.head for t in specific if t.head}, key=len, reverse=True)
+        self._plain = _plain_heads(self._templates)
+
+    @property
+    def plain_heads(self) -> list[tuple[str, str]]:
+        """The spellings whose values sort as their keys do: ``(head, tier)`` for each
+        template that is a literal head before ``{key}`` and nothing after it, which no
+        other template's head begins or is begun by. A value ``head + key`` is read by
+        :meth:`plain` without the resolver, and such values of one head, in byte order,
+        are their keys in byte order."""
+        return [(head, tier) for head, tier, _url, _nested in self._plain]
+
+    def plain(self, value: str) -> tuple[int, str] | None:
+        """(index into :attr:`plain_heads`, key) when ``value`` is a plain spelling — one
+        the resolver reads as exactly that one location — else None (ask :meth:`resolve`).
+
+        Plain: the value starts with a plain head, has no surrounding blanks, its key is
+        valid and, for URL spellings, holds no ``%``, ``?`` or ``#`` (which the resolver
+        reads in more than one way)."""
+        for index, (head, _tier, url, nested) in enumerate(self._plain):
+            if not value.startswith(head):
+                continue
+            key = value[len(head) :]
+            if (
+                not key
+                or (url and _URL_MARKS.search(key) is not None)
+                or (nested and value.startswith(nested))
+                or value[0].isspace()
+                or value[-1].isspace()
+                or not _valid(key)
+            ):
+                return None
+            return index, key
+        return None
 
     def _add_anchor(self, kind: str, anchor: str, tier: str) -> None:
         folded = anchor.casefold()
@@ -339,6 +372,28 @@ class Locator:
     @property
     def tiers(self) -> list[str]:
         return list(self._formats)
+
+
+_URL_MARKS = re.compile("[%?#]")
+
+
+def _plain_heads(templates: list[_Template]) -> list[tuple[str, str, bool, tuple[str, ...]]]:
+    """The templates :meth:`Locator.plain` reads: (head, tier, is a URL spelling, the
+    longer heads nested in it). A template is left out when another one matches every
+    value it does (its head begins this head: ``files/{key}`` before
+    ``files/archive/{key}`` — then both name such values), or when it has a tail."""
+    plain: list[tuple[str, str, bool, tuple[str, ...]]] = []
+    for template in templates:
+        if template.tail or not template.head:
+            continue
+        others = [t for t in templates if t is not template]
+        if any(template.head.startswith(t.head) for t in others):
+            continue  # a shorter (or equal) head reads these values too
+        nested = tuple(t.head for t in others if t.head.startswith(template.head))
+        plain.append((template.head, template.tier, template.scheme is not None, nested))
+    # A value is tried against the longest head first (a nested head is never plain).
+    plain.sort(key=lambda item: len(item[0]), reverse=True)
+    return plain
 
 
 def _decode(text: str) -> str | None:

@@ -79,14 +79,23 @@ class Plan:
     items: PlanItems = field(default_factory=MemoryItems, repr=False)
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
     skip_count: int = 0
+    # [objects, bytes] per (rule, action, tier, destination), for summaries
+    groups: dict[tuple[str, str, str, str | None], list[int]] = field(default_factory=dict)
 
     # -- building ---------------------------------------------------------------------------
 
     def add(self, action: Action) -> None:
         self.items.add_action(action)
+        self.count(action)
+
+    def count(self, action: Action) -> None:
+        """Count an action into the totals (an item the store holds already)."""
         entry = self.counts.setdefault(action.action, {"objects": 0, "bytes": 0})
         entry["objects"] += 1
         entry["bytes"] += action.bytes
+        group = self.groups.setdefault((action.rule, action.action, action.tier, action.to), [0, 0])
+        group[0] += 1
+        group[1] += action.bytes
 
     def skip(self, skip: Skip) -> None:
         self.items.add_skip(skip)
@@ -95,6 +104,8 @@ class Plan:
     def discard(self, rule: str, tier: str, counts: dict[str, dict[str, int]]) -> None:
         """Drop what ``rule`` planned on ``tier`` (``counts``: its totals, to subtract)."""
         self.items.discard(rule, tier)
+        for group in [g for g in self.groups if g[0] == rule and g[2] == tier]:
+            del self.groups[group]
         for name, figures in counts.items():
             entry = self.counts[name]
             entry["objects"] -= figures["objects"]

@@ -14,15 +14,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from shelflife.config.model import AgeBasis, RuleConfig
 
 TRASH_PREFIX = ".shelflife-trash"
 
 
-@dataclass(frozen=True, slots=True)
-class ObjectView:
-    """What the planner knows about one object."""
+class ObjectView(NamedTuple):
+    """What the planner knows about one object (a tuple: the planner reads one per
+    candidate, a million in a large plan, and a tuple is the cheapest record to build)."""
 
     key: str
     size: int
@@ -64,6 +65,9 @@ class Selection:
     before: datetime | None = None  # the instant ``age`` names is earlier than this
     age: AgeBasis = "modified"
     unreferenced: bool = False
+    # The rule needs the sources naming each object (expire, collect-orphans); it takes
+    # every object it selects, so the order they come in is free (key order will do).
+    named: bool = False
 
 
 def aged_from(basis: AgeBasis, obj: ObjectView) -> datetime:
@@ -95,6 +99,7 @@ def selection(rule: RuleConfig, now: datetime) -> Selection:
         before=cutoff(rule, now),
         age=rule.age_basis,
         unreferenced=rule.action == "collect-orphans",
+        named=rule.action in ("expire", "collect-orphans"),
     )
 
 

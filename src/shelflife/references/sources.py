@@ -374,7 +374,8 @@ class ReferenceSource:
     def reader(self) -> ReferenceReader:
         return ReferenceReader(self.config.kind, self.config.path, self.locator)
 
-    def _where(self) -> Any:
+    def where_clause(self) -> Any:
+        """The rows this source reads: non-null values, within its ``where``."""
         clauses: list[Any] = [self.column.is_not(None)]
         if self.config.where:
             clauses.append(text(f"({self.config.where})"))
@@ -382,7 +383,7 @@ class ReferenceSource:
 
     # -- the column's type, where the dialect matters ---------------------------------------
 
-    def _postgres_type(self) -> str:
+    def postgres_type(self) -> str:
         """On PostgreSQL: "json", "jsonb" or "array" for such columns, "" otherwise."""
         if self._pg_type is None:
             self._pg_type = ""
@@ -391,7 +392,7 @@ class ReferenceSource:
                 try:
                     columns = inspect(self.engine).get_columns(name, schema=schema or None)
                 except (SQLAlchemyError, NoSuchTableError) as exc:
-                    raise self._unreadable(exc) from None
+                    raise self.unreadable(exc) from None
                 for info in columns:
                     if info["name"] == self.config.column:
                         kind = info["type"]
@@ -410,13 +411,13 @@ class ReferenceSource:
 
     def _read(self) -> Any:
         """The column as it is read and compared: JSON columns as their text."""
-        if self._postgres_type() in ("json", "jsonb"):
+        if self.postgres_type() in ("json", "jsonb"):
             return cast(self.column, Text)
         return self.column
 
     def _haystack(self) -> Any:
         """The column as text to search in for a substring."""
-        if self._postgres_type() == "array":
+        if self.postgres_type() == "array":
             return func.array_to_string(self.column, "\n")
         if self.engine.dialect.name == "postgresql":
             return cast(self.column, Text)
@@ -427,13 +428,13 @@ class ReferenceSource:
     def iter_values(self, batch: int = STREAM_BATCH) -> Iterator[list[Any]]:
         """Every non-null value, in batches, through a server-side cursor."""
         try:
-            query = select(self._read()).where(self._where())
+            query = select(self._read()).where(self.where_clause())
             with self.engine.connect() as conn:
                 result = conn.execution_options(stream_results=True, yield_per=batch).execute(query)
                 for rows in result.partitions(batch):
                     yield [row[0] for row in rows]
         except SQLAlchemyError as exc:
-            raise self._unreadable(exc) from None
+            raise self.unreadable(exc) from None
 
     def iter_references(
         self, report: SourceReport | None = None, batch: int = STREAM_BATCH
@@ -457,9 +458,10 @@ class ReferenceSource:
     def count(self) -> int:
         try:
             with self.engine.connect() as conn:
-                return int(conn.execute(select(func.count()).where(self._where())).scalar_one())
+                counted = conn.execute(select(func.count()).where(self.where_clause()))
+                return int(counted.scalar_one())
         except SQLAlchemyError as exc:
-            raise self._unreadable(exc) from None
+            raise self.unreadable(exc) from None
 
     # -- lookups for given keys ----------------------------------------------------------------
 
@@ -474,7 +476,7 @@ class ReferenceSource:
             suspects = (
                 select(column_)
                 .where(
-                    self._where(),
+                    self.where_clause(),
                     or_(
                         column_ != func.trim(column_),
                         *(column_.contains(c, autoescape=True) for c in "%?#\n\t"),
@@ -490,7 +492,7 @@ class ReferenceSource:
                             self._has_irregular = True
                             break
             except SQLAlchemyError as exc:
-                raise self._unreadable(exc) from None
+                raise self.unreadable(exc) from None
         return self._has_irregular
 
     def _canonical(self, value: str) -> bool:
@@ -526,7 +528,7 @@ class ReferenceSource:
         found: list[Any] = []
         seen: set[str] = set()
         for clause in self._lookups(keys):
-            for (value,) in conn.execute(select(self._read()).where(self._where(), clause)):
+            for (value,) in conn.execute(select(self._read()).where(self.where_clause(), clause)):
                 marker = repr(value)
                 if marker not in seen:
                     seen.add(marker)
@@ -549,7 +551,7 @@ class ReferenceSource:
             with self.engine.connect() as conn:
                 values = self.rows_naming(conn, keys)
         except SQLAlchemyError as exc:
-            raise self._unreadable(exc) from None
+            raise self.unreadable(exc) from None
         for value in values:
             named = reader.locations(value)
             hits = {loc for loc in named if loc.key in wanted}
@@ -602,7 +604,7 @@ class ReferenceSource:
                 ]
                 for start in range(0, len(values), LOOKUP_BATCH):
                     chunk = values[start : start + LOOKUP_BATCH]
-                    condition = and_(self._where(), self._equals_any(chunk))
+                    condition = and_(self.where_clause(), self._equals_any(chunk))
                     statement: Any = (
                         update(self.table).where(condition).values({self.config.column: None})
                         if behaviour == "null"
@@ -610,11 +612,11 @@ class ReferenceSource:
                     )
                     changed += conn.execute(statement).rowcount or 0
         except SQLAlchemyError as exc:
-            raise self._unreadable(exc) from None
+            raise self.unreadable(exc) from None
         return changed
 
     def _equals_any(self, values: Sequence[Any]) -> Any:
-        if self._postgres_type() == "array":
+        if self.postgres_type() == "array":
             return or_(*(self.column == bindparam(None, v, type_=ARRAY(Text)) for v in values))
         texts = [str(v) for v in values]
         read = self._read()
@@ -624,7 +626,7 @@ class ReferenceSource:
 
     def _update_each(self, conn: Connection, pairs: list[tuple[Any, Any]]) -> int:
         """``UPDATE … SET column = new WHERE column = old`` for each pair, one statement."""
-        pg = self._postgres_type()
+        pg = self.postgres_type()
         new: Any = bindparam("_shelflife_new")
         old: Any = bindparam("_shelflife_old")
         if pg == "array":
@@ -635,7 +637,7 @@ class ReferenceSource:
         read = self._read()
         statement = (
             update(self.table)
-            .where(self._where(), read == old, exact(read, conn.dialect.name) == old)
+            .where(self.where_clause(), read == old, exact(read, conn.dialect.name) == old)
             .values({self.config.column: new})
         )
         params = [{"_shelflife_old": o, "_shelflife_new": n} for o, n in pairs]
@@ -675,7 +677,8 @@ class ReferenceSource:
             f"{self.config.table} USING gin ((lower({self.config.column}::text)) gin_trgm_ops)"
         )
 
-    def _unreadable(self, exc: Exception) -> SourceUnreadable:
+    def unreadable(self, exc: Exception) -> SourceUnreadable:
+        """The refusal to raise when reading this source failed with ``exc``."""
         where = self.engine.url.render_as_string(hide_password=True)
         detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
         return SourceUnreadable(

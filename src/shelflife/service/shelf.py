@@ -273,7 +273,7 @@ class Shelf:
 
     def refresh_references(self, progress: Progress | None = None) -> ParseReport:
         """Take a fresh snapshot of every reference (for stats and the dashboard)."""
-        return trust.snapshot(self.context, self.sources(), progress)[1]
+        return trust.refresh(self.context, self.sources(), progress)
 
     def pin(self, ref: str, until: datetime | None = None) -> Location:
         """Keep an object from ever being collected or expired (until ``until``)."""
