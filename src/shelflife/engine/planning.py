@@ -106,6 +106,7 @@ def make_plan(
         items=PlanStore(context.catalog.engine, plan_id),
         warnings=[*(warnings or []), *unrewritten(config, rules)],
         unmatched=unmatched,
+        marking=None if unmatched is None else ("merge" if naming is not None else "snapshot"),
     )
     inventory = CatalogInventory(
         context.catalog.engine,
@@ -158,6 +159,7 @@ def stored_plan(context: Context, plan_id: str) -> Plan | None:
         notes=list(header.get("notes", [])),
         warnings=list(header.get("warnings", [])),
         unmatched=header.get("unmatched_references"),
+        marking=header.get("marking"),
     )
     for action in result.iter_actions():  # totals, a batch at a time
         result.count(action)

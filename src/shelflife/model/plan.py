@@ -76,6 +76,9 @@ class Plan:
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     unmatched: dict[str, Any] | None = None  # reference values no tier's spelling matches
+    # How the references were compared with the inventory: "merge" (read in byte order)
+    # or "snapshot" (copied into the catalog); None when no rule needed them.
+    marking: str | None = None
     items: PlanItems = field(default_factory=MemoryItems, repr=False)
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
     skip_count: int = 0
@@ -158,6 +161,8 @@ class Plan:
         }
         if self.unmatched is not None:
             body["unmatched_references"] = self.unmatched
+        if self.marking is not None:
+            body["marking"] = self.marking
         return body
 
     def as_json(self) -> dict[str, Any]:

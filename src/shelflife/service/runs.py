@@ -29,6 +29,7 @@ from shelflife.catalog.history import History
 from shelflife.catalog.lock import RunLock
 from shelflife.catalog.plans import PlanStore
 from shelflife.config.model import RuleConfig
+from shelflife.engine import trust
 from shelflife.engine.collect import purge_quarantine
 from shelflife.engine.context import Context
 from shelflife.engine.executor import Dispatcher, ErrorBudget, Executor, InProcess
@@ -204,6 +205,10 @@ def run(
             if rules is None and any(r.action == "collect-orphans" for r in chosen):
                 # quarantine past its days (what this run quarantined is not: it is newer)
                 outcome.actions += run_sync(purge_quarantine(context, started))
+            if outcome.plan.marking == "merge" and outcome.actions:
+                # marked by merge, the references left no snapshot: count what they name
+                # now, after this run's changes, for the stats the run records
+                trust.refresh(context, context.sources())
         except BaseException as exc:
             _record(context, outcome, error=exc)
             raise
