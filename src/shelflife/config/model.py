@@ -339,6 +339,10 @@ class ExecutorConfig(_Strict):
     backend: Literal["local", "celery"] = "local"
     # With --no-scan, a tier scanned longer ago than this is planned on with a warning.
     stale_scan: Duration = timedelta(days=1)
+    # How references are compared with the inventory: "auto" merges value columns read in
+    # byte order with it (nothing copied) and copies the rest into the catalog for an
+    # anti-join; "snapshot" always copies.
+    marking: Literal["auto", "snapshot"] = "auto"
 
 
 class CeleryConfig(_Strict):

@@ -90,6 +90,8 @@ def read_references(
     Returns (the sorted references, or the snapshot's id; and what the reading found)."""
     progress = progress or NullProgress()
     why = orderable(sources)
+    if context.config.executor.marking == "snapshot":
+        why = "[executor] marking = 'snapshot'"
     if why is None:
         report = ParseReport()
         indexes = [source_index(context.config, source) for source in sources]
