@@ -1,21 +1,25 @@
 """Orphan planning at scale: ``shelflife gc --dry-run`` beside ``sort | comm`` and a naive set.
 
-    .venv/bin/python bench/gc.py [--sizes 100000,1000000]
+    .venv/bin/python bench/gc.py [--sizes 100000,1000000] [--repeat 3] [--catalog postgresql]
 
 For each size N: N empty files on a ``file://`` tier (in 1,000 folders), and a PostgreSQL
 table whose rows reference every second one. Measured, each as a separate process, with
-wall time and peak RSS (from ``wait4``):
+wall time, CPU and peak RSS (from ``wait4``), ``--repeat`` times:
 
-- ``shelflife scan`` (inventory and reference snapshot) — reported, not compared;
+- ``shelflife scan`` of the unchanged tier (the listing compared with the inventory, and
+  the references counted per tier for stats);
 - ``shelflife gc --dry-run --no-scan`` (the scan is measured above): reads the references
-  into the catalog and plans the orphans with the planner over the catalog's anti-join,
-  the plan's items written to the catalog as they are planned;
+  in byte order and marks the orphans by merging them with the inventory, the plan's
+  items written to the catalog as they are planned;
+- the same with ``[executor] marking = "snapshot"`` (the general path: the references
+  copied into the catalog, an anti-join there);
 - ``sort | comm``: ``LC_ALL=C sort`` of both key lists and ``comm -23``, the lists already
-  exported; and the full pipeline that also exports them (``find`` + ``psql COPY``);
+  exported; and the pipeline that also exports them (``find`` + ``psql COPY``);
 - a naive approach: every reference in a Python set, then a walk of the folder.
 
-Targets: the peak RSS of gc grows at most 1.5x from 10^5 to 10^6 objects; its wall time is
-at most 2x the sort | comm pipeline.
+Targets (issue 17): the peak RSS of gc grows at most 1.5x from 10^5 to 10^6 objects; its
+wall time is at most 2x the pipeline, and scan + gc at most 3x. All approaches must agree
+on the orphan count (asserted).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import median
 
 ROOT = Path(__file__).resolve().parent.parent
 SHELFLIFE = str(Path(sys.executable).parent / "shelflife")
@@ -55,6 +60,7 @@ print(orphans)
 @dataclass
 class Measure:
     wall: float
+    cpu: float
     rss_mib: float
     output: str
 
@@ -78,7 +84,7 @@ def measure(command: list[str] | str, *, cwd: Path, shell: bool = False) -> Meas
         stdout, stderr = out.read().decode(), errors.read().decode()
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"{command} failed: {stderr[-2000:]}")
-    return Measure(wall, usage.ru_maxrss / 1024, stdout)
+    return Measure(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, stdout)
 
 
 def build(work: Path, n: int, catalog: str = "sqlite:///catalog.db") -> str:
@@ -120,7 +126,7 @@ max_fraction = 1.0
     return table
 
 
-def run_size(n: int, catalog: str) -> dict[str, Measure]:
+def run_size(n: int, catalog: str, repeat: int) -> dict[str, list[Measure]]:
     work = Path(tempfile.mkdtemp(prefix=f"shelflife-gc-{n}-"))
     table = ""
     database = ""
@@ -134,27 +140,37 @@ def run_size(n: int, catalog: str) -> dict[str, Measure]:
         catalog += "/" + database
     else:
         catalog = "sqlite:///catalog.db"
+    results: dict[str, list[Measure]] = {}
+
+    def note(name: str, result: Measure) -> Measure:
+        results.setdefault(name, []).append(result)
+        return result
+
     try:
         table = build(work, n, catalog)
-        results = {"scan": measure([SHELFLIFE, "scan"], cwd=work)}
-        results["gc --dry-run"] = measure([SHELFLIFE, "gc", "--dry-run", "--no-scan"], cwd=work)
+        config = (work / "shelflife.toml").read_text()
+        snapshot = work / "snapshot.toml"
+        snapshot.write_text(config + '\n[executor]\nmarking = "snapshot"\n')
+        measure([SHELFLIFE, "scan"], cwd=work)  # the first scan, not measured here
+        expected = n - (n + 1) // 2
         export = (
             f"find tier -type f -printf '%P\\n' > objects.txt && "
             f"psql '{PG}' -qAtc \"COPY (SELECT substr(path, 7) FROM {table}) TO STDOUT\" "
             "> refs.txt"
         )
-        results["export lists"] = measure(export, cwd=work, shell=True)
         comm = "sort objects.txt > a.txt && sort refs.txt > b.txt && comm -23 a.txt b.txt | wc -l"
-        results["sort | comm"] = measure(comm, cwd=work, shell=True)
-        results["naive set"] = measure(
-            [sys.executable, "-c", NAIVE, str(work / "tier"), table, PG], cwd=work
-        )
-        expected = n - (n + 1) // 2
-        assert int(results["sort | comm"].output.strip()) == expected
-        assert int(results["naive set"].output.strip()) == expected
-        planned = re.search(r"delete-orphan\s*│\s*\S+\s*│\s*(\d+)", results["gc --dry-run"].output)
-        assert planned is not None, results["gc --dry-run"].output
-        assert int(planned.group(1)) == expected, results["gc --dry-run"].output
+        gc = [SHELFLIFE, "gc", "--dry-run", "--no-scan"]
+        for _ in range(repeat):
+            note("scan", measure([SHELFLIFE, "scan"], cwd=work))
+            found = note("gc --dry-run", measure(gc, cwd=work))
+            _check(found, expected)
+            general = measure([SHELFLIFE, "--config", str(snapshot), *gc[1:]], cwd=work)
+            _check(note("gc, snapshot path", general), expected)
+            note("export lists", measure(export, cwd=work, shell=True))
+            counted = note("sort | comm", measure(comm, cwd=work, shell=True))
+            assert int(counted.output.strip()) == expected
+            naive = [sys.executable, "-c", NAIVE, str(work / "tier"), table, PG]
+            assert int(note("naive set", measure(naive, cwd=work)).output.strip()) == expected
         return results
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -167,9 +183,16 @@ def run_size(n: int, catalog: str) -> dict[str, Measure]:
                 conn.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
 
 
+def _check(result: Measure, expected: int) -> None:
+    planned = re.search(r"delete-orphan\s*│\s*\S+\s*│\s*(\d+)", result.output)
+    assert planned is not None, result.output
+    assert int(planned.group(1)) == expected, result.output
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="100000,1000000")
+    parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument(
         "--catalog",
         choices=["sqlite", "postgresql"],
@@ -178,27 +201,35 @@ def main() -> None:
     )
     options = parser.parse_args()
     sizes = [int(s) for s in options.sizes.split(",")]
-    all_results = {n: run_size(n, options.catalog) for n in sizes}
-    print(f"\ncatalog: {options.catalog}")
+    every = {n: run_size(n, options.catalog, options.repeat) for n in sizes}
+    print(f"\ncatalog: {options.catalog}; median of {options.repeat} (min–max)")
     print(
-        f"\nmachine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
+        f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}"
     )
-    print(f"{'objects':>9} {'step':<14} {'wall':>8} {'peak RSS':>10}")
-    for n, results in all_results.items():
-        for name, m in results.items():
-            print(f"{n:>9,} {name:<14} {m.wall:>7.2f}s {m.rss_mib:>8.0f} MiB")
-        gc, comm, export = results["gc --dry-run"], results["sort | comm"], results["export lists"]
+    print(f"{'objects':>9} {'step':<18} {'wall':>22} {'CPU':>7} {'peak RSS':>9}")
+    for n, results in every.items():
+        for name, runs in results.items():
+            walls = [m.wall for m in runs]
+            print(
+                f"{n:>9,} {name:<18} {median(walls):7.2f} s ({min(walls):.2f}–{max(walls):.2f})"
+                f" {median([m.cpu for m in runs]):6.2f}s {max(m.rss_mib for m in runs):6.0f} MiB"
+            )
+        wall = {name: median([m.wall for m in runs]) for name, runs in results.items()}
+        pipeline = wall["export lists"] + wall["sort | comm"]
         print(
-            f"{'':>9} gc / (sort | comm): {gc.wall / comm.wall:.2f}x;  "
-            f"gc / (export + sort | comm): {gc.wall / (comm.wall + export.wall):.2f}x"
+            f"{'':>9} gc / pipeline: {wall['gc --dry-run'] / pipeline:.2f}x "
+            f"(snapshot path {wall['gc, snapshot path'] / pipeline:.2f}x); "
+            f"(scan + gc) / pipeline: {(wall['scan'] + wall['gc --dry-run']) / pipeline:.2f}x; "
+            f"gc / (sort | comm): {wall['gc --dry-run'] / wall['sort | comm']:.2f}x"
         )
     if len(sizes) >= 2:
-        first, last = all_results[sizes[0]]["gc --dry-run"], all_results[sizes[-1]]["gc --dry-run"]
-        print(
-            f"peak RSS of gc --dry-run grows {last.rss_mib / first.rss_mib:.2f}x from "
-            f"{sizes[0]:,} to {sizes[-1]:,} objects"
-        )
+        for name in ("gc --dry-run", "scan"):
+            first = max(m.rss_mib for m in every[sizes[0]][name])
+            last = max(m.rss_mib for m in every[sizes[-1]][name])
+            print(
+                f"peak RSS of {name} grows {last / first:.2f}x from {sizes[0]:,} to {sizes[-1]:,}"
+            )
 
 
 if __name__ == "__main__":

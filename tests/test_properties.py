@@ -254,6 +254,12 @@ OBJECTS = st.builds(
     pinned=st.booleans(),
     leased=st.booleans(),
     refs=st.frozensets(st.sampled_from([0, 1]), max_size=2),
+    # left unknown (the modification instant stands for them), as before
+    accessed=st.none(),
+    etag=st.none(),
+    created=st.none(),
+    arrived=st.none(),
+    tags=st.none(),
 )
 RULES = st.lists(
     st.one_of(
