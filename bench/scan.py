@@ -115,6 +115,26 @@ def catalog_count(work: Path, catalog: str) -> int:
         return int(row[0])
 
 
+def catalog_bytes(work: Path, catalog: str) -> int:
+    """The catalog's size on disk: the SQLite file (and its WAL), or PostgreSQL's tables
+    and indexes."""
+    if catalog.startswith("sqlite"):
+        return sum(
+            (work / name).stat().st_size
+            for name in ("catalog.db", "catalog.db-wal")
+            if (work / name).exists()
+        )
+    import psycopg
+
+    with psycopg.connect(catalog.replace("+psycopg", "")) as conn:
+        row = conn.execute("SELECT pg_total_relation_size('objects')").fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+SIZES: dict[int, int] = {}  # objects → bytes of catalog after a first scan
+
+
 def run_size(n: int, repeat: int, catalog_kind: str) -> dict[str, list[Measure]]:
     work = Path(tempfile.mkdtemp(prefix=f"shelflife-scan-{n}-"))
     database = ""
@@ -143,6 +163,7 @@ def run_size(n: int, repeat: int, catalog_kind: str) -> dict[str, list[Measure]]
             first = measure(scan, cwd=work)
             assert scanned(first) == n, first.output
             results["first scan"].append(first)
+            SIZES[n] = catalog_bytes(work, catalog)
             again = measure(scan, cwd=work)
             assert scanned(again) == n, again.output
             results["rescan"].append(again)
@@ -191,6 +212,10 @@ def main() -> None:
             print(
                 f"{n:>9,}  {name:<20} {spread(walls):>24} {cpu:7.2f}s {rss:6.0f} MiB {ratio:6.2f}x"
             )
+    for n, size in SIZES.items():
+        print(
+            f"catalog after a first scan of {n:,}: {size / 2**20:.1f} MiB ({size / n:.0f} B/object)"
+        )
     if len(sizes) >= 2:
         low, high = every[sizes[0]], every[sizes[-1]]
         for name in ("first scan", "rescan"):
