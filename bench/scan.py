@@ -25,38 +25,16 @@ import platform
 import shutil
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
-SHELFLIFE = str(Path(sys.executable).parent / "shelflife")
-PG = os.environ.get("SHELFLIFE_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
-
-@dataclass
-class Measure:
-    wall: float
-    cpu: float
-    rss_mib: float
-    output: str
-
-
-def measure(command: list[str] | str, *, cwd: Path, shell: bool = False) -> Measure:
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as errors:
-        start = time.perf_counter()
-        process = subprocess.Popen(command, cwd=cwd, shell=shell, stdout=out, stderr=errors)
-        _, status, usage = os.wait4(process.pid, 0)
-        wall = time.perf_counter() - start
-        out.seek(0)
-        errors.seek(0)
-        stdout, stderr = out.read().decode(), errors.read().decode()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{command} failed: {stderr[-2000:]}")
-    return Measure(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, stdout)
+from bench.gc import PG, SHELFLIFE, Measure, measure  # noqa: E402
 
 
 def build(work: Path, n: int, catalog: str) -> None:

@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -210,6 +211,20 @@ def pg_catalog_url(pg_url: str) -> Iterator[str]:
         conn.execute(text(f"DROP TABLE IF EXISTS {names} CASCADE"))
     engine.dispose()
     return pg_url
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def catalog(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """An empty catalog on SQLite, and one on the PostgreSQL server."""
+    from shelflife.catalog import Catalog
+
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'catalog.db'}"
+    else:
+        url = request.getfixturevalue("pg_catalog_url")
+    catalog = Catalog.open(url)
+    yield catalog
+    catalog.close()
 
 
 MARIADB_ADMIN = os.environ.get("SHELFLIFE_TEST_MARIADB", "mysql+pymysql://root@127.0.0.1:3306/")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,17 +15,6 @@ from shelflife.errors import CatalogError
 from shelflife.stores import ObjectInfo, open_store
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def catalog(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Catalog]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'catalog.db'}"
-    else:
-        url = request.getfixturevalue("pg_catalog_url")
-    catalog = Catalog.open(url)
-    yield catalog
-    catalog.close()
 
 
 def info(key: str, size: int = 10, etag: str | None = "e1", at: datetime = T0) -> ObjectInfo:

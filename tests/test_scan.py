@@ -9,7 +9,7 @@ import os
 import random
 import re
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,17 +32,6 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 # Names whose keys sort differently by bytes than by a naive walk or a locale:
 # '-' (0x2d) < '.' (0x2e) < '/' (0x2f) < '0', upper case before lower, non-ASCII last.
 TRAPS = ["a-c", "a.b", "a/b", "a/c/d", "a0", "a b", "B", "b", "é", "ä/x", "z", "🎬", "a.b.c/d"]
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def catalog(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Catalog]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'catalog.db'}"
-    else:
-        url = request.getfixturevalue("pg_catalog_url")
-    catalog = Catalog.open(url)
-    yield catalog
-    catalog.close()
 
 
 _WRITE_TO_OBJECTS = re.compile(r"\s*(INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+\"?objects\b", re.I)

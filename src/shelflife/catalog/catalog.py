@@ -320,17 +320,7 @@ class Catalog:
                         objects.c.last_seen_at < started_at,
                     )
                 ).rowcount
-            conn.execute(
-                update(scans)
-                .where(scans.c.id == scan_id)
-                .values(
-                    finished_at=now,
-                    status="ok",
-                    objects=listed.objects,
-                    bytes=listed.bytes,
-                    removed=removed,
-                )
-            )
+            _record_scan(conn, scan_id, now, listed, int(removed))
         return int(removed)
 
     def known_keys(self, tier: str, keys: Sequence[str]) -> set[str]:
@@ -361,18 +351,7 @@ class Catalog:
                     objects.c.last_seen_at < started_at,
                 )
             ).rowcount
-            totals = self._totals(conn, tier)
-            conn.execute(
-                update(scans)
-                .where(scans.c.id == scan_id)
-                .values(
-                    finished_at=now,
-                    status="ok",
-                    objects=totals.objects,
-                    bytes=totals.bytes,
-                    removed=removed,
-                )
-            )
+            _record_scan(conn, scan_id, now, self._totals(conn, tier), int(removed))
         return int(removed)
 
     def fail_scan(self, scan_id: int, now: datetime) -> None:
@@ -614,6 +593,22 @@ _OBJECT_COLUMNS = (
     objects.c.created_at,
     objects.c.arrived_at,
 )
+
+
+def _record_scan(
+    conn: Connection, scan_id: int, now: datetime, totals: TierTotals, removed: int
+) -> None:
+    conn.execute(
+        update(scans)
+        .where(scans.c.id == scan_id)
+        .values(
+            finished_at=now,
+            status="ok",
+            objects=totals.objects,
+            bytes=totals.bytes,
+            removed=removed,
+        )
+    )
 
 
 class _Guard:

@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import BigInteger, Engine, exists, or_, select, type_coerce
 
-from shelflife.catalog.catalog import _Guard
+from shelflife.catalog.catalog import Catalog, _Guard
 from shelflife.catalog.ledger import (
     Ledger,
     aged_from_column,
@@ -127,7 +127,7 @@ class CatalogInventory:
                         if elsewhere
                         for other, _ in elsewhere
                     }
-                    present = self._present(wanted) if wanted else set()
+                    present = Catalog(self.engine).present(wanted) if wanted else set()
                     keep = []
                     for row, sources, elsewhere in batch:
                         named = set(sources) if sources else set()
@@ -149,23 +149,6 @@ class CatalogInventory:
                     "orphans cannot be told by merge, nothing was planned on them",
                     hint='the objects table must compare keys bytewise (COLLATE "C" on PostgreSQL)',
                 ) from None
-
-    def _present(self, locations: set[tuple[str, str]]) -> set[tuple[str, str]]:
-        """Which (tier, key) pairs the inventory holds."""
-        found: set[tuple[str, str]] = set()
-        by_tier: dict[str, list[str]] = {}
-        for tier, key in locations:
-            by_tier.setdefault(tier, []).append(key)
-        with _Guard(self.engine, begin=False) as conn:
-            for tier, keys in by_tier.items():
-                for start in range(0, len(keys), 500):
-                    rows = conn.execute(
-                        select(objects.c.key).where(
-                            objects.c.tier == tier, objects.c.key.in_(keys[start : start + 500])
-                        )
-                    ).scalars()
-                    found.update((tier, key) for key in rows)
-        return found
 
     def _holds_items(self, tier: str) -> bool:
         """Whether the plan already holds items on ``tier`` (an earlier rule took some).
