@@ -4,10 +4,11 @@
 
 Runs ``shelflife --help``, ``shelflife init --help``, ``shelflife init`` (in a fresh
 temporary folder each time) and ``shelflife stats --help`` N times each, interleaved with
-``rclone help`` (the reference: a Go binary, nothing to import) and ``python -c pass``
-(the floor of any Python command), so that load from other work on the machine falls on
-every case alike. Wall time and CPU (user + system) come from ``wait4`` on each child.
-Prints the median, the spread (min–max) and each case's ratio to ``rclone help``.
+the reference ``rclone help`` (a Go binary: nothing to import) and two floors,
+``python -c pass`` (any Python command) and ``python -c 'import typer'`` (any Typer
+command), so that load from other work on the machine falls on every case alike. Wall
+time and CPU (user + system) come from ``wait4`` on each child. Prints the median, the
+spread (min–max) and each case's ratio to ``rclone help``.
 
 Then a ``python -X importtime`` summary of ``shelflife --help`` (the modules with the
 largest cumulative import time), and the import contract: none of the heavy modules a
@@ -94,7 +95,7 @@ def summary(values: list[float]) -> str:
 
 def report(cases: list[Case], reference: Case | None) -> None:
     print(
-        f"{'command':<24} {'wall s, median (min–max)':>26} {'CPU s, median (min–max)':>25}  ratio"
+        f"{'command':<26} {'wall s, median (min–max)':>26} {'CPU s, median (min–max)':>25}  ratio"
     )
     for case in cases:
         ratio = ""
@@ -102,7 +103,7 @@ def report(cases: list[Case], reference: Case | None) -> None:
             wall = statistics.median(case.walls) / statistics.median(reference.walls)
             cpu = statistics.median(case.cpus) / statistics.median(reference.cpus)
             ratio = f"{wall:5.1f}x wall, {cpu:5.1f}x CPU"
-        print(f"{case.name:<24} {summary(case.walls):>26} {summary(case.cpus):>25}  {ratio}")
+        print(f"{case.name:<26} {summary(case.walls):>26} {summary(case.cpus):>25}  {ratio}")
     if reference is not None:
         print(f"(ratios: median over median to {reference.name!r})")
 
@@ -205,6 +206,8 @@ def main() -> int:
         Case("shelflife init", [SHELFLIFE, "init"], fresh_dir=True),
         Case("shelflife stats --help", [SHELFLIFE, "stats", "--help"]),
         Case("python -c pass", [sys.executable, "-c", "pass"]),
+        # what any Typer CLI pays before its own code runs
+        Case("python -c 'import typer'", [sys.executable, "-c", "import typer"]),
     ]
     rclone = shutil.which("rclone")
     reference = Case("rclone help", [rclone, "help"]) if rclone else None
