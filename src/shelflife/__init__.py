@@ -6,8 +6,34 @@ ref = shelf.put("render.mp4", key="outputs/render.mp4")
 shelf.url(ref)
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from shelflife.errors import ShelflifeError
-from shelflife.service.shelf import Shelf, StoredObject
+
+if TYPE_CHECKING:
+    from shelflife.service.shelf import Shelf, StoredObject
 
 __all__ = ["Shelf", "ShelflifeError", "StoredObject"]
 __version__ = "0.1.0"
+
+# ``import shelflife`` runs before every command (the CLI is ``shelflife.cli``); the
+# facade pulls in the catalog (SQLAlchemy), the config models and the stores, so it is
+# imported on first use instead (PEP 562) and ``shelflife --help`` stays fast.
+_LAZY = {"Shelf": "shelflife.service.shelf", "StoredObject": "shelflife.service.shelf"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'shelflife' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(module), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

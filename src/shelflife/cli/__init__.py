@@ -16,17 +16,48 @@ from shelflife.cli import collect, commands, lifecycle, serve
 from shelflife.cli.render import err
 from shelflife.errors import ShelflifeError
 
+# Help is rendered plainly (click's formatter): Typer's Rich help panels import Rich and
+# its own renderer, which cost more than the rest of ``shelflife --help`` together.
 app = typer.Typer(
     name="shelflife",
     help="Keep file storage healthy: tiers, watermarks, retention and orphan collection.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"max_content_width": 120},  # use a wide terminal, as Rich did
 )
 commands.register(app)
 collect.register(app)
 lifecycle.register(app)
 serve.register(app)
+
+
+def _whole_first_paragraphs(group: typer.Typer) -> None:
+    """List each command and sub-group under the whole first paragraph of its help: click's
+    plain formatter would otherwise cut it to the width left beside the name ("...")."""
+    import inspect  # here, after Typer (which needs it too) has loaded it
+
+    from typer.models import DefaultPlaceholder
+
+    def first_paragraph(text: str) -> str:
+        return " ".join(inspect.cleandoc(text).split("\n\n")[0].split())
+
+    for command in group.registered_commands:
+        doc = command.help or (command.callback.__doc__ if command.callback else None)
+        if doc and command.short_help is None:
+            command.short_help = first_paragraph(doc)
+    for sub in group.registered_groups:
+        instance = sub.typer_instance
+        if instance is None:
+            continue
+        info = instance.info
+        if isinstance(info.help, str) and isinstance(info.short_help, DefaultPlaceholder):
+            info.short_help = first_paragraph(info.help)
+        _whole_first_paragraphs(instance)
+
+
+_whole_first_paragraphs(app)
 
 
 def main(argv: list[str] | None = None) -> None:

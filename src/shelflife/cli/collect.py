@@ -1,10 +1,10 @@
 """Commands on single objects and references: recover, recall, pin, unpin, restore,
 audit, listen."""
 
-from __future__ import annotations
+# No ``from __future__ import annotations`` here: Typer reads each command's signature
+# (twice) when it builds the command line, and string annotations would be compiled and
+# evaluated anew every time, on every start.
 
-import logging
-import signal
 from typing import Annotated, Any
 
 import typer
@@ -99,6 +99,9 @@ def audit(
 
 def listen(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = True) -> None:
     """Release objects as soon as their rows are deleted (PostgreSQL LISTEN/NOTIFY)."""
+    import logging
+    import signal
+
     from shelflife.references.listen import listen as run_listener
 
     logging.basicConfig(

@@ -1,27 +1,26 @@
-"""The commands for configuration, inventory and objects."""
+"""The commands for configuration, inventory and objects.
 
-from __future__ import annotations
+The service layer is imported inside each command (see :mod:`shelflife.cli.state`).
+"""
 
-from importlib import resources
+# No ``from __future__ import annotations`` here: Typer reads each command's signature
+# (twice) when it builds the command line, and string annotations would be compiled and
+# evaluated anew every time, on every start.
+
+import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.markup import escape
 
 from shelflife.base.units import format_size
 from shelflife.cli.render import RichProgress, err, out, print_json, usage_table
 from shelflife.cli.state import ConfigOption, JsonOption, TierOption, state
-from shelflife.config import load_config
 from shelflife.errors import ShelflifeError, UsageError
-from shelflife.service.checks import (
-    CheckResult,
-    check_database,
-    check_rewrites,
-    check_tier,
-    lint_references,
-)
-from shelflife.service.shelf import Shelf
+
+if TYPE_CHECKING:
+    from shelflife.service.checks import CheckResult
+    from shelflife.service.shelf import Shelf
 
 
 def register(app: typer.Typer) -> None:
@@ -69,15 +68,29 @@ def init(
     force: Annotated[bool, typer.Option("--force", help="overwrite an existing file")] = False,
 ) -> None:
     """Write a commented starter shelflife.toml."""
+    from importlib import resources
+
     if path.exists() and not force:
         raise UsageError(f"{path} exists already", hint="pass --force to overwrite it")
     template = resources.files("shelflife").joinpath("templates/shelflife.toml").read_text()
     path.write_text(template, encoding="utf-8")
-    err.print(f"wrote {path}; edit it, then run 'shelflife check'")
+    # A plain line, not Rich: init is the first command a user runs and needs nothing else.
+    print(f"wrote {path}; edit it, then run 'shelflife check'", file=sys.stderr)
 
 
 def check(json: JsonOption = False) -> int:
     """Validate the config; reach and probe every tier and database."""
+    from rich.markup import escape
+
+    from shelflife.config import load_config
+    from shelflife.service.checks import (
+        CheckResult,
+        check_database,
+        check_rewrites,
+        check_tier,
+        lint_references,
+    )
+
     config = load_config(state.config_path)
     results = [CheckResult("config", config.source, True, "valid")]
     try:
@@ -222,8 +235,9 @@ def ls(
         )
 
 
-def _schedule_check(shelf: Shelf) -> CheckResult:
+def _schedule_check(shelf: "Shelf") -> "CheckResult":
     """Is it running? The last successful lifecycle run and the next one due."""
+    from shelflife.service.checks import CheckResult
 
     status = shelf.schedule_status()
     if status["next_due"] is None:
@@ -277,6 +291,7 @@ def demo(
 ) -> None:
     """Build a sample application and run shelflife against it."""
     from shelflife.service.demo import build_demo
+    from shelflife.service.shelf import Shelf
 
     built = build_demo(directory)
     err.print(
@@ -309,7 +324,7 @@ def demo(
     out.print(f"\nconfig: {built.config_path}  (try: shelflife -c {built.config_path} stats)")
 
 
-def _show_stats(shelf: Shelf, when: str) -> None:
+def _show_stats(shelf: "Shelf", when: str) -> None:
     usage = shelf.usage()
     table = usage_table(usage)
     table.title = f"Storage by tier ({when})"

@@ -1,16 +1,17 @@
 """The lifecycle commands: plan, apply, run — and gc, enforce, expire, which are ``run``
 restricted to one rule action with exactly ``run``'s flags and output — runs, policy."""
 
-from __future__ import annotations
+# No ``from __future__ import annotations`` here: Typer reads each command's signature
+# (twice) when it builds the command line, and string annotations would be compiled and
+# evaluated anew every time, on every start.
 
 import json as jsonlib
 from collections.abc import Callable, Iterator
 from itertools import islice
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
 from shelflife.base.units import format_size
 from shelflife.cli.render import (
@@ -32,12 +33,16 @@ from shelflife.cli.state import (
     state,
 )
 from shelflife.errors import RefusedError, UsageError
-from shelflife.model.actions import Refusal
-from shelflife.model.outcome import RunOutcome
-from shelflife.model.plan import Plan
+
+if TYPE_CHECKING:
+    from shelflife.model.actions import Refusal
+    from shelflife.model.outcome import RunOutcome
+    from shelflife.model.plan import Plan
 
 policy_app = typer.Typer(
-    help="Native lifecycle policies (S3 lifecycle JSON).", no_args_is_help=True
+    help="Native lifecycle policies (S3 lifecycle JSON).",
+    no_args_is_help=True,
+    rich_markup_mode=None,  # plain help, as the main app's
 )
 
 
@@ -189,7 +194,7 @@ def _run(
     )
 
 
-def _report(call: Callable[[], RunOutcome], *, json: bool) -> int:
+def _report(call: Callable[[], "RunOutcome"], *, json: bool) -> int:
     try:
         outcome = call()
     except RefusedError as exc:
@@ -211,14 +216,17 @@ def _report(call: Callable[[], RunOutcome], *, json: bool) -> int:
     return outcome.exit_code
 
 
-def _plan_lists(result: Plan) -> dict[str, Iterator[dict[str, Any]]]:
+def _plan_lists(result: "Plan") -> dict[str, Iterator[dict[str, Any]]]:
     return {
         "actions": (a.as_json() for a in result.iter_actions()),
         "skipped": (s.as_json() for s in result.iter_skipped()),
     }
 
 
-def show_plan(result: Plan, *, command: str = "plan") -> None:
+def show_plan(result: "Plan", *, command: str = "plan") -> None:
+    """A plan as a person reads it: actions grouped by rule, what is kept and why."""
+    from rich.table import Table
+
     table = Table(
         title=f"plan {result.id} at {result.now:%Y-%m-%d %H:%M:%S} UTC", title_justify="left"
     )
@@ -257,7 +265,8 @@ def show_plan(result: Plan, *, command: str = "plan") -> None:
         )
 
 
-def show_run(outcome: RunOutcome) -> None:
+def show_run(outcome: "RunOutcome") -> None:
+    """What a run did: totals per action, moved bytes, rows changed, failures."""
     if outcome.recovered:
         out.print(f"recovered first: {outcome.recovered}")
     if outcome.scanned:
@@ -300,6 +309,8 @@ def runs(
     if not records:
         out.print("no runs yet")
         return
+    from rich.table import Table
+
     table = Table(caption="a run's id is its command and start time (UTC)")
     for name in ("run", "status", "took", "trigger", "actions", "failed"):
         table.add_column(name, no_wrap=name in ("run", "status", "took"))
@@ -377,7 +388,7 @@ def policy_import(
     tier: Annotated[str, typer.Option("--tier", "-t", help="the tier the rules apply to")] = "*",
     json: JsonOption = False,
 ) -> None:
-    """Turn an S3 lifecycle JSON into shelflife \\[\\[rules]] (printed as TOML)."""
+    """Turn an S3 lifecycle JSON into shelflife [[rules]] (printed as TOML)."""
     from shelflife.service.policy import import_policy
 
     try:
@@ -400,7 +411,7 @@ def policy_import(
     print(result.as_toml(), end="")
 
 
-def _refusal_hint(refusals: list[Refusal]) -> None:
+def _refusal_hint(refusals: "list[Refusal]") -> None:
     if refusals:
         err.print(
             "hint: a refused rule did nothing on that tier (the others ran); "

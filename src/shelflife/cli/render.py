@@ -1,31 +1,46 @@
-"""Rendering for the terminal: progress bars, usage bars, tables. The CLI's only printer."""
+"""Rendering for the terminal: progress bars, usage bars, tables. The CLI's only printer.
+
+Rich is imported on first use, not with this module: it costs more than the rest of
+``shelflife --help`` together, and ``init`` or a ``--json`` command never needs it.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
 from collections.abc import Iterable, Mapping
-from typing import Any
-
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-)
-from rich.table import Table
-from rich.text import Text
+from typing import TYPE_CHECKING, Any, cast
 
 from shelflife.base.units import format_size
-from shelflife.engine.stats import TierUsage
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress, TaskID
+    from rich.table import Table
+    from rich.text import Text
+
+    from shelflife.engine.stats import TierUsage
+
+
+class _LazyConsole:
+    """Stands in for a Rich :class:`~rich.console.Console`, built on the first use of any
+    of its attributes (printing, ``is_terminal`` …) with the options given here."""
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._console: Console | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        console = self._console
+        if console is None:
+            from rich.console import Console
+
+            console = self._console = Console(**self._options)
+        return getattr(console, name)
+
+
+out = cast("Console", _LazyConsole(highlight=False, soft_wrap=True))
+err = cast("Console", _LazyConsole(stderr=True, highlight=False, soft_wrap=True))
 
 
 def print_json(data: Any) -> None:
@@ -75,6 +90,15 @@ class RichProgress:
     def start(self, label: str, total: int | None = None, total_bytes: int | None = None) -> None:
         if not self.enabled:
             return
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
         self._progress = Progress(
             SpinnerColumn(),
             TextColumn("[bold]{task.description}"),
@@ -106,11 +130,13 @@ class RichProgress:
         self._task = None
 
 
-__all__ = ["DownloadColumn", "RichProgress", "err", "out", "print_json"]
+__all__ = ["RichProgress", "err", "out", "print_json", "usage_bar", "usage_table"]
 
 
 def usage_bar(tier: TierUsage, width: int = 20) -> Text:
     """A bar filled to the tier's usage, with ╎ at the low and ┃ at the high watermark."""
+    from rich.text import Text
+
     ratio = tier.usage_ratio
     if ratio is None:
         return Text("no capacity set", style="dim")
@@ -134,6 +160,9 @@ def usage_bar(tier: TierUsage, width: int = 20) -> Text:
 
 
 def usage_table(usage: list[TierUsage]) -> Table:
+    """The stats table: one row per tier, with its usage bar."""
+    from rich.table import Table
+
     table = Table(
         title="Storage by tier",
         title_justify="left",

@@ -1,6 +1,8 @@
 """``shelflife serve``: the HTTP API, /metrics and health, through uvicorn."""
 
-from __future__ import annotations
+# No ``from __future__ import annotations`` here: Typer reads each command's signature
+# (twice) when it builds the command line, and string annotations would be compiled and
+# evaluated anew every time, on every start.
 
 from typing import Annotated
 
@@ -32,7 +34,7 @@ def serve(host: HostOption = "127.0.0.1", port: PortOption = 8080) -> None:
 
 
 def daemon(host: HostOption = "127.0.0.1", port: PortOption = 8080) -> None:
-    """Run the \\[schedule] entries (lifecycle, stats) and serve the HTTP API and /metrics."""
+    """Run the [schedule] entries (lifecycle, stats) and serve the HTTP API and /metrics."""
     import threading
 
     import uvicorn
@@ -64,7 +66,7 @@ def schedule(
     count: Annotated[int, typer.Option("--count", "-n", help="firings per entry", min=1)] = 3,
     json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
-    """The next firing times of each \\[schedule] entry, and whether runs are on time."""
+    """The next firing times of each [schedule] entry, and whether runs are on time."""
     import itertools
 
     from shelflife.base.units import utcnow
@@ -101,7 +103,9 @@ def schedule(
 
 
 token_app = typer.Typer(
-    help="API bearer tokens (only their hashes are kept).", no_args_is_help=True
+    help="API bearer tokens (only their hashes are kept).",
+    no_args_is_help=True,
+    rich_markup_mode=None,  # plain help, as the main app's
 )
 
 

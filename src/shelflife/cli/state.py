@@ -1,15 +1,22 @@
-"""What every command shares: the global options and the shelf they open."""
+"""What every command shares: the global options and the shelf they open.
+
+Only the options and this small state live here: the service layer (and with it the
+catalog, config models and stores) is imported when a command opens the shelf, so
+``shelflife --help`` and ``shelflife init`` never load it.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from shelflife.base.units import parse_instant
-from shelflife.service.shelf import Shelf
+
+if TYPE_CHECKING:
+    from shelflife.service.shelf import Shelf
 
 ConfigOption = Annotated[
     Path | None,
@@ -52,7 +59,10 @@ class State:
     shelf: Shelf | None = None
 
     def open(self) -> Shelf:
+        """The shelf of ``--config`` (opened once per command, on first use)."""
         if self.shelf is None:
+            from shelflife.service.shelf import Shelf
+
             self.shelf = Shelf.from_config(self.config_path)
         return self.shelf
 
