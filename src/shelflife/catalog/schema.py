@@ -82,7 +82,6 @@ objects = Table(
     UniqueConstraint("tier", "key", name="uq_objects_tier_key"),
 )
 Index("ix_objects_tier_modified", objects.c.tier, objects.c.modified_at)
-Index("ix_objects_tier_created", objects.c.tier, objects.c.created_at)
 
 scans = Table(
     "scans",
