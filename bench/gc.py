@@ -75,7 +75,12 @@ def measure(command: list[str] | str, *, cwd: Path, shell: bool = False) -> Meas
             shell=shell,
             stdout=out,
             stderr=errors,
-            env={**os.environ, "LC_ALL": "C"},
+            # bytecode caches on, as after a pip install (an editable install with
+            # PYTHONDONTWRITEBYTECODE recompiles every module at each start)
+            env={
+                **{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
+                "LC_ALL": "C",
+            },
         )
         _, status, usage = os.wait4(process.pid, 0)
         wall = time.perf_counter() - start
