@@ -92,12 +92,15 @@ class Journal:
             }
             for key, size in items
         ]
+        keys = [key for key, _ in items]
         with _Guard(self.engine, begin=True) as conn:
-            if conn.dialect.insert_executemany_returning_sort_by_parameter_order:
-                # One INSERT … VALUES (…), (…) RETURNING id, ids in the order of the rows.
-                statement = insert(journal).returning(journal.c.id, sort_by_parameter_order=True)
-                ids = [int(row[0]) for row in conn.execute(statement, rows)]
-            else:  # a database without multi-row RETURNING: one insert per row
+            if conn.dialect.insert_executemany_returning and len(set(keys)) == len(keys):
+                # One INSERT … VALUES (…), (…) RETURNING id, key: a batch's keys are
+                # distinct, so each id is matched by its key (RETURNING keeps no order).
+                statement = insert(journal).returning(journal.c.id, journal.c.key)
+                by_key = {key: int(entry_id) for entry_id, key in conn.execute(statement, rows)}
+                ids = [by_key[key] for key in keys]
+            else:  # no multi-row RETURNING (or a key twice): one insert per row
                 ids = [
                     int(conn.execute(insert(journal).values(**row)).inserted_primary_key[0])  # type: ignore[index]
                     for row in rows

@@ -355,7 +355,7 @@ class ExecutorConfig(_Strict):
     # Bytes a migration may hold in memory for objects sent whole: an object goes up in
     # one request when it is at most this divided by the transfers in flight (at least the
     # destination's multipart_threshold, at most 5 GiB), in parts above that.
-    transfer_memory: Size = Field(default=256 * 1024 * 1024, ge=8 * 1024 * 1024)
+    transfer_memory: Size = 256 * 1024 * 1024
     # Deletions (expire, delete-orphan, quarantine) above either cap need --yes.
     max_delete: int = Field(default=10_000, ge=0)
     max_delete_bytes: Size | None = 1_000_000_000_000
@@ -365,6 +365,13 @@ class ExecutorConfig(_Strict):
     backend: Literal["local", "celery"] = "local"
     # With --no-scan, a tier scanned longer ago than this is planned on with a warning.
     stale_scan: Duration = timedelta(days=1)
+
+    @field_validator("transfer_memory")
+    @classmethod
+    def _room_for_a_part(cls, size: int) -> int:
+        if size < 8 * 1024 * 1024:
+            raise ValueError("must be at least 8MiB (a multipart part is held per transfer)")
+        return size
 
 
 class CeleryConfig(_Strict):
