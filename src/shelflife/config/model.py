@@ -354,7 +354,7 @@ class ExecutorConfig(_Strict):
     batch_size: int = Field(default=500, ge=1, le=10_000)
     # Bytes a migration may hold in memory for objects sent whole: an object goes up in
     # one request when it is at most this divided by the transfers in flight (at least the
-    # destination's multipart_threshold, at most 5 GiB), in parts above that.
+    # destination's multipart_threshold, at most 5000 MiB), in parts above that.
     transfer_memory: Size = 256 * 1024 * 1024
     # Deletions (expire, delete-orphan, quarantine) above either cap need --yes.
     max_delete: int = Field(default=10_000, ge=0)

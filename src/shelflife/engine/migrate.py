@@ -53,7 +53,7 @@ from shelflife.stores.transfer import transfer
 
 log = logging.getLogger(__name__)
 
-MAX_SINGLE_PUT = 5 * 1024**3  # S3's largest single PUT (Azure's Put Blob: 5000 MiB)
+MAX_SINGLE_PUT = 5000 * 1024**2  # the largest single request: Azure's Put Blob (S3: 5 GiB)
 
 
 def single_put_limit(memory: int, concurrency: int, objects: int, floor: int = 0) -> int:
@@ -394,12 +394,18 @@ class Migrator:
     def _still_named(self, entries: Sequence[Entry]) -> set[int]:
         """The entries some row names at the source location but not at the destination."""
         keys = sorted({entry.key for entry in entries})
-        rows = [row for source in self.sources for row in source.naming_rows(keys)]
+        # Each row indexed by the locations it names: one pass over the rows, not one
+        # per entry (a batch of 500 would otherwise cost 500 x its rows).
+        naming: dict[Location, list[set[Location]]] = {}
+        for source in self.sources:
+            for row in source.naming_rows(keys):
+                for location in row:
+                    naming.setdefault(location, []).append(row)
         held: set[int] = set()
         for entry in entries:
             old = Location(entry.src_tier, entry.key)
             new = Location(entry.dst_tier, entry.key)
-            if any(old in row and new not in row for row in rows):
+            if any(new not in row for row in naming.get(old, ())):
                 held.add(entry.id)
         return held
 
