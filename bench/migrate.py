@@ -1,14 +1,22 @@
 """Migration benchmark: ``shelflife enforce`` beside ``rclone move``, same files, same server.
 
-    .venv/bin/python bench/migrate.py [--small]
+    .venv/bin/python bench/migrate.py [--small] [--repeat 3]
 
-2,000 x 64 KiB and 8 x 32 MiB files move from a ``file://`` tier to one moto S3 server.
-shelflife copies, verifies each object at the destination (size and SHA-256 read back),
-rewrites the rows pointing at it in PostgreSQL and deletes the source, 16 transfers at a
-time; ``rclone move --transfers 16 --s3-no-check-bucket`` moves a copy of the same files
-(rclone checks size and MD5/ETag, touches no database). Wall time and CPU come from
-``wait4`` on each child; moto's CPU is in neither. Then the rewrite of 10^5 rows alone:
-the statement shelflife issues per batch, timed directly against PostgreSQL.
+2,000 x 64 KiB and 8 x 32 MiB files (200 and 1 with ``--small``) move from a ``file://``
+tier to one moto S3 server. shelflife copies (16 transfers at a time, each object in one
+request within ``[executor] transfer_memory``), verifies each copy by what the store says
+of the bytes it received (the upload's ETag against the MD5 of the bytes sent; the tier's
+default ``verify = "checksum"``), rewrites the rows pointing at it in PostgreSQL and deletes
+the source; ``rclone move --transfers 16 --s3-no-check-bucket`` moves a copy of the same
+files (it checks size and MD5/ETag and HEADs each upload, touches no database), and, for
+information, ``--s3-no-head`` as well (no HEAD). Wall time and CPU come from ``wait4`` on
+each child; moto's CPU is in neither.
+
+Each run also times ``shelflife --help`` (interpreter start-up and imports) and a
+second ``shelflife enforce`` with nothing left to move (start-up, recovery, scans, plan,
+the record of the run: what every run costs), so the CPU splits into start-up, the fixed
+cost of a run, and the work of moving. Then the rewrite of 10^5 rows alone: the statement
+shelflife issues per batch, timed directly against PostgreSQL.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import argparse
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -63,9 +72,10 @@ def make_files(folder: Path, count: int, size: int, prefix: str) -> list[str]:
 def case(endpoint: str, work: Path, count: int, size: int, label: str) -> dict[str, float]:
     import psycopg
 
-    base = work / label.replace(" ", "-")
+    base = work / f"{label}-{uuid.uuid4().hex[:6]}"
     keys = make_files(base / "local", count, size, "f")
     shutil.copytree(base / "local", base / "for-rclone")
+    shutil.copytree(base / "local", base / "for-rclone-no-head")
     table = f"bench_rows_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(PG, autocommit=True) as conn:
         conn.execute(f"CREATE TABLE {table} (id bigserial PRIMARY KEY, path text)")
@@ -105,7 +115,9 @@ after = "1d"
 """)
     env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
     subprocess.run([SHELFLIFE, "scan"], cwd=base, env=env, check=True, capture_output=True)
+    _, startup = timed([SHELFLIFE, "--help"], env, base)
     wall, cpu = timed([SHELFLIFE, "enforce"], env, base)
+    _, idle = timed([SHELFLIFE, "enforce"], env, base)  # nothing left to move
     with psycopg.connect(PG, autocommit=True) as conn:
         moved = conn.execute(f"SELECT count(*) FROM {table} WHERE path LIKE 's3://%'").fetchone()
         conn.execute(f"DROP TABLE {table}")
@@ -113,24 +125,23 @@ after = "1d"
     assert moved[0] == count, moved
     assert not any((base / "local").rglob("*.bin"))
     env = rclone_env(endpoint)
-    rwall, rcpu = timed(
-        [
-            "rclone",
-            "move",
-            str(base / "for-rclone"),
-            f"moto:{theirs}/out",
-            "--transfers",
-            "16",
-            "--s3-no-check-bucket",
-        ],
+    rclone = ["rclone", "move", "--transfers", "16", "--s3-no-check-bucket"]
+    rwall, rcpu = timed([*rclone, str(base / "for-rclone"), f"moto:{theirs}/out"], env, base)
+    nwall, ncpu = timed(
+        [*rclone, "--s3-no-head", str(base / "for-rclone-no-head"), f"moto:{theirs}/no-head"],
         env,
         base,
     )
+    shutil.rmtree(base, ignore_errors=True)
     return {
         "wall": wall,
         "cpu": cpu,
+        "startup_cpu": startup,
+        "idle_cpu": idle,
         "rclone_wall": rwall,
         "rclone_cpu": rcpu,
+        "nohead_wall": nwall,
+        "nohead_cpu": ncpu,
         "bytes": count * size,
     }
 
@@ -179,39 +190,66 @@ def _rewrite(n: int, batch: int) -> float:
     return elapsed
 
 
+def spread(values: list[float]) -> str:
+    """Median, and the range of the runs."""
+    return f"{statistics.median(values):.2f} ({min(values):.2f}–{max(values):.2f})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", action="store_true", help="a tenth of the sizes")
-    small = parser.parse_args().small
+    parser.add_argument("--repeat", type=int, default=3, help="runs per case (median printed)")
+    parser.add_argument("--no-rewrite", action="store_true", help="skip the row-rewrite timing")
+    options = parser.parse_args()
+    if not shutil.which("rclone"):
+        sys.exit("rclone is not installed: apt-get install rclone")
+    small = options.small
+    sizes = {
+        "small": (200 if small else 2000, 64 * 1024),
+        "large": (1 if small else 8, 32 * 1024 * 1024),
+    }
     moto, endpoint = start_moto()
     work = Path(tempfile.mkdtemp(prefix="shelflife-migrate-"))
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in sizes}
     try:
-        cases = {
-            "2,000 x 64 KiB": case(endpoint, work, 200 if small else 2000, 64 * 1024, "small"),
-            "8 x 32 MiB": case(endpoint, work, 1 if small else 8, 32 * 1024 * 1024, "large"),
-        }
+        for _ in range(options.repeat):  # the cases alternate, so load drifts hit both
+            for name, (count, size) in sizes.items():
+                runs[name].append(case(endpoint, work, count, size, name))
     finally:
         moto.terminate()
         moto.wait(10)
         shutil.rmtree(work, ignore_errors=True)
-    rows = 10_000 if small else 100_000
-    rewrite = {batch: rewrite_rows(rows, batch) for batch in (64, 1000, 5000, 0)}
     print(
         f"\nmachine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}"
+        f"Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}; "
+        f"median (range) of {options.repeat} runs"
     )
-    print(
-        f"{'case':<16} {'shelflife wall':>14} {'CPU':>7} {'MB/s':>6} {'rclone wall':>12} "
-        f"{'CPU':>7} {'MB/s':>6} {'throughput ratio':>17}"
-    )
-    for name, r in cases.items():
-        mb = r["bytes"] / 1e6
-        print(
-            f"{name:<16} {r['wall']:>13.2f}s {r['cpu']:>6.2f}s {mb / r['wall']:>6.1f} "
-            f"{r['rclone_wall']:>11.2f}s {r['rclone_cpu']:>6.2f}s {mb / r['rclone_wall']:>6.1f} "
-            f"{r['rclone_wall'] / r['wall']:>16.2f}x"
-        )
-    print("throughput ratio = shelflife / rclone (above 1: shelflife moves faster)")
+    for name, (count, size) in sizes.items():
+        figures = runs[name]
+        mb = figures[0]["bytes"] / 1e6
+        label = f"{count:,} x {size // 1024} KiB" if size < 1024**2 else f"{count} x 32 MiB"
+        ratios = [r["rclone_wall"] / r["wall"] for r in figures]
+        cpu_ratios = [r["cpu"] / r["rclone_cpu"] for r in figures]
+        nohead = [r["nohead_wall"] / r["wall"] for r in figures]
+        work_cpu = [r["cpu"] - r["idle_cpu"] for r in figures]
+        print(f"\n{label} ({mb:.0f} MB)")
+        print(f"  shelflife enforce      wall {spread([r['wall'] for r in figures])} s")
+        print(f"                         CPU  {spread([r['cpu'] for r in figures])} s")
+        print(f"    start-up (--help)    CPU  {spread([r['startup_cpu'] for r in figures])} s")
+        print(f"    a run, nothing to do CPU  {spread([r['idle_cpu'] for r in figures])} s")
+        print(f"    the moves themselves CPU  {spread(work_cpu)} s")
+        print(f"  rclone move            wall {spread([r['rclone_wall'] for r in figures])} s")
+        print(f"                         CPU  {spread([r['rclone_cpu'] for r in figures])} s")
+        print(f"  rclone --s3-no-head    wall {spread([r['nohead_wall'] for r in figures])} s")
+        print(f"                         CPU  {spread([r['nohead_cpu'] for r in figures])} s")
+        print(f"  throughput ratio (rclone wall / shelflife wall): {spread(ratios)}x")
+        print(f"    against rclone --s3-no-head:                  {spread(nohead)}x")
+        print(f"  CPU ratio (shelflife / rclone):                  {spread(cpu_ratios)}x")
+    print("\nthroughput ratio above 1: shelflife moves faster; CPU ratio below 1: it uses less")
+    if options.no_rewrite:
+        return
+    rows = 10_000 if small else 100_000
+    rewrite = {batch: rewrite_rows(rows, batch) for batch in (64, 1000, 5000, 0)}
     for batch, elapsed in rewrite.items():
         how = f"{batch} per statement" if batch else "one UPDATE … replace() (the floor)"
         print(f"rewrite of {rows:,} rows in PostgreSQL, {how}: {elapsed:.2f}s")

@@ -66,8 +66,12 @@ def raw_config(tmp_path: Path, app: AppTable, cold: dict[str, Any]) -> dict[str,
     }
 
 
-def archive_shelf(tmp_path: Path, app: AppTable, cold: dict[str, Any]) -> Shelf:
+def archive_shelf(
+    tmp_path: Path, app: AppTable, cold: dict[str, Any], executor: dict[str, Any] | None = None
+) -> Shelf:
     raw = raw_config(tmp_path, app, cold)
+    if executor:
+        raw["executor"] = executor
     return Shelf.open(parse_config(raw, base_dir=tmp_path, source="test", env={}))
 
 
@@ -192,31 +196,40 @@ def test_a_sigkill_between_copy_and_verify_leaves_no_unverified_copy(
 
 
 @pytest.mark.azure
+@pytest.mark.parametrize("memory", ["256MiB", "8MiB"])
 def test_migration_to_azure_archive_verifies_by_content_md5(
-    tmp_path: Path, app: AppTable, azure_endpoint: str, figures: Figures
+    tmp_path: Path, app: AppTable, azure_endpoint: str, figures: Figures, memory: str
 ) -> None:
     container = make_azure_container(azure_endpoint)
     cold = {**azure_tier(azure_endpoint, container), "storage_class": "Archive"}
     cold["multipart_threshold"] = cold["multipart_chunk_size"] = "5MiB"
-    shelf = archive_shelf(tmp_path, app, cold)
+    shelf = archive_shelf(tmp_path, app, cold, {"transfer_memory": memory, "concurrency": 4})
     objects = {**SMALL, **LARGE}
     write_old(shelf, objects)
     app.insert(*(f"hot/{key}" for key in objects))
 
     outcome = shelf.run()
 
-    # Written in one request, a blob gets a Content-MD5 from Azure: verified by it.
-    assert sorted(a.key for a in outcome.actions) == sorted(SMALL)
-    # Written in blocks it gets none: nothing vouches for the copy, so it is deleted and
-    # the object stays where it was, with a message saying what to change.
-    (failure,) = outcome.failed
-    assert failure.key == "video/big.bin"
-    assert "Content-MD5" in failure.error
-    assert "multipart_threshold" in failure.error
     store = shelf.store("cold")
     listed = run_sync(_keys(store))
-    assert sorted(listed) == sorted(SMALL)
-    assert "hot/video/big.bin" in app.values()
+    if memory == "256MiB":
+        # 256 MiB shared by 4 transfers: the 12 MiB blob goes up in one request too.
+        assert outcome.failed == []
+        assert sorted(a.key for a in outcome.actions) == sorted(objects)
+        assert sorted(listed) == sorted(objects)
+    else:
+        # Written in one request, a blob gets a Content-MD5 from Azure: verified by it.
+        assert sorted(a.key for a in outcome.actions) == sorted(SMALL)
+        # 8 MiB shared by 4: the 12 MiB blob goes up in blocks and gets none; nothing
+        # vouches for the copy, so it is deleted and the object stays where it was, with
+        # a message saying what to change.
+        (failure,) = outcome.failed
+        assert failure.key == "video/big.bin"
+        assert "Content-MD5" in failure.error
+        assert "multipart_threshold" in failure.error
+        assert "transfer_memory" in failure.error
+        assert sorted(listed) == sorted(SMALL)
+        assert "hot/video/big.bin" in app.values()
     with pytest.raises(ObjectArchived, match="is archived") as refused:
         shelf.get(f"az://{container}/pre/logs/1.log")
     assert "set-tier" in (refused.value.hint or "")

@@ -94,6 +94,18 @@ INVALID = [
         "null",
     ),
     ("[catalog]\nurl = 'sqlite:///x.db'", "tiers", "required"),
+    ("[tiers.c]\nurl = 's3://b'\nverify = 'readback'", "tiers.c.verify", "'read-back'"),
+    (
+        "[tiers.c]\nurl = 's3://b'\nstorage_class = 'GLACIER'\nverify = 'read-back'",
+        "tiers.c",
+        "cannot be read until restored",
+    ),
+    (
+        "[tiers.c]\nurl = 'az://b'\nstorage_class = 'Archive'\nverify = 'read-back'",
+        "tiers.c",
+        "cannot be read until restored",
+    ),
+    (BASE + "[executor]\ntransfer_memory = '1MiB'", "executor.transfer_memory", "at least 8MiB"),
 ]
 
 

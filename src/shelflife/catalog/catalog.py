@@ -470,6 +470,20 @@ class Catalog:
             ).first()
         return CatalogObject(*row) if row else None
 
+    def get_many(self, tier: str, keys: Iterable[str]) -> dict[str, CatalogObject]:
+        """The inventory rows of ``keys`` on ``tier`` that exist, by key (500 per query)."""
+        wanted = list(dict.fromkeys(keys))
+        found: dict[str, CatalogObject] = {}
+        with self._connect() as conn:
+            for start in range(0, len(wanted), 500):
+                rows = conn.execute(
+                    select(*_OBJECT_COLUMNS).where(
+                        objects.c.tier == tier, objects.c.key.in_(wanted[start : start + 500])
+                    )
+                ).all()
+                found.update((row.key, CatalogObject(*row)) for row in rows)
+        return found
+
     def locate(self, key: str) -> list[CatalogObject]:
         """Every tier's inventory row for ``key``."""
         with self._connect() as conn:

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Engine, bindparam, func, insert, select, update
 
 from shelflife.catalog.catalog import _Guard
 from shelflife.catalog.schema import journal
+from shelflife.stores.base import Stamps
 
 UNFINISHED = ("copying", "copied", "repointing", "deleting")
 
@@ -42,6 +43,9 @@ class Candidate:
     modified_at: datetime
     last_accessed_at: datetime | None
     checksum: str | None
+    # The instants the copy carries (DESIGN I9), when the caller has the inventory row
+    # at hand; otherwise the migrator reads them.
+    stamps: Stamps | None = None
 
 
 _ENTRY_COLUMNS = (
@@ -70,26 +74,41 @@ class Journal:
         items: Sequence[tuple[str, int]],
         now: datetime,
     ) -> list[Entry]:
-        """Journal ``copying`` for a batch, in one transaction, before any copy starts."""
-        entries = []
+        """Journal ``copying`` for a batch, in one statement and one transaction, before
+        any copy starts."""
+        if not items:
+            return []
+        rows = [
+            {
+                "run_id": run_id,
+                "rule": rule,
+                "src_tier": src,
+                "dst_tier": dst,
+                "key": key,
+                "size": size,
+                "step": "copying",
+                "created_at": now,
+                "updated_at": now,
+            }
+            for key, size in items
+        ]
+        keys = [key for key, _ in items]
         with _Guard(self.engine, begin=True) as conn:
-            for key, size in items:
-                result = conn.execute(
-                    insert(journal).values(
-                        run_id=run_id,
-                        rule=rule,
-                        src_tier=src,
-                        dst_tier=dst,
-                        key=key,
-                        size=size,
-                        step="copying",
-                        created_at=now,
-                        updated_at=now,
-                    )
-                )
-                entry_id = int(result.inserted_primary_key[0])  # type: ignore[index]
-                entries.append(Entry(entry_id, run_id, rule, src, dst, key, size, None, "copying"))
-        return entries
+            if conn.dialect.insert_executemany_returning and len(set(keys)) == len(keys):
+                # One INSERT … VALUES (…), (…) RETURNING id, key: a batch's keys are
+                # distinct, so each id is matched by its key (RETURNING keeps no order).
+                statement = insert(journal).returning(journal.c.id, journal.c.key)
+                by_key = {key: int(entry_id) for entry_id, key in conn.execute(statement, rows)}
+                ids = [by_key[key] for key in keys]
+            else:  # no multi-row RETURNING (or a key twice): one insert per row
+                ids = [
+                    int(conn.execute(insert(journal).values(**row)).inserted_primary_key[0])  # type: ignore[index]
+                    for row in rows
+                ]
+        return [
+            Entry(entry_id, run_id, rule, src, dst, key, size, None, "copying")
+            for entry_id, (key, size) in zip(ids, items, strict=True)
+        ]
 
     def advance(
         self,
@@ -98,22 +117,36 @@ class Journal:
         now: datetime,
         checksums: dict[int, str] | None = None,
         error: str | None = None,
+        errors: dict[int, str] | None = None,
     ) -> None:
-        """Move entries to ``step`` (with a checksum or an error where given)."""
+        """Move entries to ``step``, in one statement and one transaction: with a checksum
+        each (``checksums``), or an error (one for all, or one each in ``errors``)."""
         if not ids:
             return
         with _Guard(self.engine, begin=True) as conn:
-            if checksums:
-                for entry_id in ids:
-                    conn.execute(
-                        update(journal)
-                        .where(journal.c.id == entry_id)
-                        .values(step=step, updated_at=now, checksum=checksums.get(entry_id))
-                    )
+            if checksums or errors:
+                # One UPDATE executed for many rows (executemany): each its own value.
+                column = "checksum" if checksums else "error"
+                given = checksums or errors or {}
+                statement = (
+                    update(journal)
+                    .where(journal.c.id == bindparam("entry_id"))
+                    .values(step=step, updated_at=now, **{column: bindparam("value")})
+                )
+                conn.execute(
+                    statement,
+                    [
+                        {
+                            "entry_id": entry_id,
+                            "value": _error(given.get(entry_id)) if errors else given.get(entry_id),
+                        }
+                        for entry_id in ids
+                    ],
+                )
             else:
                 values: dict[str, Any] = {"step": step, "updated_at": now}
                 if error is not None:
-                    values["error"] = error[:1000]
+                    values["error"] = _error(error)
                 conn.execute(update(journal).where(journal.c.id.in_(list(ids))).values(**values))
 
     def unfinished(
@@ -150,3 +183,7 @@ class Journal:
                 .group_by(journal.c.step)
             ).all()
         return {step: int(count) for step, count in rows}
+
+
+def _error(message: str | None) -> str | None:
+    return None if message is None else message[:1000]

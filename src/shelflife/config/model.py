@@ -47,6 +47,19 @@ STORAGE_CLASSES: dict[str, tuple[str, ...]] = {
     "azure": _AZURE_TIERS,
     "gs": ("STANDARD", "NEARLINE", "COLDLINE", "ARCHIVE"),
 }
+# Classes whose objects cannot be read until restored (GCS ARCHIVE is read at once).
+UNREADABLE_CLASSES: dict[str, tuple[str, ...]] = {
+    "s3": ("GLACIER", "DEEP_ARCHIVE"),
+    "az": ("Archive",),
+    "azure": ("Archive",),
+}
+
+VerifyMethod = Literal["checksum", "read-back"]
+"""How a copy written to a tier is verified before anything points at it (DESIGN I2):
+``checksum`` — by what the store itself says of the bytes it received (S3: the upload's
+ETag, else its stored SHA-256; Azure: its Content-MD5; a local tier: the file written,
+fsynced and renamed into place), reading back only when the store cannot vouch;
+``read-back`` — always read back and hashed."""
 
 
 def _parse_capacity(value: Any) -> Any:
@@ -95,6 +108,7 @@ class TierConfig(_Strict):
     versioned: bool | None = None  # None: ask the store (S3 buckets)
     multipart_threshold: Size = 8 * 1024 * 1024
     multipart_chunk_size: Size = 8 * 1024 * 1024
+    verify: VerifyMethod = "checksum"
     # A file:// tier's folder must exist (a misspelled path fails instead of starting an
     # empty tier) unless the tier asks for it to be created.
     create: bool = False
@@ -164,6 +178,14 @@ class TierConfig(_Strict):
             if self.storage_class not in allowed:
                 raise ValueError(
                     f"storage_class {self.storage_class!r} is not one of {', '.join(allowed)}"
+                )
+            if self.verify == "read-back" and self.storage_class in UNREADABLE_CLASSES.get(
+                self.scheme, ()
+            ):
+                raise ValueError(
+                    f"verify = 'read-back' cannot apply to storage_class {self.storage_class!r}: "
+                    "its objects cannot be read until restored; leave verify out (copies are "
+                    "then verified by the store's checksum)"
                 )
         if self.capacity == "disk" and self.scheme != "file":
             raise ValueError("capacity = 'disk' applies to file:// tiers only; give a size")
@@ -330,6 +352,10 @@ class ExecutorConfig(_Strict):
 
     concurrency: int = Field(default=8, ge=1, le=256)
     batch_size: int = Field(default=500, ge=1, le=10_000)
+    # Bytes a migration may hold in memory for objects sent whole: an object goes up in
+    # one request when it is at most this divided by the transfers in flight (at least the
+    # destination's multipart_threshold, at most 5000 MiB), in parts above that.
+    transfer_memory: Size = 256 * 1024 * 1024
     # Deletions (expire, delete-orphan, quarantine) above either cap need --yes.
     max_delete: int = Field(default=10_000, ge=0)
     max_delete_bytes: Size | None = 1_000_000_000_000
@@ -343,6 +369,13 @@ class ExecutorConfig(_Strict):
     # byte order with it (nothing copied) and copies the rest into the catalog for an
     # anti-join; "snapshot" always copies.
     marking: Literal["auto", "snapshot"] = "auto"
+
+    @field_validator("transfer_memory")
+    @classmethod
+    def _room_for_a_part(cls, size: int) -> int:
+        if size < 8 * 1024 * 1024:
+            raise ValueError("must be at least 8MiB (a multipart part is held per transfer)")
+        return size
 
 
 class CeleryConfig(_Strict):

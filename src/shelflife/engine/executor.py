@@ -20,6 +20,7 @@ from typing import Protocol
 
 from shelflife.base.aio import run_sync
 from shelflife.base.progress import NullProgress, Progress
+from shelflife.catalog.catalog import CatalogObject
 from shelflife.catalog.journal import Candidate
 from shelflife.config.model import RuleConfig
 from shelflife.engine.collect import Collector
@@ -121,13 +122,15 @@ class Executor:
 
     def take(self, batch: Batch) -> None:
         first = batch[0]
-        eligible = [item for item in batch if self._still_selected(item)]
+        # One query for the batch's inventory rows (a batch is of one tier), not one each.
+        rows = self.context.catalog.get_many(first.tier, [item.key for item in batch])
+        eligible = [item for item in batch if self._still_selected(item, rows.get(item.key))]
         if not eligible:
             return
         self.progress.start(f"{first.action} on {first.tier}", total=len(eligible))
         try:
             if first.action == ActionKind.MIGRATE:
-                self._migrate(eligible)
+                self._migrate(eligible, rows)
             elif first.action == ActionKind.EXPIRE:
                 self._expire(eligible)
             else:
@@ -152,8 +155,9 @@ class Executor:
             if (item.tier, item.key) not in settled
         ]
 
-    def _still_selected(self, item: Action) -> bool:
-        """The action's rule still exists, acts the same way, and selects the object."""
+    def _still_selected(self, item: Action, row: CatalogObject | None) -> bool:
+        """The action's rule still exists, acts the same way, and selects the object (its
+        inventory ``row``, read for the whole batch just before)."""
         rule = self.rules.get(item.rule)
         reason = None
         if rule is None or not rule.enabled:
@@ -164,19 +168,16 @@ class Executor:
             reason = "its rule no longer covers this tier"
         elif item.action == ActionKind.MIGRATE and item.to != rule.to:
             reason = "its rule now migrates elsewhere"
-        else:
-            row = self.context.catalog.get(item.tier, item.key)
-            if row is None:
-                reason = "no longer in the inventory"
-            else:
-                if not selects(rule, row.view(), self.outcome.plan.now):
-                    reason = "its rule no longer selects it"
+        elif row is None:
+            reason = "no longer in the inventory"
+        elif not selects(rule, row.view(), self.outcome.plan.now):
+            reason = "its rule no longer selects it"
         if reason is None:
             return True
         self.outcome.skipped.append(Skip(item.rule, item.tier, item.key, reason))
         return False
 
-    def _migrate(self, batch: Batch) -> None:
+    def _migrate(self, batch: Batch, rows: dict[str, CatalogObject]) -> None:
         if self._migrator is None:
             self._migrator = migrator(self.context)
         tier, rule, to = batch[0].tier, batch[0].rule, batch[0].to
@@ -202,10 +203,11 @@ class Executor:
             if reason is not None:
                 self.outcome.skipped.append(Skip(rule, tier, item.key, reason))
                 continue
-            row = self.context.catalog.get(tier, item.key)
+            row = rows.get(item.key)
             modified: datetime = item.modified or self.now
             checksum = None if row is None else row.checksum
-            candidates.append(Candidate(item.key, item.bytes, modified, None, checksum))
+            stamps = None if row is None else row.stamps
+            candidates.append(Candidate(item.key, item.bytes, modified, None, checksum, stamps))
         if not candidates:
             return
         result = run_sync(

@@ -1,17 +1,27 @@
 """Moving objects between tiers without losing a byte or a row (DESIGN I1, I2).
 
 Per object: copy (create-only at the destination, so nothing there is overwritten) →
-verify at the destination (size and SHA-256 read back) → repoint every reference (one
+verify at the destination (size and checksum: by what the store says of the bytes it
+received, or read back, as the tier's ``verify`` says) → repoint every reference (one
 transaction per batch and source, ``WHERE column = old value`` so a row the application
 changed meanwhile is left alone) → delete the source. Each step is journaled before it is
-taken. :meth:`Migrator.recover` — run by ``shelflife recover`` and before every run —
-completes every unfinished entry it can prove safe to complete, and undoes the rest:
+taken, for a whole batch at once: one statement writes the batch's ``copying`` entries
+before any copy starts, one its ``copied`` entries once every copy of the batch is
+verified, and so on. :meth:`Migrator.recover` — run by ``shelflife recover`` and before
+every run — completes every unfinished entry it can prove safe to complete, and undoes
+the rest:
 
 - ``copying``: the destination holds the same bytes as the source → go on from
   ``copied``; it holds nothing → ``undone`` (rows untouched, the source intact); it holds
   different bytes → ``failed``, both left as they are.
 - ``copied``: verify again, repoint, delete the source.
 - ``repointing`` / ``deleting``: repoint again (idempotent), delete the source.
+
+Recovery judges a copy by reading it back (an archive tier's by the store's checksum):
+it is rare, and must hold even against a store that vouched wrongly.
+
+An object moves in one request when it is small enough for the batch's share of
+``[executor] transfer_memory`` (:func:`single_put_limit`), in parts above that.
 """
 
 from __future__ import annotations
@@ -42,6 +52,17 @@ from shelflife.stores.proofs import Hasher
 from shelflife.stores.transfer import transfer
 
 log = logging.getLogger(__name__)
+
+MAX_SINGLE_PUT = 5000 * 1024**2  # the largest single request: Azure's Put Blob (S3: 5 GiB)
+
+
+def single_put_limit(memory: int, concurrency: int, objects: int, floor: int = 0) -> int:
+    """The largest object a batch sends in one request: ``memory`` shared by the transfers
+    in flight (``concurrency``, or fewer when the batch has fewer ``objects``), so that
+    objects held whole stay within it together; never below ``floor`` (the destination's
+    multipart_threshold) nor above what one request may carry."""
+    in_flight = max(1, min(concurrency, objects))
+    return min(max(memory // in_flight, floor), MAX_SINGLE_PUT)
 
 
 @dataclass
@@ -80,6 +101,7 @@ def migrator(context: Context) -> Migrator:
         context.store,
         concurrency=executor.concurrency,
         batch_size=executor.batch_size,
+        transfer_memory=executor.transfer_memory,
     )
 
 
@@ -97,6 +119,7 @@ class Migrator:
         *,
         concurrency: int = 8,
         batch_size: int = 64,
+        transfer_memory: int = 256 * 1024 * 1024,
     ) -> None:
         self.config = config
         self.catalog = catalog
@@ -106,6 +129,7 @@ class Migrator:
         self.store = store
         self.concurrency = concurrency
         self.batch_size = batch_size
+        self.transfer_memory = transfer_memory
 
     # -- run ---------------------------------------------------------------------------------
 
@@ -137,17 +161,33 @@ class Migrator:
                 )
                 checkpoint("journal-copying")
                 known = {item.key: item.checksum for item in batch}
-                await self._run_batch(entries, known, result)
+                stamps = {item.key: item.stamps for item in batch if item.stamps is not None}
+                await self._run_batch(entries, known, result, stamps)
                 progress.advance(len(batch), sum(item.size for item in batch))
         finally:
             progress.finish()
         return result
 
     async def _run_batch(
-        self, entries: list[Entry], known: dict[str, str | None], result: MigrateResult
+        self,
+        entries: list[Entry],
+        known: dict[str, str | None],
+        result: MigrateResult,
+        stamps: dict[str, Stamps] | None = None,
     ) -> None:
         semaphore = asyncio.Semaphore(self.concurrency)
-        stamps = await asyncio.to_thread(self._source_stamps, entries)
+        if stamps is None or len(stamps) < len(entries):
+            stamps = {**await asyncio.to_thread(self._source_stamps, entries), **(stamps or {})}
+        found = stamps
+        whole = {
+            tier: single_put_limit(
+                self.transfer_memory,
+                self.concurrency,
+                len(entries),
+                self.store(tier).multipart_threshold,
+            )
+            for tier in {entry.dst_tier for entry in entries}
+        }
 
         async def copy_one(
             entry: Entry,
@@ -156,7 +196,7 @@ class Migrator:
                 try:
                     digest = await retrying(
                         lambda: self._copy_and_verify(
-                            entry, known.get(entry.key), stamps.get(entry.key)
+                            entry, known.get(entry.key), found.get(entry.key), whole[entry.dst_tier]
                         ),
                         retries=self.store(entry.dst_tier).retries,
                         what=f"copy of {entry.key} to {entry.dst_tier}",
@@ -167,12 +207,16 @@ class Migrator:
 
         outcomes = await asyncio.gather(*(copy_one(entry) for entry in entries))
         copied = [(entry, written) for entry, written, _ in outcomes if written]
-        failures = [(entry, error) for entry, _, error in outcomes if error]
-        for entry, error in failures:
+        failures = [(entry, error or "failed") for entry, _, error in outcomes if error]
+        if failures:
             await asyncio.to_thread(
-                self.journal.advance, [entry.id], "failed", utcnow(), None, error
+                self.journal.advance,
+                [entry.id for entry, _ in failures],
+                "failed",
+                utcnow(),
+                errors={entry.id: error for entry, error in failures},
             )
-            result.failed.append((entry.src_tier, entry.key, error or "failed"))
+        result.failed += [(entry.src_tier, entry.key, error) for entry, error in failures]
         if not copied:
             return
         await asyncio.to_thread(
@@ -193,10 +237,12 @@ class Migrator:
     def _source_stamps(self, entries: Sequence[Entry]) -> dict[str, Stamps]:
         """The created and modified instants each copy carries: its source's (DESIGN I9)."""
         found: dict[str, Stamps] = {}
+        by_tier: dict[str, list[str]] = {}
         for entry in entries:
-            row = self.catalog.get(entry.src_tier, entry.key)
-            if row is not None:
-                found[entry.key] = row.stamps
+            by_tier.setdefault(entry.src_tier, []).append(entry.key)
+        for tier, keys in by_tier.items():
+            rows = self.catalog.get_many(tier, keys)
+            found.update((key, row.stamps) for key, row in rows.items())
         return found
 
     async def _finish(self, entries: list[Entry], result: MigrateResult) -> None:
@@ -246,19 +292,35 @@ class Migrator:
             result.moved += [Moved(e.key, e.size, e.src_tier, e.dst_tier, e.rule) for e in group]
 
     async def _copy_and_verify(
-        self, entry: Entry, known: str | None, stamps: Stamps | None = None
+        self,
+        entry: Entry,
+        known: str | None,
+        stamps: Stamps | None = None,
+        whole_up_to: int = 0,
     ) -> tuple[str, str | None]:
         """Copy one object and prove the copy holds its bytes; return (SHA-256, ETag).
 
-        Our own copy that fails verification for any reason — other bytes, or an error
-        while verifying — is deleted before the failure is raised (DESIGN I9): nothing
-        names it yet, and a copy left behind would block every later attempt."""
+        Objects up to ``whole_up_to`` bytes go up in one request. Our own copy that fails
+        verification for any reason — other bytes, or an error while verifying — is
+        deleted before the failure is raised (DESIGN I9): nothing names it yet, and a
+        copy left behind would block every later attempt."""
         src, dst = self.store(entry.src_tier), self.store(entry.dst_tier)
+        size: int | None = entry.size  # as the executor's HEAD saw it just before
         if stamps is None:  # not in the inventory: what the source itself says
             info = await src.head(entry.key)
             stamps = await src.stamps(entry.key) or Stamps(info.modified, info.modified)
+            size = info.size
         try:
-            written = await transfer(src, entry.key, dst, entry.key, overwrite=False, stamps=stamps)
+            written = await transfer(
+                src,
+                entry.key,
+                dst,
+                entry.key,
+                overwrite=False,
+                stamps=stamps,
+                size=size,
+                whole_up_to=whole_up_to,
+            )
         except ObjectExists:
             # A retried copy, or someone else's object: only identical bytes may be reused.
             return await self._reuse(entry, src, dst)
@@ -270,7 +332,7 @@ class Migrator:
                     f"{entry.key} on {entry.src_tier} no longer has the bytes shelflife recorded"
                 )
             else:
-                problem = await _verify(dst, written)
+                problem = await _verify(dst, written, self._verify_method(entry.dst_tier))
         except Exception as exc:
             await _discard(dst, entry.key)
             if getattr(exc, "retryable", False):
@@ -284,6 +346,10 @@ class Migrator:
             await _discard(dst, entry.key)
             raise ShelflifeError(problem)
         return written.checksum, written.etag
+
+    def _verify_method(self, tier: str) -> str:
+        config = self.config.tiers.get(tier)
+        return "read-back" if config is None else config.verify
 
     async def _reuse(
         self, entry: Entry, src: ObstoreStore, dst: ObstoreStore
@@ -328,12 +394,18 @@ class Migrator:
     def _still_named(self, entries: Sequence[Entry]) -> set[int]:
         """The entries some row names at the source location but not at the destination."""
         keys = sorted({entry.key for entry in entries})
-        rows = [row for source in self.sources for row in source.naming_rows(keys)]
+        # Each row indexed by the locations it names: one pass over the rows, not one
+        # per entry (a batch of 500 would otherwise cost 500 x its rows).
+        naming: dict[Location, list[set[Location]]] = {}
+        for source in self.sources:
+            for row in source.naming_rows(keys):
+                for location in row:
+                    naming.setdefault(location, []).append(row)
         held: set[int] = set()
         for entry in entries:
             old = Location(entry.src_tier, entry.key)
             new = Location(entry.dst_tier, entry.key)
-            if any(old in row and new not in row for row in rows):
+            if any(new not in row for row in naming.get(old, ())):
                 held.add(entry.id)
         return held
 
@@ -434,12 +506,31 @@ async def _checksum(store: ObstoreStore, key: str) -> tuple[str, int]:
     return await retrying(read_through, retries=store.retries, what=f"checksum of {key}")
 
 
-async def _verify(dst: ObstoreStore, written: PutResult) -> str | None:
-    """What is wrong with a copy just written (None: it holds the bytes written): read
-    back and hashed, or on an archive tier judged by the store's checksum and size."""
+async def _verify(dst: ObstoreStore, written: PutResult, method: str = "read-back") -> str | None:
+    """What is wrong with a copy just written (None: it holds the bytes written).
+
+    On an archive tier: judged by the store's checksum and size. With ``checksum``: the
+    write's own answer, where it vouches (:attr:`PutResult.vouched`), else the store's
+    stored checksum and size (one HEAD) where it reports one matching the bytes sent;
+    only when neither vouches is the copy read back. With ``read-back``: read back and
+    hashed."""
     if dst.archive:
         problem = await dst.verify_unread(written)
         return None if problem is None else f"verification failed for {written.key}: {problem}"
+    if method == "checksum":
+        if written.vouched:
+            return None
+        if dst.reports_proofs and written.proofs:
+            size, proofs = await dst.stored_proofs(written.key)
+            if size != written.size:
+                return (
+                    f"verification failed for {written.key} on {dst.location}: the store "
+                    f"holds {size} bytes, {written.size} were written"
+                )
+            if proofs & written.proofs:
+                return None
+        # An ETag that is no MD5 (KMS encryption, some S3-compatible servers) and no
+        # stored checksum prove nothing either way: the bytes themselves decide.
     there, there_size = await _checksum(dst, written.key)
     if there_size != written.size or there != written.checksum:
         return (

@@ -217,16 +217,18 @@ class ObstoreStore:
         *,
         overwrite: bool = True,
         stamps: Stamps | None = None,
+        multipart: bool | None = None,
     ) -> PutResult:
         validate_key(key)
-        hasher = Hasher(self.multipart_chunk_size if self.archive else None)
         attributes = self._put_attributes(stamps)
         if isinstance(source, Path):
             source = await self._small_file_or_stream(source)
         if isinstance(source, bytes | bytearray | memoryview):
             data = bytes(source)
-            hasher.update(data)
             size = len(data)
+            parts = size > self.multipart_threshold if multipart is None else multipart
+            hasher = self._hasher(parts)
+            hasher.update(data)
 
             async def put_once() -> Any:
                 with self._writing(key):
@@ -236,13 +238,14 @@ class ObstoreStore:
                         data,
                         mode="overwrite" if overwrite else "create",
                         attributes=attributes,
-                        use_multipart=size > self.multipart_threshold,
+                        use_multipart=parts,
                         chunk_size=self.multipart_chunk_size,
                         max_concurrency=self.max_part_concurrency,
                     )
 
             result = await self._retry(put_once, f"put {key}")
         else:
+            hasher = self._hasher(parts=True)
             if not overwrite and await self.exists(key):
                 # obstore's multipart upload has no create-only mode: check first, and the
                 # caller holds a lease on the key so nothing else writes it meanwhile.
@@ -256,13 +259,35 @@ class ObstoreStore:
                     chunk_size=self.multipart_chunk_size,
                     max_concurrency=self.max_part_concurrency,
                 )
+        etag = normal_etag(result.get("e_tag"))
+        proofs = hasher.proofs()
         return PutResult(
             key,
             hasher.size,
             hasher.checksum(),
-            normal_etag(result.get("e_tag")),
-            hasher.proofs(),
+            etag,
+            proofs,
+            # The store's answer to this very upload names the MD5 of the bytes sent
+            # (whole, or of the parts' MD5s): it received exactly them.
+            vouched=self.etag_is_md5 and etag is not None and f"md5:{etag}" in proofs,
         )
+
+    # Whether a write's ETag is the MD5 of the bytes received (S3's, for an upload in one
+    # request or in parts, unless the bucket encrypts with KMS keys) — checked, never
+    # assumed: an ETag that is not the MD5 of the bytes sent simply proves nothing.
+    etag_is_md5 = False
+    # Whether writes hash the proofs the store may report (MD5 too, and per part): for
+    # tiers that verify copies by checksum, and archive tiers.
+    proofs_on_write = False
+    # Whether stored_proofs can ask the store for its checksum of an object.
+    reports_proofs = False
+
+    def _hasher(self, parts: bool) -> Hasher:
+        if not (self.proofs_on_write or self.archive):
+            return Hasher()
+        if parts:
+            return Hasher(self.multipart_chunk_size)
+        return Hasher(md5=True)
 
     async def stored_proofs(self, key: str) -> tuple[int, set[str]]:
         """The size of an object and the proofs of its bytes the store reports (see

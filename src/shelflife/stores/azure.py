@@ -75,6 +75,10 @@ class AzureStore(ObstoreStore):
         # Content-MD5 Azure computes for a blob written in one request.
         self.archive = (tier.storage_class or "").lower() == "archive"
         self.archived_refusals = (StoreAuthError, ObjectExists)  # a read of one: 409
+        # With verify = "checksum", a copy is verified by that Content-MD5 too (one
+        # properties request instead of reading the blob back), where the key allows it.
+        self.proofs_on_write = self.archive or tier.verify == "checksum"
+        self.reports_proofs = self._account_key is not None
         super().__init__(
             store,
             tier.url.rstrip("/"),
@@ -92,9 +96,11 @@ class AzureStore(ObstoreStore):
         problem = await super().verify_unread(written)
         if problem and written.size > self.multipart_threshold:
             problem += (
-                " (Azure keeps no Content-MD5 for a blob uploaded in blocks: raise this tier's "
-                "multipart_threshold above the object's size, at most 5000MiB and held in "
-                "memory while it is sent, or use the Cold access tier)"
+                " (Azure keeps no Content-MD5 for a blob uploaded in blocks: a blob goes up in "
+                "one request up to this tier's multipart_threshold, and in a migration up to "
+                "[executor] transfer_memory shared by the transfers in flight; raise either "
+                "above the object's size, at most 5000MiB and held in memory while it is "
+                "sent, or use the Cold access tier)"
             )
         return problem
 

@@ -74,14 +74,19 @@ class Stamps:
 
 @dataclass(frozen=True, slots=True)
 class PutResult:
-    """What a completed write produced: size and SHA-256 of the bytes written, and on an
-    archive tier the proofs the store may report for them (:mod:`shelflife.stores.proofs`)."""
+    """What a completed write produced: size and SHA-256 of the bytes written; where the
+    store can vouch for them, the proofs it may report (:mod:`shelflife.stores.proofs`).
+
+    ``vouched``: the write's own answer proves the store holds exactly these bytes, so
+    nothing needs reading back — a local file written, fsynced and renamed into place at
+    the size sent; an S3 upload whose ETag is the MD5 of the bytes sent."""
 
     key: str
     size: int
     checksum: str
     etag: str | None = None
     proofs: frozenset[str] = frozenset()
+    vouched: bool = False
 
 
 @runtime_checkable
@@ -98,11 +103,14 @@ class Store(Protocol):
         *,
         overwrite: bool = True,
         stamps: Stamps | None = None,
+        multipart: bool | None = None,
     ) -> PutResult:
         """Write an object atomically, streaming ``source``; return its size and checksum.
 
         With ``overwrite=False`` an existing object is left alone and ObjectExists raised.
         With ``stamps`` the object carries its created and modified instants (a copy).
+        ``multipart`` says whether bytes in memory go up in parts (None: above the tier's
+        ``multipart_threshold``); a stream always does, where the store has parts.
         """
         ...
 

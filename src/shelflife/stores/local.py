@@ -85,6 +85,7 @@ class LocalStore(ObstoreStore):
         *,
         overwrite: bool = True,
         stamps: Stamps | None = None,
+        multipart: bool | None = None,  # a file has no parts
     ) -> PutResult:
         """Stream into a staging file beside the target, fsync, then rename into place.
 
@@ -118,7 +119,9 @@ class LocalStore(ObstoreStore):
             except FileExistsError:
                 raise ObjectExists(f"an object already exists at {self.location}/{key}") from None
         info = await self.head(key)
-        return PutResult(key, size, "sha256:" + digest.hexdigest(), info.etag)
+        # Hashed as written, fsynced, renamed into place, found at that size: vouched.
+        vouched = info.size == size
+        return PutResult(key, size, "sha256:" + digest.hexdigest(), info.etag, vouched=vouched)
 
     async def stamps(self, key: str) -> Stamps | None:
         """A file carries its modification time and nothing more: the listing has it."""

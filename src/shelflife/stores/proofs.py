@@ -1,11 +1,13 @@
 """Proofs that a store holds given bytes, without reading them back.
 
-An object in an archive storage class (S3 GLACIER or DEEP_ARCHIVE, Azure Archive) cannot
-be read until it is restored, so a copy there is verified by what the store itself says
-of the bytes it received: S3's ``x-amz-checksum-sha256`` (whole, or composite over the
-parts of a multipart upload) or its ETag (the MD5 of a single-part upload, or the MD5 of
-the parts' MD5s), Azure's Content-MD5 — and the size. The writer hashes what it sends
-the same ways (:class:`Hasher`), and the copy is good when the store reports one of them.
+A copy is verified by what the store itself says of the bytes it received (a tier's
+``verify = "checksum"``, and always in an archive storage class — S3 GLACIER or
+DEEP_ARCHIVE, Azure Archive — whose objects cannot be read until restored): S3's
+``x-amz-checksum-sha256`` (whole, or composite over the parts of a multipart upload) or
+its ETag (the MD5 of a single-part upload, or the MD5 of the parts' MD5s), Azure's
+Content-MD5 — and the size. The writer hashes what it sends the same ways
+(:class:`Hasher`), and the copy is good when the store reports one of them: in the
+upload's own answer (an S3 ETag), or asked afterwards (a HEAD).
 
 A proof is spelled ``sha256:<base64>`` or ``md5:<hex>`` (a multipart MD5 ETag keeps its
 ``-N`` suffix, as S3 writes it).
@@ -19,14 +21,18 @@ from typing import Any
 
 
 class Hasher:
-    """SHA-256 of the bytes written; with ``part_size``, also the proofs an archive tier
-    may report (MD5 and SHA-256, whole and per part of that size)."""
+    """SHA-256 of the bytes written; with ``md5``, also the whole-object proofs a store
+    may report (MD5 and SHA-256); with ``part_size``, those and the proofs of an upload
+    in parts of that size (per-part MD5 and SHA-256, combined as S3 combines them).
 
-    def __init__(self, part_size: int | None = None) -> None:
+    hashlib releases the GIL while it hashes a buffer of more than 2 KiB, so other
+    transfers go on meanwhile."""
+
+    def __init__(self, part_size: int | None = None, *, md5: bool = False) -> None:
         self.sha256 = hashlib.sha256()
         self.size = 0
         self.part_size = part_size
-        self._md5: Any = hashlib.md5(usedforsecurity=False) if part_size else None
+        self._md5: Any = hashlib.md5(usedforsecurity=False) if part_size or md5 else None
         self._part_sha: list[bytes] = []
         self._part_md5: list[bytes] = []
         self._current: tuple[Any, Any] | None = None
@@ -35,9 +41,11 @@ class Hasher:
     def update(self, data: bytes | bytearray | memoryview) -> None:
         self.sha256.update(data)
         self.size += len(data)
-        if self.part_size is None:
+        if self._md5 is None:
             return
         self._md5.update(data)
+        if self.part_size is None:
+            return
         view = memoryview(data)
         while view:
             if self._current is None:
@@ -62,7 +70,7 @@ class Hasher:
 
     def proofs(self) -> frozenset[str]:
         """What a store may report for these bytes, in every spelling it may use."""
-        if self.part_size is None:
+        if self._md5 is None:
             return frozenset()
         self._close_part()
         found = {

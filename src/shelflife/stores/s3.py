@@ -16,7 +16,7 @@ import obstore as obs
 from obstore.store import S3Store as _ObS3Store
 
 from shelflife.base.keys import join_key, validate_key
-from shelflife.config.model import TierConfig
+from shelflife.config.model import UNREADABLE_CLASSES, TierConfig
 from shelflife.errors import ObjectArchived, ObjectNotFound, StoreConfigError, StoreError
 from shelflife.stores._obstore import ObstoreStore, client_options, retry_config, split_bucket_url
 from shelflife.stores.proofs import s3_proofs
@@ -24,6 +24,9 @@ from shelflife.stores.proofs import s3_proofs
 
 class S3Store(ObstoreStore):
     """An S3 bucket (and optional prefix) with presigned GET URLs."""
+
+    etag_is_md5 = True  # for unencrypted or SSE-S3 objects; checked on every write
+    reports_proofs = True  # a HEAD with ChecksumMode=ENABLED (through boto3)
 
     def __init__(self, tier: TierConfig) -> None:
         bucket, prefix = split_bucket_url(tier.url)
@@ -42,7 +45,10 @@ class S3Store(ObstoreStore):
             config["endpoint"] = endpoint
         config["virtual_hosted_style_request"] = tier.virtual_hosted_style
         archive = (tier.storage_class or "").upper() in ARCHIVE_CLASSES
-        if archive:  # S3 keeps the SHA-256 it was sent, to be asked for instead of a read
+        by_checksum = archive or tier.verify == "checksum"
+        if by_checksum:
+            # Every upload carries its SHA-256 (x-amz-checksum-sha256): S3 refuses a body
+            # that does not match it and keeps it, to be asked for instead of a read.
             config["checksum_algorithm"] = "sha256"
         if tier.access_key is not None:
             config["access_key_id"] = tier.access_key.get_secret_value()
@@ -61,6 +67,7 @@ class S3Store(ObstoreStore):
         self.prefix = prefix
         self.presign_ttl = tier.presign_ttl
         self.archive = archive
+        self.proofs_on_write = by_checksum
         self._tier = tier
         self._client: Any = None
         self._signer = store
@@ -130,7 +137,7 @@ class S3Store(ObstoreStore):
         return await asyncio.to_thread(head)
 
 
-ARCHIVE_CLASSES = ("GLACIER", "DEEP_ARCHIVE")
+ARCHIVE_CLASSES = UNREADABLE_CLASSES["s3"]
 """Storage classes whose objects must be restored before they can be read."""
 
 

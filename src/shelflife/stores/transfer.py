@@ -18,12 +18,17 @@ async def transfer(
     *,
     overwrite: bool = True,
     stamps: Stamps | None = None,
+    size: int | None = None,
+    whole_up_to: int = 0,
 ) -> PutResult:
     """Copy one object from ``src`` to ``dst``; return what was written (size, SHA-256).
 
-    Within one store the copy is server-side (and the checksum is read back); between
-    stores small objects go in one request and large ones stream through multipart. The
-    copy carries ``stamps`` (the object's created and modified instants, DESIGN I9).
+    Within one store the copy is server-side (and the checksum is read back). Between
+    stores an object up to ``whole_up_to`` bytes (and at least up to the destination's
+    ``multipart_threshold``) is read whole and sent in one request; a larger one streams
+    through multipart, never whole in memory. ``size`` is the object's size if the caller
+    has just seen it (else a HEAD asks). The copy carries ``stamps`` (the object's created
+    and modified instants, DESIGN I9).
     """
     dst_key = dst_key or src_key
     if src is dst or src.location == dst.location:
@@ -31,10 +36,14 @@ async def transfer(
             return await checksum(src, src_key)
         await src.copy(src_key, dst_key, overwrite=overwrite)
         return await checksum(dst, dst_key)
-    info = await src.head(src_key)
-    if info.size <= dst.multipart_threshold:
+    if size is None:
+        size = (await src.head(src_key)).size
+    whole = max(whole_up_to, dst.multipart_threshold)
+    if size <= whole:
         data = await src.get_bytes(src_key)
-        return await dst.put(dst_key, data, overwrite=overwrite, stamps=stamps)
+        return await dst.put(
+            dst_key, data, overwrite=overwrite, stamps=stamps, multipart=len(data) > whole
+        )
     return await dst.put(dst_key, src.get(src_key), overwrite=overwrite, stamps=stamps)
 
 
