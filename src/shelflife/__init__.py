@@ -7,7 +7,8 @@ shelf.url(ref)
 """
 
 from shelflife.errors import ShelflifeError
-from shelflife.service.shelf import Shelf, StoredObject
+from shelflife.service.shelf import Shelf
+from shelflife.service.uploads import StoredObject
 
 __all__ = ["Shelf", "ShelflifeError", "StoredObject"]
 __version__ = "0.1.0"

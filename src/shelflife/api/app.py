@@ -1,10 +1,14 @@
 """``shelflife serve``: the HTTP API (DESIGN 5.4), /metrics, health and the dashboard.
 
 Handlers are plain ``def`` functions: FastAPI runs them in its thread pool, so store and
-catalog calls never block the event loop. Errors are JSON ``{"code", "message", "hint"}``
-with a stable ``code`` (:mod:`shelflife.api.errors`). Uploads are parsed by Starlette,
-which spools a file part to disk past 1 MiB (never the whole file in memory); the request
-body is counted as it arrives and refused with 413 past ``[api] max_upload_size``.
+catalog calls never block the event loop. The upload route is the exception: it reads the
+multipart body as it arrives and streams the file to its tier on the event loop
+(:mod:`shelflife.api.uploads`), with no copy staged on the server's disk, and its catalog
+writes are committed in groups by one writer thread
+(:class:`shelflife.service.uploads.GroupCommit`). Token checks are remembered for
+``[api] token_cache_ttl`` (:mod:`shelflife.api.auth`). Errors are JSON
+``{"code", "message", "hint"}`` with a stable ``code`` (:mod:`shelflife.api.errors`); the
+request body is counted as it arrives and refused with 413 past ``[api] max_upload_size``.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from shelflife.api.access import AccessBatcher
 from shelflife.api.auth import Tokens
 from shelflife.api.errors import UploadLimit, install_handlers
 from shelflife.service.shelf import Shelf
+from shelflife.service.uploads import GroupCommit
 
 
 def create_app(shelf: Shelf) -> FastAPI:
@@ -27,11 +32,14 @@ def create_app(shelf: Shelf) -> FastAPI:
     runs = lifecycle.BackgroundRuns(shelf)
     access = AccessBatcher(lambda tier, keys, now: shelf.catalog.touch(tier, keys, now))
     shelf.access = access.touch
+    uploads = GroupCommit(shelf.catalog, shelf.ledger)
+    shelf.uploads = uploads
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         access.close()  # the last access times reach the catalog
+        uploads.close()
 
     app = FastAPI(
         title="shelflife",

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Query, Response, UploadFile
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse, RedirectResponse
 
 from shelflife.api.deps import Read, Write
 from shelflife.api.errors import ApiError
+from shelflife.api.uploads import UPLOAD_BODY, UploadBody
 from shelflife.base.aio import run_sync
 from shelflife.base.keys import validate_key
 from shelflife.base.units import utcnow
@@ -20,18 +21,27 @@ from shelflife.stores.local import LocalStore
 def routes(shelf: Shelf) -> APIRouter:
     router = APIRouter()
 
-    @router.post("/api/v1/objects", status_code=201, summary="Upload an object")
-    def upload(
+    @router.post(
+        "/api/v1/objects",
+        status_code=201,
+        summary="Upload an object",
+        openapi_extra=UPLOAD_BODY,
+    )
+    async def upload(
+        request: Request,
         _: Write,
-        file: Annotated[UploadFile, File(description="the object's bytes")],
-        key: Annotated[str | None, Form(description="its key (default: the file name)")] = None,
-        tier: Annotated[str | None, Form(description="its tier (default: local)")] = None,
         overwrite: Annotated[bool, Query(description="replace an existing object")] = False,
     ) -> dict[str, Any]:
-        name = key or file.filename
+        """Store the multipart body's ``file`` under ``key`` (default: the file name) on
+        ``tier``, streaming it to the tier as it arrives (see :mod:`shelflife.api.uploads`);
+        answered once the object is durable on its tier and recorded in the catalog."""
+        body = UploadBody(request)
+        await body.read_head()
+        name = body.fields.get("key") or body.filename
         if not name:
             raise ApiError(400, "bad_request", "give a key, or a file name to use as the key")
         validate_key(name)
+        tier = body.fields.get("tier") or None
         if tier is not None and tier not in shelf.config.tiers:
             raise ApiError(
                 400,
@@ -39,19 +49,25 @@ def routes(shelf: Shelf) -> APIRouter:
                 f"unknown tier {tier!r}",
                 f"known: {', '.join(shelf.config.tiers)}",
             )
-        stored = shelf.put(file.file, name, tier=tier, overwrite=overwrite)
+        source = body.whole if body.whole is not None else body.stream()
+        try:
+            stored = await shelf.put_async(source, name, tier=tier, overwrite=overwrite)
+        except Exception:
+            if body.failure is not None:
+                raise body.failure from None  # the body's fault, whatever the store made of it
+            raise
         return {
             "key": stored.key,
             "tier": stored.tier,
             "size": stored.size,
             "checksum": stored.checksum,
             "ref": stored.ref,
-            "url": _url(stored.ref),
+            "url": await _url(stored.tier, stored.key),
         }
 
-    def _url(ref: str) -> str | None:
+    async def _url(tier: str, key: str) -> str | None:
         try:
-            return shelf.url(ref)
+            return await shelf.store(tier).url(key)
         except StoreError:
             return None
 
