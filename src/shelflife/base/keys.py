@@ -18,10 +18,27 @@ _HINT = "use a relative path such as 'outputs/2026/render.mp4'"
 
 
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # Unicode category Cc, exactly
+# A control character or a backslash: refused anywhere in a key.
+_REFUSED_CHAR = re.compile("[\x00-\x1f\x7f-\x9f\\\\]")
 
 
 def validate_key(key: str) -> str:
     """Return ``key`` unchanged if it may name an object; raise InvalidKeyError otherwise."""
+    if (
+        type(key) is str
+        and 0 < len(key) <= MAX_KEY_BYTES
+        and key.isascii()
+        and key[0] not in "./"
+        and key[-1] != "/"
+        and "/." not in key
+        and "//" not in key
+        and _REFUSED_CHAR.search(key) is None
+    ):
+        return key  # the common case, in a few comparisons; the checks below say what is wrong
+    return _validate_slowly(key)
+
+
+def _validate_slowly(key: str) -> str:
     if not isinstance(key, str):
         raise InvalidKeyError(f"a key must be a string, not {type(key).__name__}", hint=_HINT)
     if not key:

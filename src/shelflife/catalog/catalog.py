@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     Engine,
+    bindparam,
     case,
     create_engine,
     delete,
@@ -32,14 +33,17 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
 
-from shelflife.catalog.schema import bulk_execute, objects, scans, to_micros
+from shelflife.catalog.schema import bulk_execute, bulk_upsert, objects, scans, to_micros
 from shelflife.errors import CatalogError, ConfigError
 from shelflife.model.selection import ObjectView
-from shelflife.stores.base import ObjectInfo, Stamps
+from shelflife.stores.base import Entry, ObjectInfo, Stamps, entry_of
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 _MIGRATION_LOCK = threading.Lock()
 HEAD_REVISION = "0010_ages"  # the newest file in migrations/versions (a test checks)
+
+# One inventory row as a scan compares it: (key, size, etag, modified µs since the epoch).
+Listed = tuple[str, int, str | None, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,59 +171,167 @@ class Catalog:
         scan_id: int | None = None,
         stamps: Mapping[str, Stamps] | None = None,
     ) -> None:
-        """Record objects seen in a listing; a changed object loses its known checksum.
+        """Record objects seen in a listing (see :meth:`write_listed`)."""
+        self.write_listed(tier, [entry_of(info) for info in infos], now, scan_id, stamps)
+
+    def write_listed(
+        self,
+        tier: str,
+        entries: Sequence[Entry],
+        now: datetime,
+        scan_id: int | None = None,
+        stamps: Mapping[str, Stamps] | None = None,
+        new: Collection[str] | None = None,
+    ) -> None:
+        """Record listed objects, new or changed; a changed object loses its known checksum.
 
         A known object whose bytes are unchanged (same size and ETag) keeps its instants:
         an object store's Last-Modified of a copy is when it was copied, not when the
         object was created or modified (DESIGN I9). A new or changed object (a rewrite is
         a new object, as S3 lifecycle counts it) takes them from ``stamps`` where given
-        (what a copy carries in its metadata), else from the listing."""
-        if not infos:
+        (what a copy carries in its metadata), else from the listing. Rows are written in
+        one statement (on PostgreSQL through ``COPY``). Keys in ``new`` were not in the
+        inventory as the scan read it: they are inserted, unless shelflife wrote them
+        meanwhile."""
+        if not entries:
             return
         stamp = to_micros(now)
         carried = stamps or {}
-        rows = []
-        for info in infos:
-            known = carried.get(info.key)
-            modified = known.modified if known else info.modified
-            rows.append(
-                {
-                    "tier": tier,
-                    "key": info.key,
-                    "size": info.size,
-                    "etag": info.etag,
-                    "modified_at": to_micros(modified),
-                    "created_at": to_micros(known.created if known else modified),
-                    "arrived_at": to_micros(info.arrived or info.modified),
-                    "first_seen_at": stamp,
-                    "last_seen_at": stamp,
-                    "scan_id": scan_id,
-                    "checksum": None,
-                    "state": "present",
-                }
+        changed: list[tuple[Any, ...]] = []
+        fresh: list[tuple[Any, ...]] = []
+        for entry in entries:
+            key, size, etag, modified, arrived = entry
+            known = carried.get(key)
+            if known is not None:
+                written = to_micros(known.modified)
+                created = to_micros(known.created)
+            else:
+                written = created = modified
+            row = (
+                tier,
+                key,
+                size,
+                etag,
+                written,
+                created,
+                modified if arrived is None else arrived,
+                stamp,
+                stamp,
+                scan_id,
+                None,
+                "present",
             )
-        insert = self._insert()
-        excluded = insert.excluded
-        unchanged = (objects.c.size == excluded.size) & (
-            func.coalesce(objects.c.etag, "") == func.coalesce(excluded.etag, "")
-        )
-        same_version = unchanged & objects.c.etag.is_not(None)
-        statement = insert.on_conflict_do_update(
-            index_elements=[objects.c.tier, objects.c.key],
-            set_={
-                "size": excluded.size,
-                "etag": excluded.etag,
-                **{
-                    name: case((same_version, objects.c[name]), else_=excluded[name])
-                    for name in ("modified_at", "created_at", "arrived_at")
+            (fresh if new is not None and key in new else changed).append(row)
+
+        def upsert(insert: Any) -> Any:
+            excluded = insert.excluded
+            unchanged = (objects.c.size == excluded.size) & (
+                func.coalesce(objects.c.etag, "") == func.coalesce(excluded.etag, "")
+            )
+            same_version = unchanged & objects.c.etag.is_not(None)
+            return insert.on_conflict_do_update(
+                index_elements=[objects.c.tier, objects.c.key],
+                set_={
+                    "size": excluded.size,
+                    "etag": excluded.etag,
+                    **{
+                        name: case((same_version, objects.c[name]), else_=excluded[name])
+                        for name in ("modified_at", "created_at", "arrived_at")
+                    },
+                    "last_seen_at": excluded.last_seen_at,
+                    "scan_id": excluded.scan_id,
+                    "checksum": case((unchanged, objects.c.checksum), else_=None),
                 },
-                "last_seen_at": excluded.last_seen_at,
-                "scan_id": excluded.scan_id,
-                "checksum": case((unchanged, objects.c.checksum), else_=None),
-            },
+            )
+
+        def insert_new(insert: Any) -> Any:
+            # Written meanwhile by shelflife itself (an upload the inventory read missed):
+            # that row knows more than the listing (its checksum, its instants).
+            return insert.on_conflict_do_nothing(index_elements=[objects.c.tier, objects.c.key])
+
+        self._insert()  # the dialect is one the catalog supports
+        with self._begin() as conn:
+            bulk_upsert(conn, objects, changed, _LISTED_COLUMNS, upsert)
+            bulk_upsert(conn, objects, fresh, _LISTED_COLUMNS, insert_new)
+
+    # Inventory rows a scan reads at a time (one range of the index per page).
+    scan_page = 20_000
+
+    def listed_state(self, tier: str, *, page: int | None = None) -> Iterator[list[Listed]]:
+        """The inventory of ``tier`` as a scan compares it with a listing: (key, size,
+        etag, modified µs) in key order (byte order), a page at a time (keyset: each page
+        is a range of the (tier, key) index, and no transaction stays open)."""
+        page = page or self.scan_page
+        quoted = self.engine.dialect.identifier_preparer.quote
+        marker = "?" if self.dialect == "sqlite" else "%s"
+        sql = (
+            f"SELECT {quoted('key')}, size, etag, modified_at FROM objects "
+            f"WHERE tier = {marker} AND {quoted('key')} > {marker} "
+            f"ORDER BY {quoted('key')} LIMIT {int(page)}"
+        )
+        after = ""
+        while True:
+            with self._connect() as conn:
+                cursor = conn.connection.driver_connection.cursor()
+                try:
+                    cursor.execute(sql, (tier, after))
+                    rows: list[Listed] = cursor.fetchall()
+                finally:
+                    cursor.close()
+            if rows:
+                yield rows
+            if len(rows) < page:
+                return
+            after = rows[-1][0]
+
+    def mark_vanished(self, tier: str, keys: Sequence[str], scan_id: int) -> None:
+        """Mark rows a scan by difference did not find in the listing; the scan deletes
+        them once its listing completed in order (:meth:`finish_scan_by_difference`)."""
+        if not keys:
+            return
+        statement = (
+            update(objects)
+            .where(objects.c.tier == bindparam("t"), objects.c.key == bindparam("k"))
+            .values(scan_id=bindparam("s"))
         )
         with self._begin() as conn:
-            bulk_execute(conn, statement, rows)
+            bulk_execute(conn, statement, [{"t": tier, "k": key, "s": -scan_id} for key in keys])
+
+    def finish_scan_by_difference(
+        self,
+        tier: str,
+        scan_id: int,
+        started_at: datetime,
+        now: datetime,
+        *,
+        vanished: int,
+        listed: TierTotals,
+    ) -> int:
+        """Forget the rows :meth:`mark_vanished` marked in this scan, unless written since
+        the scan began (an upload the listing passed before it existed); record the scan.
+        Returns how many rows were forgotten."""
+        removed = 0
+        with self._begin() as conn:
+            if vanished:
+                removed = conn.execute(
+                    delete(objects).where(
+                        objects.c.tier == tier,
+                        objects.c.scan_id == -scan_id,
+                        objects.c.last_seen_at < started_at,
+                    )
+                ).rowcount
+            conn.execute(
+                update(scans)
+                .where(scans.c.id == scan_id)
+                .values(
+                    finished_at=now,
+                    status="ok",
+                    objects=listed.objects,
+                    bytes=listed.bytes,
+                    removed=removed,
+                )
+            )
+        return int(removed)
 
     def known_keys(self, tier: str, keys: Sequence[str]) -> set[str]:
         """Which of ``keys`` the inventory of ``tier`` holds already."""
@@ -472,6 +584,21 @@ class Catalog:
     def _connect(self) -> Any:
         return _Guard(self.engine, begin=False)
 
+
+_LISTED_COLUMNS = (
+    "tier",
+    "key",
+    "size",
+    "etag",
+    "modified_at",
+    "created_at",
+    "arrived_at",
+    "first_seen_at",
+    "last_seen_at",
+    "scan_id",
+    "checksum",
+    "state",
+)
 
 _OBJECT_COLUMNS = (
     objects.c.tier,

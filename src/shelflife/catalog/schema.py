@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,7 +17,11 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    select,
 )
+from sqlalchemy import column as sql_column
+from sqlalchemy import table as sql_table
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.types import TypeDecorator
 
 metadata = MetaData()
@@ -181,24 +186,84 @@ def to_micros(value: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
-def bulk_execute(conn: Any, statement: Any, rows: list[dict[str, Any]]) -> None:
+def bulk_execute(
+    conn: Any,
+    statement: Any,
+    rows: Sequence[Mapping[str, Any]] | Sequence[tuple[Any, ...]],
+    columns: Sequence[str] | None = None,
+) -> None:
     """Execute ``statement`` for many rows, compiled once, values passed to the driver as is.
 
-    SQLAlchemy would build the parameters of every row in Python (about as costly as the
-    insert itself); values must already be in stored form (instants via ``to_micros``).
+    Rows are mappings, or tuples of the values of ``columns`` in that order. SQLAlchemy
+    would build the parameters of every row in Python (about as costly as the insert
+    itself); values must already be in stored form (instants via ``to_micros``).
     """
     if not rows:
         return
-    compiled = statement.compile(dialect=conn.dialect, column_keys=list(rows[0]))
-    fixed = {name: value for name, value in compiled.params.items() if name not in rows[0]}
+    names = list(columns) if columns is not None else list(rows[0])
+    compiled = statement.compile(dialect=conn.dialect, column_keys=names)
+    fixed = {name: value for name, value in compiled.params.items() if name not in names}
+    position = {name: index for index, name in enumerate(names)}
+    if columns is not None:
+        tuples: Sequence[tuple[Any, ...]] = rows  # type: ignore[assignment]
+    else:
+        tuples = [tuple(row[name] for name in names) for row in rows]  # type: ignore[index]
+    params: Any
     if compiled.positional:
         order = compiled.positiontup
-        params: list[Any] = [
-            tuple(row[name] if name in row else fixed[name] for name in order) for row in rows
-        ]
+        if list(order) == names:
+            params = tuples  # the statement takes the rows as they are
+        else:
+            params = [
+                tuple(row[position[name]] if name in position else fixed[name] for name in order)
+                for row in tuples
+            ]
     else:
-        params = [{**fixed, **row} for row in rows] if fixed else rows
+        params = [{**fixed, **dict(zip(names, row, strict=True))} for row in tuples]
     conn.exec_driver_sql(str(compiled), params)
+
+
+# Rows above which PostgreSQL gets them by COPY into a staging table (one round trip for
+# the rows, one statement to merge them) rather than as a batch of statements.
+COPY_ROWS = 500
+
+
+def bulk_upsert(
+    conn: Any,
+    table: Table,
+    rows: Sequence[tuple[Any, ...]],
+    columns: Sequence[str],
+    statement_for: Callable[[Any], Any],
+) -> None:
+    """Insert (or upsert) many rows into ``table``, each a tuple of the values of
+    ``columns``: ``statement_for`` turns the dialect's insert construct into the statement
+    (``on_conflict_do_update`` …). Values in stored form, unique per conflict target.
+
+    On PostgreSQL a large batch is copied into a temporary table that lives for the
+    transaction, then merged by one ``INSERT … SELECT``; elsewhere it is executed as one
+    compiled statement (:func:`bulk_execute`)."""
+    if not rows:
+        return
+    name = conn.dialect.name
+    if name != "postgresql" or len(rows) < COPY_ROWS:
+        dialect_insert = postgresql.insert if name == "postgresql" else sqlite.insert
+        bulk_execute(conn, statement_for(dialect_insert(table)), rows, columns)
+        return
+    quote = conn.dialect.identifier_preparer.quote
+    names = ", ".join(quote(column_) for column_ in columns)
+    stage = f"shelflife_stage_{table.name}"
+    conn.exec_driver_sql(
+        f"CREATE TEMPORARY TABLE {stage} ON COMMIT DROP AS "
+        f"SELECT {names} FROM {table.name} WITH NO DATA"
+    )
+    raw = conn.connection.driver_connection
+    with raw.cursor() as cursor, cursor.copy(f"COPY {stage} ({names}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
+    staged = sql_table(stage, *(sql_column(column_) for column_ in columns))
+    source = select(*staged.c).select_from(staged)
+    conn.execute(statement_for(postgresql.insert(table).from_select(list(columns), source)))
+    conn.exec_driver_sql(f"DROP TABLE {stage}")
 
 
 # -- migration journal and run lock (0003) ---------------------------------------------

@@ -1,9 +1,20 @@
 """Bringing the catalog's inventory up to date with what the stores hold.
 
-A scan streams each tier's listing in chunks and upserts them, so memory stays bounded
-however many objects a tier holds; the catalog write of one chunk overlaps the listing
-of the next. Objects the complete listing did not see are forgotten, except rows
-written after the scan started (uploads racing the scan).
+A scan compares each tier's listing with the inventory and writes only the difference:
+
+- **By difference**, for stores that list in key order (every object store, and local
+  tiers, whose walk visits names in key order): the listing and the inventory are read
+  side by side in UTF-8 byte order, like ``comm``. An object listed with the size and ETag
+  the inventory has costs no write; new and changed objects are written in batches;
+  inventory rows the listing passed by are marked, and deleted once the listing has
+  completed. Memory holds one listing chunk and one page of the inventory, however many
+  objects a tier holds.
+- **By upsert**, for a listing out of key order (found out while comparing: every key must
+  sort after the one before it): every listed object is written with the scan's id, and
+  rows the scan did not write are deleted at the end.
+
+Either way, rows written after the scan began (uploads racing the scan) are never
+forgotten, and a scan that fails forgets nothing.
 
 An object new to the catalog on an object store is asked for the instants a copy carries
 in its metadata (one HEAD each, :data:`STAMP_CONCURRENCY` at a time), so a catalog rebuilt
@@ -13,19 +24,24 @@ by a scan still knows when moved objects were created (DESIGN I9).
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
 from shelflife.base.progress import NullProgress, Progress
 from shelflife.base.units import utcnow
 from shelflife.catalog import Catalog
-from shelflife.errors import ObjectNotFound
+from shelflife.catalog.catalog import Listed, TierTotals
+from shelflife.errors import CatalogError, ObjectNotFound
 from shelflife.stores._obstore import ObstoreStore
-from shelflife.stores.base import ObjectInfo, Stamps
+from shelflife.stores.base import Entry, Stamps
 
-# Rows per catalog transaction: large enough that commits are rare, small enough that
-# memory stays bounded (a listed object costs a few hundred bytes here).
-UPSERT_BATCH = 10_000
+log = logging.getLogger("shelflife.scan")
+
+# Rows per catalog write: large enough that commits are rare, small enough that memory
+# stays bounded (a listed object costs a few hundred bytes here).
+WRITE_BATCH = 10_000
 STAMP_CONCURRENCY = 32
 
 
@@ -37,10 +53,16 @@ class ScanResult:
     removed: int
     started_at: datetime
     finished_at: datetime
+    new: int = 0  # objects written because the inventory did not have them
+    changed: int = 0  # ... because their size or ETag differed
 
     @property
     def seconds(self) -> float:
         return (self.finished_at - self.started_at).total_seconds()
+
+
+class ListingOutOfOrder(Exception):
+    """The store listed a key that does not sort after the one before it."""
 
 
 async def scan_tier(
@@ -50,56 +72,237 @@ async def scan_tier(
     progress = progress or NullProgress()
     started = utcnow()
     scan_id = await asyncio.to_thread(catalog.begin_scan, tier, started)
-    count = total = 0
-    pending: asyncio.Future[None] | None = None
     progress.start(f"scan {tier}")
-    batch: list[ObjectInfo] = []
-
-    async def record(rows: list[ObjectInfo]) -> None:
-        stamps = await _new_stamps(catalog, tier, store, rows)
-        await asyncio.to_thread(catalog.upsert_listed, tier, rows, started, scan_id, stamps)
-
-    def flush() -> asyncio.Future[None]:
-        rows = list(batch)
-        batch.clear()
-        return asyncio.ensure_future(record(rows))
-
     try:
-        async for chunk in store.list():
-            batch.extend(chunk)
-            count += len(chunk)
-            size = sum(info.size for info in chunk)
-            total += size
-            progress.advance(len(chunk), size)
-            if len(batch) >= UPSERT_BATCH:
-                if pending is not None:
-                    await pending
-                pending = flush()
-        if pending is not None:
-            await pending
-        if batch:
-            await flush()
+        if store.sorted_listing:
+            try:
+                return await _by_difference(catalog, tier, store, scan_id, started, progress)
+            except ListingOutOfOrder as exc:
+                log.warning(
+                    "%s does not list in key order (%s): scanning tier %s by rewriting every row",
+                    store.location,
+                    exc,
+                    tier,
+                )
+                progress.finish()
+                progress.start(f"scan {tier}")
+        return await _by_upsert(catalog, tier, store, scan_id, started, progress)
     except BaseException:
-        if pending is not None and not pending.done():
-            await asyncio.gather(pending, return_exceptions=True)
         await asyncio.to_thread(catalog.fail_scan, scan_id, utcnow())
         raise
     finally:
         progress.finish()
+
+
+class _Writer:
+    """Catalog writes of one scan, one batch in flight while the next is gathered."""
+
+    def __init__(self) -> None:
+        self._pending: asyncio.Future[None] | None = None
+
+    async def submit(self, write: Callable[[], Awaitable[None]]) -> None:
+        await self.drain()
+        self._pending = asyncio.ensure_future(write())
+
+    async def drain(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            await pending
+
+    async def abandon(self) -> None:
+        if self._pending is not None and not self._pending.done():
+            await asyncio.gather(self._pending, return_exceptions=True)
+
+
+async def _by_difference(
+    catalog: Catalog,
+    tier: str,
+    store: ObstoreStore,
+    scan_id: int,
+    started: datetime,
+    progress: Progress,
+) -> ScanResult:
+    differ = _Difference(catalog.listed_state(tier))
+    writer = _Writer()
+    count = total = new = changed = vanished = 0
+    written: list[Entry] = []
+    gone: list[str] = []
+
+    async def write(rows: list[Entry], fresh: set[str], keys: list[str]) -> None:
+        stamps = await _stamps(store, fresh) if fresh else {}
+        await asyncio.to_thread(
+            catalog.write_listed, tier, rows, started, scan_id, stamps, new=fresh
+        )
+        await asyncio.to_thread(catalog.mark_vanished, tier, keys, scan_id)
+
+    fresh: set[str] = set()
+    try:
+        async for chunk in store.entries():
+            count += len(chunk)
+            size = sum(entry[1] for entry in chunk)
+            total += size
+            new_here, changed_here = differ.feed(chunk, written, gone, fresh)
+            new += new_here
+            changed += changed_here
+            progress.advance(len(chunk), size)
+            if len(written) + len(gone) >= WRITE_BATCH:
+                vanished += len(gone)
+                await writer.submit(_bound(write, written, fresh, gone))
+                written, gone, fresh = [], [], set()
+        differ.finish(gone)
+        vanished += len(gone)
+        await writer.submit(_bound(write, written, fresh, gone))
+        await writer.drain()
+    except BaseException:
+        await writer.abandon()
+        raise
+    finished = utcnow()
+    removed = await asyncio.to_thread(
+        catalog.finish_scan_by_difference,
+        tier,
+        scan_id,
+        started,
+        finished,
+        vanished=vanished,
+        listed=TierTotals(count, total),
+    )
+    return ScanResult(tier, count, total, removed, started, finished, new, changed)
+
+
+def _bound(
+    write: Callable[[list[Entry], set[str], list[str]], Awaitable[None]],
+    rows: list[Entry],
+    fresh: set[str],
+    keys: list[str],
+) -> Callable[[], Awaitable[None]]:
+    return lambda: write(rows, fresh, keys)
+
+
+class _Difference:
+    """The listing compared with the inventory, both in byte order (a merge, as ``comm``
+    does): what the inventory lacks or has otherwise is written, what it has and the
+    listing passed by has vanished."""
+
+    def __init__(self, pages: Iterator[list[Listed]]) -> None:
+        self._pages = pages
+        self._page: list[Listed] = []
+        self._at = 0
+        self._last_listed: str | None = None
+        self._last_known: str | None = None
+        self._next_page()
+
+    def _next_page(self) -> None:
+        self._page = next(self._pages, [])
+        self._at = 0
+
+    def feed(
+        self, chunk: list[Entry], written: list[Entry], gone: list[str], fresh: set[str]
+    ) -> tuple[int, int]:
+        """Compare one listing chunk: new and changed entries go to ``written`` (new keys
+        also to ``fresh``), vanished keys to ``gone``. Returns (new, changed)."""
+        new = changed = 0
+        page, at = self._page, self._at
+        last = self._last_listed
+        for entry in chunk:
+            key = entry[0]
+            if last is not None and key <= last:
+                raise ListingOutOfOrder(f"{key!r} came after {last!r}")
+            last = key
+            while True:
+                if at == len(page):
+                    self._next_page()
+                    page, at = self._page, 0
+                    if not page:
+                        break
+                known = page[at]
+                if known[0] >= key:
+                    break
+                self._known(known[0])
+                gone.append(known[0])
+                at += 1
+            if page and at < len(page) and page[at][0] == key:
+                known = page[at]
+                self._known(key)
+                at += 1
+                etag = entry[2]
+                if (
+                    known[1] == entry[1]
+                    and known[2] == etag
+                    and (etag is not None or known[3] == entry[3])
+                ):
+                    continue  # unchanged: no write
+                changed += 1
+            else:
+                new += 1
+                fresh.add(key)
+            written.append(entry)
+        self._page, self._at, self._last_listed = page, at, last
+        return new, changed
+
+    def finish(self, gone: list[str]) -> None:
+        """The listing is complete: every row not yet reached has vanished."""
+        page, at = self._page, self._at
+        while page:
+            for known in page[at:]:
+                self._known(known[0])
+                gone.append(known[0])
+            self._next_page()
+            page, at = self._page, 0
+
+    def _known(self, key: str) -> None:
+        if self._last_known is not None and key <= self._last_known:
+            raise CatalogError(
+                f"the catalog returned key {key!r} after {self._last_known!r}: its key order "
+                "is not byte order, so the scan cannot compare it with the listing",
+                hint='the objects table must compare keys bytewise (COLLATE "C" on '
+                "PostgreSQL); recreate the catalog with 'shelflife scan' on an empty one",
+            )
+        self._last_known = key
+
+
+async def _by_upsert(
+    catalog: Catalog,
+    tier: str,
+    store: ObstoreStore,
+    scan_id: int,
+    started: datetime,
+    progress: Progress,
+) -> ScanResult:
+    count = total = 0
+    writer = _Writer()
+    batch: list[Entry] = []
+
+    async def write(rows: list[Entry]) -> None:
+        known = await asyncio.to_thread(catalog.known_keys, tier, [row[0] for row in rows])
+        fresh = {row[0] for row in rows if row[0] not in known}
+        stamps = await _stamps(store, fresh) if fresh else {}
+        await asyncio.to_thread(catalog.write_listed, tier, rows, started, scan_id, stamps)
+
+    try:
+        async for chunk in store.entries():
+            batch.extend(chunk)
+            count += len(chunk)
+            size = sum(entry[1] for entry in chunk)
+            total += size
+            progress.advance(len(chunk), size)
+            if len(batch) >= WRITE_BATCH:
+                rows, batch = batch, []
+                await writer.submit(lambda rows=rows: write(rows))  # type: ignore[misc]
+        rows = batch
+        await writer.submit(lambda: write(rows))
+        await writer.drain()
+    except BaseException:
+        await writer.abandon()
+        raise
     finished = utcnow()
     removed = await asyncio.to_thread(catalog.finish_scan, tier, scan_id, started, finished)
     return ScanResult(tier, count, total, removed, started, finished)
 
 
-async def _new_stamps(
-    catalog: Catalog, tier: str, store: ObstoreStore, rows: list[ObjectInfo]
-) -> dict[str, Stamps]:
-    """The stamps carried by the objects of ``rows`` the catalog does not know yet."""
+async def _stamps(store: ObstoreStore, keys: set[str]) -> dict[str, Stamps]:
+    """The stamps carried by the objects of ``keys`` (objects new to the catalog)."""
     if not store.carries_stamps:
         return {}
-    keys = [info.key for info in rows]
-    known = await asyncio.to_thread(catalog.known_keys, tier, keys)
-    new = [key for key in keys if key not in known]
     semaphore = asyncio.Semaphore(STAMP_CONCURRENCY)
     found: dict[str, Stamps] = {}
 
@@ -112,5 +315,5 @@ async def _new_stamps(
             if stamps is not None:
                 found[key] = stamps
 
-    await asyncio.gather(*(one(key) for key in new))
+    await asyncio.gather(*(one(key) for key in sorted(keys)))
     return found

@@ -32,7 +32,7 @@ from shelflife.errors import (
     StoreTransient,
     StoreUnreachable,
 )
-from shelflife.stores.base import ObjectInfo, PutResult, PutSource, Stamps
+from shelflife.stores.base import Entry, ObjectInfo, PutResult, PutSource, Stamps, micros
 from shelflife.stores.proofs import Hasher
 
 if TYPE_CHECKING:
@@ -369,7 +369,22 @@ class ObstoreStore:
     # Object stores list in key order, so a listing cut short resumes after its last key.
     sorted_listing = True
 
-    async def list(self, prefix: str = "") -> AsyncIterator[list[ObjectInfo]]:
+    async def entries(self, prefix: str = "") -> AsyncIterator[list[Entry]]:
+        async for chunk in self._listing(prefix):
+            yield [
+                (
+                    meta["path"],
+                    meta["size"],
+                    normal_etag(meta.get("e_tag")),
+                    micros(meta["last_modified"]),
+                    None,
+                )
+                for meta in chunk
+            ]
+
+    async def _listing(self, prefix: str) -> AsyncIterator[list[ObjectMeta]]:
+        """obstore's listing in chunks, the store's own names left out; a listing cut
+        short by a retryable error resumes after the last key it gave."""
         validate_prefix(prefix)
         last: str | None = None
         failures = 0
@@ -383,17 +398,21 @@ class ObstoreStore:
                         chunk_size=LIST_CHUNK,
                     )
                     async for chunk in stream:
-                        infos = [_info(meta) for meta in chunk if self._listable(meta["path"])]
+                        metas = [meta for meta in chunk if self._listable(meta["path"])]
                         if chunk:
                             last = chunk[-1]["path"]
-                        if infos:
-                            yield infos
+                        if metas:
+                            yield metas
                 return
             except StoreError as exc:
                 failures += 1
                 if not (exc.retryable and failures <= self.retries and self.sorted_listing):
                     raise
                 await asyncio.sleep(min(0.1 * 2**failures, 5.0))
+
+    async def list(self, prefix: str = "") -> AsyncIterator[list[ObjectInfo]]:
+        async for chunk in self._listing(prefix):
+            yield [_info(meta) for meta in chunk]
 
     def _listable(self, key: str) -> bool:
         return True

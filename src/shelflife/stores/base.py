@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -30,6 +30,32 @@ class ObjectInfo:
     modified: datetime
     etag: str | None = None
     arrived: datetime | None = None
+
+
+# One object of a listing as a scan compares it with the inventory, in the catalog's own
+# terms: (key, size, etag, modified µs since the epoch, arrived µs or None). A plain tuple:
+# a scan of a million objects builds a million of them, and compares most of them only.
+Entry = tuple[str, int, str | None, int, int | None]
+
+
+def entry_of(info: ObjectInfo) -> Entry:
+    """An :class:`ObjectInfo` as a listing :data:`Entry`."""
+    return (
+        info.key,
+        info.size,
+        info.etag,
+        micros(info.modified),
+        None if info.arrived is None else micros(info.arrived),
+    )
+
+
+def micros(instant: datetime) -> int:
+    """Microseconds since the epoch of an aware instant (how the catalog stores them)."""
+    delta = instant - EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +116,13 @@ class Store(Protocol):
 
     async def head(self, key: str) -> ObjectInfo:
         """Size, modified time and ETag of one object; ObjectNotFound if absent."""
+        ...
+
+    sorted_listing: bool
+    """Whether :meth:`list` and :meth:`entries` yield keys in UTF-8 byte order."""
+
+    def entries(self, prefix: str = "") -> AsyncIterator[list[Entry]]:
+        """:meth:`list` as :data:`Entry` tuples, the form a scan compares."""
         ...
 
     def list(self, prefix: str = "") -> AsyncIterator[list[ObjectInfo]]:

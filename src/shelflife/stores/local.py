@@ -10,6 +10,7 @@ that check and the operation could still race it (an object store has no such li
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import logging
 import os
@@ -22,16 +23,17 @@ from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any, BinaryIO
 from urllib.parse import quote
 
 from obstore.store import LocalStore as _ObLocalStore
 
-from shelflife.base.keys import validate_key, validate_prefix
+from shelflife.base.keys import MAX_KEY_BYTES, validate_key, validate_prefix
 from shelflife.config.model import TierConfig
 from shelflife.errors import InvalidKeyError, ObjectExists, ObjectNotFound, StoreConfigError
 from shelflife.stores._obstore import LIST_CHUNK, ObstoreStore
-from shelflife.stores.base import ObjectInfo, PutResult, PutSource, Stamps
+from shelflife.stores.base import Entry, ObjectInfo, PutResult, PutSource, Stamps
 
 log = logging.getLogger("shelflife.stores")
 
@@ -44,7 +46,7 @@ _STAGING_SUFFIX = re.compile(r"#\d+$")
 class LocalStore(ObstoreStore):
     """Objects as files under ``root``; writes go to a temporary file, then rename."""
 
-    sorted_listing = False  # a directory walk is in no particular order
+    sorted_listing = True  # the walk visits names in the order their keys sort (see _walk)
     carries_stamps = False  # a copy keeps its source's mtime; the listing reads it
 
     def __init__(self, root: Path, *, public_url: str | None = None, create: bool = True) -> None:
@@ -231,20 +233,20 @@ class LocalStore(ObstoreStore):
             raise _unwritable(exc) from None
         await super().copy(src_key, dst_key, overwrite=overwrite)
 
-    async def list(self, prefix: str = "") -> AsyncIterator[list[ObjectInfo]]:
-        """Walk the folder without following links (obstore's walk follows them)."""
+    async def entries(self, prefix: str = "") -> AsyncIterator[list[Entry]]:
+        """The walk of :meth:`list`, as the tuples a scan compares, in key order."""
         prefix = validate_prefix(prefix).rstrip("/")
         top = os.path.join(self._real_root, prefix) if prefix else self._real_root
         walk = _walk(self._real_root, top)
         skipped = [0]
 
-        def next_chunk() -> list[ObjectInfo]:
-            chunk: list[ObjectInfo] = []
-            for info in walk:
-                if info is None:
+        def next_chunk() -> list[Entry]:
+            chunk: list[Entry] = []
+            for entry in walk:
+                if entry is None:
                     skipped[0] += 1
                     continue
-                chunk.append(info)
+                chunk.append(entry)
                 if len(chunk) >= LIST_CHUNK:
                     break
             return chunk
@@ -258,6 +260,11 @@ class LocalStore(ObstoreStore):
                 skipped[0],
                 self.location,
             )
+
+    async def list(self, prefix: str = "") -> AsyncIterator[list[ObjectInfo]]:
+        """Walk the folder without following links (obstore's walk follows them)."""
+        async for chunk in self.entries(prefix):
+            yield [_entry_info(entry) for entry in chunk]
 
     def disk_size(self) -> int:
         """Total size in bytes of the filesystem holding this tier."""
@@ -295,49 +302,158 @@ def _unwritable(exc: LinkedPath) -> InvalidKeyError:
     )
 
 
-def _walk(root: str, top: str) -> Iterator[ObjectInfo | None]:
-    """Every regular file under ``top`` as an object of the tier rooted at ``root``,
-    depth first, never entering a link; ``None`` for each link passed by. Staging files
-    of writes in progress and names that cannot be keys are left out."""
-    start = len(root) + 1
-    folders = [top]
-    while folders:
-        folder = folders.pop()
-        try:
-            entries = list(os.scandir(folder))
-        except (FileNotFoundError, NotADirectoryError):
-            continue  # gone meanwhile (or the prefix names a file): nothing under it
-        for entry in entries:
-            if entry.is_symlink():
-                yield None
-                continue
-            if entry.is_dir(follow_symlinks=False):
-                folders.append(entry.path)
-                continue
-            key = entry.path[start:]
-            if not entry.is_file(follow_symlinks=False) or _STAGING_SUFFIX.search(key):
-                continue
-            try:
-                validate_key(key)
-                meta = entry.stat(follow_symlinks=False)
-            except (InvalidKeyError, UnicodeEncodeError, FileNotFoundError):
-                continue
-            if not stat.S_ISREG(meta.st_mode):
-                continue
-            yield _stat_info(key, meta)
+# A file name that cannot end a key (a control character or a backslash), or a staging
+# file of a write in progress.
+_UNLISTED_NAME = re.compile("[\x00-\x1f\x7f-\x9f\\\\]|#\\d+$")
+_UNLISTED_FOLDER = re.compile("[\x00-\x1f\x7f-\x9f\\\\]")
+
+
+def _walk(root: str, top: str) -> Iterator[Entry | None]:
+    """Every regular file under ``top`` as an :data:`Entry` of the tier rooted at ``root``,
+    in UTF-8 byte order of the keys, never entering a link; ``None`` for each link passed
+    by. Staging files of writes in progress and names that cannot be keys are left out.
+
+    Byte order from a walk: the names of one folder are sorted with a folder's name
+    standing as ``name/`` (so ``a-c`` < ``a.b`` < ``a/…`` < ``a0``, as the keys compare)
+    and each folder is walked where its name falls. Python compares strings by code
+    point, which is the UTF-8 byte order (names that are not UTF-8 are never keys).
+
+    Folders are opened relative to their parent with ``O_NOFOLLOW`` and files are
+    ``stat``-ed relative to their folder: a folder swapped for a link during the walk is
+    not entered, and no path is resolved from the root again for every file. Each name is
+    checked once, not each key: a name read from a folder has no ``/`` and is never
+    empty, ``.`` or ``..``; its folder's path was checked on the way in."""
+    prefix = top[len(root) + 1 :] + "/" if top != root else ""
+    try:
+        fd = os.open(top, _FOLDER_FLAGS)
+    except (FileNotFoundError, NotADirectoryError):
+        return  # gone meanwhile (or the prefix names a file): nothing under it
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return  # the prefix is a link: not part of the tier
+        raise
+    try:
+        listing = _sorted_entries(fd)
+    except OSError:
+        os.close(fd)
+        raise
+    # (folder descriptor, its keys' prefix and that prefix's length in bytes, its entries)
+    stack = [(fd, prefix, len(prefix.encode()), listing)]
+    try:
+        while stack:
+            fd, prefix, used, entries = stack[-1]
+            for entry in entries:
+                name = entry.name
+                if entry.is_symlink():
+                    yield None
+                    continue
+                if not name.isascii() and not _utf8(name):
+                    continue  # not UTF-8: no key can name it, nor anything under it
+                if entry.is_dir(follow_symlinks=False):
+                    inner = _open_folder(fd, name)
+                    if inner is not None:
+                        try:
+                            listing = _sorted_entries(inner)
+                        except OSError:
+                            os.close(inner)
+                            raise
+                        width = used + len(name.encode()) + 1
+                        stack.append((inner, prefix + name + "/", width, listing))
+                        break
+                    continue
+                if _UNLISTED_NAME.search(name) is not None:
+                    continue
+                if used + 4 * len(name) > MAX_KEY_BYTES and (
+                    used + len(name.encode()) > MAX_KEY_BYTES
+                ):
+                    continue  # a key longer than keys may be
+                try:
+                    meta = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue  # deleted since the folder was read
+                if not S_ISREG(meta.st_mode):
+                    continue
+                modified = meta.st_mtime_ns
+                changed = meta.st_ctime_ns
+                size = meta.st_size
+                micros = modified // 1000
+                yield (
+                    prefix + name,
+                    size,
+                    # The ETag obstore gives the same file: inode, mtime (µs), size in hex.
+                    "%x-%x-%x" % (meta.st_ino, micros, size),  # noqa: UP031 (faster here)
+                    micros,
+                    # The inode changed last when the file was written or moved here (a
+                    # copy that keeps its source's mtime still gets a new ctime).
+                    (changed if changed > modified else modified) // 1000,
+                )
+            else:
+                stack.pop()
+                os.close(fd)
+    finally:
+        for fd, *_ in stack:
+            os.close(fd)
+
+
+_FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _open_folder(parent: int, name: str) -> int | None:
+    """A folder of ``parent`` opened for the walk; None if it is gone or is not a folder
+    (a link swapped in since the parent was read: never followed)."""
+    if _UNLISTED_FOLDER.search(name) is not None:
+        return None  # no key can pass through it
+    try:
+        return os.open(name, _FOLDER_FLAGS, dir_fd=parent)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return None
+        raise
+
+
+def _sorted_entries(fd: int) -> Iterator[os.DirEntry[str]]:
+    """A folder's entries in the order their keys sort."""
+    with os.scandir(fd) as scan:
+        found = list(scan)
+    found.sort(key=_sort_name)
+    return iter(found)
+
+
+def _sort_name(entry: os.DirEntry[str]) -> str:
+    return entry.name + "/" if entry.is_dir(follow_symlinks=False) else entry.name
+
+
+def _utf8(name: str) -> bool:
+    try:
+        name.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _stat_info(key: str, meta: os.stat_result) -> ObjectInfo:
     micros = meta.st_mtime_ns // 1000
+    return _entry_info(
+        (
+            key,
+            meta.st_size,
+            f"{meta.st_ino:x}-{micros:x}-{meta.st_size:x}",
+            micros,
+            max(meta.st_ctime_ns, meta.st_mtime_ns) // 1000,
+        )
+    )
+
+
+def _entry_info(entry: Entry) -> ObjectInfo:
+    key, size, etag, modified, arrived = entry
     return ObjectInfo(
         key=key,
-        size=meta.st_size,
-        modified=_EPOCH + timedelta(microseconds=micros),
-        # The ETag obstore gives the same file: inode, mtime (µs) and size in hex.
-        etag=f"{meta.st_ino:x}-{micros:x}-{meta.st_size:x}",
-        # The inode changed last when the file was written or moved here (a copy that
-        # keeps its source's mtime still gets a new ctime).
-        arrived=_EPOCH + timedelta(microseconds=max(meta.st_ctime_ns, meta.st_mtime_ns) // 1000),
+        size=size,
+        modified=_EPOCH + timedelta(microseconds=modified),
+        etag=etag,
+        arrived=None if arrived is None else _EPOCH + timedelta(microseconds=arrived),
     )
 
 

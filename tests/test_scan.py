@@ -1,0 +1,309 @@
+"""Scans by difference: a listing compared with the inventory in byte order, only the
+difference written — on SQLite and on the real PostgreSQL server (whose large batches go
+through COPY), over a real local folder and the S3 server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import re
+import time
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import event
+
+from shelflife.catalog import Catalog
+from shelflife.config.model import TierConfig
+from shelflife.engine.scan import ScanResult, scan_tier
+from shelflife.stores import open_store
+from shelflife.stores.base import Entry
+from shelflife.stores.local import LocalStore, _walk
+from shelflife.stores.memory import MemoryStore
+from tests.support.servers import make_s3_bucket, s3_tier
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+# Names whose keys sort differently by bytes than by a naive walk or a locale:
+# '-' (0x2d) < '.' (0x2e) < '/' (0x2f) < '0', upper case before lower, non-ASCII last.
+TRAPS = ["a-c", "a.b", "a/b", "a/c/d", "a0", "a b", "B", "b", "é", "ä/x", "z", "🎬", "a.b.c/d"]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def catalog(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Catalog]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'catalog.db'}"
+    else:
+        url = request.getfixturevalue("pg_catalog_url")
+    catalog = Catalog.open(url)
+    yield catalog
+    catalog.close()
+
+
+_WRITE_TO_OBJECTS = re.compile(r"\s*(INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+\"?objects\b", re.I)
+
+
+class WriteCounter:
+    """Counts the statements that change the objects table (one executemany is one)."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.statements: list[str] = []
+        event.listen(catalog.engine, "before_cursor_execute", self._seen)
+        self.catalog = catalog
+
+    def _seen(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if _WRITE_TO_OBJECTS.match(statement):
+            self.statements.append(statement)
+
+    def close(self) -> None:
+        event.remove(self.catalog.engine, "before_cursor_execute", self._seen)
+
+
+def scan(catalog: Catalog, store: Any, tier: str = "t") -> ScanResult:
+    return asyncio.run(scan_tier(catalog, tier, store))
+
+
+def fill(folder: Path, keys: list[str]) -> None:
+    for key in keys:
+        path = folder / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(key.encode())
+
+
+def test_an_unchanged_tier_is_rescanned_without_a_write(catalog: Catalog, tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "tier")
+    fill(tmp_path / "tier", [f"d{i % 13}/f{i:05d}" for i in range(1200)] + TRAPS)
+    first = scan(catalog, store)
+    assert (first.objects, first.new, first.changed, first.removed) == (1213, 1213, 0, 0)
+    counter = WriteCounter(catalog)
+    try:
+        again = scan(catalog, store)
+    finally:
+        counter.close()
+    assert (again.objects, again.new, again.changed, again.removed) == (1213, 0, 0, 0)
+    assert counter.statements == []  # nothing written: not one row, not one mark
+    assert catalog.totals()["t"].objects == 1213
+
+
+def test_new_changed_and_vanished_objects_are_written(catalog: Catalog, tmp_path: Path) -> None:
+    root = tmp_path / "tier"
+    store = LocalStore(root)
+    fill(root, ["keep", "change", "gone", "a/b", "a-c"])
+    scan(catalog, store)
+    catalog.record_put("t", "change", size=6, checksum="sha256:old", etag=None, now=T0)
+    (root / "change").write_bytes(b"longer now")
+    (root / "gone").unlink()
+    (root / "a.b").write_bytes(b"new")
+    result = scan(catalog, store)
+    assert (result.new, result.changed, result.removed) == (1, 1, 1)
+    keys = [row.key for row in catalog.iter_objects("t")]
+    assert keys == ["a-c", "a.b", "a/b", "change", "keep"]
+    changed = catalog.get("t", "change")
+    assert changed is not None
+    assert changed.size == len(b"longer now")
+    assert changed.checksum is None  # the bytes changed: the old checksum is not theirs
+
+
+def test_a_kept_object_keeps_what_only_the_catalog_knows(catalog: Catalog, tmp_path: Path) -> None:
+    root = tmp_path / "tier"
+    store = LocalStore(root)
+    fill(root, ["k"])
+    scan(catalog, store)
+    catalog.set_tags("t", "k", {"team": "video"})
+    catalog.touch("t", ["k"], T0)
+    scan(catalog, store)
+    row = catalog.get("t", "k")
+    assert row is not None
+    assert row.tags is not None
+    assert "video" in row.tags
+    assert row.last_accessed_at == T0
+
+
+def test_uploads_during_a_scan_are_not_forgotten(
+    catalog: Catalog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An object written by shelflife while the listing runs, into a folder the walk has
+    read already: the catalog has it (the inventory page holding it is read after the
+    upload), the listing does not. The scan keeps it."""
+    monkeypatch.setattr(catalog, "scan_page", 500)
+    root = tmp_path / "tier"
+    fill(root, [f"k{i:04d}" for i in range(3000)])
+    scan(catalog, LocalStore(root))
+    result = scan(catalog, RacingStore(root, catalog))
+    assert (result.objects, result.removed) == (3000, 0)  # the listing did not see it
+    assert catalog.get("t", "k1500-upload") is not None
+    assert scan(catalog, LocalStore(root)).objects == 3001  # the next listing does
+
+
+class RacingStore(LocalStore):
+    """A local tier whose listing is joined by an upload after its first chunk."""
+
+    def __init__(self, root: Path, catalog: Catalog) -> None:
+        super().__init__(root)
+        self.catalog = catalog
+
+    async def entries(self, prefix: str = "") -> AsyncIterator[list[Entry]]:
+        first = True
+        async for chunk in super().entries(prefix):
+            yield chunk
+            if first:
+                first = False
+                (self.root / "k1500-upload").write_bytes(b"fresh")
+                await asyncio.to_thread(
+                    self.catalog.record_put,
+                    "t",
+                    "k1500-upload",
+                    size=5,
+                    checksum="sha256:x",
+                    etag="e",
+                    now=datetime.now(UTC),
+                )
+
+
+class ShuffledStore(MemoryStore):
+    """A store that claims key order but lists out of it."""
+
+    async def entries(self, prefix: str = "") -> AsyncIterator[list[Entry]]:
+        found = [entry async for chunk in super().entries(prefix) for entry in chunk]
+        random.Random(7).shuffle(found)
+        for start in range(0, len(found), 100):
+            yield found[start : start + 100]
+
+
+def test_a_listing_out_of_order_is_scanned_by_upsert(
+    catalog: Catalog, caplog: pytest.LogCaptureFixture
+) -> None:
+    name = f"shuffled-{time.monotonic_ns()}"
+    store = ShuffledStore(name)
+    keys = [f"k{i:04d}" for i in range(700)] + TRAPS
+
+    async def put_all() -> None:
+        await asyncio.gather(*(store.put(key, key.encode()) for key in keys))
+
+    asyncio.run(put_all())
+    catalog.record_put("t", "vanished", size=1, checksum=None, etag="x", now=T0)
+    catalog.set_tags("t", "k0001", None)
+    result = scan(catalog, store)
+    assert "does not list in key order" in caplog.text
+    assert result.objects == len(keys)
+    assert result.removed == 1  # the row no listing holds, and only it
+    assert sorted(row.key for row in catalog.iter_objects("t")) == sorted(keys)
+    MemoryStore.forget(name)
+
+
+def test_a_failed_listing_forgets_nothing(catalog: Catalog, tmp_path: Path) -> None:
+    root = tmp_path / "tier"
+    fill(root, [f"k{i:04d}" for i in range(2500)])
+    scan(catalog, LocalStore(root))
+    for i in range(0, 2500, 2):
+        (root / f"k{i:04d}").unlink()  # half vanish, but the next listing fails midway
+
+    class Failing(LocalStore):
+        async def entries(self, prefix: str = "") -> AsyncIterator[list[Entry]]:
+            count = 0
+            async for chunk in super().entries(prefix):
+                yield chunk
+                count += 1
+                if count == 1:
+                    raise OSError("the disk went away")
+
+    with pytest.raises(OSError, match="went away"):
+        scan(catalog, Failing(root))
+    assert catalog.totals()["t"].objects == 2500  # nothing forgotten on a partial listing
+    assert scan(catalog, LocalStore(root)).removed == 1250  # a complete one does
+
+
+@pytest.mark.s3
+def test_an_object_store_is_scanned_by_difference(catalog: Catalog, s3_endpoint: str) -> None:
+    store = open_store(TierConfig(**s3_tier(s3_endpoint, make_s3_bucket(s3_endpoint))))
+    keys = [f"p/{i:04d}" for i in range(600)] + TRAPS
+
+    async def put_all() -> None:
+        await asyncio.gather(*(store.put(key, b"v1") for key in keys))
+
+    asyncio.run(put_all())
+    first = scan(catalog, store)
+    assert (first.new, first.changed) == (len(keys), 0)
+    asyncio.run(store.put("a/b", b"version two"))
+    asyncio.run(store.delete_many(["z", "p/0000"]))
+    again = scan(catalog, store)
+    assert (again.new, again.changed, again.removed) == (0, 1, 2)
+    assert catalog.totals()["t"].objects == len(keys) - 2
+
+
+# -- the walk's key order -----------------------------------------------------------------
+
+_NAME = st.text(alphabet=st.sampled_from(list("ab-._/ 0Zé🎬#")), min_size=1, max_size=6).filter(
+    lambda name: not name.startswith("/") and not name.endswith("/") and "//" not in name
+)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(keys=st.lists(_NAME, min_size=1, max_size=25, unique=True))
+def test_the_walk_lists_keys_in_byte_order(
+    tmp_path_factory: pytest.TempPathFactory, keys: list[str]
+) -> None:
+    root = tmp_path_factory.mktemp("walk")
+    made = []
+    for key in keys:
+        segments = key.split("/")
+        if any(s in (".", "..") for s in segments):
+            continue
+        path = root.joinpath(*segments)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"")
+        except (FileExistsError, NotADirectoryError, IsADirectoryError):
+            continue  # a file where a folder is needed, or the reverse
+        made.append(key)
+    expected = sorted(
+        (
+            str(path.relative_to(root))
+            for path in root.rglob("*")
+            if path.is_file() and not _staging(path.name)
+        ),
+        key=lambda k: k.encode(),
+    )
+    walked = [entry[0] for entry in _walk(str(root), str(root)) if entry is not None]
+    assert walked == expected
+
+
+def _staging(name: str) -> bool:
+    """A name the walk leaves out: what a local write stages in (``…#<digits>``)."""
+    _, mark, digits = name.rpartition("#")
+    return bool(mark) and digits.isascii() and digits.isdigit()
+
+
+def test_the_walk_never_enters_a_link(tmp_path: Path) -> None:
+    root = tmp_path / "tier"
+    fill(root, ["in/a"])
+    outside = tmp_path / "outside"
+    fill(outside, ["secret"])
+    os.symlink(outside, root / "link")
+    os.symlink(outside / "secret", root / "file-link")
+    walked = list(_walk(str(root), str(root)))
+    assert [entry[0] for entry in walked if entry is not None] == ["in/a"]
+    assert walked.count(None) == 2
+
+
+def test_file_tier_keys_in_a_listing_are_what_the_store_accepts(tmp_path: Path) -> None:
+    root = tmp_path / "tier"
+    for name in ["ok", "tab\there", "back\\slash", "x#123", "x#abc", "ctrl\x7f"]:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"")
+    (root / "bad\x01dir").mkdir()
+    (root / "bad\x01dir" / "inner").write_bytes(b"")
+    store = open_store(TierConfig(url=f"file://{root}", create=True))
+    listed = asyncio.run(_keys(store))
+    assert listed == ["ok", "x#abc"]
+
+
+async def _keys(store: Any) -> list[str]:
+    return [entry[0] async for chunk in store.entries() for entry in chunk]
