@@ -32,7 +32,7 @@ def create_app(shelf: Shelf) -> FastAPI:
     runs = lifecycle.BackgroundRuns(shelf)
     access = AccessBatcher(lambda tier, keys, now: shelf.catalog.touch(tier, keys, now))
     shelf.access = access.touch
-    uploads = GroupCommit(shelf.catalog, shelf.ledger)
+    uploads = GroupCommit(shelf.catalog)
     shelf.uploads = uploads
 
     @asynccontextmanager

@@ -41,7 +41,6 @@ from shelflife.catalog.schema import (
     quarantine,
     ref_snapshots,
     refs,
-    to_micros,
 )
 from shelflife.model.locations import Location
 from shelflife.model.selection import TRASH_PREFIX
@@ -262,18 +261,6 @@ class Ledger:
         with self._begin() as conn:
             result = conn.execute(insert(leases).values(tier=tier, key=key, expires_at=expires_at))
             return int(result.inserted_primary_key[0])
-
-    def acquire_leases(self, wanted: Sequence[tuple[str, str, datetime]]) -> None:
-        """Take many leases, (tier, key, expires_at) each, in one transaction (uploads
-        batched by the HTTP API)."""
-        if not wanted:
-            return
-        rows = [
-            {"tier": tier, "key": key, "expires_at": to_micros(expires_at)}
-            for tier, key, expires_at in wanted
-        ]
-        with self._begin() as conn:
-            bulk_execute(conn, insert(leases), rows)
 
     def release_lease(self, lease_id: int) -> None:
         with self._begin() as conn:

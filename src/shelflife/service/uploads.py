@@ -116,7 +116,7 @@ class GroupCommit:
     """Upload leases and inventory rows, committed in groups by one writer thread.
 
     Whatever is pending when the writer is free goes into the next group (at most
-    ``limit`` items): one statement for its leases, one per tier for its rows. Under load,
+    ``limit`` leases and ``limit`` rows), written in one transaction. Under load,
     the uploads that arrived during one commit share the next one; alone, an upload waits
     for one commit, as it would without batching. If a group fails, its items are retried
     one by one, so a bad item fails alone and the others still commit. Usable from any
@@ -125,12 +125,11 @@ class GroupCommit:
     def __init__(
         self,
         catalog: Catalog,
-        ledger: Ledger,
         *,
         limit: int = 500,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
-        self.catalog, self.ledger = catalog, ledger
+        self.catalog = catalog
         self._limit = limit
         self._clock = clock
         self._leases: list[_Waiter] = []
@@ -142,17 +141,18 @@ class GroupCommit:
         self._thread.start()
 
     async def lease(self, tier: str, key: str, expires_at: datetime) -> None:
-        await asyncio.wrap_future(self._submit(self._leases, (tier, key, expires_at)))
+        await asyncio.wrap_future(self._submit("lease", (tier, key, expires_at)))
 
     async def record(self, tier: str, result: PutResult) -> None:
-        await asyncio.wrap_future(self._submit(self._rows, (tier, result)))
+        await asyncio.wrap_future(self._submit("row", (tier, result)))
 
-    def _submit(self, queue: list[_Waiter], item: Any) -> Future[None]:
+    def _submit(self, kind: str, item: Any) -> Future[None]:
         done: Future[None] = Future()
         with self._lock:
             if self._closed:
                 raise RuntimeError("the upload recorder is closed")
-            queue.append((done, item))
+            # The queue is looked up under the lock: the writer swaps in fresh ones.
+            (self._leases if kind == "lease" else self._rows).append((done, item))
             self._lock.notify()
         return done
 
@@ -173,42 +173,39 @@ class GroupCommit:
 
     def _loop(self) -> None:
         while (taken := self._take()) is not None:
-            leases, rows = taken
-            # Leases first: each must be committed before its upload starts writing.
-            self._commit(leases, self.ledger.acquire_leases)
-            self._commit(rows, self._record)
+            self._commit(*taken)
             self.groups += 1
 
-    def _record(self, rows: list[tuple[str, PutResult]]) -> None:
-        by_tier: dict[str, list[tuple[str, int, str | None, str | None]]] = {}
-        for tier, result in rows:
-            by_tier.setdefault(tier, []).append(
-                (result.key, result.size, result.checksum, result.etag)
-            )
-        now = self._clock()
-        for tier, written in by_tier.items():
-            self.catalog.record_puts(tier, written, now)
+    def _write(self, leases: list[Any], rows: list[Any]) -> None:
+        written = [
+            (tier, result.key, result.size, result.checksum, result.etag) for tier, result in rows
+        ]
+        self.catalog.record_uploads(leases, written, self._clock())
 
-    @staticmethod
-    def _commit(waiters: list[_Waiter], write: Callable[[list[Any]], None]) -> None:
-        if not waiters:
-            return
+    def _commit(self, leases: list[_Waiter], rows: list[_Waiter]) -> None:
+        """One transaction for the group; if it fails, one per item, so that a bad item
+        fails alone."""
         try:
-            write([item for _, item in waiters])
+            self._write([item for _, item in leases], [item for _, item in rows])
         except Exception as exc:
-            if len(waiters) == 1:
-                _settle(waiters[0][0], exc)
+            if len(leases) + len(rows) == 1:
+                _settle((leases or rows)[0][0], exc)
                 return
-            log.warning("a group of %d upload records failed; retrying one by one", len(waiters))
-            for done, item in waiters:  # a bad item must not fail the others
-                try:
-                    write([item])
-                except Exception as alone:
-                    _settle(done, alone)
-                else:
-                    _settle(done, None)
+            log.warning("a group of upload records failed; retrying them one by one")
+            for done, item in leases:
+                self._alone(done, [item], [])
+            for done, item in rows:
+                self._alone(done, [], [item])
             return
-        for done, _ in waiters:
+        for done, _ in leases + rows:
+            _settle(done, None)
+
+    def _alone(self, done: Future[None], leases: list[Any], rows: list[Any]) -> None:
+        try:
+            self._write(leases, rows)
+        except Exception as exc:
+            _settle(done, exc)
+        else:
             _settle(done, None)
 
     def close(self) -> None:
