@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from urllib.parse import parse_qsl
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -283,8 +284,41 @@ def _text(raw: bytes, what: str) -> str:
         raise ApiError(400, "bad_request", f"{what} is not valid UTF-8") from None
 
 
-# The request body as the OpenAPI schema describes it (the route reads the stream itself).
-UPLOAD_BODY = {
+_TRUE = frozenset({"1", "true", "t", "yes", "y", "on"})
+_FALSE = frozenset({"0", "false", "f", "no", "n", "off"})
+
+
+def overwrite_flag(query_string: bytes) -> bool:
+    """``?overwrite=`` as FastAPI would read a boolean query parameter (the last one
+    given counts); 422 for a value that is not a boolean."""
+    if not query_string:
+        return False
+    values = [v for k, v in parse_qsl(query_string.decode("latin-1"), True) if k == "overwrite"]
+    if not values:
+        return False
+    value = values[-1].strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ApiError(
+        422,
+        "invalid_request",
+        "query.overwrite: Input should be a valid boolean, unable to interpret input",
+    )
+
+
+# The route reads its body, token and query itself; this is how OpenAPI describes them.
+UPLOAD_OPENAPI = {
+    "parameters": [
+        {
+            "name": "overwrite",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "boolean", "default": False},
+            "description": "replace an existing object",
+        }
+    ],
     "requestBody": {
         "required": True,
         "content": {
@@ -301,8 +335,8 @@ UPLOAD_BODY = {
                         },
                         "key": {
                             "type": "string",
-                            "description": "its key (default: the file name); send it "
-                            "before the file",
+                            "description": "its key (default: the file name); "
+                            "send it before the file",
                         },
                         "tier": {
                             "type": "string",
@@ -313,5 +347,5 @@ UPLOAD_BODY = {
                 "encoding": {"file": {"contentType": "application/octet-stream"}},
             }
         },
-    }
+    },
 }
