@@ -162,6 +162,7 @@ def test_a_row_is_written_even_if_its_waiter_gave_up(catalog: Catalog) -> None:
         await asyncio.sleep(0.05)
         waiting.cancel()
         lease.cancel()
+        await asyncio.gather(waiting, lease, return_exceptions=True)  # both given up
         gated.gate.set()
         await blocker
 
