@@ -172,6 +172,78 @@ def test_a_row_is_written_even_if_its_waiter_gave_up(catalog: Catalog) -> None:
     assert lease_keys(catalog) == []  # its upload never started
 
 
+# -- reading the multipart body --------------------------------------------------------
+
+
+def form(*parts: tuple[str, bytes, str | None]) -> bytes:
+    """A multipart body: (name, value, filename or None) per part."""
+    out = b""
+    for name, value, filename in parts:
+        disposition = f'form-data; name="{name}"' + (
+            f'; filename="{filename}"' if filename is not None else ""
+        )
+        out += f"--b0undary\r\nContent-Disposition: {disposition}\r\n\r\n".encode()
+        out += value + b"\r\n"
+    return out + b"--b0undary--\r\n"
+
+
+async def read_body(body: bytes, chunk: int) -> tuple[dict[str, str], bytes]:
+    """What the upload route reads from ``body`` delivered ``chunk`` bytes at a time."""
+    from starlette.requests import Request
+
+    from shelflife.api.uploads import UploadBody
+
+    messages = [body[i : i + chunk] for i in range(0, len(body), chunk)]
+
+    async def receive() -> dict[str, Any]:
+        data = messages.pop(0)
+        return {"type": "http.request", "body": data, "more_body": bool(messages)}
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/api/v1/objects",
+        "headers": [(b"content-type", b"multipart/form-data; boundary=b0undary")],
+    }
+    upload = UploadBody(Request(scope, receive))
+    await upload.read_head()
+    if upload.whole is not None:
+        return upload.fields, upload.whole
+    return upload.fields, b"".join([piece async for piece in upload.stream()])
+
+
+@pytest.mark.parametrize("chunk", [1024, 64 * 1024, 10**8], ids=["1KiB", "64KiB", "whole"])
+def test_the_order_rule_depends_on_sizes_not_on_how_the_body_arrives(chunk: int) -> None:
+    from shelflife.api.errors import ApiError
+    from shelflife.api.uploads import WHOLE_BELOW
+
+    small, large = b"s" * 1000, b"L" * (WHOLE_BELOW + 1)
+    fields, data = asyncio.run(read_body(form(("file", small, "f"), ("key", b"k", None)), chunk))
+    assert (fields, data) == ({"key": "k"}, small)  # fields may follow a small file
+    fields, data = asyncio.run(read_body(form(("key", b"k", None), ("file", large, "f")), chunk))
+    assert (fields, data) == ({"key": "k"}, large)
+    with pytest.raises(ApiError) as refused:
+        asyncio.run(read_body(form(("file", large, "f"), ("key", b"k", None)), chunk))
+    assert refused.value.status == 400
+    assert "'key' field came after" in refused.value.message
+    fields, data = asyncio.run(read_body(form(("file", large, "f"), ("note", b"n", None)), chunk))
+    assert (fields, data) == ({"note": "n"}, large)  # other fields may follow
+
+
+def test_overwrite_is_read_as_fastapi_reads_a_boolean() -> None:
+    from shelflife.api.errors import ApiError
+    from shelflife.api.uploads import overwrite_flag
+
+    assert overwrite_flag(b"") is False
+    assert overwrite_flag(b"overwrite=true") is True
+    assert overwrite_flag(b"overwrite=1&x=2") is True
+    assert overwrite_flag(b"overwrite=on&overwrite=no") is False  # the last one counts
+    assert overwrite_flag(b"other=true") is False
+    with pytest.raises(ApiError) as bad:
+        overwrite_flag(b"overwrite=maybe")
+    assert bad.value.status == 422
+
+
 # -- tokens --------------------------------------------------------------------------
 
 

@@ -13,6 +13,7 @@ request body is counted as it arrives and refused with 413 past ``[api] max_uplo
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -37,6 +38,10 @@ def create_app(shelf: Shelf) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # What the server holds from start-up (modules, the app, the config) lives as long
+        # as it does: out of the cyclic collector's sight, a full collection no longer walks
+        # those ~10^5 objects (about 90 ms on a 2-core machine, a pause every request felt).
+        gc.freeze()
         yield
         access.close()  # the last access times reach the catalog
         uploads.close()

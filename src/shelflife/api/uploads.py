@@ -99,9 +99,9 @@ class UploadBody:
         self._parts = 0
         self._file: list[bytes] = []  # file bytes parsed and not yet handed on
         self._file_size = 0  # bytes in self._file
+        self._file_total = 0  # bytes of the file part parsed so far
         self._file_started = False
         self._file_done = False
-        self._streaming = False
         self._ended = False  # the closing boundary was parsed
         self._exhausted = False  # the request's stream has no more chunks
         # Why reading stopped, if it failed: a store may wrap what its source raised, and
@@ -123,8 +123,6 @@ class UploadBody:
             self._file.clear()
         elif not self._file_started:
             raise missing_file()
-        else:
-            self._streaming = True
 
     async def stream(self) -> AsyncIterator[bytes]:
         """The file's bytes, in chunks of about :data:`WRITE_CHUNK`; the body is read to
@@ -228,13 +226,15 @@ class UploadBody:
                     hint="send the object's bytes as a file part: "
                     'Content-Disposition: form-data; name="file"; filename="..."',
                 )
-            if self._streaming and part.name in PLACE_FIELDS:
+            if self._file_total > WHOLE_BELOW and part.name in PLACE_FIELDS:
+                # by size, not by how the bytes happened to arrive: the same body gets the
+                # same answer whether the file came in one chunk or in many
                 raise ApiError(
                     400,
                     "bad_request",
                     f"the {part.name!r} field came after a file part of more than "
-                    f"{WHOLE_BELOW} bytes, which was already being written elsewhere; "
-                    "nothing was stored",
+                    f"{WHOLE_BELOW} bytes; such a file is written as it arrives, so the "
+                    "fields that say where it goes must come first; nothing was stored",
                     hint=ORDER_HINT,
                 )
             part.kind = "field"
@@ -257,6 +257,7 @@ class UploadBody:
         if part.kind == "file":
             self._file.append(data[start:end])
             self._file_size += end - start
+            self._file_total += end - start
         elif part.kind == "field":
             part.data += data[start:end]
             if len(part.data) > FIELD_LIMIT:

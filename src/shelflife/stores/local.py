@@ -93,15 +93,9 @@ class LocalStore(ObstoreStore):
         leaves at most such a staging file, never a partial object under the key. With
         ``stamps`` the file keeps the source's modification time (as ``cp -p`` does).
         """
-        self._check_local_key(key)
-        try:
-            self._no_links(key)
-        except LinkedPath as exc:
-            raise _unwritable(exc) from None
-        target = self.root / key
-        staging = target.with_name(f"{target.name}#{secrets.randbelow(10**12)}")
         if isinstance(source, bytes | bytearray | memoryview) and stamps is None:
-            return await asyncio.to_thread(self._put_whole, key, target, staging, source, overwrite)
+            return await asyncio.to_thread(self._put_whole, key, source, overwrite)
+        target, staging = self._write_paths(key)
         digest = hashlib.sha256()
         with self._writing(key), _folder_collision(key):
             created = await asyncio.to_thread(_make_folders, target.parent)
@@ -122,17 +116,24 @@ class LocalStore(ObstoreStore):
         info = await self.head(key)
         return PutResult(key, size, "sha256:" + digest.hexdigest(), info.etag)
 
+    def _write_paths(self, key: str) -> tuple[Path, Path]:
+        """The file a write of ``key`` publishes and the staging file it writes first,
+        once the key is known to be writable here."""
+        self._check_local_key(key)
+        try:
+            self._no_links(key)
+        except LinkedPath as exc:
+            raise _unwritable(exc) from None
+        target = self.root / key
+        return target, target.with_name(f"{target.name}#{secrets.randbelow(10**12)}")
+
     def _put_whole(
-        self,
-        key: str,
-        target: Path,
-        staging: Path,
-        data: bytes | bytearray | memoryview,
-        overwrite: bool,
+        self, key: str, data: bytes | bytearray | memoryview, overwrite: bool
     ) -> PutResult:
-        """:meth:`put` of bytes in hand, as one blocking call: the same steps (folders,
-        staging file, fsync, publish, folder fsync) for one hop to a worker thread rather
-        than one per step, which is most of what a small upload costs."""
+        """:meth:`put` of bytes in hand, as one blocking call: the same checks and steps
+        (folders, staging file, fsync, publish, folder fsyncs) for one hop to a worker
+        thread rather than one per step, which is most of what a small upload costs."""
+        target, staging = self._write_paths(key)
         with self._writing(key), _folder_collision(key):
             created = _make_folders(target.parent)
             handle = open(staging, "xb")  # noqa: SIM115 (closed by _discard or below)
