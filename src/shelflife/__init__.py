@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 from shelflife.errors import ShelflifeError
 
 if TYPE_CHECKING:
-    from shelflife.service.shelf import Shelf, StoredObject
+    from shelflife.service.shelf import Shelf
+    from shelflife.service.uploads import StoredObject
 
 __all__ = ["Shelf", "ShelflifeError", "StoredObject"]
 __version__ = "0.1.0"
@@ -21,7 +22,7 @@ __version__ = "0.1.0"
 # ``import shelflife`` runs before every command (the CLI is ``shelflife.cli``); the
 # facade pulls in the catalog (SQLAlchemy), the config models and the stores, so it is
 # imported on first use instead (PEP 562) and ``shelflife --help`` stays fast.
-_LAZY = {"Shelf": "shelflife.service.shelf", "StoredObject": "shelflife.service.shelf"}
+_LAZY = {"Shelf": "shelflife.service.shelf", "StoredObject": "shelflife.service.uploads"}
 
 
 def __getattr__(name: str) -> Any:

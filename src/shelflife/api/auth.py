@@ -3,6 +3,11 @@
 A token is 32 random bytes (``slf_`` + URL-safe base64); only its SHA-256 is kept — in
 ``[[api.tokens]]`` or in the catalog (``shelflife token create``). A high-entropy secret
 needs no slow hash; the comparison is constant-time over every stored hash.
+
+A server remembers a token it has accepted for ``[api] token_cache_ttl`` (5 s), so most
+requests cost no catalog read; a token revoked in the catalog is therefore refused at the
+latest that long after its revocation. Refusals are not remembered: a new token works at
+once.
 """
 
 from __future__ import annotations
@@ -10,7 +15,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Iterable
+import threading
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -23,6 +30,7 @@ from shelflife.errors import UsageError
 
 SCOPES = ("read", "write", "admin")
 PREFIX = "slf_"
+CACHE_LIMIT = 4096  # tokens remembered at once (a server sees a handful)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,9 +82,20 @@ def store_token(engine: Engine, name: str, scopes: Iterable[str], now: datetime)
 class Tokens:
     """Every token the server accepts: the configuration's and the catalog's."""
 
-    def __init__(self, config: Config, engine: Engine) -> None:
+    def __init__(
+        self,
+        config: Config,
+        engine: Engine,
+        *,
+        ttl: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.config = config
         self.engine = engine
+        self.ttl = config.api.token_cache_ttl.total_seconds() if ttl is None else ttl
+        self._clock = clock
+        self._accepted: dict[str, tuple[float, Principal]] = {}  # hash -> (until, principal)
+        self._lock = threading.Lock()
 
     def known(self) -> list[tuple[str, str, frozenset[str]]]:
         found: list[tuple[str, str, frozenset[str]]] = [
@@ -87,10 +106,35 @@ class Tokens:
             found += [(name, h, frozenset(scopes.split(","))) for name, h, scopes in rows]
         return found
 
+    def remembered(self, token: str) -> Principal | None:
+        """The principal of a token accepted less than ``ttl`` ago, without a catalog read.
+
+        The lookup is by the token's SHA-256: timing can tell at most how much of that
+        hash matched a remembered one, which says nothing about any token."""
+        entry = self._accepted.get(hash_token(token))
+        if entry is None or entry[0] <= self._clock():
+            return None
+        return entry[1]
+
     def authenticate(self, token: str) -> Principal | None:
-        presented = hash_token(token).encode()
+        """The principal the token names, remembered for ``ttl`` once accepted."""
+        principal = self.remembered(token)
+        if principal is not None:
+            return principal
+        presented = hash_token(token)
         match = None
         for name, stored, scopes in self.known():  # no early exit: constant-time overall
-            if hmac.compare_digest(presented, stored.encode()):
+            if hmac.compare_digest(presented.encode(), stored.encode()):
                 match = Principal(name, scopes)
+        if match is not None and self.ttl > 0:
+            self._remember(presented, match)
         return match
+
+    def _remember(self, presented: str, principal: Principal) -> None:
+        now = self._clock()
+        with self._lock:
+            if len(self._accepted) >= CACHE_LIMIT:
+                self._accepted = {h: e for h, e in self._accepted.items() if e[0] > now}
+                if len(self._accepted) >= CACHE_LIMIT:
+                    self._accepted.clear()
+            self._accepted[presented] = (now + self.ttl, principal)

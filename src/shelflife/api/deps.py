@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
 
 from shelflife.api.auth import Principal, Tokens
 from shelflife.api.errors import ApiError
@@ -17,10 +18,13 @@ def current_shelf(request: Request) -> Shelf:
     return shelf
 
 
-def require(scope: str) -> Callable[[Request], Principal]:
-    """A dependency: the request's bearer token, holding ``scope`` (401 / 403 otherwise)."""
+def require(scope: str) -> Callable[[Request], Awaitable[Principal]]:
+    """A dependency: the request's bearer token, holding ``scope`` (401 / 403 otherwise).
 
-    def check(request: Request) -> Principal:
+    A token checked in the last ``[api] token_cache_ttl`` is answered from memory on the
+    event loop; any other is looked up in the catalog in a worker thread."""
+
+    async def check(request: Request) -> Principal:
         header = request.headers.get("authorization", "")
         kind, _, token = header.partition(" ")
         if kind.lower() != "bearer" or not token.strip():
@@ -32,7 +36,10 @@ def require(scope: str) -> Callable[[Request], Principal]:
                 "'shelflife token create NAME --scopes read'",
             )
         tokens: Tokens = request.app.state.tokens
-        principal = tokens.authenticate(token.strip())
+        token = token.strip()
+        principal = tokens.remembered(token)
+        if principal is None:
+            principal = await run_in_threadpool(tokens.authenticate, token)
         if principal is None:
             raise ApiError(401, "unauthorized", "the token is not valid")
         if not principal.allows(scope):
@@ -52,12 +59,13 @@ Write = Annotated[Principal, Depends(require("write"))]
 Admin = Annotated[Principal, Depends(require("admin"))]
 
 
-def read_unless(public: bool) -> Callable[[Request], None]:
+def read_unless(public: bool) -> Callable[[Request], Awaitable[None]]:
     """A dependency: nothing if the page is public, else a token with ``read``."""
+    check = require("read")
 
-    def guard(request: Request) -> None:
+    async def guard(request: Request) -> None:
         if not public:
-            require("read")(request)
+            await check(request)
 
     return guard
 

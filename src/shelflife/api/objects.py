@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Query, Response, UploadFile
-from fastapi.responses import FileResponse, RedirectResponse
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 
-from shelflife.api.deps import Read, Write
+from shelflife.api.deps import Read, Write, require
 from shelflife.api.errors import ApiError
+from shelflife.api.uploads import UPLOAD_OPENAPI, UploadBody, overwrite_flag
 from shelflife.base.aio import run_sync
 from shelflife.base.keys import validate_key
 from shelflife.base.units import utcnow
@@ -20,18 +21,31 @@ from shelflife.stores.local import LocalStore
 def routes(shelf: Shelf) -> APIRouter:
     router = APIRouter()
 
-    @router.post("/api/v1/objects", status_code=201, summary="Upload an object")
-    def upload(
-        _: Write,
-        file: Annotated[UploadFile, File(description="the object's bytes")],
-        key: Annotated[str | None, Form(description="its key (default: the file name)")] = None,
-        tier: Annotated[str | None, Form(description="its tier (default: local)")] = None,
-        overwrite: Annotated[bool, Query(description="replace an existing object")] = False,
-    ) -> dict[str, Any]:
-        name = key or file.filename
+    check_write = require("write")
+
+    @router.post(
+        "/api/v1/objects",
+        status_code=201,
+        summary="Upload an object",
+        description="Stores the `file` part under `key` (default: the file name) on `tier` "
+        "(default: local), streamed to the tier as it arrives; send `key` and `tier` before "
+        "`file`. Answered once the object is durable on its tier and in the catalog.",
+        response_class=JSONResponse,
+        openapi_extra=UPLOAD_OPENAPI,
+    )
+    async def upload(request: Request) -> JSONResponse:
+        # The token and ?overwrite are read here rather than declared as FastAPI parameters,
+        # and the answer is built directly: on a small upload, FastAPI's parameter machinery
+        # and response encoding cost as much as the write. UPLOAD_OPENAPI describes both.
+        await check_write(request)
+        overwrite = overwrite_flag(request.scope.get("query_string", b""))
+        body = UploadBody(request)
+        await body.read_head()
+        name = body.fields.get("key") or body.filename
         if not name:
             raise ApiError(400, "bad_request", "give a key, or a file name to use as the key")
         validate_key(name)
+        tier = body.fields.get("tier") or None
         if tier is not None and tier not in shelf.config.tiers:
             raise ApiError(
                 400,
@@ -39,19 +53,28 @@ def routes(shelf: Shelf) -> APIRouter:
                 f"unknown tier {tier!r}",
                 f"known: {', '.join(shelf.config.tiers)}",
             )
-        stored = shelf.put(file.file, name, tier=tier, overwrite=overwrite)
-        return {
-            "key": stored.key,
-            "tier": stored.tier,
-            "size": stored.size,
-            "checksum": stored.checksum,
-            "ref": stored.ref,
-            "url": _url(stored.ref),
-        }
-
-    def _url(ref: str) -> str | None:
+        source = body.whole if body.whole is not None else body.stream()
         try:
-            return shelf.url(ref)
+            stored = await shelf.put_async(source, name, tier=tier, overwrite=overwrite)
+        except Exception:
+            if body.failure is not None:
+                raise body.failure from None  # the body's fault, whatever the store made of it
+            raise
+        return JSONResponse(
+            {
+                "key": stored.key,
+                "tier": stored.tier,
+                "size": stored.size,
+                "checksum": stored.checksum,
+                "ref": stored.ref,
+                "url": await _url(stored.tier, stored.key),
+            },
+            status_code=201,
+        )
+
+    async def _url(tier: str, key: str) -> str | None:
+        try:
+            return await shelf.store(tier).url(key)
         except StoreError:
             return None
 

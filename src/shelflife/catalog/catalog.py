@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -24,6 +24,7 @@ from sqlalchemy import (
     delete,
     event,
     func,
+    insert,
     inspect,
     select,
     text,
@@ -33,7 +34,14 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
 
-from shelflife.catalog.schema import bulk_execute, bulk_upsert, objects, scans, to_micros
+from shelflife.catalog.schema import (
+    bulk_execute,
+    bulk_upsert,
+    leases,
+    objects,
+    scans,
+    to_micros,
+)
 from shelflife.errors import CatalogError, ConfigError
 from shelflife.model.selection import ObjectView
 from shelflife.stores.base import Entry, ObjectInfo, Stamps, entry_of
@@ -94,6 +102,7 @@ class Catalog:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
+        self._compiled: dict[str, tuple[str, tuple[str, ...] | None]] = {}  # record_uploads
 
     @classmethod
     def open(cls, url: str, *, migrate: bool = True) -> Catalog:
@@ -411,9 +420,14 @@ class Catalog:
                     "state": "present",
                 }
             )
-        insert = self._insert()
-        excluded = insert.excluded
-        statement = insert.on_conflict_do_update(
+        with self._begin() as conn:
+            bulk_execute(conn, self._put_upsert(), rows)
+
+    def _put_upsert(self) -> Any:
+        """Insert an object just written, or replace the row of the one it overwrote."""
+        upsert = self._insert()
+        excluded = upsert.excluded
+        return upsert.on_conflict_do_update(
             index_elements=[objects.c.tier, objects.c.key],
             set_={
                 "size": excluded.size,
@@ -425,8 +439,48 @@ class Catalog:
                 "last_seen_at": excluded.last_seen_at,
             },
         )
+
+    def record_uploads(
+        self,
+        leases_taken: Sequence[tuple[str, str, datetime]],
+        written: Sequence[tuple[str, str, int, str | None, str | None]],
+        now: datetime,
+    ) -> None:
+        """Take upload leases, (tier, key, expires_at) each, and record new objects,
+        (tier, key, size, checksum, etag) each, created and arrived ``now``: one
+        transaction, with statements compiled once per catalog (uploads committed in
+        groups by the HTTP API, where compiling would cost more than the writes)."""
+        if not leases_taken and not written:
+            return
+        stamp = to_micros(now)
         with self._begin() as conn:
-            bulk_execute(conn, statement, rows)
+            if leases_taken:
+                sql, order = self._compiled_once(
+                    conn, "lease", lambda: insert(leases), _LEASE_COLUMNS
+                )
+                lease_rows = [(t, k, to_micros(e)) for t, k, e in leases_taken]
+                conn.exec_driver_sql(sql, _params(order, _LEASE_COLUMNS, lease_rows))
+            if written:
+                sql, order = self._compiled_once(conn, "put", self._put_upsert, _PUT_COLUMNS)
+                put_rows = [
+                    (t, k, size, checksum, etag, stamp, stamp, stamp, stamp, stamp, "present")
+                    for t, k, size, checksum, etag in written
+                ]
+                conn.exec_driver_sql(sql, _params(order, _PUT_COLUMNS, put_rows))
+
+    def _compiled_once(
+        self, conn: Connection, name: str, build: Callable[[], Any], columns: tuple[str, ...]
+    ) -> tuple[str, tuple[str, ...] | None]:
+        """A statement's SQL and, for a positional driver, its parameters' order (built
+        and compiled on first use only: building costs about as much as compiling)."""
+        cache = self._compiled
+        if name not in cache:
+            compiled = build().compile(dialect=conn.dialect, column_keys=list(columns))
+            if set(compiled.params) - set(columns):
+                raise CatalogError(f"statement {name!r} binds values beyond its columns")
+            order = tuple(compiled.positiontup) if compiled.positional else None
+            cache[name] = (str(compiled), order)
+        return cache[name]
 
     def set_tags(self, tier: str, key: str, tags: dict[str, str] | None) -> None:
         """Record an object's tags (what rules' ``filter.tags`` match)."""
@@ -623,6 +677,35 @@ def _record_scan(
             removed=removed,
         )
     )
+
+
+_LEASE_COLUMNS = ("tier", "key", "expires_at")
+_PUT_COLUMNS = (
+    "tier",
+    "key",
+    "size",
+    "checksum",
+    "etag",
+    "modified_at",
+    "created_at",
+    "arrived_at",
+    "first_seen_at",
+    "last_seen_at",
+    "state",
+)
+
+
+def _params(
+    order: tuple[str, ...] | None, columns: tuple[str, ...], rows: list[tuple[Any, ...]]
+) -> Any:
+    """Rows of ``columns`` as the driver takes them: tuples in the statement's order for a
+    positional driver (SQLite), mappings for a named one (psycopg)."""
+    if order is None:
+        return [dict(zip(columns, row, strict=True)) for row in rows]
+    if order == columns:
+        return rows
+    position = [columns.index(name) for name in order]
+    return [tuple(row[i] for i in position) for row in rows]
 
 
 class _Guard:

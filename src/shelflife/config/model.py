@@ -440,6 +440,9 @@ class ApiConfig(_Strict):
     max_upload_size: Size = 5_000_000_000
     public_metrics: bool = True  # /metrics without a token (Prometheus scrapes it)
     public_dashboard: bool = True  # the page at / without a token
+    # How long a server trusts a token it has checked; a revoked token is refused at most
+    # this long after (0s: check the catalog on every request).
+    token_cache_ttl: Duration = timedelta(seconds=5)
     tokens: tuple[TokenConfig, ...] = ()
 
 

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, BinaryIO, Protocol, overload
@@ -45,30 +44,12 @@ from shelflife.service.objects import release_object, resolve, restore_from_quar
 from shelflife.service.policy import bucket_versioned
 from shelflife.service.records import stats_body
 from shelflife.service.schedule import schedule_status
+from shelflife.service.uploads import DirectRecorder, StoredObject, UploadRecorder, put_object
 from shelflife.stores import ObjectInfo, ObstoreStore
+from shelflife.stores.base import PutSource
 from shelflife.stores.local import LocalStore
 
 _SPOOL_LIMIT = 8 * 1024 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class StoredObject:
-    """What a put produced: where the object is, and the value a row should store."""
-
-    tier: str
-    key: str
-    size: int
-    checksum: str
-    ref: str
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "tier": self.tier,
-            "key": self.key,
-            "size": self.size,
-            "checksum": self.checksum,
-            "ref": self.ref,
-        }
 
 
 class _Opener(Protocol):
@@ -119,6 +100,8 @@ class Shelf:
         self._versioned: dict[str, bool] = {}
         # set by a server to batch access-time writes (see shelflife.api.access)
         self.access: Callable[[str, str], None] | None = None
+        # set by a server to commit uploads' catalog writes in groups (put_async)
+        self.uploads: UploadRecorder | None = None
 
     @classmethod
     def from_config(cls, config: Config | str | Path | None = None) -> Shelf:
@@ -186,8 +169,8 @@ class Shelf:
             else:
                 raise UsageError("a key is needed when storing bytes or a stream")
         validate_key(key)
-        store = self.store(tier)
-        payload: Any
+        self.store(tier)  # an unknown tier is refused before anything is read
+        payload: PutSource
         if isinstance(source, str | Path):
             path = Path(source)
             if not path.is_file():
@@ -197,18 +180,28 @@ class Shelf:
             payload = bytes(source)
         else:
             payload = _aiter_stream(source)
-        # The lease keeps the new object out of orphan collection while it is written and
-        # for upload_lease after, long enough for the application to insert its row.
-        started = utcnow()
-        self.ledger.acquire_lease(tier, key, started + self.config.tiers[tier].upload_lease)
-        result = run_sync(store.put(key, payload, overwrite=overwrite))
-        self.catalog.record_put(
-            tier, key, size=result.size, checksum=result.checksum, etag=result.etag, now=utcnow()
+        recorder = DirectRecorder(self.catalog, self.ledger)
+        stored = run_sync(
+            put_object(
+                self.context, payload, key, tier=tier, overwrite=overwrite, recorder=recorder
+            )
         )
         if tags:
             self.catalog.set_tags(tier, key, tags)
-        ref = self.locator.render(Location(tier, key))
-        return StoredObject(tier, key, result.size, result.checksum, ref)
+        return stored
+
+    async def put_async(
+        self, source: PutSource, key: str, *, tier: str | None = None, overwrite: bool = True
+    ) -> StoredObject:
+        """Store bytes, a file or an async iterable of chunks from a running event loop
+        (the HTTP API's uploads), its catalog writes through :attr:`uploads`."""
+        tier = tier or self.config.default_tier
+        validate_key(key)
+        self.store(tier)
+        recorder = self.uploads or DirectRecorder(self.catalog, self.ledger)
+        return await put_object(
+            self.context, source, key, tier=tier, overwrite=overwrite, recorder=recorder
+        )
 
     def get(self, ref: str) -> bytes:
         """The object's bytes, in memory: use :meth:`download` or :meth:`open` for large ones."""
@@ -490,7 +483,9 @@ def _looks_like_id(value: str) -> bool:
     return "/" not in value and "\\" not in value and not value.endswith(".json")
 
 
-async def _aiter_stream(stream: BinaryIO, chunk_size: int = 8 * 1024 * 1024) -> Any:
+async def _aiter_stream(
+    stream: BinaryIO, chunk_size: int = 8 * 1024 * 1024
+) -> AsyncIterator[bytes]:
     while chunk := stream.read(chunk_size):
         yield chunk
 

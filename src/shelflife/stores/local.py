@@ -19,7 +19,7 @@ import secrets
 import shutil
 import stat
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -94,16 +94,12 @@ class LocalStore(ObstoreStore):
         leaves at most such a staging file, never a partial object under the key. With
         ``stamps`` the file keeps the source's modification time (as ``cp -p`` does).
         """
-        self._check_local_key(key)
-        try:
-            self._no_links(key)
-        except LinkedPath as exc:
-            raise _unwritable(exc) from None
-        target = self.root / key
-        staging = target.with_name(f"{target.name}#{secrets.randbelow(10**12)}")
+        if isinstance(source, bytes | bytearray | memoryview) and stamps is None:
+            return await asyncio.to_thread(self._put_whole, key, source, overwrite)
+        target, staging = self._write_paths(key)
         digest = hashlib.sha256()
         with self._writing(key), _folder_collision(key):
-            await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
+            created = await asyncio.to_thread(_make_folders, target.parent)
             handle = await asyncio.to_thread(open, staging, "xb")
             try:
                 size = await self._write_all(handle, source, digest)
@@ -115,13 +111,48 @@ class LocalStore(ObstoreStore):
                 raise
             handle.close()
             try:
-                await asyncio.to_thread(_publish, staging, target, overwrite)
+                await asyncio.to_thread(_publish, staging, target, overwrite, created)
             except FileExistsError:
                 raise ObjectExists(f"an object already exists at {self.location}/{key}") from None
         info = await self.head(key)
         # Hashed as written, fsynced, renamed into place, found at that size: vouched.
         vouched = info.size == size
         return PutResult(key, size, "sha256:" + digest.hexdigest(), info.etag, vouched=vouched)
+
+    def _write_paths(self, key: str) -> tuple[Path, Path]:
+        """The file a write of ``key`` publishes and the staging file it writes first,
+        once the key is known to be writable here."""
+        self._check_local_key(key)
+        try:
+            self._no_links(key)
+        except LinkedPath as exc:
+            raise _unwritable(exc) from None
+        target = self.root / key
+        return target, target.with_name(f"{target.name}#{secrets.randbelow(10**12)}")
+
+    def _put_whole(
+        self, key: str, data: bytes | bytearray | memoryview, overwrite: bool
+    ) -> PutResult:
+        """:meth:`put` of bytes in hand, as one blocking call: the same checks and steps
+        (folders, staging file, fsync, publish, folder fsyncs) for one hop to a worker
+        thread rather than one per step, which is most of what a small upload costs."""
+        target, staging = self._write_paths(key)
+        with self._writing(key), _folder_collision(key):
+            created = _make_folders(target.parent)
+            handle = open(staging, "xb")  # noqa: SIM115 (closed by _discard or below)
+            try:
+                handle.write(data)
+                _flush_and_sync(handle)
+            except BaseException:
+                _discard(handle, staging)
+                raise
+            handle.close()
+            try:
+                _publish(staging, target, overwrite, created)
+            except FileExistsError:
+                raise ObjectExists(f"an object already exists at {self.location}/{key}") from None
+            info = _stat_info(key, os.lstat(target))
+        return PutResult(key, len(data), "sha256:" + hashlib.sha256(data).hexdigest(), info.etag)
 
     async def stamps(self, key: str) -> Stamps | None:
         """A file carries its modification time and nothing more: the listing has it."""
@@ -513,8 +544,22 @@ def _discard(handle: BinaryIO, staging: Path) -> None:
     staging.unlink(missing_ok=True)
 
 
-def _publish(staging: Path, target: Path, overwrite: bool) -> None:
-    """Rename into place (or link, which fails if the target exists), then sync the folder."""
+def _make_folders(folder: Path) -> list[Path]:
+    """Create ``folder`` and any missing parents; return those created, outermost first."""
+    missing: list[Path] = []
+    while not folder.is_dir():
+        missing.append(folder)
+        folder = folder.parent
+    missing.reverse()
+    for each in missing:
+        each.mkdir(exist_ok=True)
+    return missing
+
+
+def _publish(staging: Path, target: Path, overwrite: bool, created: Sequence[Path] = ()) -> None:
+    """Rename into place (or link, which fails if the target exists), then sync the folder,
+    and the parent of each folder the write ``created`` (so that the new folders' entries
+    are as durable as the file's)."""
     try:
         if overwrite:
             os.replace(staging, target)
@@ -522,7 +567,12 @@ def _publish(staging: Path, target: Path, overwrite: bool) -> None:
             os.link(staging, target)
     finally:
         staging.unlink(missing_ok=True)
-    folder = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
+    for folder in [target.parent, *(made.parent for made in reversed(created))]:
+        _sync_folder(folder)
+
+
+def _sync_folder(path: Path) -> None:
+    folder = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(folder)
     finally:
