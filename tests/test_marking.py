@@ -101,7 +101,7 @@ def _empty_catalog() -> Path:
     return folder / "catalog.db"
 
 
-def open_context(folder: Path, app: AppTable) -> Shelf:
+def open_context(folder: Path, app: Any) -> Shelf:
     if not (folder / "catalog.db").exists():
         shutil.copy(_empty_catalog(), folder / "catalog.db")
     raw: dict[str, Any] = {
@@ -109,7 +109,12 @@ def open_context(folder: Path, app: AppTable) -> Shelf:
         "tiers": {name: dict(tier) for name, tier in TIERS.items()},
         "databases": {"app": {"url": app.url}},
         "references": [
-            {"database": "app", "table": app.name, "column": "path", "max_unmatched": 1.0}
+            {
+                "database": "app",
+                "table": app.name,
+                "column": getattr(app, "column", "path"),
+                "max_unmatched": 1.0,
+            }
         ],
     }
     return Shelf.open(parse_config(raw, base_dir=folder, source="test", env={}))
@@ -286,3 +291,37 @@ def test_stats_after_a_merge_count_what_the_references_name(trap_shelf: Shelf) -
 
 def _by_name(shelf: Shelf) -> dict[str, Any]:
     return {tier.name: tier for tier in shelf.usage()}
+
+
+@pytest.mark.postgres
+def test_a_column_no_collation_orders_takes_the_general_path(pg_url: str, tmp_path: Path) -> None:
+    """A uuid column (bare keys) cannot be ordered COLLATE "C": PostgreSQL would refuse
+    the query, and every plan with it. It is compared by snapshot instead."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(pg_url)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE uploads (id serial PRIMARY KEY, blob uuid)"))
+        conn.execute(
+            text("INSERT INTO uploads (blob) VALUES ('6f1c8a52-2d7a-4c8e-9b1e-0d6f1a2b3c4d')")
+        )
+    engine.dispose()
+    shelf = open_context(tmp_path, _App(pg_url, "uploads", "blob"))
+    try:
+        context = shelf.context
+        context.catalog.write_listed(
+            "bare", [("6f1c8a52-2d7a-4c8e-9b1e-0d6f1a2b3c4d", 1, "e", 1_000, None)], NOW
+        )
+        naming, snapshot_id, report = trust.read_references(context, context.sources())
+        assert naming is None
+        assert snapshot_id is not None
+        assert report.parsed == 1
+    finally:
+        shelf.close()
+
+
+class _App:
+    """An application table made by the test itself (its column need not be text)."""
+
+    def __init__(self, url: str, name: str, column: str) -> None:
+        self.url, self.name, self.column = url, name, column

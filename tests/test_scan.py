@@ -296,3 +296,75 @@ def test_file_tier_keys_in_a_listing_are_what_the_store_accepts(tmp_path: Path) 
 
 async def _keys(store: Any) -> list[str]:
     return [entry[0] async for chunk in store.entries() for entry in chunk]
+
+
+def test_vanished_rows_are_marked_a_batch_at_a_time(
+    catalog: Catalog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A listing that skips a long range (a folder emptied, a wrong mount) marks what
+    vanished in batches, never all in one list."""
+    root = tmp_path / "tier"
+    fill(root, [f"k{i:04d}" for i in range(1500)])
+    scan(catalog, LocalStore(root))
+    for i in range(1, 1500):
+        (root / f"k{i:04d}").unlink()
+    monkeypatch.setattr("shelflife.engine.scan.WRITE_BATCH", 200)
+    sizes: list[int] = []
+    real = catalog.mark_vanished
+
+    def counted(tier: str, keys: Any, scan_id: int) -> None:
+        sizes.append(len(keys))
+        real(tier, keys, scan_id)
+
+    monkeypatch.setattr(catalog, "mark_vanished", counted)
+    result = scan(catalog, LocalStore(root))
+    assert result.removed == 1499
+    assert max(sizes) <= 200
+    assert [row.key for row in catalog.iter_objects("t")] == ["k0000"]
+
+
+def test_a_resumed_listing_that_repeats_keys_lists_each_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A listing cut short is resumed after its last key; a server that ignores the
+    offset (Azurite does) and lists from the start again yields no key twice. The fault
+    is injected in obstore's listing call."""
+    from shelflife.stores import _obstore
+
+    real_list = _obstore.obs.list
+    calls: list[str | None] = []
+
+    def flaky(store: Any, prefix: Any = None, *, offset: Any = None, **options: Any) -> Any:
+        calls.append(offset)
+        stream = real_list(store, prefix, **options)  # the offset ignored, as Azurite does
+
+        async def chunks() -> AsyncIterator[Any]:
+            async for index, chunk in _enumerate(stream):
+                if len(calls) == 1 and index == 1:
+                    raise OSError("connection reset by peer")  # a transient failure
+                yield chunk
+
+        return chunks()
+
+    monkeypatch.setattr(_obstore.obs, "list", flaky)
+    name = f"repeats-{time.monotonic_ns()}"
+    store = MemoryStore(name)
+
+    async def fill_and_list() -> list[str]:
+        await asyncio.gather(*(store.put(f"k{i:04d}", b"x") for i in range(2500)))
+        return [entry[0] async for chunk in store.entries() for entry in chunk]
+
+    try:
+        keys = asyncio.run(fill_and_list())
+    finally:
+        MemoryStore.forget(name)
+    assert len(calls) == 2  # failed once, resumed once
+    assert calls[1] == "k0999"  # after the last key of the chunk it had
+    assert keys == [f"k{i:04d}" for i in range(2500)]
+
+
+async def _enumerate(stream: Any) -> AsyncIterator[tuple[int, Any]]:
+    index = 0
+    async for item in stream:
+        yield index, item
+        index += 1

@@ -208,6 +208,10 @@ class Catalog:
         carried = stamps or {}
         changed: list[tuple[Any, ...]] = []
         fresh: list[tuple[Any, ...]] = []
+        if len({entry[0] for entry in entries}) != len(entries):
+            # a key twice in one batch (a listing that repeated itself): the last one
+            # stands, as it would row by row, and one statement cannot write a key twice
+            entries = list({entry[0]: entry for entry in entries}.values())
         for entry in entries:
             key, size, etag, modified, arrived = entry
             known = carried.get(key)

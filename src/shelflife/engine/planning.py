@@ -25,6 +25,7 @@ from shelflife.model.actions import Refusal
 from shelflife.model.plan import Plan
 from shelflife.model.selection import TierState, rule_tiers
 from shelflife.references.ordered import SortedReferences
+from shelflife.references.sources import ParseReport
 
 
 def new_id(prefix: str, now: datetime) -> str:
@@ -83,6 +84,7 @@ def make_plan(
     naming: SortedReferences | None = None
     blocks: trust.Blocks = {}
     unmatched = None
+    report: ParseReport | None = None
     deleting = [r for r in rules if r.action in ("expire", "collect-orphans")]
     if deleting or (rules and config.references):
         sources = context.sources()
@@ -91,32 +93,39 @@ def make_plan(
             collecting = any(r.action == "collect-orphans" for r in deleting)
             trust.check_sources(context, sources, tiers, need_sources=collecting)
         naming, snapshot_id, report = trust.read_references(context, sources, progress)
-        collect_tiers = sorted(
-            {t for r in rules if r.action == "collect-orphans" for t in rule_tiers(r, all_tiers)}
-        )
-        blocks = trust.blocks(context, report, collect_tiers)
-        unmatched = {"count": report.unmatched, "examples": report.examples[:5]}
-        context.ledger.purge_expired_leases(context.clock())  # never --at's instant
-    plan_id = new_id("plan", context.clock())
-    history = History(context.catalog.engine)
-    history.begin_plan(plan_id, created_at=context.clock(), evaluated_at=now)
-    result = Plan(
-        now=now,
-        id=plan_id,
-        items=PlanStore(context.catalog.engine, plan_id),
-        warnings=[*(warnings or []), *unrewritten(config, rules)],
-        unmatched=unmatched,
-        marking=None if unmatched is None else ("merge" if naming is not None else "snapshot"),
-    )
-    inventory = CatalogInventory(
-        context.catalog.engine,
-        tier_states(context),
-        snapshot_id=snapshot_id,
-        now=now,
-        plan_id=plan_id,
-        naming=naming,
-    )
     try:
+        if report is not None:
+            collect_tiers = sorted(
+                {
+                    t
+                    for r in rules
+                    if r.action == "collect-orphans"
+                    for t in rule_tiers(r, all_tiers)
+                }
+            )
+            blocks = trust.blocks(context, report, collect_tiers)
+            unmatched = {"count": report.unmatched, "examples": report.examples[:5]}
+            context.ledger.purge_expired_leases(context.clock())  # never --at's instant
+        plan_id = new_id("plan", context.clock())
+        history = History(context.catalog.engine)
+        history.begin_plan(plan_id, created_at=context.clock(), evaluated_at=now)
+        marking = None if unmatched is None else ("snapshot" if naming is None else "merge")
+        result = Plan(
+            now=now,
+            id=plan_id,
+            items=PlanStore(context.catalog.engine, plan_id),
+            warnings=[*(warnings or []), *unrewritten(config, rules)],
+            unmatched=unmatched,
+            marking=marking,
+        )
+        inventory = CatalogInventory(
+            context.catalog.engine,
+            tier_states(context),
+            snapshot_id=snapshot_id,
+            now=now,
+            plan_id=plan_id,
+            naming=naming,
+        )
         planner.plan(
             rules,
             inventory,

@@ -122,7 +122,15 @@ async def _by_difference(
     started: datetime,
     progress: Progress,
 ) -> ScanResult:
-    differ = _Difference(catalog.listed_state(tier))
+    spilled = [0]
+
+    def spill(keys: list[str]) -> None:
+        # a long run of vanished rows inside one chunk (a listing that skips a range):
+        # marked here, a batch at a time, not held
+        catalog.mark_vanished(tier, keys, scan_id)
+        spilled[0] += len(keys)
+
+    differ = _Difference(catalog.listed_state(tier), spill)
     writer = _Writer()
     count = total = new = changed = vanished = 0
     written: list[Entry] = []
@@ -156,6 +164,7 @@ async def _by_difference(
     except BaseException:
         await writer.abandon()
         raise
+    vanished += spilled[0]
     finished = utcnow()
     removed = await asyncio.to_thread(
         catalog.finish_scan_by_difference,
@@ -183,8 +192,9 @@ class _Difference:
     does): what the inventory lacks or has otherwise is written, what it has and the
     listing passed by has vanished."""
 
-    def __init__(self, pages: Iterator[list[Listed]]) -> None:
+    def __init__(self, pages: Iterator[list[Listed]], spill: Callable[[list[str]], None]) -> None:
         self._pages = pages
+        self._spill = spill  # takes vanished keys once WRITE_BATCH of them gather
         self._page: list[Listed] = []
         self._at = 0
         self._last_listed: str | None = None
@@ -219,6 +229,9 @@ class _Difference:
                     break
                 self._known(known[0])
                 gone.append(known[0])
+                if len(gone) >= WRITE_BATCH:
+                    self._spill(gone[:])
+                    gone.clear()
                 at += 1
             if page and at < len(page) and page[at][0] == key:
                 known = page[at]
@@ -246,6 +259,9 @@ class _Difference:
             for known in page[at:]:
                 self._known(known[0])
                 gone.append(known[0])
+                if len(gone) >= WRITE_BATCH:
+                    self._spill(gone[:])
+                    gone.clear()
             self._next_page()
             page, at = self._page, 0
 

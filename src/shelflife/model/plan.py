@@ -198,6 +198,7 @@ class Plan:
             refusals=[Refusal(**item) for item in body.get("refusals", [])],
             notes=list(body.get("notes", [])),
             warnings=list(body.get("warnings", [])),
+            marking=body.get("marking"),
         )
         for item in body["actions"]:
             result.add(Action.from_json(item))

@@ -123,6 +123,8 @@ def orderable(sources: Sequence[ReferenceSource]) -> str | None:
             return f"{source.label} is in a {source.engine.dialect.name} database"
         if source.postgres_type():
             return f"{source.label} is a {source.postgres_type()} column"
+        if not source.collates():
+            return f"{source.label} is not a text column (no collation orders it)"
     return None
 
 

@@ -35,6 +35,7 @@ from sqlalchemy import (
     JSON,
     Connection,
     Engine,
+    String,
     Text,
     and_,
     any_,
@@ -354,6 +355,7 @@ class ReferenceSource:
         self.table = table(name, column(ref.column), schema=schema or None)
         self.column = self.table.c[ref.column]
         self._pg_type: str | None = None  # "json", "jsonb", "array" or "" once known
+        self._pg_text = False  # a PostgreSQL text type (one a collation applies to)
         self._has_irregular: bool | None = None
 
     @property
@@ -396,6 +398,7 @@ class ReferenceSource:
                 for info in columns:
                     if info["name"] == self.config.column:
                         kind = info["type"]
+                        self._pg_text = isinstance(kind, String) and not isinstance(kind, JSON)
                         if isinstance(kind, JSONB):
                             self._pg_type = "jsonb"
                         elif isinstance(kind, JSON):
@@ -408,6 +411,12 @@ class ReferenceSource:
                 hint="use kind = 'json' for a JSON array, or kind = 'value'",
             )
         return self._pg_type
+
+    def collates(self) -> bool:
+        """Whether the column can be ordered by a collation (``COLLATE "C"``): on
+        PostgreSQL only text types can (not uuid, numbers, bytea, enums)."""
+        self.postgres_type()
+        return self.engine.dialect.name != "postgresql" or self._pg_text
 
     def _read(self) -> Any:
         """The column as it is read and compared: JSON columns as their text."""

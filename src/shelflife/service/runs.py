@@ -17,6 +17,7 @@ planning; ``apply`` executes a saved plan (a file, or a plan kept in the catalog
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -42,6 +43,8 @@ from shelflife.model.outcome import RunOutcome
 from shelflife.model.plan import Plan
 from shelflife.model.selection import rule_tiers
 from shelflife.service.records import finish_run
+
+LOG = logging.getLogger("shelflife.run")
 
 # -- choosing ----------------------------------------------------------------------------
 
@@ -205,10 +208,7 @@ def run(
             if rules is None and any(r.action == "collect-orphans" for r in chosen):
                 # quarantine past its days (what this run quarantined is not: it is newer)
                 outcome.actions += run_sync(purge_quarantine(context, started))
-            if outcome.plan.marking == "merge" and outcome.actions:
-                # marked by merge, the references left no snapshot: count what they name
-                # now, after this run's changes, for the stats the run records
-                trust.refresh(context, context.sources())
+            _recount(context, outcome)
         except BaseException as exc:
             _record(context, outcome, error=exc)
             raise
@@ -272,6 +272,7 @@ def apply(
         try:
             outcome.recovered = run_sync(migrator(context).recover(progress))
             _execute(context, outcome, yes=yes, progress=progress, dispatcher=dispatcher)
+            _recount(context, outcome)
         except BaseException as exc:
             _record(context, outcome, error=exc)
             raise
@@ -315,6 +316,22 @@ def read_plan_file(path: Path) -> Plan:
             hint="write one with 'shelflife plan -o FILE'",
         ) from None
     return plan_body
+
+
+def _recount(context: Context, outcome: RunOutcome) -> None:
+    """After a run or apply that acted: count again what the references name, where its
+    plan was marked by merge (which leaves no snapshot whose rows stats could follow to
+    the objects' new tiers). A recount that fails is logged; the run stands as it went."""
+    if outcome.plan.marking != "merge" or not (outcome.actions or any(outcome.recovered.values())):
+        return
+    try:
+        trust.refresh(context, context.sources())
+    except ShelflifeError as exc:
+        LOG.warning(
+            "references not counted after %s (stats keep the last count): %s",
+            outcome.run_id,
+            exc.message,
+        )
 
 
 def _record(context: Context, outcome: RunOutcome, error: BaseException | None = None) -> None:

@@ -409,11 +409,14 @@ class ObstoreStore:
 
     async def _listing(self, prefix: str) -> AsyncIterator[list[ObjectMeta]]:
         """obstore's listing in chunks, the store's own names left out; a listing cut
-        short by a retryable error resumes after the last key it gave."""
+        short by a retryable error resumes after the last key it gave (keys up to that one
+        are skipped should the store list them again: not every server honours the
+        offset)."""
         validate_prefix(prefix)
         last: str | None = None
         failures = 0
         while True:
+            resumed = last
             try:
                 with self._translated():
                     stream = obs.list(
@@ -424,6 +427,8 @@ class ObstoreStore:
                     )
                     async for chunk in stream:
                         metas = [meta for meta in chunk if self._listable(meta["path"])]
+                        if resumed is not None:
+                            metas = [meta for meta in metas if meta["path"] > resumed]
                         if chunk:
                             last = chunk[-1]["path"]
                         if metas:
