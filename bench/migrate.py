@@ -117,7 +117,7 @@ after = "1d"
     subprocess.run([SHELFLIFE, "scan"], cwd=base, env=env, check=True, capture_output=True)
     _, startup = timed([SHELFLIFE, "--help"], env, base)
     wall, cpu = timed([SHELFLIFE, "enforce"], env, base)
-    _, idle = timed([SHELFLIFE, "enforce"], env, base)  # nothing left to move
+    idle_wall, idle = timed([SHELFLIFE, "enforce"], env, base)  # nothing left to move
     with psycopg.connect(PG, autocommit=True) as conn:
         moved = conn.execute(f"SELECT count(*) FROM {table} WHERE path LIKE 's3://%'").fetchone()
         conn.execute(f"DROP TABLE {table}")
@@ -138,6 +138,7 @@ after = "1d"
         "cpu": cpu,
         "startup_cpu": startup,
         "idle_cpu": idle,
+        "idle_wall": idle_wall,
         "rclone_wall": rwall,
         "rclone_cpu": rcpu,
         "nohead_wall": nwall,
@@ -237,6 +238,7 @@ def main() -> None:
         print(f"                         CPU  {spread([r['cpu'] for r in figures])} s")
         print(f"    start-up (--help)    CPU  {spread([r['startup_cpu'] for r in figures])} s")
         print(f"    a run, nothing to do CPU  {spread([r['idle_cpu'] for r in figures])} s")
+        print(f"                         wall {spread([r['idle_wall'] for r in figures])} s")
         print(f"    the moves themselves CPU  {spread(work_cpu)} s")
         print(f"  rclone move            wall {spread([r['rclone_wall'] for r in figures])} s")
         print(f"                         CPU  {spread([r['rclone_cpu'] for r in figures])} s")
