@@ -69,11 +69,41 @@ class GatedCatalog(Catalog):
         super().record_uploads(leases_taken, written, now)
 
 
-@pytest.fixture
-def catalog(tmp_path: Path) -> Iterator[Catalog]:
-    opened = Catalog.open(f"sqlite:///{tmp_path / 'catalog.db'}")
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def catalog(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Catalog]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'catalog.db'}"
+    else:
+        url = request.getfixturevalue("pg_catalog_url")
+    opened = Catalog.open(url)
     yield opened
     opened.close()
+
+
+def test_grouped_uploads_are_recorded_as_a_single_put_records_them(catalog: Catalog) -> None:
+    """record_uploads (one transaction, statements compiled once) writes the rows
+    record_puts writes, overwrites included, and the leases the ledger reads."""
+    from shelflife.catalog.ledger import Ledger
+
+    now = utcnow().replace(microsecond=123456)
+    catalog.record_puts("local", [("single", 5, "sha256:a", "e1")], now)
+    catalog.record_uploads(
+        [("local", "grouped", now + timedelta(hours=1))],
+        [("local", "grouped", 5, "sha256:a", "e1"), ("cloud", "other", 7, None, None)],
+        now,
+    )
+    single, grouped = catalog.get("local", "single"), catalog.get("local", "grouped")
+    assert single is not None
+    assert grouped is not None
+    same = ("size", "checksum", "etag", "modified_at", "created_at", "arrived_at", "state")
+    assert {f: getattr(single, f) for f in same} == {f: getattr(grouped, f) for f in same}
+    assert catalog.get("cloud", "other") is not None
+    assert Ledger(catalog.engine).protected_keys("local", ["grouped", "single"], now) == {"grouped"}
+    later = now + timedelta(minutes=1)
+    catalog.record_uploads([], [("local", "grouped", 9, "sha256:b", "e2")], later)  # overwrite
+    replaced = catalog.get("local", "grouped")
+    assert replaced is not None
+    assert (replaced.size, replaced.checksum, replaced.modified_at) == (9, "sha256:b", later)
 
 
 def test_uploads_arriving_during_a_commit_share_the_next_one(catalog: Catalog) -> None:

@@ -30,6 +30,7 @@ from shelflife.errors import UsageError
 
 SCOPES = ("read", "write", "admin")
 PREFIX = "slf_"
+_RANK = {name: i for i, name in enumerate(SCOPES)}
 CACHE_LIMIT = 4096  # tokens remembered at once (a server sees a handful)
 
 
@@ -40,8 +41,7 @@ class Principal:
 
     def allows(self, scope: str) -> bool:
         """``admin`` allows everything, ``write`` allows ``read``."""
-        rank = {name: i for i, name in enumerate(SCOPES)}
-        return any(rank[held] >= rank[scope] for held in self.scopes)
+        return any(_RANK[held] >= _RANK[scope] for held in self.scopes)
 
 
 def new_token() -> str:
