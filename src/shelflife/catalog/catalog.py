@@ -224,15 +224,15 @@ class Catalog:
                 tier,
                 key,
                 size,
+                None,  # checksum: unknown until shelflife reads the bytes
                 etag,
                 written,
-                created,
-                modified if arrived is None else arrived,
                 stamp,
                 stamp,
                 scan_id,
-                None,
                 "present",
+                created,
+                modified if arrived is None else arrived,
             )
             (fresh if new is not None and key in new else changed).append(row)
 
@@ -636,19 +636,21 @@ class Catalog:
         return _Guard(self.engine, begin=False)
 
 
+# In the table's order, which is the order of an insert's parameters: the rows then go to
+# the driver as they are built (see schema.bulk_execute).
 _LISTED_COLUMNS = (
     "tier",
     "key",
     "size",
+    "checksum",
     "etag",
     "modified_at",
-    "created_at",
-    "arrived_at",
     "first_seen_at",
     "last_seen_at",
     "scan_id",
-    "checksum",
     "state",
+    "created_at",
+    "arrived_at",
 )
 
 _OBJECT_COLUMNS = (
