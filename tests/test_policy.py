@@ -12,6 +12,7 @@ from shelflife import Shelf
 from shelflife.config import parse_config
 from shelflife.errors import ConfigError
 from shelflife.service.policy import export_policy, import_policy
+from shelflife.service.records import current_stats
 from tests.support.cli import shelflife
 from tests.support.servers import make_s3_bucket, s3_client, s3_tier
 
@@ -277,6 +278,18 @@ def test_versioned_bucket_is_said_in_plan_and_stats(s3_endpoint: str, tmp_path: 
     after = shelf.stats()["tiers"]["cloud"]
     assert after["objects"] == 0
     assert after["noncurrent_bytes"] == 7  # the delete freed nothing until the bucket expires it
+    stored = current_stats(shelf.context)[1]["tiers"]["cloud"]
+    assert stored["noncurrent_bytes"] == 7  # the run deleted from the tier: asked again
+
+    # A run that touches nothing on the tier keeps the figures the last stats had.
+    s3.put_object(Bucket=bucket, Key="v/other.bin", Body=b"12345")
+    s3.delete_object(Bucket=bucket, Key="v/other.bin")
+    outcome = shelf.apply(shelf.plan())
+    assert outcome.actions == []
+    stored = current_stats(shelf.context)[1]["tiers"]["cloud"]
+    assert stored["versioned"] is True
+    assert stored["noncurrent_bytes"] == 7  # not asked: the bucket now says 12
+    assert shelf.stats()["tiers"]["cloud"]["noncurrent_bytes"] == 12  # stats ask every tier
 
 
 def shelf_now_plus_days(days: int) -> Any:

@@ -32,8 +32,12 @@ def new_id(prefix: str, now: datetime) -> str:
     return f"{prefix}-{now:%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
 
 
-def tier_states(context: Context) -> dict[str, TierState]:
-    """Each tier's usage as planning starts."""
+def tier_states(context: Context, rules: Sequence[RuleConfig]) -> dict[str, TierState]:
+    """Each tier's usage as planning starts. Whether a bucket keeps versions is asked only
+    of the tiers the rules act on (the only ones a plan deletes from): the question costs
+    an S3 client and a request."""
+    tiers = list(context.config.tiers)
+    acted_on = {tier for rule in rules for tier in rule_tiers(rule, tiers)}
     states = {}
     for tier in usage(context, references=False):
         states[tier.name] = TierState(
@@ -43,7 +47,7 @@ def tier_states(context: Context) -> dict[str, TierState]:
             high=tier.high_watermark,
             low=tier.low_watermark,
             objects=context.ledger.objects_in_tier(tier.name),
-            versioned=context.versioned(tier.name),
+            versioned=tier.name in acted_on and context.versioned(tier.name),
         )
     return states
 
@@ -120,7 +124,7 @@ def make_plan(
         )
         inventory = CatalogInventory(
             context.catalog.engine,
-            tier_states(context),
+            tier_states(context, rules),
             snapshot_id=snapshot_id,
             now=now,
             plan_id=plan_id,

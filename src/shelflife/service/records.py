@@ -4,7 +4,7 @@ action outcome and per run, and the stored stats that /metrics serves."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Any
 
 from shelflife.base.logs import ACTIONS, RUNS, line
@@ -36,9 +36,11 @@ def finish_run(
     *,
     error: str | None = None,
     plan_id: str | None = None,
+    recovered: bool = False,
 ) -> None:
     """Record a run's end (history and counters, one transaction), log one line per
-    action outcome, and refresh the stored stats that /metrics serves."""
+    action outcome, and refresh the stored stats that /metrics serves (``recovered``: the
+    run rolled back or finished interrupted work, on tiers its actions do not name)."""
     actions, skipped, failed = actions or [], skipped or [], failed or []
     log_outcomes(run_id, actions, skipped, failed)
     History(context.catalog.engine).finish(
@@ -53,7 +55,12 @@ def finish_run(
     )
     log_run(run_id, status, actions, failed, error)
     try:
-        refresh_stats(context)
+        # Only a tier the run deleted from can have gained noncurrent versions (a
+        # migration's copies are new keys; a failed or recovered one may have removed a
+        # copy, so those ask everywhere): the others keep their last figures rather than
+        # cost an S3 client and a listing each.
+        untidy = recovered or bool(failed)
+        refresh_stats(context, ask=None if untidy else {a.tier for a in actions})
     except ShelflifeError as exc:  # the run is recorded; stale figures are no reason to fail
         LOG.warning("stats not refreshed after %s: %s", run_id, exc)
 
@@ -96,14 +103,34 @@ def increments(
     return result
 
 
-def stats_body(context: Context, tiers: list[TierUsage] | None = None) -> dict[str, Any]:
-    """Usage per tier and health, as ``stats --json`` prints them."""
+def stats_body(
+    context: Context,
+    tiers: list[TierUsage] | None = None,
+    ask: Collection[str] | None = None,
+) -> dict[str, Any]:
+    """Usage per tier and health, as ``stats --json`` prints them.
+
+    The versioning state and noncurrent versions of an S3 tier are asked of the store for
+    every tier, or only for those in ``ask``; the others keep what the last stored stats
+    said of them."""
     tiers = usage(context) if tiers is None else tiers
     body = stats_json(tiers, classify(tiers, context.config.health))
+    previous: dict[str, Any] | None = None
     for name, tier in context.config.tiers.items():
-        if tier.scheme != "s3" or not context.versioned(name):
+        if tier.scheme != "s3":
             continue
         entry = body["tiers"][name]
+        if ask is not None and name not in ask:
+            if previous is None:
+                stored = History(context.catalog.engine).latest_stats()
+                previous = {} if stored is None else stored[1].get("tiers", {})
+            before = previous.get(name, {})
+            for field in ("versioned", "noncurrent_objects", "noncurrent_bytes"):
+                if field in before:
+                    entry[field] = before[field]
+            continue
+        if not context.versioned(name):
+            continue
         entry["versioned"] = True
         try:
             entry["noncurrent_objects"], entry["noncurrent_bytes"] = noncurrent_bytes(tier)
@@ -112,9 +139,10 @@ def stats_body(context: Context, tiers: list[TierUsage] | None = None) -> dict[s
     return body
 
 
-def refresh_stats(context: Context) -> dict[str, Any]:
-    """Compute the stats from the catalog and store them for /metrics."""
-    body = stats_body(context)
+def refresh_stats(context: Context, ask: Collection[str] | None = None) -> dict[str, Any]:
+    """Compute the stats from the catalog and store them for /metrics (S3 versioning
+    figures asked of every tier, or of those in ``ask``: see :func:`stats_body`)."""
+    body = stats_body(context, ask=ask)
     History(context.catalog.engine).save_stats(body, utcnow())
     return body
 

@@ -354,6 +354,7 @@ def _record(context: Context, outcome: RunOutcome, error: BaseException | None =
         outcome.failed,
         error=message,
         plan_id=outcome.plan.id or None,
+        recovered=any(outcome.recovered.values()),
     )
     if outcome.plan.id and outcome.claimed:
         PlanStore(context.catalog.engine, outcome.plan.id).drop()  # applied: needed no more
