@@ -368,3 +368,46 @@ async def _enumerate(stream: Any) -> AsyncIterator[tuple[int, Any]]:
     async for item in stream:
         yield index, item
         index += 1
+
+
+@pytest.mark.postgres
+def test_a_large_first_scan_leaves_statistics_for_the_next(
+    pg_catalog_url: str, tmp_path: Path
+) -> None:
+    """Planned on no statistics, each keyset page of a rescan sorted the rest of the tier:
+    a first scan that wrote a tenth of the tier or more analyzes the table at once, and a
+    page walks the (tier, key) index whatever the statistics."""
+    catalog = Catalog.open(pg_catalog_url)
+    try:
+        store = LocalStore(tmp_path / "tier")
+        fill(tmp_path / "tier", [f"d{i % 7}/f{i:05d}" for i in range(1500)])
+        with catalog.engine.connect() as conn:
+            assert (
+                conn.exec_driver_sql(
+                    "SELECT reltuples FROM pg_class WHERE oid = 'objects'::regclass"
+                ).scalar_one()
+                < 0
+            )  # never analyzed
+        scan(catalog, store)
+        with catalog.engine.connect() as conn:
+            tuples = conn.exec_driver_sql(
+                "SELECT reltuples FROM pg_class WHERE oid = 'objects'::regclass"
+            ).scalar_one()
+        assert tuples == 1500
+        pages = list(catalog.listed_state("t", page=400))
+        assert [len(page) for page in pages] == [400, 400, 400, 300]
+        keys = [row[0] for page in pages for row in page]
+        assert keys == sorted(keys, key=lambda k: k.encode())
+        with catalog.engine.connect() as conn:
+            conn.exec_driver_sql("SET LOCAL enable_sort = off")
+            plan = "\n".join(
+                row[0]
+                for row in conn.exec_driver_sql(
+                    "EXPLAIN SELECT key FROM objects WHERE tier = 't' AND key > '' "
+                    "ORDER BY key LIMIT 400"
+                )
+            )
+        assert "Index" in plan
+        assert "Sort" not in plan
+    finally:
+        catalog.close()

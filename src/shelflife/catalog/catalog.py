@@ -287,6 +287,10 @@ class Catalog:
             with self._connect() as conn:
                 cursor = conn.connection.driver_connection.cursor()
                 try:
+                    if self.dialect == "postgresql":
+                        # a page is a range of the (tier, key) index, whatever the
+                        # statistics say (none yet: a sort of the rest of the tier each)
+                        cursor.execute("SET LOCAL enable_sort = off")
                     cursor.execute(sql, (tier, after))
                     rows: list[Listed] = cursor.fetchall()
                 finally:
@@ -319,10 +323,16 @@ class Catalog:
         *,
         vanished: int,
         listed: TierTotals,
+        written: int = 0,
     ) -> int:
         """Forget the rows :meth:`mark_vanished` marked in this scan, unless written since
         the scan began (an upload the listing passed before it existed); record the scan.
-        Returns how many rows were forgotten."""
+        Returns how many rows were forgotten.
+
+        On PostgreSQL a scan that wrote or removed a tenth of the tier (a first scan, say)
+        refreshes the table's statistics at once rather than when autovacuum comes by:
+        planned on none, the next scan's pages of the inventory were each a sort of the
+        rest of the tier (a rescan of 10^6 objects took 16 s instead of 5)."""
         removed = 0
         with self._begin() as conn:
             if vanished:
@@ -334,6 +344,10 @@ class Catalog:
                     )
                 ).rowcount
             _record_scan(conn, scan_id, now, listed, int(removed))
+        touched = written + int(removed)
+        if self.dialect == "postgresql" and touched >= 1000 and touched * 10 >= listed.objects:
+            with self._begin() as conn:
+                conn.exec_driver_sql("ANALYZE objects")
         return int(removed)
 
     def known_keys(self, tier: str, keys: Sequence[str]) -> set[str]:

@@ -115,6 +115,8 @@ class CatalogInventory:
         names. A key named on another tier counts where that tier's inventory lacks it."""
         query = select(*_RAW_COLUMNS).where(*clauses).order_by(objects.c.key)
         with self.engine.connect() as conn:
+            if self.engine.dialect.name == "postgresql":
+                conn.exec_driver_sql("SET LOCAL enable_sort = off")  # walk the (tier, key) index
             result = conn.execution_options(stream_results=True, yield_per=self.batch_size).execute(
                 query
             )

@@ -174,6 +174,7 @@ async def _by_difference(
         finished,
         vanished=vanished,
         listed=TierTotals(count, total),
+        written=new + changed,
     )
     return ScanResult(tier, count, total, removed, started, finished, new, changed)
 
