@@ -270,6 +270,31 @@ def test_permanent_errors_are_not_retried(
     assert azure_proxy.requests - before == 1
 
 
+def test_blob_properties_are_retried_as_the_tier_says(
+    azure_endpoint: str, proxies: tuple[FaultProxy, FaultProxy]
+) -> None:
+    """The properties read through Azure's SDK (a checksum verification, an archive check)
+    is retried the tier's ``retries`` times, not the SDK's default three times 15-24 s."""
+    from shelflife.base.aio import run_sync
+    from shelflife.config.model import TierConfig
+    from shelflife.errors import StoreError
+    from shelflife.stores.azure import AzureStore
+
+    _, azure_proxy = proxies
+    tier = azure_tier(behind(azure_endpoint, azure_proxy), make_azure_container(azure_endpoint))
+    store = AzureStore(TierConfig.model_validate({**tier, "retries": 1}))
+    run_sync(store.put("k", b"bytes"))
+    assert run_sync(store.archived("k")) is False
+    azure_proxy.faults, azure_proxy.rate = ("503",), 1.0
+    before = azure_proxy.requests
+    try:
+        with pytest.raises(StoreError, match="properties"):
+            run_sync(store.archived("k"))
+    finally:
+        azure_proxy.rate = 0.0
+    assert azure_proxy.requests - before == 2  # one try and the tier's one retry
+
+
 def test_retrying_waits_only_for_retryable_errors() -> None:
     """Transient errors are tried again up to the limit; a permanent one is raised at once."""
     from shelflife.base.aio import run_sync

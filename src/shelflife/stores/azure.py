@@ -125,12 +125,20 @@ class AzureStore(ObstoreStore):
                 "read blob properties"
             )
         from azure.core.exceptions import AzureError, ResourceNotFoundError
-        from azure.storage.blob import BlobServiceClient
+        from azure.storage.blob import BlobServiceClient, ExponentialRetry
 
         if self._client is None:
             self._client = BlobServiceClient(
                 self.endpoint,
                 credential={"account_name": self.account_name, "account_key": self._account_key},
+                # The tier's retries, backing off from 0.1 s like the store's own client:
+                # the SDK's default waits 15, 18 and 24 s (plus jitter) after a failure.
+                retry_policy=ExponentialRetry(
+                    initial_backoff=0.1,  # type: ignore[arg-type]
+                    increment_base=2,
+                    retry_total=self.retries,
+                    random_jitter_range=0.1,  # type: ignore[arg-type]
+                ),
             )
         blob = self._client.get_blob_client(self.container, join_key(self.prefix, key))
         try:
