@@ -157,4 +157,11 @@ def token_revoke(name: Annotated[str, typer.Argument(help="the token's name")]) 
             f"no token named {name!r} in the catalog",
             hint="tokens under [[api.tokens]] are removed from shelflife.toml",
         )
-    err.print(f"token {name!r} revoked")
+    ttl = shelf.config.api.token_cache_ttl.total_seconds()
+    if ttl > 0:
+        err.print(
+            f"token {name!r} revoked; a running server refuses it within {ttl:g} s "
+            "([api] token_cache_ttl)"
+        )
+    else:
+        err.print(f"token {name!r} revoked")
