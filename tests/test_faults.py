@@ -295,6 +295,20 @@ def test_blob_properties_are_retried_as_the_tier_says(
     assert azure_proxy.requests - before == 2  # one try and the tier's one retry
 
 
+def test_the_sdk_retry_policy_backs_off_like_the_store_client() -> None:
+    """Waits of the Azure SDK policy: 0.1 s doubling to at most 5 s (with jitter below
+    that), the tier's retries for every kind of error."""
+    from shelflife.stores.azure import sdk_retry_policy
+
+    policy = sdk_retry_policy(7)
+    assert (policy.total_retries, policy.connect_retries) == (7, 7)
+    assert (policy.read_retries, policy.status_retries) == (7, 7)
+    waits = [policy.get_backoff_time({"count": count}) for count in range(1, 12)]
+    assert 0.05 <= waits[0] <= 0.1
+    assert 0.1 <= waits[1] <= 0.2
+    assert all(2.5 <= wait <= 5.0 for wait in waits[7:])  # capped
+
+
 def test_retrying_waits_only_for_retryable_errors() -> None:
     """Transient errors are tried again up to the limit; a permanent one is raised at once."""
     from shelflife.base.aio import run_sync

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from sqlalchemy import event
 
 from shelflife.catalog import Catalog
+from shelflife.catalog.catalog import KEY_ORDER
 from shelflife.config.model import TierConfig
 from shelflife.engine.scan import ScanResult, scan_tier
 from shelflife.stores import open_store
@@ -375,39 +376,46 @@ def test_a_large_first_scan_leaves_statistics_for_the_next(
     pg_catalog_url: str, tmp_path: Path
 ) -> None:
     """Planned on no statistics, each keyset page of a rescan sorted the rest of the tier:
-    a first scan that wrote a tenth of the tier or more analyzes the table at once, and a
-    page walks the (tier, key) index whatever the statistics."""
+    pages walk the (tier, key) index whatever the statistics, and a first scan that wrote
+    a tenth of the tier or more analyzes the table at once."""
     catalog = Catalog.open(pg_catalog_url)
+    tuples = "SELECT reltuples FROM pg_class WHERE oid = 'objects'::regclass"
     try:
-        store = LocalStore(tmp_path / "tier")
-        fill(tmp_path / "tier", [f"d{i % 7}/f{i:05d}" for i in range(1500)])
+        entries: list[Entry] = [(f"d{i % 7}/f{i:05d}", 1, f"e{i}", i, None) for i in range(1500)]
+        catalog.write_listed("t", entries, T0)  # rows, and never analyzed
         with catalog.engine.connect() as conn:
-            assert (
-                conn.exec_driver_sql(
-                    "SELECT reltuples FROM pg_class WHERE oid = 'objects'::regclass"
-                ).scalar_one()
-                < 0
-            )  # never analyzed
-        scan(catalog, store)
-        with catalog.engine.connect() as conn:
-            tuples = conn.exec_driver_sql(
-                "SELECT reltuples FROM pg_class WHERE oid = 'objects'::regclass"
-            ).scalar_one()
-        assert tuples == 1500
-        pages = list(catalog.listed_state("t", page=400))
-        assert [len(page) for page in pages] == [400, 400, 400, 300]
-        keys = [row[0] for page in pages for row in page]
-        assert keys == sorted(keys, key=lambda k: k.encode())
-        with catalog.engine.connect() as conn:
-            conn.exec_driver_sql("SET LOCAL enable_sort = off")
+            assert conn.exec_driver_sql(tuples).scalar_one() < 0
+            conn.exec_driver_sql(KEY_ORDER)
             plan = "\n".join(
                 row[0]
                 for row in conn.exec_driver_sql(
-                    "EXPLAIN SELECT key FROM objects WHERE tier = 't' AND key > '' "
-                    "ORDER BY key LIMIT 400"
+                    "EXPLAIN SELECT key, size, etag, modified_at FROM objects "
+                    "WHERE tier = 't' AND key > '' ORDER BY key LIMIT 400"
                 )
             )
         assert "Index" in plan
-        assert "Sort" not in plan
+        assert "Sort" not in plan  # the pages' setting makes the index the only way
+
+        issued: list[str] = []
+
+        def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            issued.append(statement)
+
+        event.listen(catalog.engine, "before_cursor_execute", seen)
+        try:
+            pages = list(catalog.listed_state("t", page=400))
+        finally:
+            event.remove(catalog.engine, "before_cursor_execute", seen)
+        assert [len(page) for page in pages] == [400, 400, 400, 300]
+        keys = [row[0] for page in pages for row in page]
+        assert keys == sorted(keys, key=lambda k: k.encode())
+        assert issued.count(KEY_ORDER) == len(pages)  # each page's transaction sets it
+
+        with catalog.engine.begin() as conn:
+            conn.exec_driver_sql("DELETE FROM objects")
+        fill(tmp_path / "tier", [key for key, *_ in entries])
+        scan(catalog, LocalStore(tmp_path / "tier"))  # 1,500 new rows: a tenth and more
+        with catalog.engine.connect() as conn:
+            assert conn.exec_driver_sql(tuples).scalar_one() == 1500
     finally:
         catalog.close()

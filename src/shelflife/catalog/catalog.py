@@ -8,6 +8,7 @@ when the catalog is opened.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -48,6 +49,10 @@ from shelflife.stores.base import Entry, ObjectInfo, Stamps, entry_of
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 _MIGRATION_LOCK = threading.Lock()
+LOG = logging.getLogger("shelflife")
+# Run before a read in key order on PostgreSQL, in its transaction: the read walks the
+# (tier, key) index (keys COLLATE "C") instead of sorting, whatever the statistics say.
+KEY_ORDER = "SET LOCAL enable_sort = off"
 HEAD_REVISION = "0011_reference_counts"  # the newest file in migrations/versions (a test checks)
 
 # One inventory row as a scan compares it: (key, size, etag, modified µs since the epoch).
@@ -285,12 +290,12 @@ class Catalog:
         after = ""
         while True:
             with self._connect() as conn:
+                if self.dialect == "postgresql":
+                    # a page is a range of the (tier, key) index, whatever the statistics
+                    # say (none yet: each page was a sort of the rest of the tier)
+                    conn.exec_driver_sql(KEY_ORDER)
                 cursor = conn.connection.driver_connection.cursor()
                 try:
-                    if self.dialect == "postgresql":
-                        # a page is a range of the (tier, key) index, whatever the
-                        # statistics say (none yet: a sort of the rest of the tier each)
-                        cursor.execute("SET LOCAL enable_sort = off")
                     cursor.execute(sql, (tier, after))
                     rows: list[Listed] = cursor.fetchall()
                 finally:
@@ -346,8 +351,11 @@ class Catalog:
             _record_scan(conn, scan_id, now, listed, int(removed))
         touched = written + int(removed)
         if self.dialect == "postgresql" and touched >= 1000 and touched * 10 >= listed.objects:
-            with self._begin() as conn:
-                conn.exec_driver_sql("ANALYZE objects")
+            try:
+                with self._begin() as conn:
+                    conn.exec_driver_sql("ANALYZE objects")
+            except SQLAlchemyError as exc:  # the scan is recorded; autovacuum will get to it
+                LOG.warning("statistics of the objects table not refreshed: %s", exc)
         return int(removed)
 
     def known_keys(self, tier: str, keys: Sequence[str]) -> set[str]:

@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import BigInteger, Engine, exists, or_, select, type_coerce
 
-from shelflife.catalog.catalog import Catalog, _Guard
+from shelflife.catalog.catalog import KEY_ORDER, Catalog, _Guard
 from shelflife.catalog.ledger import (
     Ledger,
     aged_from_column,
@@ -116,7 +116,7 @@ class CatalogInventory:
         query = select(*_RAW_COLUMNS).where(*clauses).order_by(objects.c.key)
         with self.engine.connect() as conn:
             if self.engine.dialect.name == "postgresql":
-                conn.exec_driver_sql("SET LOCAL enable_sort = off")  # walk the (tier, key) index
+                conn.exec_driver_sql(KEY_ORDER)
             result = conn.execution_options(stream_results=True, yield_per=self.batch_size).execute(
                 query
             )

@@ -160,8 +160,9 @@ def token_revoke(name: Annotated[str, typer.Argument(help="the token's name")]) 
     ttl = shelf.config.api.token_cache_ttl.total_seconds()
     if ttl > 0:
         err.print(
-            f"token {name!r} revoked; a running server refuses it within {ttl:g} s "
-            "([api] token_cache_ttl)"
+            f"token {name!r} revoked; a running server refuses it within its "
+            f"[api] token_cache_ttl ({ttl:g} s in this configuration)",
+            markup=False,
         )
     else:
         err.print(f"token {name!r} revoked")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection, Iterable
+from datetime import datetime, timedelta
 from typing import Any
 
 from shelflife.base.logs import ACTIONS, RUNS, line
@@ -55,12 +56,17 @@ def finish_run(
     )
     log_run(run_id, status, actions, failed, error)
     try:
-        # Only a tier the run deleted from can have gained noncurrent versions (a
-        # migration's copies are new keys; a failed or recovered one may have removed a
-        # copy, so those ask everywhere): the others keep their last figures rather than
-        # cost an S3 client and a listing each.
-        untidy = recovered or bool(failed)
-        refresh_stats(context, ask=None if untidy else {a.tier for a in actions})
+        # A tier the run deleted from may have gained noncurrent versions, and so may a
+        # versioned destination (a copy that failed its verification is deleted and sent
+        # again); after a failure or a recovery every tier is asked. The others keep
+        # their last figures (for at most an hour) rather than cost an S3 client and a
+        # listing of versions each.
+        untidy = recovered or bool(failed) or status == "failed"
+        refresh_stats(
+            context,
+            ask=None if untidy else {a.tier for a in actions},
+            ask_if_versioned={a.to for a in actions if a.to},
+        )
     except ShelflifeError as exc:  # the run is recorded; stale figures are no reason to fail
         LOG.warning("stats not refreshed after %s: %s", run_id, exc)
 
@@ -107,29 +113,32 @@ def stats_body(
     context: Context,
     tiers: list[TierUsage] | None = None,
     ask: Collection[str] | None = None,
+    ask_if_versioned: Collection[str] = (),
 ) -> dict[str, Any]:
     """Usage per tier and health, as ``stats --json`` prints them.
 
     The versioning state and noncurrent versions of an S3 tier are asked of the store for
-    every tier, or only for those in ``ask``; the others keep what the last stored stats
-    said of them."""
+    every tier, or only for those in ``ask`` and those in ``ask_if_versioned`` that the
+    last figures say keep versions; the others keep the last stored figures while they
+    are younger than :data:`CARRIED_FOR` (``versioning_checked_at`` says when they were
+    taken)."""
     tiers = usage(context) if tiers is None else tiers
     body = stats_json(tiers, classify(tiers, context.config.health))
     previous: dict[str, Any] | None = None
+    now = utcnow()
     for name, tier in context.config.tiers.items():
-        if tier.scheme != "s3":
+        if tier.scheme != "s3" or tier.versioned is False:
             continue
         entry = body["tiers"][name]
         if ask is not None and name not in ask:
             if previous is None:
                 stored = History(context.catalog.engine).latest_stats()
                 previous = {} if stored is None else stored[1].get("tiers", {})
-            before = previous.get(name, {})
-            for field in ("versioned", "noncurrent_objects", "noncurrent_bytes"):
-                if field in before:
-                    entry[field] = before[field]
-            continue
-        if not context.versioned(name):
+            if _carried(previous.get(name, {}), entry, now, name in ask_if_versioned):
+                continue
+        versioned = context.versioned(name)
+        entry["versioning_checked_at"] = now.isoformat()
+        if not versioned:
             continue
         entry["versioned"] = True
         try:
@@ -139,10 +148,31 @@ def stats_body(
     return body
 
 
-def refresh_stats(context: Context, ask: Collection[str] | None = None) -> dict[str, Any]:
+CARRIED_FOR = timedelta(hours=1)  # how long versioning figures are carried unasked
+
+
+def _carried(before: dict[str, Any], entry: dict[str, Any], now: datetime, touched: bool) -> bool:
+    """Copy a tier's last versioning figures into ``entry`` if they may stand: taken less
+    than :data:`CARRIED_FOR` ago, and not of a versioned bucket the run wrote to."""
+    taken = before.get("versioning_checked_at")
+    if taken is None or now - datetime.fromisoformat(taken) >= CARRIED_FOR:
+        return False
+    if touched and before.get("versioned"):
+        return False
+    for field in ("versioning_checked_at", "versioned", "noncurrent_objects", "noncurrent_bytes"):
+        if field in before:
+            entry[field] = before[field]
+    return True
+
+
+def refresh_stats(
+    context: Context,
+    ask: Collection[str] | None = None,
+    ask_if_versioned: Collection[str] = (),
+) -> dict[str, Any]:
     """Compute the stats from the catalog and store them for /metrics (S3 versioning
     figures asked of every tier, or of those in ``ask``: see :func:`stats_body`)."""
-    body = stats_body(context, ask=ask)
+    body = stats_body(context, ask=ask, ask_if_versioned=ask_if_versioned)
     History(context.catalog.engine).save_stats(body, utcnow())
     return body
 

@@ -7,6 +7,7 @@ applications' ``STORAGE_*`` variables; ``endpoint`` points at Azurite or a sover
 from __future__ import annotations
 
 import asyncio
+import random
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -16,6 +17,7 @@ from obstore import exceptions as obe
 from obstore.store import AzureStore as _ObAzureStore
 
 from shelflife.base.keys import join_key, validate_key
+from shelflife.base.retry import INITIAL_WAIT, MAX_WAIT
 from shelflife.config.model import TierConfig
 from shelflife.errors import (
     ObjectArchived,
@@ -125,20 +127,13 @@ class AzureStore(ObstoreStore):
                 "read blob properties"
             )
         from azure.core.exceptions import AzureError, ResourceNotFoundError
-        from azure.storage.blob import BlobServiceClient, ExponentialRetry
+        from azure.storage.blob import BlobServiceClient
 
         if self._client is None:
             self._client = BlobServiceClient(
                 self.endpoint,
                 credential={"account_name": self.account_name, "account_key": self._account_key},
-                # The tier's retries, backing off from 0.1 s like the store's own client:
-                # the SDK's default waits 15, 18 and 24 s (plus jitter) after a failure.
-                retry_policy=ExponentialRetry(
-                    initial_backoff=0.1,  # type: ignore[arg-type]
-                    increment_base=2,
-                    retry_total=self.retries,
-                    random_jitter_range=0.1,  # type: ignore[arg-type]
-                ),
+                retry_policy=sdk_retry_policy(self.retries),
             )
         blob = self._client.get_blob_client(self.container, join_key(self.prefix, key))
         try:
@@ -174,3 +169,23 @@ class AzureStore(ObstoreStore):
             return f"{self.endpoint}/{self.container}/{quote(blob, safe='/')}?{sas}"
         with self._translated(key):
             return await obs.sign_async(self._signer, "GET", key, self.presign_ttl)
+
+
+def sdk_retry_policy(retries: int) -> Any:
+    """The retry policy of Azure's SDK client as the tier's own client retries: ``retries``
+    times (connection, read and status errors alike), backing off 0.1 s, 0.2 s, 0.4 s …
+    at most 5 s, with jitter. The SDK's default tries three times after 15, 18 and 24 s."""
+    from azure.storage.blob import ExponentialRetry
+
+    class _Retry(ExponentialRetry):
+        def get_backoff_time(self, settings: dict[str, Any]) -> float:
+            # the SDK counts the failed try before it sleeps: 1 before the first retry
+            wait = min(MAX_WAIT, INITIAL_WAIT * 2 ** max(settings["count"] - 1, 0))
+            return random.uniform(wait / 2, wait)
+
+    return _Retry(
+        retry_total=retries,
+        retry_connect=retries,
+        retry_read=retries,
+        retry_status=retries,
+    )
