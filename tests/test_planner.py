@@ -334,3 +334,36 @@ def test_quarantine_frees_nothing_for_the_watermark() -> None:
         ("migrate", "wm", "local", "b"),
         ("migrate", "wm", "local", "c"),
     ]
+
+
+def test_only_tiers_the_rules_act_on_are_asked_whether_they_keep_versions(
+    tmp_path: Any,
+) -> None:
+    """Asking costs an S3 client and a request: planning asks it of the tiers a rule acts
+    on (the only ones a plan deletes from), never of a destination or an idle tier."""
+    from shelflife import Shelf
+    from shelflife.config import parse_config
+    from shelflife.engine.planning import tier_states
+
+    raw = {
+        "catalog": {"url": f"sqlite:///{tmp_path / 'c.db'}"},
+        "tiers": {
+            name: {"url": f"file://{tmp_path / name}", "create": True}
+            for name in ("hot", "cold", "idle")
+        },
+        "rules": [{"id": "m", "tier": "hot", "action": "migrate", "to": "cold", "after": "1d"}],
+    }
+    config = parse_config(raw, base_dir=tmp_path, source="t", env={})
+    with Shelf.open(config) as shelf:
+        asked: list[str] = []
+
+        def versioned(tier: str) -> bool:
+            asked.append(tier)
+            return True
+
+        shelf.context.versioned = versioned
+        states = tier_states(shelf.context, config.rules)
+    assert asked == ["hot"]
+    assert states["hot"].versioned
+    assert not states["cold"].versioned
+    assert not states["idle"].versioned

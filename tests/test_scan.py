@@ -417,5 +417,10 @@ def test_a_large_first_scan_leaves_statistics_for_the_next(
         scan(catalog, LocalStore(tmp_path / "tier"))  # 1,500 new rows: a tenth and more
         with catalog.engine.connect() as conn:
             assert conn.exec_driver_sql(tuples).scalar_one() == 1500
+        fill(tmp_path / "tier", [f"new/{i:03d}" for i in range(20)])
+        again = scan(catalog, LocalStore(tmp_path / "tier"))  # 20 new rows: too few
+        assert again.new == 20
+        with catalog.engine.connect() as conn:
+            assert conn.exec_driver_sql(tuples).scalar_one() == 1500  # not analyzed again
     finally:
         catalog.close()
