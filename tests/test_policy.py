@@ -300,6 +300,19 @@ def test_versioned_bucket_is_said_in_plan_and_stats(
     assert shelf.apply(shelf.plan()).actions == []
     assert current_stats(shelf.context)[1]["tiers"]["cloud"]["noncurrent_bytes"] == 12
 
+    # A failed or recovering run asks every tier, carried figures or not.
+    monkeypatch.setattr(records, "CARRIED_FOR", timedelta(hours=1))
+    s3.put_object(Bucket=bucket, Key="v/third.bin", Body=b"123")
+    s3.delete_object(Bucket=bucket, Key="v/third.bin")
+    assert shelf.apply(shelf.plan()).actions == []
+    assert current_stats(shelf.context)[1]["tiers"]["cloud"]["noncurrent_bytes"] == 12
+    records.finish_run(shelf.context, "run-failed", "run", "failed", error="boom")
+    assert current_stats(shelf.context)[1]["tiers"]["cloud"]["noncurrent_bytes"] == 15
+    s3.put_object(Bucket=bucket, Key="v/fourth.bin", Body=b"1")
+    s3.delete_object(Bucket=bucket, Key="v/fourth.bin")
+    records.finish_run(shelf.context, "run-recovered", "run", "ok", recovered=True)
+    assert current_stats(shelf.context)[1]["tiers"]["cloud"]["noncurrent_bytes"] == 16
+
 
 def shelf_now_plus_days(days: int) -> Any:
     from datetime import timedelta
