@@ -50,10 +50,17 @@ from shelflife.stores.base import Entry, ObjectInfo, Stamps, entry_of
 MIGRATIONS = Path(__file__).parent / "migrations"
 _MIGRATION_LOCK = threading.Lock()
 LOG = logging.getLogger("shelflife")
-# Run before a read in key order on PostgreSQL, in its transaction: the read walks the
-# (tier, key) index (keys COLLATE "C") instead of sorting, whatever the statistics say.
-KEY_ORDER = "SET LOCAL enable_sort = off"
+KEY_ORDER = "SET LOCAL enable_sort = off"  # see in_key_order
 HEAD_REVISION = "0011_reference_counts"  # the newest file in migrations/versions (a test checks)
+
+
+def in_key_order(conn: Connection) -> None:
+    """Before a read in key order, in its transaction: on PostgreSQL the read walks the
+    (tier, key) index (keys ``COLLATE "C"``) instead of sorting, whatever the statistics
+    say (with none, each keyset page of a scan was a sort of the rest of the tier)."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(KEY_ORDER)
+
 
 # One inventory row as a scan compares it: (key, size, etag, modified µs since the epoch).
 Listed = tuple[str, int, str | None, int]
@@ -290,10 +297,7 @@ class Catalog:
         after = ""
         while True:
             with self._connect() as conn:
-                if self.dialect == "postgresql":
-                    # a page is a range of the (tier, key) index, whatever the statistics
-                    # say (none yet: each page was a sort of the rest of the tier)
-                    conn.exec_driver_sql(KEY_ORDER)
+                in_key_order(conn)  # a page is a range of the (tier, key) index
                 cursor = conn.connection.driver_connection.cursor()
                 try:
                     cursor.execute(sql, (tier, after))

@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import BigInteger, Engine, exists, or_, select, type_coerce
 
-from shelflife.catalog.catalog import KEY_ORDER, Catalog, _Guard
+from shelflife.catalog.catalog import Catalog, _Guard, in_key_order
 from shelflife.catalog.ledger import (
     Ledger,
     aged_from_column,
@@ -115,8 +115,7 @@ class CatalogInventory:
         names. A key named on another tier counts where that tier's inventory lacks it."""
         query = select(*_RAW_COLUMNS).where(*clauses).order_by(objects.c.key)
         with self.engine.connect() as conn:
-            if self.engine.dialect.name == "postgresql":
-                conn.exec_driver_sql(KEY_ORDER)
+            in_key_order(conn)
             result = conn.execution_options(stream_results=True, yield_per=self.batch_size).execute(
                 query
             )

@@ -21,7 +21,7 @@ import obstore as obs
 from obstore import exceptions as obe
 
 from shelflife.base.keys import validate_key, validate_prefix
-from shelflife.base.retry import retrying
+from shelflife.base.retry import INITIAL_WAIT, MAX_WAIT, retrying
 from shelflife.errors import (
     ObjectArchived,
     ObjectExists,
@@ -577,8 +577,8 @@ def retry_config(tier: Any) -> RetryConfig:
         "max_retries": tier.retries,
         "retry_timeout": timedelta(minutes=3),
         "backoff": {
-            "init_backoff": timedelta(milliseconds=100),
-            "max_backoff": timedelta(seconds=5),
+            "init_backoff": timedelta(seconds=INITIAL_WAIT),
+            "max_backoff": timedelta(seconds=MAX_WAIT),
             "base": 2,
         },
     }
