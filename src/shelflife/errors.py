@@ -50,6 +50,19 @@ class ConfigError(ShelflifeError):
         super().__init__(f"{path}: {message}" if path else message, hint=hint)
 
 
+class MissingExtraError(ConfigError):
+    """A feature the configuration or command asks for needs a package an extra installs."""
+
+    def __init__(self, feature: str, module: str, extra: str) -> None:
+        self.feature = feature
+        self.module = module
+        self.extra = extra
+        super().__init__(
+            f"{feature} needs the '{extra}' extra ({module} is not installed)",
+            hint=f"pip install 'shelflife[{extra}]'",
+        )
+
+
 class UsageError(ShelflifeError):
     """A command or function was called with arguments that cannot work."""
 

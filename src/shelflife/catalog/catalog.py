@@ -35,6 +35,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
 
+from shelflife.base.extras import needs
 from shelflife.catalog.schema import (
     bulk_execute,
     bulk_upsert,
@@ -799,7 +800,8 @@ def create_catalog_engine(url: str) -> Engine:
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
     try:
-        return create_engine(parsed, pool_pre_ping=True)
+        with needs(f"a {parsed.get_backend_name()} catalog"):
+            return create_engine(parsed, pool_pre_ping=True)
     except NoSuchModuleError:
         # the URL as written (its password is masked by the error report: see shelflife.base.logs)
         raise ConfigError(

@@ -102,7 +102,10 @@ def listen(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = True) -> 
     import logging
     import signal
 
-    from shelflife.references.listen import listen as run_listener
+    from shelflife.base.extras import needs
+
+    with needs("shelflife listen"):
+        from shelflife.references.listen import listen as run_listener
 
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(message)s"

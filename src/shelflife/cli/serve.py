@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from shelflife.base.extras import needs
 from shelflife.cli.render import err
 from shelflife.cli.state import state
 
@@ -24,9 +25,10 @@ def register(app: typer.Typer) -> None:
 
 def serve(host: HostOption = "127.0.0.1", port: PortOption = 8080) -> None:
     """Serve the HTTP API (/api/v1, OpenAPI at /docs), the dashboard, /metrics."""
-    import uvicorn
+    with needs("shelflife serve"):
+        import uvicorn
 
-    from shelflife.api import create_app
+        from shelflife.api import create_app
 
     shelf = state.open()
     err.print(f"serving on http://{host}:{port} (metrics at /metrics, health at /metrics/storage)")
@@ -37,9 +39,10 @@ def daemon(host: HostOption = "127.0.0.1", port: PortOption = 8080) -> None:
     """Run the [schedule] entries (lifecycle, stats) and serve the HTTP API and /metrics."""
     import threading
 
-    import uvicorn
+    with needs("shelflife daemon"):
+        import uvicorn
 
-    from shelflife.api import create_app
+        from shelflife.api import create_app
     from shelflife.workers.scheduler import Scheduler, ScheduleState, shelf_jobs
 
     shelf = state.open()

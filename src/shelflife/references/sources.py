@@ -56,6 +56,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.exc import NoSuchTableError, SQLAlchemyError
 
+from shelflife.base.extras import needs
 from shelflife.base.jsonpath import Step, compile_path, replace_strings, strings
 from shelflife.config.model import Config, ReferenceConfig
 from shelflife.errors import RefusedError, ShelflifeError
@@ -191,7 +192,8 @@ class Databases:
 
     def engine(self, name: str) -> Engine:
         if name not in self._engines:
-            self._engines[name] = create_engine(self._urls[name], pool_pre_ping=True)
+            with needs(f"[databases.{name}]"):
+                self._engines[name] = create_engine(self._urls[name], pool_pre_ping=True)
         return self._engines[name]
 
     def dispose(self) -> None:

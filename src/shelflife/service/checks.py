@@ -18,10 +18,11 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from shelflife.base.aio import run_sync
+from shelflife.base.extras import needs
 from shelflife.config.model import Config
 from shelflife.engine.planning import unrewritten
 from shelflife.engine.trust import CATALOG_TABLES
-from shelflife.errors import ShelflifeError
+from shelflife.errors import MissingExtraError, ShelflifeError
 from shelflife.model.locations import Location, Locator
 from shelflife.references.sources import Databases, ReferenceSource, undeclared_columns
 from shelflife.stores._obstore import ObstoreStore
@@ -132,7 +133,10 @@ def _check_archive_tier(name: str, store: ObstoreStore, key: str, payload: bytes
 def check_database(name: str, url: str) -> CheckResult:
     """Connect to an application database and run a trivial query."""
     try:
-        engine = create_engine(url)
+        with needs(f"[databases.{name}]"):
+            engine = create_engine(url)
+    except MissingExtraError as exc:
+        return CheckResult("database", name, False, exc.message, hint=exc.hint)
     except (SQLAlchemyError, ValueError, ImportError) as exc:
         return CheckResult("database", name, False, f"invalid database url: {exc}")
     where = engine.url.render_as_string(hide_password=True)

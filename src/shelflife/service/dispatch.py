@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from itertools import islice
 from typing import Any
 
+from shelflife.base.extras import needs
 from shelflife.config.model import Config
 from shelflife.engine.executor import Batch, Dispatcher, ErrorBudget, Executor, InProcess
 from shelflife.engine.fanout import RunActions
@@ -49,7 +50,8 @@ class CeleryDispatcher:
     fills the run's outcome from what the workers recorded in ``run_actions``."""
 
     def __init__(self, config: Config) -> None:
-        from celery import Celery
+        with needs("[executor] dispatcher = \"celery\""):
+            from celery import Celery
 
         self.config = config
         self.app = Celery("shelflife-dispatch")

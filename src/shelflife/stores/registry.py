@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from shelflife.base.extras import require
 from shelflife.config.model import TierConfig
-from shelflife.errors import StoreConfigError, StoreError
+from shelflife.errors import MissingExtraError, StoreConfigError, StoreError
 from shelflife.stores._obstore import ObstoreStore
 
 
@@ -22,12 +23,14 @@ def _memory(tier: TierConfig) -> ObstoreStore:
 
 
 def _s3(tier: TierConfig) -> ObstoreStore:
+    require("boto3", "an s3:// tier")  # HEAD with checksums, versioning, lifecycle policies
     from shelflife.stores.s3 import S3Store
 
     return S3Store(tier)
 
 
 def _azure(tier: TierConfig) -> ObstoreStore:
+    require("azure.storage.blob", "an az:// tier")  # blob properties, tiers, SAS
     from shelflife.stores.azure import AzureStore
 
     return AzureStore(tier)
@@ -57,6 +60,8 @@ def open_store(tier: TierConfig, *, name: str = "") -> ObstoreStore:
         raise StoreConfigError(f"{label}: no backend for scheme {tier.scheme!r}")
     try:
         return factory(tier)
+    except MissingExtraError as exc:
+        raise MissingExtraError(f"{label} ({exc.feature})", exc.module, exc.extra) from None
     except StoreError as exc:
         raise StoreConfigError(f"{label}: {exc.message}", hint=exc.hint) from None
     except (ValueError, TypeError, Exception) as exc:

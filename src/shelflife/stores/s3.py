@@ -15,6 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 import obstore as obs
 from obstore.store import S3Store as _ObS3Store
 
+from shelflife.base.extras import needs
 from shelflife.base.keys import join_key, validate_key
 from shelflife.config.model import UNREADABLE_CLASSES, TierConfig
 from shelflife.errors import ObjectArchived, ObjectNotFound, StoreConfigError, StoreError
@@ -143,8 +144,9 @@ ARCHIVE_CLASSES = UNREADABLE_CLASSES["s3"]
 
 def s3_client(tier: TierConfig) -> Any:
     """A boto3 client for a tier (obstore has no bucket calls, nor a checksum-mode HEAD)."""
-    import boto3
-    from botocore.config import Config as BotoConfig
+    with needs("an s3:// tier"):
+        import boto3
+        from botocore.config import Config as BotoConfig
 
     return boto3.client(
         "s3",
