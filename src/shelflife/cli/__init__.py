@@ -2,7 +2,8 @@
 
 Expected failures print ``error: …`` and a hint, never a traceback, and exit with the
 DESIGN's codes: 0 done, 1 some actions failed, 2 usage or config error, 3 refused for
-safety, 4 another run holds the lock.
+safety, 4 another run holds the lock. Under ``--json`` the failure is also printed on
+stdout as ``{"error": {"code", "message", "hint"}}``, with the HTTP API's codes.
 """
 
 from __future__ import annotations
@@ -13,8 +14,22 @@ from typing import Any
 import typer
 
 from shelflife.cli import collect, commands, lifecycle, serve
-from shelflife.cli.render import err
-from shelflife.errors import ShelflifeError
+from shelflife.cli.render import err, error_json, print_json, report
+from shelflife.errors import (
+    CatalogError,
+    ConfigError,
+    InvalidKeyError,
+    LockedError,
+    ObjectArchived,
+    ObjectExists,
+    ObjectNotFound,
+    RefusedError,
+    ShelflifeError,
+    StoreAuthError,
+    StoreError,
+    StoreUnreachable,
+    UsageError,
+)
 
 # Help is rendered plainly (click's formatter): Typer's Rich help panels import Rich and
 # its own renderer, which cost more than the rest of ``shelflife --help`` together.
@@ -22,7 +37,7 @@ app = typer.Typer(
     name="shelflife",
     help="Keep file storage healthy: tiers, watermarks, retention and orphan collection.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion, --show-completion
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
     context_settings={"max_content_width": 120},  # use a wide terminal, as Rich did
@@ -67,34 +82,88 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else list(argv)
+    json = wants_json(args)
     try:
-        result: Any = app(args=argv, standalone_mode=False)
+        result: Any = app(args=args, standalone_mode=False)
     except ShelflifeError as exc:
-        report(exc)
-        return exc.exit_code
+        return fail(exc.exit_code, error_code(exc), exc.message, exc.hint, json=json)
     except typer.Exit as exc:
         return int(exc.exit_code)
     except typer.Abort:
-        err.print("aborted")
-        return 130
+        return fail(130, "aborted", "aborted", None, json=json)
     except typer.TyperException as exc:  # click's usage errors, vendored by Typer
+        if json:
+            return fail(2, "invalid_request", exc.format_message(), _usage_hint(exc), json=True)
         show = getattr(exc, "show", None)
         if show is not None:
             show(file=sys.stderr)
         else:
-            err.print(f"error: {exc}")
+            err.print(f"error: {exc}", markup=False)
         return 2
     except KeyboardInterrupt:
-        err.print("interrupted")
-        return 130
+        return fail(130, "interrupted", "interrupted", None, json=json)
+    except BrokenPipeError:  # ``shelflife get KEY - | head``: the reader left
+        _quiet_stdout()
+        return 141
     return int(result) if isinstance(result, int) else 0
 
 
-def report(exc: ShelflifeError) -> None:
-    from rich.markup import escape
+def wants_json(args: list[str]) -> bool:
+    """Whether the command line asks for ``--json`` (read before parsing, so that a
+    command line click refuses is answered in JSON too)."""
+    options = args[: args.index("--")] if "--" in args else args
+    return "--json" in options
 
+
+# The HTTP API's codes (shelflife.api.errors), most specific first: one name for one
+# failure wherever it is reported.
+_CODES: list[tuple[type[ShelflifeError], str]] = [
+    (InvalidKeyError, "invalid_key"),
+    (ObjectNotFound, "not_found"),
+    (ObjectExists, "exists"),
+    (ObjectArchived, "archived"),
+    (LockedError, "run_in_progress"),
+    (RefusedError, "refused"),
+    (UsageError, "bad_request"),
+    (StoreAuthError, "store_auth"),
+    (StoreUnreachable, "store_unreachable"),
+    (StoreError, "store_error"),
+    (CatalogError, "catalog_unavailable"),
+    (ConfigError, "config_error"),
+]
+
+
+def error_code(exc: ShelflifeError) -> str:
+    for kind, code in _CODES:
+        if isinstance(exc, kind):
+            return code
+    return "error"
+
+
+def fail(exit_code: int, code: str, message: str, hint: str | None, *, json: bool) -> int:
+    """Report a failure: ``error: …`` and its hint on stderr; under ``--json`` also
+    ``{"error": {"code", "message", "hint"}}`` on stdout. Return the exit code."""
     from shelflife.base.logs import redact
 
-    err.print(f"[bold red]error:[/] {escape(redact(exc.message))}", markup=True, highlight=False)
-    if exc.hint:
-        err.print(f"[dim]hint:[/] {escape(redact(exc.hint))}", markup=True, highlight=False)
+    message = redact(message)
+    hint = redact(hint) if hint else None
+    if json:
+        print_json(error_json(code, message, hint))
+    report(message, hint)
+    return exit_code
+
+
+def _usage_hint(exc: Exception) -> str:
+    ctx = getattr(exc, "ctx", None)
+    path = ctx.command_path if ctx is not None else "shelflife"
+    return f"run '{path} --help' for its arguments and options"
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's last flush raises nothing."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)

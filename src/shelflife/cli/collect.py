@@ -12,6 +12,7 @@ import typer
 from shelflife.cli.render import (
     RichProgress,
     err,
+    note,
     out,
     print_json,
 )
@@ -40,33 +41,59 @@ def recover(json: JsonOption = False) -> None:
 def recall(
     key: Annotated[str, typer.Argument(help="a key or a row's value")],
     to: Annotated[str | None, typer.Option("--to", help="tier (default: local)")] = None,
+    json: JsonOption = False,
 ) -> None:
     """Bring an object back to a tier (local by default), rewriting its rows."""
     location = state.open().recall(key, to=to)
-    err.print(f"{location.key} is on {location.tier}")
+    if json:
+        print_json({"key": location.key, "tier": location.tier})
+    else:
+        note(f"{location.key} is on {location.tier}")
 
 
 def pin(
     key: Annotated[str, typer.Argument(help="a key or a row's value")],
     until: Annotated[str | None, typer.Option("--until", help="ISO 8601 instant")] = None,
+    json: JsonOption = False,
 ) -> None:
     """Keep an object from being collected or expired."""
-    location = state.open().pin(key, instant(until))
-    err.print(f"pinned {location.key} on {location.tier}" + (f" until {until}" if until else ""))
+    when = instant(until)
+    location = state.open().pin(key, when)
+    if json:
+        print_json(
+            {
+                "key": location.key,
+                "tier": location.tier,
+                "pinned": True,
+                "until": None if when is None else when.isoformat(),
+            }
+        )
+    else:
+        note(f"pinned {location.key} on {location.tier}" + (f" until {until}" if until else ""))
 
 
-def unpin(key: Annotated[str, typer.Argument(help="a key or a row's value")]) -> None:
+def unpin(
+    key: Annotated[str, typer.Argument(help="a key or a row's value")], json: JsonOption = False
+) -> None:
     """Remove a pin."""
     location = state.open().unpin(key)
-    err.print(f"unpinned {location.key} on {location.tier}")
+    if json:
+        print_json({"key": location.key, "tier": location.tier, "pinned": False})
+    else:
+        note(f"unpinned {location.key} on {location.tier}")
 
 
 def restore(
-    key: Annotated[str, typer.Argument(help="the key it had")], tier: TierOption = None
+    key: Annotated[str, typer.Argument(help="the key it had")],
+    tier: TierOption = None,
+    json: JsonOption = False,
 ) -> None:
     """Bring a quarantined object back."""
     location = state.open().restore(key, tier=tier)
-    err.print(f"restored {location.key} on {location.tier}")
+    if json:
+        print_json({"key": location.key, "tier": location.tier, "restored": True})
+    else:
+        note(f"restored {location.key} on {location.tier}")
 
 
 def audit(

@@ -14,42 +14,103 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from shelflife.base.units import format_size
-from shelflife.cli.render import RichProgress, err, out, print_json, usage_table
+from shelflife.cli.render import (
+    RichProgress,
+    err,
+    note,
+    out,
+    print_json,
+    print_json_stream,
+    usage_table,
+)
 from shelflife.cli.state import ConfigOption, JsonOption, TierOption, state
 from shelflife.errors import ShelflifeError, UsageError
 
 if TYPE_CHECKING:
-    from shelflife.service.checks import CheckResult
     from shelflife.service.shelf import Shelf
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from shelflife import __version__
+
+        print(f"shelflife {__version__}")
+        raise typer.Exit()
 
 
 def register(app: typer.Typer) -> None:
     @app.callback()
     def _global(
         config: ConfigOption = None,
+        verbose: Annotated[
+            int,
+            typer.Option(
+                "--verbose",
+                "-v",
+                count=True,
+                show_default=False,
+                help="more log lines: -v info, -vv debug",
+            ),
+        ] = 0,
+        quiet: Annotated[
+            int,
+            typer.Option(
+                "--quiet",
+                "-q",
+                count=True,
+                show_default=False,
+                help="less output: -q no progress bars or notes (warnings still), -qq errors only",
+            ),
+        ] = 0,
         log_level: Annotated[
-            str,
+            str | None,
             typer.Option(
                 "--log-level",
-                help="debug, info (one line per action), warning, error",
+                help="debug, info (one line per action), warning (the default), error",
                 case_sensitive=False,
             ),
-        ] = "warning",
+        ] = None,
         log_format: Annotated[
             str, typer.Option("--log-format", help="text or json (one object per line)")
         ] = "text",
+        version: Annotated[
+            bool,
+            typer.Option(
+                "--version",
+                is_eager=True,
+                callback=_show_version,
+                help="print the version and exit",
+            ),
+        ] = False,
     ) -> None:
         if log_format not in ("text", "json"):
             raise UsageError(f"--log-format must be text or json, not {log_format!r}")
-        if log_level.lower() not in ("debug", "info", "warning", "error"):
-            raise UsageError(
-                f"--log-level must be debug, info, warning or error, not {log_level!r}"
+        if verbose and quiet:
+            raise UsageError("-v/--verbose and -q/--quiet contradict each other; give one")
+        if log_level is not None:
+            if verbose or quiet:
+                raise UsageError(
+                    "--log-level and -v/-q both set the log level; give one",
+                    hint="-v is --log-level info, -vv debug, -qq error",
+                )
+            if log_level.lower() not in ("debug", "info", "warning", "error"):
+                raise UsageError(
+                    f"--log-level must be debug, info, warning or error, not {log_level!r}"
+                )
+            level = log_level
+        else:
+            level = (
+                ("info" if verbose == 1 else "debug")
+                if verbose
+                else ("error" if quiet >= 2 else "warning")
             )
         from shelflife.base.logs import setup
 
-        setup(log_level, log_format)
+        setup(level, log_format)
         state.config_path = config
         state.shelf = None
+        state.quiet = quiet > 0
+        state.executor = {}
 
     app.command()(init)
     app.command()(check)
@@ -66,6 +127,7 @@ def register(app: typer.Typer) -> None:
 def init(
     path: Annotated[Path, typer.Argument(help="where to write the file")] = Path("shelflife.toml"),
     force: Annotated[bool, typer.Option("--force", help="overwrite an existing file")] = False,
+    json: JsonOption = False,
 ) -> None:
     """Write a commented starter shelflife.toml."""
     from importlib import resources
@@ -74,8 +136,12 @@ def init(
         raise UsageError(f"{path} exists already", hint="pass --force to overwrite it")
     template = resources.files("shelflife").joinpath("templates/shelflife.toml").read_text()
     path.write_text(template, encoding="utf-8")
-    # A plain line, not Rich: init is the first command a user runs and needs nothing else.
-    print(f"wrote {path}; edit it, then run 'shelflife check'", file=sys.stderr)
+    if json:
+        print_json({"path": str(path), "written": True})
+    elif not state.quiet:
+        # A plain line, not Rich: init is the first command a user runs and needs nothing
+        # else.
+        print(f"wrote {path}; edit it, then run 'shelflife check'", file=sys.stderr)
 
 
 def check(json: JsonOption = False) -> int:
@@ -87,6 +153,7 @@ def check(json: JsonOption = False) -> int:
         CheckResult,
         check_database,
         check_rewrites,
+        check_schedule,
         check_tier,
         lint_references,
     )
@@ -115,7 +182,7 @@ def check(json: JsonOption = False) -> int:
             lambda location: catalog.get(location.tier, location.key) is not None,
         )
     if state.shelf is not None:
-        results.append(_schedule_check(state.shelf))
+        results.append(check_schedule(state.shelf.context))
     failed = [result for result in results if not result.ok]
     if json:
         print_json({"ok": not failed, "checks": [result.as_json() for result in results]})
@@ -182,7 +249,15 @@ def put(
     """Store a file; print the value a row should hold."""
     stored = state.open().put(file, key, tier=tier)
     if json:
-        print_json(stored.as_json())
+        print_json(
+            {
+                "key": stored.key,
+                "tier": stored.tier,
+                "bytes": stored.size,
+                "checksum": stored.checksum,
+                "ref": stored.ref,
+            }
+        )
     else:
         out.print(
             f"stored {stored.key} on {stored.tier} ({format_size(stored.size)}): {stored.ref}"
@@ -191,69 +266,101 @@ def put(
 
 def get(
     key: Annotated[str, typer.Argument(help="a key or a row's value")],
-    dest: Annotated[Path | None, typer.Argument(help="file or folder (default: .)")] = None,
+    dest: Annotated[
+        str | None,
+        typer.Argument(
+            help="a file, a folder to put it in (a trailing / creates it), or - for stdout "
+            "(default: .)"
+        ),
+    ] = None,
+    json: JsonOption = False,
 ) -> None:
-    """Download an object to a file."""
-    target = state.open().download(key, dest or Path("."))
-    err.print(f"wrote {target}")
+    """Download an object to a file, into a folder, or to stdout (-)."""
+    shelf = state.open()
+    if dest == "-":
+        if json:
+            raise UsageError(
+                "--json and - both want stdout", hint="give a file or folder with --json"
+            )
+        shelf.download(key, sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+        return
+    target = shelf.download(key, dest or ".")
+    if json:
+        print_json({"key": key, "path": str(target), "bytes": target.stat().st_size})
+    else:
+        note(f"wrote {target}")
 
 
-def url(key: Annotated[str, typer.Argument(help="a key or a row's value")]) -> None:
+def url(
+    key: Annotated[str, typer.Argument(help="a key or a row's value")], json: JsonOption = False
+) -> None:
     """Print a URL for an object (presigned on object stores)."""
-    out.print(state.open().url(key), markup=False)
+    shelf = state.open()
+    if json:
+        location = shelf.resolve(key)
+        print_json({"key": location.key, "tier": location.tier, "url": shelf.url(key)})
+    else:
+        out.print(shelf.url(key), markup=False)
 
 
-def rm(key: Annotated[str, typer.Argument(help="a key or a row's value")]) -> None:
-    """Delete an object."""
-    location = state.open().delete(key)
-    err.print(f"deleted {location.key} from {location.tier}")
+def rm(
+    key: Annotated[str, typer.Argument(help="a key or a row's value")], json: JsonOption = False
+) -> None:
+    """Delete an object; one already gone is not an error."""
+    location = state.open().delete(key, missing_ok=True)
+    if location is None:
+        if json:
+            print_json({"key": key, "deleted": False})
+        else:
+            note(f"{key} is already gone")
+        return
+    if json:
+        print_json({"key": location.key, "tier": location.tier, "deleted": True})
+    else:
+        note(f"deleted {location.key} from {location.tier}")
 
 
 def ls(
-    prefix: Annotated[str, typer.Argument(help="only keys under this prefix")] = "",
+    prefix: Annotated[
+        str, typer.Argument(help="only keys starting with this (docs/2024/rep matches report.pdf)")
+    ] = "",
     tier: TierOption = None,
+    long: Annotated[
+        bool, typer.Option("--long", "-l", help="with sizes and modification times")
+    ] = False,
+    show_all: Annotated[
+        bool,
+        typer.Option("--all", "-a", help="also shelflife's own folders (.shelflife-trash/ …)"),
+    ] = False,
     json: JsonOption = False,
 ) -> None:
-    """List objects as the stores hold them now."""
-    rows = state.open().ls(prefix, tier=tier)
+    """List objects as the stores hold them now, in key order."""
+    rows = state.open().ls(prefix, tier=tier, internal=show_all)
     if json:
-        print_json(
-            [
-                {
-                    "tier": name,
-                    "key": info.key,
-                    "size": info.size,
-                    "modified": info.modified.isoformat(),
-                }
-                for name, info in rows
-            ]
+        print_json_stream(
+            {},
+            {
+                "objects": (
+                    {
+                        "key": info.key,
+                        "tier": name,
+                        "bytes": info.size,
+                        "modified": info.modified.isoformat(),
+                        "etag": info.etag,
+                    }
+                    for name, info in rows
+                )
+            },
         )
         return
+    write = sys.stdout.write
     for name, info in rows:
-        out.print(
-            f"{name:<10} {info.size:>12,} {info.modified:%Y-%m-%d %H:%M} {info.key}", markup=False
-        )
-
-
-def _schedule_check(shelf: "Shelf") -> "CheckResult":
-    """Is it running? The last successful lifecycle run and the next one due."""
-    from shelflife.service.checks import CheckResult
-
-    status = shelf.schedule_status()
-    if status["next_due"] is None:
-        return CheckResult("schedule", "lifecycle", True, status["message"], warning=True)
-    last = status["last_success"] or "never"
-    message = f"last successful run {last}; next due {status['next_due']}"
-    if status["overdue"]:
-        return CheckResult(
-            "schedule",
-            "lifecycle",
-            True,
-            f"{status['message']} ({message})",
-            hint="start 'shelflife daemon', or Celery beat with a worker",
-            warning=True,
-        )
-    return CheckResult("schedule", "lifecycle", True, message)
+        if long:
+            size = format_size(info.size)
+            write(f"{name:<10} {size:>10} {info.modified:%Y-%m-%d %H:%M} {info.key}\n")
+        else:
+            write(f"{name:<10} {info.key}\n")
 
 
 def stats(

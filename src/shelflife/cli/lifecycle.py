@@ -21,13 +21,16 @@ from shelflife.cli.render import (
     print_json,
     print_json_stream,
     print_refusal,
+    report,
 )
 from shelflife.cli.state import (
     AtOption,
     DryRunOption,
     JsonOption,
+    MaxDeleteOption,
     NoScanOption,
     RuleOption,
+    TransfersOption,
     YesOption,
     instant,
     state,
@@ -105,8 +108,11 @@ def apply(
     ],
     yes: YesOption = False,
     json: JsonOption = False,
+    transfers: TransfersOption = None,
+    max_delete: MaxDeleteOption = None,
 ) -> int:
     """Apply a saved plan once, re-checking every action before taking it."""
+    state.override(transfers=transfers, max_delete=max_delete)
     shelf = state.open()
     return _report(
         lambda: shelf.apply(
@@ -126,7 +132,10 @@ def pipeline_command(command: str, doc: str) -> Callable[..., int]:
         yes: YesOption = False,
         json: JsonOption = False,
         no_scan: NoScanOption = False,
+        transfers: TransfersOption = None,
+        max_delete: MaxDeleteOption = None,
     ) -> int:
+        state.override(transfers=transfers, max_delete=max_delete)
         return _run(command, dry_run, rule, at, yes, json, no_scan)
 
     invoke.__doc__ = doc
@@ -149,8 +158,11 @@ def gc(
             help="sweep exactly the orphans a saved plan lists (a --dry-run's), each re-checked",
         ),
     ] = None,
+    transfers: TransfersOption = None,
+    max_delete: MaxDeleteOption = None,
 ) -> int:
     """`run` restricted to the collect-orphans rules: objects no reference points at."""
+    state.override(transfers=transfers, max_delete=max_delete)
     if mark is not None:
         if dry_run or rule or at or no_scan:
             raise UsageError(
@@ -198,9 +210,14 @@ def _report(call: Callable[[], "RunOutcome"], *, json: bool) -> int:
     try:
         outcome = call()
     except RefusedError as exc:
-        if json:
-            print_refusal(exc.message)
-        raise
+        if not json:
+            raise
+        from shelflife.base.logs import redact
+
+        hint = redact(exc.hint) if exc.hint else None
+        print_refusal(redact(exc.message), hint)  # the run's JSON, with its "error"
+        report(redact(exc.message), hint)
+        return exc.exit_code
     if json:
         if outcome.dry_run:
             print_json_stream(outcome.header_json(), _plan_lists(outcome.plan))

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 from shelflife.base.units import format_size
+from shelflife.cli.state import state
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -47,8 +48,30 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
-def print_refusal(reason: str) -> None:
-    """The run JSON of a run refused for safety (exit code 3 follows)."""
+def error_json(code: str, message: str, hint: str | None = None) -> dict[str, Any]:
+    """A failure as ``--json`` prints it: ``{"error": {"code", "message", "hint"}}``."""
+    return {"error": {"code": code, "message": message, "hint": hint}}
+
+
+def report(message: str, hint: str | None = None) -> None:
+    """``error: MESSAGE`` and ``hint: HINT`` on stderr (already redacted)."""
+    from rich.markup import escape
+
+    err.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False)
+    if hint:
+        err.print(f"[dim]hint:[/] {escape(hint)}", markup=True, highlight=False)
+
+
+def note(message: str) -> None:
+    """A line for the person watching (what was written, deleted …) on stderr; none
+    under ``-q``."""
+    if not state.quiet:
+        err.print(message, markup=False)
+
+
+def print_refusal(reason: str, hint: str | None = None) -> None:
+    """The run JSON of a run refused for safety (exit code 3 follows): the run's fields
+    and the ``error`` every failed command's JSON has."""
     print_json(
         {
             "run_id": None,
@@ -57,6 +80,7 @@ def print_refusal(reason: str) -> None:
             "actions": [],
             "totals": {},
             "failed": [],
+            **error_json("refused", reason, hint),
         }
     )
 
@@ -82,7 +106,7 @@ class RichProgress:
     """A Rich progress bar per phase; silent when stderr is not a terminal or --json."""
 
     def __init__(self, *, enabled: bool = True) -> None:
-        self.enabled = enabled and err.is_terminal
+        self.enabled = enabled and not state.quiet and err.is_terminal
         self._progress: Progress | None = None
         self._task: TaskID | None = None
         self._bytes = 0
@@ -130,7 +154,16 @@ class RichProgress:
         self._task = None
 
 
-__all__ = ["RichProgress", "err", "out", "print_json", "usage_bar", "usage_table"]
+__all__ = [
+    "RichProgress",
+    "err",
+    "error_json",
+    "note",
+    "out",
+    "print_json",
+    "usage_bar",
+    "usage_table",
+]
 
 
 def usage_bar(tier: TierUsage, width: int = 20) -> Text:

@@ -9,8 +9,8 @@ from typing import Annotated
 import typer
 
 from shelflife.base.extras import needs
-from shelflife.cli.render import err
-from shelflife.cli.state import state
+from shelflife.cli.render import err, print_json
+from shelflife.cli.state import JsonOption, state
 
 HostOption = Annotated[str, typer.Option("--host", help="address to listen on")]
 PortOption = Annotated[int, typer.Option("--port", "-p", help="port to listen on", min=1)]
@@ -135,13 +135,20 @@ def token_create(
 
 
 @token_app.command("list")
-def token_list() -> None:
+def token_list(json: JsonOption = False) -> None:
     """Token names and scopes (never the tokens)."""
     from shelflife.api.auth import Tokens
 
     shelf = state.open()
-    for name, _, scopes in Tokens(shelf.config, shelf.catalog.engine).known():
-        print(f"{name}\t{','.join(sorted(scopes))}")
+    known = [
+        (name, sorted(scopes))
+        for name, _, scopes in Tokens(shelf.config, shelf.catalog.engine).known()
+    ]
+    if json:
+        print_json({"tokens": [{"name": name, "scopes": scopes} for name, scopes in known]})
+        return
+    for name, scopes in known:
+        print(f"{name}\t{','.join(scopes)}")
 
 
 @token_app.command("revoke")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -26,7 +26,9 @@ ConfigOption = Annotated[
         help="shelflife.toml to use (else $SHELFLIFE_CONFIG, ./shelflife.toml, the default)",
     ),
 ]
-JsonOption = Annotated[bool, typer.Option("--json", help="print JSON instead of tables")]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="print JSON on stdout (errors too) instead of text")
+]
 TierOption = Annotated[str | None, typer.Option("--tier", "-t", help="tier name")]
 DryRunOption = Annotated[bool, typer.Option("--dry-run", help="plan only; change nothing")]
 RuleOption = Annotated[str | None, typer.Option("--rule", help="only this rule id")]
@@ -40,6 +42,26 @@ NoScanOption = Annotated[
     bool,
     typer.Option(
         "--no-scan", help="plan on the current inventory (a never-scanned tier is an error)"
+    ),
+]
+MAX_TRANSFERS = 256  # [executor] concurrency's own upper bound
+TransfersOption = Annotated[
+    int | None,
+    typer.Option(
+        "--transfers",
+        metavar="N",
+        min=1,
+        max=MAX_TRANSFERS,
+        help="actions in flight at once for this run ([executor] concurrency)",
+    ),
+]
+MaxDeleteOption = Annotated[
+    int | None,
+    typer.Option(
+        "--max-delete",
+        metavar="N",
+        min=1,
+        help="deletions this run may take without --yes ([executor] max_delete)",
     ),
 ]
 
@@ -57,13 +79,32 @@ def instant(value: str | None) -> datetime | None:
 class State:
     config_path: Path | None = None
     shelf: Shelf | None = None
+    quiet: bool = False  # -q: no progress bars, no notes on stderr (errors still)
+
+    def __init__(self) -> None:
+        self.executor: dict[str, Any] = {}
+
+    def override(self, *, transfers: int | None = None, max_delete: int | None = None) -> None:
+        """``--transfers`` / ``--max-delete``: ``[executor]`` settings for this run only
+        (before the shelf is opened)."""
+        if transfers is not None:
+            self.executor["concurrency"] = transfers
+        if max_delete is not None:
+            self.executor["max_delete"] = max_delete
 
     def open(self) -> Shelf:
         """The shelf of ``--config`` (opened once per command, on first use)."""
         if self.shelf is None:
             from shelflife.service.shelf import Shelf
 
-            self.shelf = Shelf.from_config(self.config_path)
+            if self.executor:
+                from shelflife.config import load_config
+
+                config = load_config(self.config_path)
+                executor = config.executor.model_copy(update=self.executor)
+                self.shelf = Shelf(config.model_copy(update={"executor": executor}))
+            else:
+                self.shelf = Shelf.from_config(self.config_path)
         return self.shelf
 
 

@@ -11,20 +11,26 @@ import os
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from shelflife.base.aio import run_sync
 from shelflife.base.extras import needs
+from shelflife.catalog.catalog import _Guard
+from shelflife.catalog.history import History
+from shelflife.catalog.schema import plans, runs, scans, schedule_state
 from shelflife.config.model import Config
+from shelflife.engine.context import Context
 from shelflife.engine.planning import unrewritten
 from shelflife.engine.trust import CATALOG_TABLES
 from shelflife.errors import MissingExtraError, ShelflifeError
 from shelflife.model.locations import Location, Locator
 from shelflife.references.sources import Databases, ReferenceSource, undeclared_columns
+from shelflife.service.schedule import OVERDUE_GRACE, next_fire, previous_fire
 from shelflife.stores._obstore import ObstoreStore
 from shelflife.stores.local import LocalStore
 
@@ -281,3 +287,67 @@ def lint_references(
             )
         )
     return results
+
+
+_DAEMON_HINT = "start 'shelflife daemon', or Celery beat with a worker"
+
+
+def check_schedule(context: Context, now: datetime | None = None) -> CheckResult:
+    """Is the lifecycle schedule kept? The last successful run and the next one due.
+
+    A warning only once a slot that should have produced a success has passed (with
+    the hour's grace) without one: a slot counts from the first thing this catalog saw
+    shelflife do (a scan, a plan, a run, a daemon's start), so a fresh install is not
+    told its run "has not succeeded" before it had a chance to."""
+    from shelflife.base.units import utcnow
+
+    now = now or utcnow()
+    config = context.config.schedule
+    if not config.lifecycle:
+        return CheckResult(
+            "schedule",
+            "lifecycle",
+            True,
+            "no lifecycle schedule: runs happen only when started",
+            warning=True,
+        )
+    last = History(context.catalog.engine).last_success(command="run")
+    next_due = next_fire(config.lifecycle, config.timezone, now)
+    since = _first_activity(context)
+    shown = "never" if last is None else last.isoformat()
+    message = f"last successful run {shown}; next due {next_due.isoformat()}"
+    if since is None:
+        return CheckResult(
+            "schedule", "lifecycle", True, f"no lifecycle run yet; the first is due {next_due}"
+        )
+    expected = next_fire(config.lifecycle, config.timezone, since)
+    slot = previous_fire(config.lifecycle, config.timezone, now - OVERDUE_GRACE)
+    if slot >= expected and (last is None or last < slot):
+        before = "never" if last is None else f"last at {last:%Y-%m-%d %H:%M} UTC"
+        return CheckResult(
+            "schedule",
+            "lifecycle",
+            True,
+            f"the lifecycle run due at {slot:%Y-%m-%d %H:%M} UTC has not succeeded ({before}); "
+            f"is 'shelflife daemon' (or Celery beat) running? ({message})",
+            hint=_DAEMON_HINT,
+            warning=True,
+        )
+    return CheckResult("schedule", "lifecycle", True, message)
+
+
+def _first_activity(context: Context) -> datetime | None:
+    """The first instant the catalog records shelflife at work: the earliest scan, plan
+    or run, or the slot a daemon started counting from."""
+    query = select(
+        select(func.min(scans.c.started_at)).scalar_subquery(),
+        select(func.min(plans.c.created_at)).scalar_subquery(),
+        select(func.min(runs.c.started_at)).scalar_subquery(),
+        select(schedule_state.c.last_due_at)
+        .where(schedule_state.c.name == "lifecycle")
+        .scalar_subquery(),
+    )
+    with _Guard(context.catalog.engine, begin=False) as conn:
+        row = conn.execute(query).one()
+    found = [moment for moment in row if moment is not None]
+    return min(found) if found else None

@@ -9,12 +9,14 @@ keeps working whichever tier the object sits on today.
 
 from __future__ import annotations
 
+import heapq
 import os
+import secrets
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, BinaryIO, Protocol, overload
+from typing import IO, Any, BinaryIO, Literal, Protocol, overload
 
 from shelflife.base.aio import run_sync
 from shelflife.base.keys import validate_key, validate_prefix
@@ -209,15 +211,36 @@ class Shelf:
         self.record_access(location)
         return run_sync(self.store(location.tier).get_bytes(location.key))
 
-    def download(self, ref: str, dest: str | Path) -> Path:
-        """Stream the object into a file (or into a folder, under its name); return the file."""
+    @overload
+    def download(self, ref: str, dest: str | Path) -> Path: ...
+
+    @overload
+    def download(self, ref: str, dest: BinaryIO) -> None: ...
+
+    def download(self, ref: str, dest: str | Path | BinaryIO) -> Path | None:
+        """Stream the object into a file and return the file, or into a binary stream
+        (``sys.stdout.buffer``).
+
+        A ``dest`` that is an existing folder, or a string ending in ``/`` (a folder
+        created if missing), receives the object under its name. The file is written
+        beside its target and renamed into place, so a failed download leaves nothing
+        half-written; it gets the mode a new file of this process gets (0666 less the
+        umask)."""
         location = self.resolve(ref)
         store = self.store(location.tier)
         self.record_access(location)
+        if not isinstance(dest, str | Path):
+            run_sync(_stream(store, location.key, dest))
+            return None
         target = Path(dest)
-        if target.is_dir():
+        into = isinstance(dest, str) and dest.endswith(("/", os.sep))
+        if into or target.is_dir():
             target = target / Path(location.key).name
         target.parent.mkdir(parents=True, exist_ok=True)
+        if target.is_dir():
+            raise UsageError(
+                f"{target} is a folder", hint="give a file name, or another folder to put it in"
+            )
         run_sync(_download(store, location.key, target))
         return target
 
@@ -242,21 +265,50 @@ class Shelf:
         self.record_access(location)
         return run_sync(self.store(location.tier).url(location.key))
 
-    def delete(self, ref: str) -> Location:
-        """Delete the object from its tier and the inventory; already gone is not an error."""
-        location = self.resolve(ref)
+    @overload
+    def delete(self, ref: str, *, missing_ok: Literal[False] = False) -> Location: ...
+
+    @overload
+    def delete(self, ref: str, *, missing_ok: bool) -> Location | None: ...
+
+    def delete(self, ref: str, *, missing_ok: bool = False) -> Location | None:
+        """Delete the object from its tier and the inventory; return where it was.
+
+        An object that goes while it is deleted counts as deleted; one on no tier at all
+        raises :class:`~shelflife.errors.ObjectNotFound`, or with ``missing_ok`` is
+        already gone: ``None``."""
+        try:
+            location = self.resolve(ref)
+        except ObjectNotFound:
+            if missing_ok:
+                return None
+            raise
         run_sync(self.store(location.tier).delete(location.key))
         self.catalog.forget(location.tier, [location.key])
         return location
 
-    def ls(self, prefix: str = "", *, tier: str | None = None) -> Iterator[tuple[str, ObjectInfo]]:
-        """Objects under ``prefix`` as the stores list them now, tier by tier."""
+    def ls(
+        self, prefix: str = "", *, tier: str | None = None, internal: bool = True
+    ) -> Iterator[tuple[str, ObjectInfo]]:
+        """Objects whose key starts with ``prefix`` as the stores list them now, in key
+        order across the tiers (one tier or every tier).
+
+        ``prefix`` matches as on S3, by string: ``docs/2024/rep`` lists
+        ``docs/2024/report.pdf`` (the folder ``docs/2024/`` is listed and filtered), and
+        ``docs/2024/`` lists what is under that folder. ``internal=False`` leaves out
+        shelflife's own folders (``.shelflife-trash/``, ``.shelflife-probe/`` …)."""
         validate_prefix(prefix)
-        for name in [tier] if tier else list(self.config.tiers):
-            store = self.store(name)
-            for chunk in _collect_chunks(store, prefix):
-                for info in chunk:
-                    yield name, info
+        folder = prefix if prefix.endswith("/") or not prefix else prefix.rpartition("/")[0]
+        stores = {name: self.store(name) for name in ([tier] if tier else self.config.tiers)}
+        listings = [
+            _tier_listing(name, store, folder, prefix, internal) for name, store in stores.items()
+        ]
+        if all(store.sorted_listing for store in stores.values()):
+            yield from heapq.merge(*listings, key=lambda row: row[1].key)
+        else:
+            yield from sorted(
+                (row for listing in listings for row in listing), key=lambda row: row[1].key
+            )
 
     # -- references and orphans ------------------------------------------------------------
 
@@ -491,15 +543,45 @@ async def _aiter_stream(
 
 
 async def _download(store: ObstoreStore, key: str, target: Path) -> None:
-    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    """Write beside ``target`` (created with mode 0666 less the umask), then rename."""
+    while True:
+        temp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.part")
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_BINARY, 0o666)
+        except FileExistsError:
+            continue
+        break
     try:
         with os.fdopen(fd, "wb") as handle:
             async for chunk in store.get(key):
                 handle.write(chunk)
         os.replace(temp, target)
     except BaseException:
-        os.unlink(temp)
+        temp.unlink(missing_ok=True)
         raise
+
+
+_O_BINARY = getattr(os, "O_BINARY", 0)
+
+
+async def _stream(store: ObstoreStore, key: str, sink: BinaryIO) -> None:
+    async for chunk in store.get(key):
+        sink.write(chunk)
+
+
+INTERNAL_PREFIX = ".shelflife-"  # the first segment of shelflife's own keys
+
+
+def _tier_listing(
+    name: str, store: ObstoreStore, folder: str, prefix: str, internal: bool
+) -> Iterator[tuple[str, ObjectInfo]]:
+    for chunk in _collect_chunks(store, folder):
+        for info in chunk:
+            if not info.key.startswith(prefix):
+                continue
+            if not internal and info.key.startswith(INTERNAL_PREFIX):
+                continue
+            yield name, info
 
 
 async def _spool(store: ObstoreStore, key: str, spool: IO[bytes]) -> None:
