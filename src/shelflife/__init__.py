@@ -13,16 +13,21 @@ from typing import TYPE_CHECKING, Any
 from shelflife.errors import ShelflifeError
 
 if TYPE_CHECKING:
+    from shelflife.service.aio import AsyncShelf
     from shelflife.service.shelf import Shelf
     from shelflife.service.uploads import StoredObject
 
-__all__ = ["Shelf", "ShelflifeError", "StoredObject"]
+__all__ = ["AsyncShelf", "Shelf", "ShelflifeError", "StoredObject"]
 __version__ = "0.1.0"
 
 # ``import shelflife`` runs before every command (the CLI is ``shelflife.cli``); the
 # facade pulls in the catalog (SQLAlchemy), the config models and the stores, so it is
 # imported on first use instead (PEP 562) and ``shelflife --help`` stays fast.
-_LAZY = {"Shelf": "shelflife.service.shelf", "StoredObject": "shelflife.service.uploads"}
+_LAZY = {
+    "AsyncShelf": "shelflife.service.aio",
+    "Shelf": "shelflife.service.shelf",
+    "StoredObject": "shelflife.service.uploads",
+}
 
 
 def __getattr__(name: str) -> Any:

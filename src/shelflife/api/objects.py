@@ -1,25 +1,36 @@
-"""Routes for objects: upload, download, delete, URLs."""
+"""Routes for objects: upload, download, delete, URLs, all on the event loop through
+:class:`~shelflife.service.aio.AsyncShelf`."""
 
 from __future__ import annotations
 
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from email.utils import format_datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
+from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 
 from shelflife.api.deps import Read, Write, require
 from shelflife.api.errors import ApiError
 from shelflife.api.uploads import UPLOAD_OPENAPI, UploadBody, overwrite_flag
-from shelflife.base.aio import run_sync
 from shelflife.base.keys import validate_key
 from shelflife.base.units import utcnow
-from shelflife.errors import ObjectNotFound, StoreError
+from shelflife.errors import StoreError
+from shelflife.service.aio import AsyncShelf
 from shelflife.service.shelf import Shelf
+from shelflife.stores.base import ObjectStream
 from shelflife.stores.local import LocalStore
+
+STREAM_CHUNK = 256 * 1024  # bytes sent at a time when streaming a download
 
 
 def routes(shelf: Shelf) -> APIRouter:
     router = APIRouter()
+    # Every object route runs on the event loop through the async facade: stores awaited
+    # there, the catalog read in worker threads, uploads' rows committed in groups.
+    aio = AsyncShelf(shelf)
 
     check_write = require("write")
 
@@ -55,7 +66,7 @@ def routes(shelf: Shelf) -> APIRouter:
             )
         source = body.whole if body.whole is not None else body.stream()
         try:
-            stored = await shelf.put_async(source, name, tier=tier, overwrite=overwrite)
+            stored = await aio.put(source, name, tier=tier, overwrite=overwrite)
         except Exception:
             if body.failure is not None:
                 raise body.failure from None  # the body's fault, whatever the store made of it
@@ -74,29 +85,42 @@ def routes(shelf: Shelf) -> APIRouter:
 
     async def _url(tier: str, key: str) -> str | None:
         try:
-            return await shelf.store(tier).url(key)
+            return await aio.store(tier).url(key)
         except StoreError:
             return None
 
     @router.get(
         "/api/v1/objects/{key:path}",
         summary="Download an object",
+        description="Streams an object of a local tier (a `Range: bytes=…` header asks for "
+        "part of it: 206); an object on an object store is answered with 307 to a presigned "
+        "URL, which serves ranges itself.",
         response_class=Response,
-        responses={200: {"content": {"application/octet-stream": {}}}, 307: {}},
+        responses={200: {"content": {"application/octet-stream": {}}}, 206: {}, 307: {}, 416: {}},
     )
-    def download(key: str, _: Read) -> Response:
-        location = shelf.resolve(key)
-        store = shelf.store(location.tier)
-        shelf.record_access(location)
-        if isinstance(store, LocalStore):
-            path = store.path(location.key)
-            if not path.is_file():
-                raise ObjectNotFound(f"no object {location.key!r} on {location.tier}")
-            return FileResponse(path, media_type="application/octet-stream")
-        return RedirectResponse(run_sync(store.url(location.key)), status_code=307)
+    async def download(key: str, request: Request, _: Read) -> Response:
+        location = await aio.resolve(key)
+        if not isinstance(aio.store(location.tier), LocalStore):
+            return RedirectResponse(await aio.url(location), status_code=307)
+        wanted = request.headers.get("range")
+        if wanted is None:
+            stream = await aio.open(location, chunk_size=STREAM_CHUNK)
+            return _streamed(stream, 200)
+        info = await aio.store(location.tier).head(location.key)
+        span = byte_range(wanted, info.size)
+        if span is None:  # not a single byte range: the whole object, as RFC 9110 allows
+            return _streamed(await aio.open(location, chunk_size=STREAM_CHUNK), 200)
+        if span == UNSATISFIABLE:
+            return Response(
+                status_code=416,
+                headers={"content-range": f"bytes */{info.size}", "accept-ranges": "bytes"},
+            )
+        start, end = span
+        stream = await aio.open(location, offset=start, length=end - start, chunk_size=STREAM_CHUNK)
+        return _streamed(stream, 206)
 
     @router.delete("/api/v1/objects/{key:path}", summary="Delete an object")
-    def remove(
+    async def remove(
         key: str,
         principal: Write,
         force: Annotated[
@@ -105,8 +129,10 @@ def routes(shelf: Shelf) -> APIRouter:
     ) -> dict[str, Any]:
         if force and not principal.allows("admin"):
             raise ApiError(403, "forbidden", "force=true needs the 'admin' scope")
+        location = await aio.resolve(key)
         if not force:
-            holders = shelf.references_to(key)
+            # The application's databases are read synchronously: in a worker thread.
+            holders = await asyncio.to_thread(shelf.references_to, key)
             if holders:
                 raise ApiError(
                     409,
@@ -114,13 +140,13 @@ def routes(shelf: Shelf) -> APIRouter:
                     f"rows in {', '.join(holders)} point at this object; not deleting it",
                     hint="delete or change those rows first, or use force=true (admin)",
                 )
-        location = shelf.delete(key)
+        await aio.delete(location)
         return {"key": location.key, "tier": location.tier, "deleted": True}
 
     @router.get("/api/v1/urls/{key:path}", summary="A URL for an object")
-    def object_url(key: str, _: Read) -> dict[str, Any]:
-        location = shelf.resolve(key)
-        url = shelf.url(key)
+    async def object_url(key: str, _: Read) -> dict[str, Any]:
+        location = await aio.resolve(key)
+        url = await aio.url(location)
         tier = shelf.config.tiers[location.tier]
         expires = None
         if tier.scheme not in ("file", "memory") and not tier.public_url:
@@ -128,3 +154,52 @@ def routes(shelf: Shelf) -> APIRouter:
         return {"url": url, "expires_at": expires, "key": location.key, "tier": location.tier}
 
     return router
+
+
+UNSATISFIABLE = (-1, -1)
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+
+
+def byte_range(header: str, size: int) -> tuple[int, int] | None:
+    """The one byte range a ``Range`` header asks of an object of ``size`` bytes, as
+    (start, end exclusive); None if the header is not a single byte range (the whole
+    object is then sent); :data:`UNSATISFIABLE` if no byte of it exists."""
+    match = _RANGE.fullmatch(header.strip().replace(" ", ""))
+    if match is None:
+        return None
+    first, last = match.groups()
+    if not first:
+        if not last:
+            return None
+        suffix = int(last)  # the last N bytes
+        return UNSATISFIABLE if suffix == 0 or size == 0 else (max(size - suffix, 0), size)
+    start = int(first)
+    end = size if not last else int(last) + 1
+    if last and end <= start:
+        return None  # an invalid range is ignored
+    if start >= size:
+        return UNSATISFIABLE
+    return start, min(end, size)
+
+
+def _streamed(stream: ObjectStream, status: int) -> StreamingResponse:
+    info = stream.info
+    headers = {
+        "content-length": str(stream.length),
+        "accept-ranges": "bytes",
+        "last-modified": format_datetime(info.modified, usegmt=True),
+    }
+    if info.etag:
+        headers["etag"] = f'"{info.etag}"'
+    if status == 206:
+        end = stream.offset + stream.length - 1
+        headers["content-range"] = f"bytes {stream.offset}-{end}/{info.size}"
+    return StreamingResponse(
+        _body(stream), status_code=status, media_type="application/octet-stream", headers=headers
+    )
+
+
+async def _body(stream: ObjectStream) -> AsyncIterator[bytes]:
+    async with stream:
+        async for chunk in stream:
+            yield chunk

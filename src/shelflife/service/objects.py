@@ -20,6 +20,31 @@ def resolve(context: Context, ref: str) -> Location:
     The value is read by the one resolver (:class:`~shelflife.model.locations.Locator`):
     each location it may name is tried on its own tier first, then on the others (a row
     keeps working whichever tier the object sits on today)."""
+    candidates, order = _search_order(context, ref)
+    for candidate in order:
+        if context.catalog.get(candidate.tier, candidate.key) is not None:
+            return candidate
+    for candidate in order:
+        if run_sync(context.store(candidate.tier).exists(candidate.key)):
+            return candidate
+    raise _nowhere(candidates, order)
+
+
+async def resolve_async(context: Context, ref: str) -> Location:
+    """:func:`resolve` from a running event loop: the catalog is read in a worker thread,
+    the stores are asked on the caller's loop."""
+    candidates, order = _search_order(context, ref)
+    found = await asyncio.to_thread(_in_catalog, context, order)
+    if found is not None:
+        return found
+    for candidate in order:
+        if await context.store(candidate.tier).exists(candidate.key):
+            return candidate
+    raise _nowhere(candidates, order)
+
+
+def _search_order(context: Context, ref: str) -> tuple[list[Location], list[Location]]:
+    """The locations ``ref`` names, and every place to look for them, in order."""
     tiers = list(context.config.tiers)
     candidates = context.locator.resolve(ref)
     if not candidates:
@@ -31,14 +56,19 @@ def resolve(context: Context, ref: str) -> Location:
             for tier in tiers
             if Location(tier, candidate.key) not in order
         ]
+    return candidates, order
+
+
+def _in_catalog(context: Context, order: list[Location]) -> Location | None:
     for candidate in order:
         if context.catalog.get(candidate.tier, candidate.key) is not None:
             return candidate
-    for candidate in order:
-        if run_sync(context.store(candidate.tier).exists(candidate.key)):
-            return candidate
+    return None
+
+
+def _nowhere(candidates: list[Location], order: list[Location]) -> ObjectNotFound:
     names = list(dict.fromkeys(loc.tier for loc in order))
-    raise ObjectNotFound(
+    return ObjectNotFound(
         f"no object {candidates[0].key!r} on any tier ({', '.join(names)})",
         hint="run 'shelflife scan' if it was written outside shelflife, or 'shelflife ls'",
     )

@@ -32,7 +32,15 @@ from shelflife.errors import (
     StoreTransient,
     StoreUnreachable,
 )
-from shelflife.stores.base import Entry, ObjectInfo, PutResult, PutSource, Stamps, micros
+from shelflife.stores.base import (
+    Entry,
+    ObjectInfo,
+    ObjectStream,
+    PutResult,
+    PutSource,
+    Stamps,
+    micros,
+)
 from shelflife.stores.proofs import Hasher
 
 if TYPE_CHECKING:
@@ -375,6 +383,38 @@ class ObstoreStore:
 
         return await self._readable(self._retry(read_once, f"get {key}"), key)
 
+    async def open(
+        self, key: str, *, offset: int = 0, length: int | None = None, chunk_size: int = READ_CHUNK
+    ) -> ObjectStream:
+        """One GET, retried until it answers (and explained if the object is archived);
+        its body is then streamed as obstore receives it, at least ``chunk_size`` bytes
+        at a time (the last chunk may be shorter). A stream cut short raises."""
+        validate_key(key)
+        if offset < 0 or (length is not None and length < 0):
+            raise ValueError("offset and length must not be negative")
+        if length == 0:  # a range of no bytes, which a GET cannot ask for
+            return ObjectStream(await self.head(key), _no_chunks(), offset=offset, length=0)
+        options: Any = None
+        if offset or length is not None:
+            options = {
+                "range": (offset, offset + length) if length is not None else {"offset": offset}
+            }
+
+        async def open_once() -> Any:
+            with self._translated(key):
+                return await obs.get_async(self._store, key, options=options)
+
+        result = await self._readable(self._retry(open_once, f"get {key}"), key)
+        info = _info(result.meta)
+        start, end = result.range
+
+        async def chunks() -> AsyncIterator[bytes]:
+            with self._translated(key):
+                async for chunk in result.stream(min_chunk_size=chunk_size):
+                    yield bytes(chunk)
+
+        return ObjectStream(info, chunks(), offset=start, length=end - start)
+
     async def head(self, key: str) -> ObjectInfo:
         validate_key(key)
 
@@ -498,6 +538,11 @@ class NotSupportedByStore(StoreConfigError):
         super().__init__(
             f"{where} cannot produce URLs", hint="set public_url on the tier to serve its objects"
         )
+
+
+async def _no_chunks() -> AsyncIterator[bytes]:
+    return
+    yield  # an async generator that yields nothing
 
 
 async def _hashing(source: AsyncIterable[bytes], hasher: Hasher) -> AsyncIterator[bytes]:

@@ -7,7 +7,7 @@ plane of every backend) is fastest that way. Synchronous callers go through
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -122,6 +122,26 @@ class Store(Protocol):
         """Stream an object's bytes; raise ObjectNotFound if it is absent."""
         ...
 
+    async def open(
+        self, key: str, *, offset: int = 0, length: int | None = None, chunk_size: int = ...
+    ) -> ObjectStream:
+        """Open an object for streaming: ObjectNotFound (or ObjectArchived) is raised here,
+        before any byte is read, and the stream knows the object's size and ETag. With
+        ``offset`` and ``length`` it yields that range of the object only."""
+        ...
+
+    async def get_bytes(self, key: str) -> bytes:
+        """The whole object in memory: only for objects known to be small."""
+        ...
+
+    async def exists(self, key: str) -> bool:
+        """Whether an object is stored under ``key``."""
+        ...
+
+    async def delete(self, key: str) -> None:
+        """Delete one object; already gone counts as deleted (idempotent)."""
+        ...
+
     async def head(self, key: str) -> ObjectInfo:
         """Size, modified time and ETag of one object; ObjectNotFound if absent."""
         ...
@@ -152,3 +172,50 @@ class Store(Protocol):
     async def close(self) -> None:
         """Release connections; the store is unusable afterwards."""
         ...
+
+
+class ObjectStream:
+    """An object opened for reading: what the store says about it (:attr:`info`, the
+    whole object's size, ETag and modification instant) and its bytes as they arrive.
+
+    Iterate it (``async for chunk in stream``) once; memory stays at about one chunk. Use
+    it as ``async with`` (or call :meth:`aclose`) to release the file or connection when
+    the stream is left before its end."""
+
+    def __init__(
+        self,
+        info: ObjectInfo,
+        chunks: AsyncIterator[bytes],
+        *,
+        offset: int = 0,
+        length: int,
+        release: Callable[[], None] | None = None,
+    ) -> None:
+        self.info = info
+        self.offset = offset  # where in the object the stream starts
+        self.length = length  # how many bytes it yields
+        self._chunks = chunks
+        self._release = release  # frees what the stream holds, even if never iterated
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._chunks
+
+    async def read(self) -> bytes:
+        """The rest of the stream in memory."""
+        return b"".join([chunk async for chunk in self._chunks])
+
+    async def aclose(self) -> None:
+        """Stop reading and release the file or connection (again: nothing happens)."""
+        aclose = getattr(self._chunks, "aclose", None)
+        try:
+            if aclose is not None:
+                await aclose()
+        finally:
+            if self._release is not None:
+                self._release()
+
+    async def __aenter__(self) -> ObjectStream:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
