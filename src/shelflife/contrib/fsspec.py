@@ -414,21 +414,22 @@ class ShelflifeFile(AbstractBufferedFile):  # type: ignore[misc]
             self._details = details
             kwargs["size"] = details["size"]
         self._spool: IO[bytes] | None = None
+        self._shelf_fs = fs
         super().__init__(fs, path, mode, **kwargs)
         self.location = location  # the base class resets it for writes
 
     def _fetch_range(self, start: int, end: int) -> bytes:
         end = min(end, self.size)
         try:
-            return self.fs._read_range(self.location, start, end)
+            return self._shelf_fs._read_range(self.location, start, end)
         except ObjectNotFound:
             # Moved to another tier since it was opened (a migration): same key, same
             # bytes, checked by size before reading on.
-            moved, head = self.fs._object(self.location.key)
+            moved, head = self._shelf_fs._object(self.location.key)
             if moved == self.location or head.size != self.size:
                 raise
             self.location = moved
-            return self.fs._read_range(moved, start, end)
+            return self._shelf_fs._read_range(moved, start, end)
 
     def _initiate_upload(self) -> None:
         self._spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_LIMIT)  # noqa: SIM115
@@ -449,10 +450,10 @@ class ShelflifeFile(AbstractBufferedFile):  # type: ignore[misc]
         try:
             if spool.tell() <= _SPOOL_LIMIT:  # still in memory: one request, no parts
                 spool.seek(0)
-                self.fs._store_bytes(self.location, spool.read(), overwrite=overwrite)
+                self._shelf_fs._store_bytes(self.location, spool.read(), overwrite=overwrite)
             else:
                 spool.seek(0)
-                self.fs._store_file(self.location, spool, overwrite=overwrite)
+                self._shelf_fs._store_file(self.location, spool, overwrite=overwrite)
         finally:
             spool.close()
 
