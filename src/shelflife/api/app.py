@@ -9,6 +9,9 @@ writes are committed in groups by one writer thread
 ``[api] token_cache_ttl`` (:mod:`shelflife.api.auth`). Errors are JSON
 ``{"code", "message", "hint"}`` with a stable ``code`` (:mod:`shelflife.api.errors`); the
 request body is counted as it arrives and refused with 413 past ``[api] max_upload_size``.
+``/docs`` loads Swagger UI from files shipped in a Python package (``fastapi-offline``),
+served under :data:`DOCS_ASSETS`: the page makes no request beyond this server. There is
+no ``/redoc``: ReDoc's bundle always loads its logo from its vendor's site.
 """
 
 from __future__ import annotations
@@ -18,18 +21,28 @@ import gc
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from importlib.resources import files
 
 from fastapi import FastAPI
+from fastapi.openapi.docs import (
+    get_swagger_ui_html,
+    get_swagger_ui_oauth2_redirect_html,
+)
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
 
 from shelflife import __version__
 from shelflife.api import lifecycle, objects, status
 from shelflife.api.access import AccessBatcher
 from shelflife.api.auth import Tokens
 from shelflife.api.errors import UploadLimit, install_handlers
+from shelflife.errors import MissingExtraError
+from shelflife.service.browse import OrphanFinder
 from shelflife.service.shelf import Shelf
 from shelflife.service.uploads import GroupCommit
 
 IO_THREADS = 32  # worker threads for the event loop's blocking calls (file writes)
+DOCS_ASSETS = "/docs-assets"  # where Swagger UI's and ReDoc's files are served
 
 
 def create_app(shelf: Shelf) -> FastAPI:
@@ -61,12 +74,43 @@ def create_app(shelf: Shelf) -> FastAPI:
         version=__version__,
         description="Storage lifecycle manager: objects, URLs, stats, plans, runs, metrics.",
         lifespan=lifespan,
+        docs_url=None,  # served below from packaged files, not a CDN
+        redoc_url=None,
     )
     app.state.shelf, app.state.runs, app.state.access = shelf, runs, access
     app.state.tokens = Tokens(shelf.config, shelf.catalog.engine)
     app.add_middleware(UploadLimit, limit=config.max_upload_size)
     install_handlers(app, config.max_upload_size)
+    orphans = OrphanFinder(shelf.context)
     app.include_router(objects.routes(shelf))
-    app.include_router(lifecycle.routes(shelf, runs))
-    app.include_router(status.routes(shelf, config))
+    app.include_router(lifecycle.routes(shelf, runs, orphans))
+    app.include_router(status.routes(shelf, config, orphans))
+    _offline_docs(app)
     return app
+
+
+def _offline_docs(app: FastAPI) -> None:
+    """/docs: Swagger UI from the files the ``fastapi-offline`` package ships."""
+    try:
+        assets = files("fastapi_offline") / "static"
+    except ModuleNotFoundError:
+        raise MissingExtraError("the API docs (/docs)", "fastapi_offline", "server") from None
+    app.mount(DOCS_ASSETS, StaticFiles(directory=str(assets)), name="docs-assets")
+    title = app.title
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title=f"{title} — API",
+            oauth2_redirect_url="/docs/oauth2-redirect",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon.png",
+            # no badge from the public validator service
+            swagger_ui_parameters={"validatorUrl": None},
+        )
+
+    @app.get("/docs/oauth2-redirect", include_in_schema=False)
+    def swagger_ui_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()

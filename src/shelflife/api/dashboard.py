@@ -1,7 +1,9 @@
-"""The dashboard at ``/``: one server-rendered page, no JavaScript, no external assets.
+"""The dashboard at ``/`` and its pages (``/runs/{id}``, ``/orphans``): server-rendered
+HTML, no JavaScript, no external assets.
 
-Bars are CSS widths; the page refreshes itself every 30 seconds with a meta tag. It works
-offline and behind any proxy, and a test can read every figure from its HTML.
+Bars are CSS widths and the usage charts inline SVG; the dashboard refreshes itself every
+30 seconds with a meta tag. The pages work offline and behind any proxy, and a test can
+read every figure from their HTML.
 """
 
 from __future__ import annotations
@@ -10,9 +12,11 @@ from datetime import datetime
 from html import escape
 from itertools import islice
 from typing import Any
+from urllib.parse import quote, urlencode
 
 from shelflife.base.units import format_size
 from shelflife.catalog.history import RunRecord
+from shelflife.service.browse import Orphans, RunActions, TierSeries
 
 REFRESH_SECONDS = 30
 
@@ -33,7 +37,27 @@ td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 .ok { color: #16a34a; } .partial, .refused, .failed { color: #dc2626; } .running { color: #2563eb; }
 .muted { color: #6b7280; }
 .usage { display: flex; align-items: center; gap: .6em; }
+nav { margin: 0 0 1em; } nav a { margin-right: 1em; }
+a { color: #2563eb; text-decoration: none; } a:hover { text-decoration: underline; }
+.charts { display: flex; flex-wrap: wrap; gap: 1em; }
+figure.chart { margin: 0; background: #fff; border: 1px solid #e3e6ea; padding: .5em; }
+figure.chart figcaption { font-weight: 600; margin-bottom: .3em; }
+.chart text { font: 11px system-ui, sans-serif; fill: #4b5563; }
+.chart .line { fill: none; stroke: #3b82f6; stroke-width: 2; }
+.chart .point { fill: #3b82f6; } .chart .axis { stroke: #9ca3af; }
+.chart .wm-high { stroke: #d97706; stroke-dasharray: 5 3; }
+.chart .wm-low { stroke: #6b7280; stroke-dasharray: 2 3; }
+.chart text.wm-high { fill: #b45309; stroke: none; }
+.chart text.wm-low { fill: #4b5563; stroke: none; }
+dl.facts { display: grid; grid-template-columns: max-content auto; gap: .2em 1em; }
+dl.facts dt { color: #6b7280; } dl.facts dd { margin: 0; }
+.pager a, .pager span { margin-right: .8em; }
+p.error { color: #dc2626; } p.hint { color: #6b7280; }
 """
+
+NAV = (
+    "<nav><a href='/'>Dashboard</a><a href='/orphans'>Orphans</a><a href='/docs'>API docs</a></nav>"
+)
 
 
 def _bar(figures: dict[str, Any], status: str) -> str:
@@ -52,7 +76,17 @@ def _bar(figures: dict[str, Any], status: str) -> str:
     )
 
 
-def render_dashboard(stats: dict[str, Any], plan: Any, runs: list[RunRecord], now: datetime) -> str:
+def _run_link(run_id: str) -> str:
+    return f"<a href='/runs/{quote(run_id, safe='')}'>{escape(run_id)}</a>"
+
+
+def render_dashboard(
+    stats: dict[str, Any],
+    plan: Any,
+    runs: list[RunRecord],
+    now: datetime,
+    series: dict[str, TierSeries] | None = None,
+) -> str:
     health = stats.get("health", {})
     status = escape(str(health.get("status", "healthy")))
     parts = [
@@ -61,6 +95,7 @@ def render_dashboard(stats: dict[str, Any], plan: Any, runs: list[RunRecord], no
         "<meta name='viewport' content='width=device-width, initial-scale=1'>",
         f"<title>shelflife — {status}</title><style>{STYLE}</style></head><body>",
         "<h1>shelflife</h1>",
+        NAV,
         f"<p>Health: <span id='health' class='status {status}'>{status}</span> "
         f"<span class='muted'>as of {now:%Y-%m-%d %H:%M:%S} UTC; refreshes every "
         f"{REFRESH_SECONDS} s</span></p>",
@@ -99,6 +134,10 @@ def render_dashboard(stats: dict[str, Any], plan: Any, runs: list[RunRecord], no
             f"<td class='num'>{count('quarantined_objects')}</td></tr>"
         )
     parts.append("</table>")
+    if series:
+        parts.append("<h2>Usage over time</h2><div class='charts' id='usage'>")
+        parts += [usage_chart(tier) for tier in series.values()]
+        parts.append("</div>")
     parts.append("<h2>Next planned actions</h2>")
     if isinstance(plan, Exception):
         parts.append(f"<p id='plan' class='failed'>{escape(str(plan))}</p>")
@@ -138,7 +177,7 @@ def render_dashboard(stats: dict[str, Any], plan: Any, runs: list[RunRecord], no
             )
             parts.append(
                 f"<tr data-run='{escape(record.id)}' data-status='{escape(record.status)}'>"
-                f"<td>{escape(record.id)}</td><td>{escape(record.trigger)}</td>"
+                f"<td>{_run_link(record.id)}</td><td>{escape(record.trigger)}</td>"
                 f"<td>{record.started_at:%Y-%m-%d %H:%M:%S}</td>"
                 f"<td class='num'>{'' if took is None else f'{took:.1f} s'}</td>"
                 f"<td class='{escape(record.status)}'>{escape(record.status)}</td>"
@@ -148,3 +187,282 @@ def render_dashboard(stats: dict[str, Any], plan: Any, runs: list[RunRecord], no
         parts.append("</table>")
     parts.append("</body></html>")
     return "".join(parts)
+
+
+# -- shared page parts -------------------------------------------------------------------------
+
+
+def _page(title: str, body: list[str]) -> str:
+    return "".join(
+        [
+            "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+            "<meta name='viewport' content='width=device-width, initial-scale=1'>",
+            f"<title>shelflife — {escape(title)}</title><style>{STYLE}</style></head><body>",
+            f"<h1>{escape(title)}</h1>",
+            NAV,
+            *body,
+            "</body></html>",
+        ]
+    )
+
+
+def render_problem(title: str, message: str, hint: str | None = None) -> str:
+    """A page that says what went wrong and what to do."""
+    body = [f"<p class='error' id='error'>{escape(message)}</p>"]
+    if hint:
+        body.append(f"<p class='hint'>{escape(hint)}</p>")
+    return _page(title, body)
+
+
+def _pager(path: str, params: dict[str, str], total: int, offset: int, limit: int) -> str:
+    """Links to the previous and next pages (``?page=`` from 1)."""
+    pages = max(1, -(-total // limit))
+    page = offset // limit + 1
+    links = [f"<span>page {page} of {pages}</span>"]
+
+    def link(number: int, text: str, rel: str) -> str:
+        query = urlencode({**params, "page": str(number)})
+        return f"<a rel='{rel}' href='{path}?{query}'>{text}</a>"
+
+    if page > 1:
+        links.append(link(page - 1, "← previous", "prev"))
+    if page < pages:
+        links.append(link(page + 1, "next →", "next"))
+    return f"<p class='pager'>{''.join(links)}</p>"
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f} {unit}"
+    return f"{seconds:.0f} s"
+
+
+# -- usage over time ---------------------------------------------------------------------------
+
+CHART_WIDTH, CHART_HEIGHT = 420, 170
+LEFT, RIGHT, TOP, BOTTOM = 60, 64, 10, 26  # margins for the axis labels
+
+
+def usage_chart(series: TierSeries) -> str:
+    """One tier's usage in every kept stats body, as inline SVG: the share of its capacity
+    with the watermarks drawn (bytes, without watermarks, for a tier with no capacity)."""
+    points = series.points
+    name = escape(series.tier)
+    caption = f"<figcaption>{name}</figcaption>"
+    if not points:
+        return (
+            f"<figure class='chart' data-tier='{name}' data-points='0'>{caption}"
+            "<p class='muted'>No stored figures yet.</p></figure>"
+        )
+    capacity = points[-1].capacity
+    width, height = CHART_WIDTH - LEFT - RIGHT, CHART_HEIGHT - TOP - BOTTOM
+    if capacity:
+        values = [p.ratio or 0.0 for p in points]
+        top = max(1.0, *values)
+    else:
+        values = [float(p.used_bytes) for p in points]
+        top = max(values) or 1.0
+    start, end = points[0].taken_at.timestamp(), points[-1].taken_at.timestamp()
+    span = end - start
+
+    def x(at: datetime) -> float:
+        return LEFT + (width / 2 if span <= 0 else (at.timestamp() - start) / span * width)
+
+    def y(value: float) -> float:
+        return TOP + height - value / top * height
+
+    def label(value: float) -> str:
+        return f"{value:.0%}" if capacity else format_size(int(value))
+
+    svg = [
+        f"<svg class='chart' role='img' width='{CHART_WIDTH}' height='{CHART_HEIGHT}' "
+        f"viewBox='0 0 {CHART_WIDTH} {CHART_HEIGHT}' aria-label='usage of tier {name}'>",
+        f"<line class='axis' x1='{LEFT}' y1='{TOP + height}' x2='{LEFT + width}' "
+        f"y2='{TOP + height}'/>",
+        f"<line class='axis' x1='{LEFT}' y1='{TOP}' x2='{LEFT}' y2='{TOP + height}'/>",
+    ]
+    for tick in (0.0, top / 2, top):
+        svg.append(
+            f"<text x='{LEFT - 4}' y='{y(tick) + 4:.1f}' text-anchor='end'>{label(tick)}</text>"
+        )
+    svg.append(
+        f"<text x='{LEFT}' y='{CHART_HEIGHT - 8}'>{points[0].taken_at:%m-%d %H:%M}</text>"
+        f"<text x='{LEFT + width}' y='{CHART_HEIGHT - 8}' text-anchor='end'>"
+        f"{points[-1].taken_at:%m-%d %H:%M}</text>"
+    )
+    if capacity:
+        for kind, mark in (("high", series.high_watermark), ("low", series.low_watermark)):
+            at = y(mark)
+            svg.append(
+                f"<line class='wm-{kind}' data-watermark='{kind}' data-value='{mark}' "
+                f"x1='{LEFT}' y1='{at:.1f}' x2='{LEFT + width}' y2='{at:.1f}'/>"
+                f"<text class='wm-{kind}' x='{LEFT + width + 4}' y='{at + 4:.1f}'>"
+                f"{kind} {mark:.0%}</text>"
+            )
+    pairs = list(zip(points, values, strict=True))
+    coords = " ".join(f"{x(p.taken_at):.1f},{y(v):.1f}" for p, v in pairs)
+    svg.append(f"<polyline class='line' points='{coords}'/>")
+    for point, value in pairs:
+        ratio = "" if point.ratio is None else f"{point.ratio:.4f}"
+        svg.append(
+            f"<circle class='point' r='2.5' cx='{x(point.taken_at):.1f}' cy='{y(value):.1f}' "
+            f"data-at='{point.taken_at.isoformat()}' data-used='{point.used_bytes}' "
+            f"data-ratio='{ratio}'><title>{point.taken_at:%Y-%m-%d %H:%M:%S} UTC: "
+            f"{format_size(point.used_bytes)}"
+            f"{'' if point.ratio is None else f' ({point.ratio:.1%})'}</title></circle>"
+        )
+    svg.append("</svg>")
+    note = (
+        ""
+        if capacity
+        else "<p class='muted'>No capacity set: bytes stored, watermarks do not apply.</p>"
+    )
+    return (
+        f"<figure class='chart' data-tier='{name}' data-points='{len(points)}'>{caption}"
+        f"{''.join(svg)}{note}</figure>"
+    )
+
+
+# -- one run -----------------------------------------------------------------------------------
+
+
+def render_run(record: RunRecord, actions: RunActions) -> str:
+    body = record.as_json()
+    took = body["duration_seconds"]
+    facts = [
+        (
+            "status",
+            f"<span id='run-status' class='{escape(record.status)}'>{escape(record.status)}</span>",
+        ),
+        ("trigger", f"<span id='run-trigger'>{escape(record.trigger)}</span>"),
+        ("command", escape(record.command) + (" (dry run)" if record.dry_run else "")),
+        ("started", f"{record.started_at:%Y-%m-%d %H:%M:%S} UTC"),
+        (
+            "finished",
+            "–" if record.finished_at is None else f"{record.finished_at:%Y-%m-%d %H:%M:%S} UTC",
+        ),
+        (
+            "took",
+            f"<span id='run-duration' data-seconds='{'' if took is None else took}'>"
+            f"{'still running' if took is None else f'{took:.1f} s'}</span>",
+        ),
+        ("plan", escape(record.plan_id or "–")),
+        ("host", escape(f"{record.host or '–'} (pid {record.pid or '–'})")),
+    ]
+    parts = ["<dl class='facts'>"]
+    parts += [f"<dt>{name}</dt><dd>{value}</dd>" for name, value in facts]
+    parts.append("</dl>")
+    if record.error:
+        parts.append(f"<p class='error' id='run-error'>{escape(record.error)}</p>")
+    parts.append("<h2>Totals per action</h2>")
+    if not record.totals:
+        parts.append("<p id='totals'>No action was taken.</p>")
+    else:
+        parts.append("<table id='totals'><tr><th>action</th><th class='num'>objects</th>")
+        parts.append("<th class='num'>bytes</th></tr>")
+        for action, figures in record.totals.items():
+            parts.append(
+                f"<tr data-action='{escape(action)}' data-objects='{figures['objects']}' "
+                f"data-bytes='{figures['bytes']}'><td>{escape(action)}</td>"
+                f"<td class='num'>{figures['objects']}</td>"
+                f"<td class='num'>{format_size(figures['bytes'])}</td></tr>"
+            )
+        parts.append("</table>")
+    parts.append(f"<h2>Failures ({record.failed_count})</h2>")
+    if not record.failures:
+        parts.append("<p id='failures'>None.</p>")
+    else:
+        parts.append("<table id='failures'><tr><th>rule</th><th>tier</th><th>key</th>")
+        parts.append("<th>error</th></tr>")
+        for failure in record.failures:
+            parts.append(
+                f"<tr data-key='{escape(failure.get('key', ''))}'>"
+                f"<td>{escape(failure.get('rule', ''))}</td>"
+                f"<td>{escape(failure.get('tier', ''))}</td>"
+                f"<td>{escape(failure.get('key', ''))}</td>"
+                f"<td>{escape(failure.get('error', ''))}</td></tr>"
+            )
+        parts.append("</table>")
+        if record.failed_count > len(record.failures):
+            parts.append(
+                f"<p class='muted'>The first {len(record.failures)} of {record.failed_count} "
+                "failures are kept.</p>"
+            )
+    parts.append(f"<h2>Actions ({actions.total})</h2>")
+    if not actions.items:
+        parts.append(
+            "<p id='actions' class='muted'>No action of this run is itemized in the catalog: "
+            "moves are (from the migration journal) and so are the actions of a run fanned "
+            "out to workers; other actions are counted in the totals above.</p>"
+        )
+    else:
+        parts.append("<table id='actions'><tr><th>action</th><th>rule</th><th>tier</th>")
+        parts.append("<th>key</th><th class='num'>bytes</th><th>outcome</th></tr>")
+        for item in actions.items:
+            where = item.tier + (f" → {item.to}" if item.to else "")
+            detail = f" title='{escape(item.detail)}'" if item.detail else ""
+            parts.append(
+                f"<tr data-key='{escape(item.key)}' data-outcome='{escape(item.outcome)}'>"
+                f"<td>{escape(item.action)}</td><td>{escape(item.rule)}</td>"
+                f"<td>{escape(where)}</td><td>{escape(item.key)}</td>"
+                f"<td class='num'>{format_size(item.bytes)}</td>"
+                f"<td{detail}>{escape(item.outcome)}</td></tr>"
+            )
+        parts.append("</table>")
+        path = f"/runs/{quote(record.id, safe='')}"
+        parts.append(_pager(path, {}, actions.total, actions.offset, actions.limit))
+    return _page(f"run {record.id}", parts)
+
+
+# -- orphans -----------------------------------------------------------------------------------
+
+
+def render_orphans(found: Orphans, tier: str | None, tiers: list[str]) -> str:
+    choices = ["<a href='/orphans'>all tiers</a>" if tier else "<strong>all tiers</strong>"]
+    for name in tiers:
+        if name == tier:
+            choices.append(f"<strong>{escape(name)}</strong>")
+        else:
+            choices.append(f"<a href='/orphans?{urlencode({'tier': name})}'>{escape(name)}</a>")
+    parts = [
+        f"<p id='tier-choice'>Tier: {' · '.join(choices)}</p>",
+        f"<p class='muted'>Objects no reference names, largest first, as of "
+        f"{found.now:%Y-%m-%d %H:%M:%S} UTC (references compared by {escape(found.marking)}). "
+        "A collect-orphans rule deletes those past its grace; pinned and leased ones stay.</p>",
+        "<table id='orphan-tiers'><tr><th>tier</th><th class='num'>orphans</th>",
+        "<th class='num'>bytes</th></tr>",
+    ]
+    for name, (count, size) in found.tiers.items():
+        parts.append(
+            f"<tr data-tier='{escape(name)}' data-objects='{count}' data-bytes='{size}'>"
+            f"<td>{escape(name)}</td><td class='num'>{count}</td>"
+            f"<td class='num'>{format_size(size)}</td></tr>"
+        )
+    parts.append("</table>")
+    for name, reason in found.blocked.items():
+        parts.append(
+            f"<p class='error' data-blocked='{escape(name)}'>tier {escape(name)}: orphans "
+            f"cannot be told: {escape(reason)}</p>"
+        )
+    if not found.items:
+        parts.append("<p id='orphans'>No orphans.</p>")
+        return _page("orphans", parts)
+    parts.append("<table id='orphans'><tr><th>tier</th><th>key</th><th class='num'>size</th>")
+    parts.append("<th class='num'>age</th><th>held</th></tr>")
+    for orphan in found.items:
+        age = max(0.0, (found.now - orphan.modified).total_seconds())
+        held = ", ".join(
+            word for word, flag in (("pinned", orphan.pinned), ("leased", orphan.leased)) if flag
+        )
+        parts.append(
+            f"<tr data-tier='{escape(orphan.tier)}' data-key='{escape(orphan.key)}' "
+            f"data-size='{orphan.size}'><td>{escape(orphan.tier)}</td>"
+            f"<td>{escape(orphan.key)}</td><td class='num'>{format_size(orphan.size)}</td>"
+            f"<td class='num' title='modified {orphan.modified:%Y-%m-%d %H:%M:%S} UTC'>"
+            f"{_age(age)}</td><td>{held or '–'}</td></tr>"
+        )
+    parts.append("</table>")
+    params = {} if tier is None else {"tier": tier}
+    parts.append(_pager("/orphans", params, found.total, found.offset, found.limit))
+    return _page("orphans", parts)

@@ -16,6 +16,7 @@ from shelflife.base.units import utcnow
 from shelflife.catalog.history import History
 from shelflife.engine.planning import new_id
 from shelflife.errors import LockedError
+from shelflife.service.browse import OrphanFinder, run_actions
 from shelflife.service.records import refresh_stats
 from shelflife.service.runs import choose_rules
 from shelflife.service.shelf import Shelf
@@ -70,7 +71,7 @@ class BackgroundRuns:
             self._thread.join(timeout)
 
 
-def routes(shelf: Shelf, runs: BackgroundRuns) -> APIRouter:
+def routes(shelf: Shelf, runs: BackgroundRuns, orphans: OrphanFinder) -> APIRouter:
     router = APIRouter()
 
     @router.get("/api/v1/stats/storage", summary="Usage per tier and health")
@@ -109,5 +110,29 @@ def routes(shelf: Shelf, runs: BackgroundRuns) -> APIRouter:
         if record is None:
             raise ApiError(404, "not_found", f"no run {run_id!r}")
         return record.as_json()
+
+    @router.get("/api/v1/runs/{run_id}/actions", summary="The objects a run acted on, paged")
+    def get_run_actions(
+        run_id: str,
+        _: Read,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> dict[str, Any]:
+        """What the catalog itemizes: a fanned-out run's actions, else the run's moves."""
+        if History(shelf.catalog.engine).get(run_id) is None:
+            raise ApiError(404, "not_found", f"no run {run_id!r}")
+        found = run_actions(shelf.context, run_id, limit=limit, offset=offset)
+        return {"run_id": run_id, **found.as_json()}
+
+    @router.get("/api/v1/orphans", summary="Orphaned objects, largest first, paged")
+    def list_orphans(
+        _: Read,
+        tier: Annotated[str | None, Query(description="only this tier")] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+        offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    ) -> dict[str, Any]:
+        """Objects no reference names (told as ``gc --dry-run`` tells them, grace ignored),
+        with per-tier counts; a result is reused for a minute."""
+        return orphans.page(utcnow(), tier=tier or None, limit=limit, offset=offset).as_json()
 
     return router

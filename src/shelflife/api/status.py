@@ -3,24 +3,29 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Query, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from shelflife.api.dashboard import render_dashboard
+from shelflife.api.dashboard import render_dashboard, render_orphans, render_problem, render_run
 from shelflife.api.deps import read_unless
 from shelflife.api.errors import error_response
 from shelflife.api.metrics import render
 from shelflife.base.units import utcnow
+from shelflife.catalog.history import History
 from shelflife.config.model import ApiConfig
 from shelflife.errors import ShelflifeError
-from shelflife.service.records import current_stats, refresh_stats
+from shelflife.service.browse import OrphanFinder, dashboard_stats, run_actions, usage_series
+from shelflife.service.records import current_stats
 from shelflife.service.shelf import Shelf
 
+PAGE = 50  # rows per page of the run and orphans pages
+Page = Annotated[int, Query(ge=1, le=1_000_000, description="page number, from 1")]
 
-def routes(shelf: Shelf, config: ApiConfig) -> APIRouter:
+
+def routes(shelf: Shelf, config: ApiConfig, orphans: OrphanFinder) -> APIRouter:
     router = APIRouter()
 
     metrics_guard = read_unless(config.public_metrics)
@@ -80,7 +85,46 @@ def routes(shelf: Shelf, config: ApiConfig) -> APIRouter:
         dependencies=[Depends(dashboard_guard)],
     )
     def dashboard() -> HTMLResponse:
-        stats = refresh_stats(shelf.context)
-        return HTMLResponse(render_dashboard(stats, cached_plan(), shelf.runs(10), utcnow()))
+        now = utcnow()
+        stats = dashboard_stats(shelf.context, now)
+        page = render_dashboard(
+            stats, cached_plan(), shelf.runs(10), now, usage_series(shelf.context)
+        )
+        return HTMLResponse(page)
+
+    @router.get(
+        "/runs/{run_id}",
+        summary="One run's page",
+        response_class=HTMLResponse,
+        dependencies=[Depends(dashboard_guard)],
+    )
+    def run_page(run_id: str, page: Page = 1) -> HTMLResponse:
+        record = History(shelf.catalog.engine).get(run_id)
+        if record is None:
+            problem = render_problem(
+                "run not found", f"no run {run_id!r}", "the dashboard lists the last runs"
+            )
+            return HTMLResponse(problem, status_code=404)
+        actions = run_actions(shelf.context, run_id, limit=PAGE, offset=(page - 1) * PAGE)
+        return HTMLResponse(render_run(record, actions))
+
+    @router.get(
+        "/orphans",
+        summary="Orphans page",
+        response_class=HTMLResponse,
+        dependencies=[Depends(dashboard_guard)],
+    )
+    def orphans_page(
+        tier: Annotated[str | None, Query(description="only this tier")] = None,
+        page: Page = 1,
+    ) -> HTMLResponse:
+        tier = tier or None
+        try:
+            found = orphans.page(utcnow(), tier=tier, limit=PAGE, offset=(page - 1) * PAGE)
+        except ShelflifeError as exc:
+            status = 400 if exc.exit_code == 2 else 409 if exc.exit_code == 3 else 503
+            problem = render_problem("orphans", exc.message, exc.hint)
+            return HTMLResponse(problem, status_code=status)
+        return HTMLResponse(render_orphans(found, tier, list(shelf.config.tiers)))
 
     return router

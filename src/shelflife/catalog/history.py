@@ -12,7 +12,14 @@ from typing import Any
 from sqlalchemy import Engine, delete, func, insert, select, update
 
 from shelflife.catalog.catalog import _Guard
-from shelflife.catalog.schema import counters, plans, runs, stats_snapshots
+from shelflife.catalog.schema import (
+    counters,
+    journal,
+    plans,
+    run_actions,
+    runs,
+    stats_snapshots,
+)
 
 MAX_FAILURES_KEPT = 100
 
@@ -302,3 +309,78 @@ def _record(row: Any) -> RunRecord:
         host=row["host"],
         pid=row["pid"],
     )
+
+
+# -- reads for the dashboard: the kept stats series and a run's itemized actions -------------
+
+
+@dataclass(frozen=True, slots=True)
+class RunItem:
+    """One object a run acted on, as the catalog keeps it (``outcome``: done, failed,
+    skipped, undone, or the step an unfinished move stopped at)."""
+
+    action: str
+    rule: str
+    tier: str
+    to: str | None
+    key: str
+    bytes: int
+    outcome: str
+    detail: str | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "action": self.action,
+            "rule": self.rule,
+            "tier": self.tier,
+            "to": self.to,
+            "key": self.key,
+            "bytes": self.bytes,
+            "outcome": self.outcome,
+            "detail": self.detail,
+        }
+
+
+def stats_series(engine: Engine, limit: int = 1000) -> list[tuple[datetime, dict[str, Any]]]:
+    """The kept stats bodies (see :meth:`History.save_stats`), oldest first: at most the
+    newest ``limit``."""
+    with _Guard(engine, begin=False) as conn:
+        rows = conn.execute(
+            select(stats_snapshots.c.taken_at, stats_snapshots.c.body)
+            .order_by(stats_snapshots.c.id.desc())
+            .limit(limit)
+        ).all()
+    return [(row[0], json.loads(row[1])) for row in reversed(rows)]
+
+
+def run_items(engine: Engine, run_id: str, *, limit: int, offset: int) -> tuple[int, list[RunItem]]:
+    """``(how many, one page)`` of the objects a run acted on that the catalog itemizes:
+    a fanned-out run's outcomes (``run_actions``), else the run's moves (the migration
+    journal). Deletions of a run executed in one process are counted in its totals only."""
+    with _Guard(engine, begin=False) as conn:
+        fanned = func.count().select().where(run_actions.c.run_id == run_id)
+        total = int(conn.execute(fanned).scalar_one())
+        if total:
+            c = run_actions.c
+            rows = conn.execute(
+                select(c.action, c.rule, c.tier, c.to_tier, c.key, c.bytes, c.outcome, c.detail)
+                .where(c.run_id == run_id)
+                .order_by(c.action, c.tier, c.key)
+                .limit(limit)
+                .offset(offset)
+            ).all()
+            return total, [RunItem(*(row[:5]), int(row[5]), row[6], row[7]) for row in rows]
+        j = journal.c
+        moved = func.count().select().where(j.run_id == run_id)
+        total = int(conn.execute(moved).scalar_one())
+        moves = conn.execute(
+            select(j.rule, j.src_tier, j.dst_tier, j.key, j.size, j.step, j.error)
+            .where(j.run_id == run_id)
+            .order_by(j.id)
+            .limit(limit)
+            .offset(offset)
+        ).all()
+    return total, [
+        RunItem("migrate", rule, src, dst, key, int(size), step, error)
+        for rule, src, dst, key, size, step, error in moves
+    ]

@@ -1,0 +1,359 @@
+"""The dashboard's pages in headless Chromium against a running ``shelflife serve``: run ids
+link to a run page, usage over time is an SVG chart with the watermarks, orphans are listed
+largest first and paged, and /docs renders with no request leaving the machine.
+Every figure on a page is checked against the API's JSON; screenshots go to the artifacts
+folder (``SHELFLIFE_ARTIFACTS``, else ``.artifacts/dashboard/``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from shelflife.api.auth import hash_token, new_token
+from tests.support.apps import AppTable
+from tests.support.cli import SHELFLIFE
+from tests.support.servers import free_port, wait_for_port
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = Path(os.environ.get("SHELFLIFE_ARTIFACTS", ROOT / ".artifacts")) / "dashboard"
+MOVED = 55  # old referenced files the run moves: more than one page of its actions
+ORPHANS = 60  # unreferenced files, each of its own size: more than one page of orphans
+PAGE = 50
+DAY = 86400
+FIELDS = ("tier", "key", "size")  # an orphan row's data attributes
+
+
+@dataclass
+class Server:
+    url: str
+    base: Path
+    token: str
+    process: subprocess.Popen[bytes]
+
+    def client(self) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {self.token}"}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    base = tmp_path_factory.mktemp("dashboard")
+    app = AppTable(f"sqlite:///{base / 'app.db'}")
+    token = new_token()
+    old = time.time() - 10 * DAY
+    for number in range(MOVED):
+        path = base / "hot" / "keep" / f"k{number:02d}.bin"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"k" * 1000)
+        os.utime(path, (old, old))
+        app.insert(f"hot/keep/k{number:02d}.bin")
+    for number in range(ORPHANS):  # recent: no rule acts on them
+        path = base / "hot" / "loose" / f"o{number:02d}.bin"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"o" * (100 + 7 * number))
+    (base / "cold").mkdir()
+    (base / "shelflife.toml").write_text(f"""
+[catalog]
+url = "sqlite:///catalog.db"
+[databases.app]
+url = "{app.url}"
+[tiers.hot]
+url = "file://hot"
+ref_format = "hot/{{key}}"
+capacity = "100KB"
+high_watermark = "60%"
+low_watermark = "40%"
+[tiers.cold]
+url = "file://cold"
+ref_format = "cold/{{key}}"
+[[references]]
+database = "app"
+table = "{app.name}"
+column = "path"
+[[rules]]
+id = "age-out"
+tier = "hot"
+action = "migrate"
+to = "cold"
+after = "1d"
+[[rules]]
+id = "orphans"
+tier = "*"
+action = "collect-orphans"
+grace = "30d"
+[[api.tokens]]
+name = "reader"
+hash = "{hash_token(token)}"
+scopes = ["read", "admin"]
+""")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STORAGE_", "SHELFLIFE_"))}
+    process = subprocess.Popen(
+        [SHELFLIFE, "serve", "--port", str(port)],
+        cwd=base,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    wait_for_port(port, process, "shelflife serve")
+    try:
+        yield Server(f"http://127.0.0.1:{port}", base, token, process)
+    finally:
+        process.terminate()
+        process.wait(20)
+        app.dispose()
+
+
+@pytest.fixture(scope="module")
+def finished_run(server: Server) -> dict[str, Any]:
+    """A run that moved the old files to cold, recorded with stats before and after."""
+    with server.client() as client:
+        assert client.get("/api/v1/plan", params={"scan": "true"}).status_code == 200
+        before = client.get("/api/v1/stats/storage").json()  # stored: a point of the series
+        assert before["tiers"]["hot"]["usage_ratio"] > 0.6  # above the high watermark
+        started = client.post("/api/v1/runs", json={})
+        assert started.status_code == 202, started.text
+        run_id = started.json()["run_id"]
+        deadline = time.monotonic() + 120
+        record: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            record = client.get(f"/api/v1/runs/{run_id}").json()
+            if record.get("status") not in (None, "running"):  # None: not recorded yet
+                break
+            time.sleep(0.3)
+        assert record["status"] == "ok", record
+        assert record["totals"]["migrate"]["objects"] == MOVED
+        return record
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Headless Chromium whose only reachable network is this machine's loopback: every
+    other host goes to a proxy on a closed port. Its performance log records each request."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
+    if not chromium or not driver_path:
+        pytest.fail("chromium and chromedriver are needed: scripts/test.sh installs them")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+        options.add_argument(flag)
+    options.add_argument("--window-size=1280,1400")
+    options.add_argument("--proxy-server=http://127.0.0.1:9")  # loopback is not proxied
+    options.add_argument("--proxy-bypass-list=127.0.0.1;localhost")
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    driver.set_page_load_timeout(60)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def requested_urls(browser: Any) -> list[str]:
+    """Every URL the page asked for since the log was last read."""
+    urls = []
+    for entry in browser.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message["method"] == "Network.requestWillBeSent":
+            urls.append(message["params"]["request"]["url"])
+    return urls
+
+
+def screenshot(browser: Any, name: str) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / f"{name}.png"
+    assert browser.save_screenshot(str(shot))
+    assert shot.stat().st_size > 10_000
+    print(f"screenshot: {shot}")
+    return shot
+
+
+def wait_for(browser: Any, css: str, timeout: float = 30) -> Any:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    return WebDriverWait(browser, timeout).until(
+        expected_conditions.presence_of_element_located((By.CSS_SELECTOR, css))
+    )
+
+
+def cells(row: Any) -> list[str]:
+    from selenium.webdriver.common.by import By
+
+    return [cell.text for cell in row.find_elements(By.TAG_NAME, "td")]
+
+
+# -- the pages ------------------------------------------------------------------------------
+
+
+def test_run_ids_link_to_the_run_page(
+    server: Server, finished_run: dict[str, Any], browser: Any
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    run_id = finished_run["run_id"]
+    browser.get(server.url + "/")
+    link = browser.find_element(By.CSS_SELECTOR, f"#runs tr[data-run='{run_id}'] a")
+    link.click()
+    wait_for(browser, "#run-status")
+    assert urlsplit(browser.current_url).path == f"/runs/{run_id}"
+    assert browser.title == f"shelflife — run {run_id}"
+    assert browser.find_element(By.ID, "run-status").text == finished_run["status"]
+    assert browser.find_element(By.ID, "run-trigger").text == finished_run["trigger"] == "api"
+    shown = browser.find_element(By.ID, "run-duration").get_attribute("data-seconds")
+    assert float(shown or -1) == finished_run["duration_seconds"]
+    totals = {
+        row.get_attribute("data-action"): {
+            "objects": int(row.get_attribute("data-objects") or -1),
+            "bytes": int(row.get_attribute("data-bytes") or -1),
+        }
+        for row in browser.find_elements(By.CSS_SELECTOR, "#totals tr[data-action]")
+    }
+    assert totals == finished_run["totals"]
+    assert browser.find_element(By.ID, "failures").text == "None."
+    screenshot(browser, "run")
+
+    with server.client() as client:
+        first = client.get(f"/api/v1/runs/{run_id}/actions", params={"limit": PAGE}).json()
+        second = client.get(
+            f"/api/v1/runs/{run_id}/actions", params={"limit": PAGE, "offset": PAGE}
+        ).json()
+        assert client.get("/api/v1/runs/no-such-run/actions").status_code == 404
+    assert first["total"] == MOVED
+    for page, expected in ((first, 1), (second, 2)):
+        if expected == 2:
+            browser.find_element(By.CSS_SELECTOR, ".pager a[rel='next']").click()
+            wait_for(browser, "#actions")
+            assert "page=2" in browser.current_url
+        rows = browser.find_elements(By.CSS_SELECTOR, "#actions tr[data-key]")
+        assert [row.get_attribute("data-key") for row in rows] == [
+            item["key"] for item in page["actions"]
+        ]
+        assert {row.get_attribute("data-outcome") for row in rows} == {"done"}
+        assert all(cells(row)[2] == "hot → cold" for row in rows)
+    assert len(second["actions"]) == MOVED - PAGE
+
+    browser.get(server.url + "/runs/no-such-run")
+    assert "no run 'no-such-run'" in browser.find_element(By.ID, "error").text
+
+
+def test_usage_over_time_is_an_svg_chart_with_the_watermarks(
+    server: Server, finished_run: dict[str, Any], browser: Any
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    with sqlite3.connect(server.base / "catalog.db") as conn:
+        bodies = [json.loads(row[0]) for row in conn.execute("SELECT body FROM stats_snapshots")]
+    browser.get(server.url + "/")  # stores no point: the run's figures are fresh
+    chart = browser.find_element(By.CSS_SELECTOR, "#usage figure[data-tier='hot']")
+    points = chart.find_elements(By.CSS_SELECTOR, "circle.point")
+    kept = [body["tiers"]["hot"] for body in bodies]
+    assert len(kept) >= 2  # before and after the run
+    assert [int(p.get_attribute("data-used") or -1) for p in points] == [
+        figures["used_bytes"] for figures in kept
+    ]
+    ratios = [float(p.get_attribute("data-ratio") or -1) for p in points]
+    assert ratios == pytest.approx([figures["usage_ratio"] for figures in kept], abs=1e-4)
+    assert ratios[0] > 0.6 > ratios[-1]  # the run took the tier below its high watermark
+    high = chart.find_element(By.CSS_SELECTOR, "line[data-watermark='high']")
+    low = chart.find_element(By.CSS_SELECTOR, "line[data-watermark='low']")
+    assert float(high.get_attribute("data-value") or -1) == pytest.approx(0.6)
+    assert float(low.get_attribute("data-value") or -1) == pytest.approx(0.4)
+    labels = [text.text for text in chart.find_elements(By.CSS_SELECTOR, "text")]
+    assert "high 60%" in labels
+    assert "low 40%" in labels
+    # drawn where the figures are: the first point above the high line, the last below it
+    high_y = float(high.get_attribute("y1") or -1)
+    assert float(points[0].get_attribute("cy") or -1) < high_y
+    assert float(points[-1].get_attribute("cy") or -1) > high_y
+    assert high_y < float(low.get_attribute("y1") or -1)
+    cold = browser.find_element(By.CSS_SELECTOR, "#usage figure[data-tier='cold']")
+    assert not cold.find_elements(By.CSS_SELECTOR, "line[data-watermark]")  # no capacity
+    assert "watermarks do not apply" in cold.text
+    assert not browser.find_elements(By.CSS_SELECTOR, "script")  # no JavaScript at all
+    screenshot(browser, "dashboard")
+
+
+def test_orphans_page_lists_the_api_orphans_largest_first(
+    server: Server, finished_run: dict[str, Any], browser: Any
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    with server.client() as client:
+        listed = client.get("/api/v1/orphans", params={"limit": PAGE}).json()
+        second = client.get("/api/v1/orphans", params={"limit": PAGE, "offset": PAGE}).json()
+        hot = client.get("/api/v1/orphans", params={"tier": "hot", "limit": 5}).json()
+        stats = client.get("/api/v1/stats/storage").json()
+        unknown = client.get("/api/v1/orphans", params={"tier": "nope"})
+    assert unknown.status_code == 400
+    assert "declared tiers" in unknown.json()["hint"]
+    expected = [f"loose/o{n:02d}.bin" for n in reversed(range(ORPHANS))]  # by size
+    assert [o["key"] for o in listed["orphans"] + second["orphans"]] == expected
+    assert listed["total"] == ORPHANS
+    # the same orphans the stats count
+    assert listed["tiers"]["hot"]["orphan_objects"] == stats["tiers"]["hot"]["orphan_objects"]
+    assert listed["tiers"]["hot"]["orphan_bytes"] == stats["tiers"]["hot"]["orphan_bytes"]
+    assert [o["key"] for o in hot["orphans"]] == expected[:5]
+
+    browser.get(server.url + "/")
+    browser.find_element(By.CSS_SELECTOR, "nav a[href='/orphans']").click()
+    wait_for(browser, "#orphans")
+    for page in (listed, second):
+        rows = browser.find_elements(By.CSS_SELECTOR, "#orphans tr[data-key]")
+        shown = [
+            (
+                row.get_attribute("data-tier"),
+                row.get_attribute("data-key"),
+                row.get_attribute("data-size"),
+            )
+            for row in rows
+        ]
+        assert shown == [(o["tier"], o["key"], str(o["size"])) for o in page["orphans"]]
+        assert all(cells(row)[3].endswith(" s") or "min" in cells(row)[3] for row in rows)
+        if page is listed:
+            screenshot(browser, "orphans")
+            browser.find_element(By.CSS_SELECTOR, ".pager a[rel='next']").click()
+            wait_for(browser, "#orphans")
+    totals = browser.find_element(By.CSS_SELECTOR, "#orphan-tiers tr[data-tier='hot']")
+    assert totals.get_attribute("data-objects") == str(ORPHANS)
+
+    browser.get(server.url + "/orphans?tier=cold")
+    assert browser.find_element(By.ID, "orphans").text == "No orphans."
+    browser.get(server.url + "/orphans?tier=nope")
+    assert "no tier 'nope'" in browser.find_element(By.ID, "error").text
+
+
+def test_docs_render_with_no_request_leaving_the_machine(server: Server, browser: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    origin = urlsplit(server.url).netloc
+    requested_urls(browser)  # drop what earlier pages asked for
+    browser.get(server.url + "/docs")
+    operation = wait_for(browser, ".opblock-summary-path[data-path='/api/v1/objects']")
+    assert operation.is_displayed()
+    assert browser.find_elements(
+        By.CSS_SELECTOR, ".opblock-summary-path[data-path='/api/v1/orphans']"
+    )
+    screenshot(browser, "docs")
+    urls = requested_urls(browser)
+    assert any(url.endswith("/openapi.json") for url in urls)
+    assert {urlsplit(url).netloc for url in urls if not url.startswith("data:")} == {origin}
+
+    with server.client() as client:  # ReDoc's bundle loads its logo from the vendor's site
+        assert client.get("/redoc").status_code == 404
