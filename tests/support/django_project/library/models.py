@@ -8,7 +8,7 @@ class Document(models.Model):
 
     title = models.CharField(max_length=200)
     # Room for the longest spelling a migration may rewrite the name to (s3://bucket/...).
-    file = models.FileField(upload_to="documents/%Y/", max_length=500)
+    file = models.FileField(upload_to="documents/%Y/", max_length=500, db_index=True)
     uploaded_at = models.DateTimeField(auto_now_add=True)
 
 

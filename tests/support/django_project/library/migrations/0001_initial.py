@@ -40,7 +40,10 @@ class Migration(migrations.Migration):
                     ),
                 ),
                 ("title", models.CharField(max_length=200)),
-                ("file", models.FileField(max_length=500, upload_to="documents/%Y/")),
+                (
+                    "file",
+                    models.FileField(db_index=True, max_length=500, upload_to="documents/%Y/"),
+                ),
                 ("uploaded_at", models.DateTimeField(auto_now_add=True)),
             ],
         ),
