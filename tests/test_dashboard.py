@@ -357,3 +357,61 @@ def test_docs_render_with_no_request_leaving_the_machine(server: Server, browser
 
     with server.client() as client:  # ReDoc's bundle loads its logo from the vendor's site
         assert client.get("/redoc").status_code == 404
+
+
+# -- the orphans listed are the ones gc would sweep ----------------------------------------------
+
+
+@pytest.mark.parametrize("marking", ["auto", "snapshot"])
+def test_the_orphans_listed_are_those_gc_plans_to_sweep(tmp_path: Path, marking: str) -> None:
+    """With no grace, a collect-orphans plan takes exactly the orphans the page lists (a
+    key named on a tier that lacks it protects the object on the other tier), by merge and
+    by snapshot alike; a pinned orphan is listed, flagged, and not planned."""
+    from shelflife import Shelf
+    from shelflife.base.units import utcnow
+    from shelflife.config import parse_config
+    from shelflife.service.browse import find_orphans
+
+    app = AppTable(f"sqlite:///{tmp_path / 'app.db'}")
+    for tier, names in {"a": ["x", "y", "z", "named-on-b"], "b": ["p", "q"]}.items():
+        for number, name in enumerate(names):
+            path = tmp_path / tier / f"{name}.bin"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"." * (10 + number))
+    app.insert("a/y.bin", "b/named-on-b.bin", "b/p.bin")
+    raw = {
+        "catalog": {"url": f"sqlite:///{tmp_path / 'catalog.db'}"},
+        "databases": {"app": {"url": app.url}},
+        "tiers": {
+            name: {"url": f"file://{tmp_path / name}", "ref_format": f"{name}/{{key}}"}
+            for name in ("a", "b")
+        },
+        "references": [{"database": "app", "table": app.name, "column": "path"}],
+        "rules": [
+            {
+                "id": "orphans",
+                "tier": "*",
+                "action": "collect-orphans",
+                "grace": "0s",
+                "max_fraction": "100%",  # a test tier of a few objects
+            }
+        ],
+        "executor": {"marking": marking},
+    }
+    try:
+        with Shelf.open(parse_config(raw, base_dir=tmp_path, source="t", env={})) as shelf:
+            shelf.scan()
+            shelf.pin("a/z.bin")
+            found = find_orphans(shelf.context, utcnow(), tier=None, limit=50, offset=0)
+            listed = {(o.tier, o.key) for o in found.items}
+            assert listed == {("a", "x.bin"), ("a", "z.bin"), ("b", "q.bin")}
+            assert [o.key for o in found.items if o.pinned] == ["z.bin"]
+            assert found.marking == ("snapshot" if marking == "snapshot" else "merge")
+            plan = shelf.plan(scan=False)
+            swept = {(a.tier, a.key) for a in plan.iter_actions() if a.rule == "orphans"}
+            assert swept == listed - {("a", "z.bin")}
+            only_b = find_orphans(shelf.context, utcnow(), tier="b", limit=1, offset=0)
+            assert [o.key for o in only_b.items] == ["q.bin"]
+            assert only_b.tiers == {"b": (1, 11)}
+    finally:
+        app.dispose()

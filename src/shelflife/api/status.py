@@ -1,4 +1,4 @@
-"""Routes for watching: /metrics, health, liveness, the dashboard."""
+"""Routes for watching: /metrics, health, liveness, the dashboard and its run and orphans pages."""
 
 from __future__ import annotations
 
