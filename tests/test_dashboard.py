@@ -333,6 +333,13 @@ def test_orphans_page_lists_the_api_orphans_largest_first(
     totals = browser.find_element(By.CSS_SELECTOR, "#orphan-tiers tr[data-tier='hot']")
     assert totals.get_attribute("data-objects") == str(ORPHANS)
 
+    browser.get(server.url + "/")  # a tier's orphan count links to its orphans
+    browser.find_element(By.CSS_SELECTOR, "#tiers tr[data-tier='hot'] td.orphans a").click()
+    wait_for(browser, "#orphans")
+    assert "tier=hot" in browser.current_url
+    rows = browser.find_elements(By.CSS_SELECTOR, "#orphans tr[data-key]")
+    assert [row.get_attribute("data-key") for row in rows] == expected[:PAGE]
+
     browser.get(server.url + "/orphans?tier=cold")
     assert browser.find_element(By.ID, "orphans").text == "No orphans."
     browser.get(server.url + "/orphans?tier=nope")

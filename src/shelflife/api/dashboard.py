@@ -129,7 +129,8 @@ def render_dashboard(
             f"<td class='num'>{'–' if capacity is None else format_size(int(capacity))}</td>"
             f"<td class='num'>{count('objects')}</td>"
             f"<td class='num'>{count('referenced_objects')}</td>"
-            f"<td class='num orphans'>{count('orphan_objects')}</td>"
+            f"<td class='num orphans'><a href='/orphans?{urlencode({'tier': name})}'>"
+            f"{count('orphan_objects')}</a></td>"
             f"<td class='num'>{format_size(int(figures.get('orphan_bytes') or 0))}</td>"
             f"<td class='num'>{count('quarantined_objects')}</td></tr>"
         )
@@ -192,10 +193,11 @@ def render_dashboard(
 # -- shared page parts -------------------------------------------------------------------------
 
 
-def _page(title: str, body: list[str]) -> str:
+def _page(title: str, body: list[str], refresh: int | None = None) -> str:
+    reload = "" if refresh is None else f"<meta http-equiv='refresh' content='{refresh}'>"
     return "".join(
         [
-            "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+            f"<!doctype html><html lang='en'><head><meta charset='utf-8'>{reload}",
             "<meta name='viewport' content='width=device-width, initial-scale=1'>",
             f"<title>shelflife — {escape(title)}</title><style>{STYLE}</style></head><body>",
             f"<h1>{escape(title)}</h1>",
@@ -412,7 +414,8 @@ def render_run(record: RunRecord, actions: RunActions) -> str:
         parts.append("</table>")
         path = f"/runs/{quote(record.id, safe='')}"
         parts.append(_pager(path, {}, actions.total, actions.offset, actions.limit))
-    return _page(f"run {record.id}", parts)
+    # a run still going reloads its page until it has finished
+    return _page(f"run {record.id}", parts, 5 if record.status == "running" else None)
 
 
 # -- orphans -----------------------------------------------------------------------------------
