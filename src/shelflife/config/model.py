@@ -75,47 +75,197 @@ class _Strict(BaseModel):
 class CatalogConfig(_Strict):
     """Where shelflife keeps its inventory, journal and run history."""
 
-    url: str = "sqlite:///data/shelflife.db"
+    url: str = Field(
+        default="sqlite:///data/shelflife.db",
+        description=(
+            "shelflife's own database (inventory, journal, plans, run history): "
+            "SQLite, or PostgreSQL (`postgresql+psycopg://user@host/db`) in "
+            "production, required when Celery workers on several machines share it. "
+            "Its schema is migrated (Alembic) when it is opened"
+        ),
+    )
 
 
 class DatabaseConfig(_Strict):
     """An application database whose rows point at objects."""
 
-    url: SecretStr
+    url: SecretStr = Field(
+        description=(
+            "an application database whose rows point at objects: any SQLAlchemy URL "
+            "(PostgreSQL, MariaDB/MySQL with `mysql+pymysql://`, SQLite). A secret: "
+            "use `${VAR}` or `url_file`"
+        ),
+    )
 
 
 class TierConfig(_Strict):
     """A named store with a capacity, watermarks and the spelling rows use for it."""
 
-    url: str
-    ref_format: str = "{key}"
-    ref_aliases: tuple[str, ...] = ()
-    public_url: str | None = None
-    capacity: Annotated[int | Literal["disk"] | None, BeforeValidator(_parse_capacity)] = None
-    high_watermark: Ratio = 0.80
-    low_watermark: Ratio = 0.70
-    endpoint: str | None = None
-    region: str | None = None
-    access_key: SecretStr | None = None
-    secret_key: SecretStr | None = None
-    session_token: SecretStr | None = None
-    credentials_file: str | None = None
-    virtual_hosted_style: bool = False
-    allow_http: bool | None = None
-    presign_ttl: Duration = timedelta(hours=1)
-    upload_lease: Duration = timedelta(hours=1)
-    storage_class: str | None = None
-    versioned: bool | None = None  # None: ask the store (S3 buckets)
-    multipart_threshold: Size = 8 * 1024 * 1024
-    multipart_chunk_size: Size = 8 * 1024 * 1024
-    verify: VerifyMethod = "checksum"
+    url: str = Field(
+        description=(
+            "where the tier's objects are: `file://PATH`, `s3://BUCKET[/PREFIX]`, "
+            "`az://CONTAINER[/PREFIX]`, `gs://BUCKET[/PREFIX]` or `memory://NAME`; "
+            "never with credentials in it"
+        ),
+    )
+    ref_format: str = Field(
+        default="{key}",
+        description=(
+            "how a row spells a location on this tier, with `{key}` exactly once "
+            "(`data/storage/outputs/{key}`, `s3://bucket/{key}`); migrations write "
+            "this spelling"
+        ),
+    )
+    ref_aliases: tuple[str, ...] = Field(
+        default=(),
+        description=(
+            "other spellings of the same place (`/workspace/outputs/{key}`), each "
+            "with `{key}` once: read in rows, never written"
+        ),
+    )
+    public_url: str | None = Field(
+        default=None,
+        description=(
+            "what `url()` returns for an object on a local tier "
+            "(`/static/outputs/{key}`); without it, a `file://` URL"
+        ),
+    )
+    capacity: Annotated[int | Literal["disk"] | None, BeforeValidator(_parse_capacity)] = Field(
+        default=None,
+        description=(
+            'the tier\'s size (`"140GB"`), or `"disk"` (`file://` tiers only) for the '
+            "filesystem's size; needed by watermark rules. Without it the tier has no "
+            "usage ratio"
+        ),
+    )
+    high_watermark: Ratio = Field(
+        default=0.80,
+        description=(
+            'a migrate rule with `when = "over-watermark"` starts moving objects off '
+            "the tier above this share of `capacity`"
+        ),
+    )
+    low_watermark: Ratio = Field(
+        default=0.70,
+        description=("and stops once usage is at or below this share; not above `high_watermark`"),
+    )
+    endpoint: str | None = Field(
+        default=None,
+        description=(
+            "a custom endpoint: MinIO, Ceph, OCI, GCS interoperability, Azurite; "
+            "`http://` endpoints allow plain HTTP"
+        ),
+    )
+    region: str | None = Field(
+        default=None,
+        description="the S3 region (`us-east-1` when not set)",
+    )
+    access_key: SecretStr | None = Field(
+        default=None,
+        description=(
+            "S3 access key id; for Azure, the account name. From the environment when "
+            "not set. A secret: `${VAR}` or `access_key_file`"
+        ),
+    )
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description=(
+            "S3 secret access key; for Azure, the account key. A secret: `${VAR}` or "
+            "`secret_key_file`; masked in every log line"
+        ),
+    )
+    session_token: SecretStr | None = Field(
+        default=None,
+        description="S3 temporary credentials' session token (`session_token_file` allowed)",
+    )
+    credentials_file: str | None = Field(
+        default=None,
+        description=(
+            "GCS: a service-account JSON key; application-default credentials when not set"
+        ),
+    )
+    virtual_hosted_style: bool = Field(
+        default=False,
+        description="S3 requests to `bucket.host` instead of path-style `host/bucket`",
+    )
+    allow_http: bool | None = Field(
+        default=None,
+        description=(
+            "force plain HTTP on or off; by default allowed exactly when `endpoint` is `http://`"
+        ),
+    )
+    presign_ttl: Duration = Field(
+        default=timedelta(hours=1),
+        description=(
+            "lifetime of presigned URLs, between 1s and 7d (S3 refuses longer-lived signatures)"
+        ),
+    )
+    upload_lease: Duration = Field(
+        default=timedelta(hours=1),
+        description=(
+            "how long an object written through shelflife is kept out of orphan "
+            "collection, so that the application has time to write its row"
+        ),
+    )
+    storage_class: str | None = Field(
+        default=None,
+        description=(
+            "applied to every write: S3 `STANDARD_IA`, `GLACIER_IR`, `GLACIER`, "
+            "`DEEP_ARCHIVE`, …; Azure `Hot`, `Cool`, `Cold`, `Archive`; GCS "
+            "`NEARLINE`, `COLDLINE`, `ARCHIVE`. Objects in S3 "
+            "`GLACIER`/`DEEP_ARCHIVE` and Azure `Archive` cannot be read until "
+            "restored"
+        ),
+    )
+    # None: ask the store (S3 buckets)
+    versioned: bool | None = Field(
+        default=None,
+        description=(
+            "whether the bucket keeps versions (a delete then only adds a delete "
+            "marker); when not set, S3 buckets are asked"
+        ),
+    )
+    multipart_threshold: Size = Field(
+        default=8 * 1024 * 1024,
+        description="objects above this size are uploaded in parts",
+    )
+    multipart_chunk_size: Size = Field(
+        default=8 * 1024 * 1024,
+        description="the size of each part (at least 5 MiB)",
+    )
+    verify: VerifyMethod = Field(
+        default="checksum",
+        description=(
+            "how a copy migrated to this tier is proven before any row points at it: "
+            '`"checksum"` by what the store says of the bytes it received, reading '
+            'back only when it cannot vouch; `"read-back"` always read back and '
+            "hashed (not for archive storage classes)"
+        ),
+    )
     # A file:// tier's folder must exist (a misspelled path fails instead of starting an
     # empty tier) unless the tier asks for it to be created.
-    create: bool = False
+    create: bool = Field(
+        default=False,
+        description=(
+            "`file://` tiers: create the folder if it is missing. Without it a "
+            "missing folder is an error naming the path, so a misspelled `url` fails "
+            "`check` instead of starting an empty tier"
+        ),
+    )
     # A failed request is retried this many times by the HTTP client, and a failed
     # operation (a streamed read cut short, a copy) as many times by shelflife, with
     # exponential backoff; errors that cannot pass (404, 403, bad config) never are.
-    retries: int = Field(default=3, ge=0, le=20)
+    retries: int = Field(
+        default=3,
+        ge=0,
+        le=20,
+        description=(
+            "how many times a failed request is retried by the HTTP client, and a "
+            "failed operation (a streamed read cut short, a copy, a listing) by "
+            "shelflife, with exponential back-off and jitter; only transient errors "
+            "(5xx, 429, dropped connections, timeouts) are retried"
+        ),
+    )
 
     @field_validator("url", "endpoint", "public_url", mode="before")
     @classmethod
@@ -213,16 +363,52 @@ class ReferenceConfig(_Strict):
     text spelled like a location on a tier: Markdown and HTML bodies).
     """
 
-    database: str
-    table: str
-    column: str
-    where: str | None = None
-    kind: ReferenceKind = "value"
-    path: str | None = None
-    on_expire: Literal["null", "delete-row", "block"] = "block"
+    database: str = Field(
+        description="a name under `[databases]`",
+    )
+    table: str = Field(
+        description="the table (`schema.table` allowed)",
+    )
+    column: str = Field(
+        description="the column whose values point at objects",
+    )
+    where: str | None = Field(
+        default=None,
+        description='an SQL condition limiting the rows that count (`"deleted_at IS NULL"`)',
+    )
+    kind: ReferenceKind = Field(
+        default="value",
+        description=(
+            "how a value holds references: `value` (the whole value), `json` (strings "
+            "of a JSON document), `array` (elements of a PostgreSQL array), `text` "
+            "(every substring spelled like a location: Markdown, HTML)"
+        ),
+    )
+    path: str | None = Field(
+        default=None,
+        description=(
+            'with `kind = "json"`: the JSONPath of the strings that hold references '
+            "(`$.video`, `$.images[*].url`, `$..src`); every string when not set"
+        ),
+    )
+    on_expire: Literal["null", "delete-row", "block"] = Field(
+        default="block",
+        description=(
+            "what expiring an object does to the rows that point at it: `null` (blank "
+            'the column; `kind = "value"` only), `delete-row`, or `block` (the object '
+            "is not expired)"
+        ),
+    )
     # Above this share of values that match no tier's spelling, the source cannot be
     # trusted: rules that remove objects from the tiers it covers are refused.
-    max_unmatched: Ratio = 0.01
+    max_unmatched: Ratio = Field(
+        default=0.01,
+        description=(
+            "above this share of values that match no tier's spelling, the source "
+            "cannot be trusted: rules that remove objects from the tiers it covers "
+            "are refused"
+        ),
+    )
 
     @model_validator(mode="after")
     def _kind_fields(self) -> ReferenceConfig:
@@ -250,10 +436,22 @@ class ReferenceConfig(_Strict):
 class IgnoredColumnConfig(_Strict):
     """A column that looks like it holds references but does not (``[[ignore_columns]]``)."""
 
-    database: str
-    table: str
-    column: str
-    reason: str = Field(min_length=1)
+    database: str = Field(
+        description="a name under `[databases]`",
+    )
+    table: str = Field(
+        description="the table",
+    )
+    column: str = Field(
+        description=(
+            "a column whose values look like locations but name no object (a log of "
+            "old paths, external links)"
+        ),
+    )
+    reason: str = Field(
+        min_length=1,
+        description="why it holds no reference (required; shown in reviews of the config)",
+    )
 
 
 AgeBasis = Literal["created", "modified", "last-access", "arrived"]
@@ -263,32 +461,126 @@ shelflife, else ``modified``), ``arrived`` (entered the tier it is on)."""
 
 
 class RuleFilter(_Strict):
-    prefix: str | None = None
-    suffix: str | None = None
-    tags: dict[str, str] = Field(default_factory=dict)
-    min_size: Size | None = None
-    max_size: Size | None = None
+    """Which objects a rule considers: every condition given must hold."""
+
+    prefix: str | None = Field(
+        default=None,
+        description="only keys that start with this",
+    )
+    suffix: str | None = Field(
+        default=None,
+        description="only keys that end with this",
+    )
+    tags: dict[str, str] = Field(
+        default_factory=dict,
+        description="only objects with these tags (given to `Shelf.put(..., tags=...)`)",
+    )
+    min_size: Size | None = Field(
+        default=None,
+        description="only objects at least this large",
+    )
+    max_size: Size | None = Field(
+        default=None,
+        description="only objects at most this large",
+    )
 
 
 class RuleConfig(_Strict):
     """One lifecycle rule; which fields apply depends on ``action``."""
 
-    id: str
-    tier: str
-    action: Literal["migrate", "expire", "collect-orphans"]
-    to: str | None = None
-    when: Literal["over-watermark"] | None = None
-    after: Duration | None = None
-    order: Literal["oldest", "least-recently-used", "largest"] = "oldest"
-    min_size: Size | None = None
-    filter: RuleFilter = Field(default_factory=RuleFilter)
-    grace: Duration = timedelta(days=30)
-    mode: Literal["delete", "quarantine"] = "delete"
-    quarantine_days: int = Field(default=7, ge=0)
-    batch_size: int = Field(default=1000, ge=1, le=100_000)
-    max_fraction: Ratio = 0.25
-    enabled: bool = True
-    age: AgeBasis | None = None
+    id: str = Field(
+        description="a unique name, used by `--rule` and in every message",
+    )
+    tier: str = Field(
+        description='the tier the rule acts on, or `"*"` for every tier',
+    )
+    action: Literal["migrate", "expire", "collect-orphans"] = Field(
+        description=(
+            "`migrate` (move objects to `to`), `expire` (delete objects older than "
+            "`after`), `collect-orphans` (remove objects no row points at)"
+        ),
+    )
+    to: str | None = Field(
+        default=None,
+        description="migrate: the destination tier",
+    )
+    when: Literal["over-watermark"] | None = Field(
+        default=None,
+        description=(
+            'migrate: `"over-watermark"` acts above the tier\'s `high_watermark` and '
+            "stops at `low_watermark`"
+        ),
+    )
+    after: Duration | None = Field(
+        default=None,
+        description=(
+            'migrate: move objects older than this instead (`"30d"`); expire '
+            "(required): delete objects older than this. Counted from `age`"
+        ),
+    )
+    order: Literal["oldest", "least-recently-used", "largest"] = Field(
+        default="oldest",
+        description=(
+            "migrate: which objects go first: `oldest`, `least-recently-used` (last "
+            "read through shelflife), `largest`; ties by key"
+        ),
+    )
+    min_size: Size | None = Field(
+        default=None,
+        description="migrate: leave smaller objects alone",
+    )
+    filter: RuleFilter = Field(
+        default_factory=RuleFilter,
+        description=(
+            "which objects the rule considers: `{ prefix, suffix, tags, min_size, "
+            "max_size }` (below)"
+        ),
+    )
+    grace: Duration = Field(
+        default=timedelta(days=30),
+        description="collect-orphans: only objects older than this, counted from `age`",
+    )
+    mode: Literal["delete", "quarantine"] = Field(
+        default="delete",
+        description=(
+            "collect-orphans: `delete`, or `quarantine` (moved under "
+            "`.shelflife-trash/` on the same tier, purged after `quarantine_days`)"
+        ),
+    )
+    quarantine_days: int = Field(
+        default=7,
+        ge=0,
+        description=(
+            "collect-orphans: how long quarantined objects are kept before a `gc` purges them"
+        ),
+    )
+    batch_size: int = Field(
+        default=1000,
+        ge=1,
+        le=100_000,
+        description="collect-orphans: objects re-checked and deleted per batch",
+    )
+    max_fraction: Ratio = Field(
+        default=0.25,
+        description=(
+            "collect-orphans: refuse the rule on a tier when its candidates exceed "
+            "this fraction of the tier's objects"
+        ),
+    )
+    enabled: bool = Field(
+        default=True,
+        description="skip the rule when false",
+    )
+    age: AgeBasis | None = Field(
+        default=None,
+        description=(
+            "what `after` and `grace` count from: `created` (first seen or written "
+            "anywhere, kept across moves), `modified`, `last-access` (last read "
+            "through shelflife, else `modified`), `arrived` (entered the tier). "
+            "Default: `created` for expire and collect-orphans; for migrate "
+            "`last-access` with `least-recently-used`, else `modified`"
+        ),
+    )
     """The instant ``after`` and ``grace`` count from (see :attr:`age_basis`)."""
 
     @property
@@ -322,9 +614,31 @@ class RuleConfig(_Strict):
 
 
 class ScheduleConfig(_Strict):
-    timezone: str = "UTC"
-    lifecycle: str | None = "0 3 * * *"
-    stats: str | None = "0 * * * *"
+    """When `shelflife daemon` (or Celery beat) runs the lifecycle and refreshes the stats:
+    cron expressions in ``timezone``.
+    """
+
+    timezone: str = Field(
+        default="UTC",
+        description=(
+            "the time zone the cron expressions are evaluated in (`UTC`, "
+            "`Europe/Berlin`); wall-clock times fire once across DST changes"
+        ),
+    )
+    lifecycle: str | None = Field(
+        default="0 3 * * *",
+        description=(
+            "cron expression of the full lifecycle run (`shelflife run`) by "
+            '`shelflife daemon` or Celery beat; `""` turns it off'
+        ),
+    )
+    stats: str | None = Field(
+        default="0 * * * *",
+        description=(
+            "cron expression of the stats refresh (scan, re-read the references, "
+            'store the figures `/metrics` serves); `""` turns it off'
+        ),
+    )
 
     @field_validator("lifecycle", "stats")
     @classmethod
@@ -350,25 +664,77 @@ class ScheduleConfig(_Strict):
 class ExecutorConfig(_Strict):
     """How runs carry out their actions."""
 
-    concurrency: int = Field(default=8, ge=1, le=256)
-    batch_size: int = Field(default=500, ge=1, le=10_000)
+    concurrency: int = Field(
+        default=8,
+        ge=1,
+        le=256,
+        description="transfers (and other actions) in flight at a time",
+    )
+    batch_size: int = Field(
+        default=500,
+        ge=1,
+        le=10_000,
+        description=(
+            "objects journaled, repointed (one statement per source) and deleted together"
+        ),
+    )
     # Bytes a migration may hold in memory for objects sent whole: an object goes up in
     # one request when it is at most this divided by the transfers in flight (at least the
     # destination's multipart_threshold, at most 5000 MiB), in parts above that.
-    transfer_memory: Size = 256 * 1024 * 1024
+    transfer_memory: Size = Field(
+        default=256 * 1024 * 1024,
+        description=(
+            "what a migration may hold in memory for objects sent whole: an object "
+            "goes up in one request when it is at most this divided by the transfers "
+            "in flight (at least the destination's `multipart_threshold`, at most "
+            "5000 MiB), in parts above that; at least 8MiB"
+        ),
+    )
     # Deletions (expire, delete-orphan, quarantine) above either cap need --yes.
-    max_delete: int = Field(default=10_000, ge=0)
-    max_delete_bytes: Size | None = 1_000_000_000_000
+    max_delete: int = Field(
+        default=10_000,
+        ge=0,
+        description=(
+            "a run deleting more objects than this (expire, orphans, quarantine) needs `--yes`"
+        ),
+    )
+    max_delete_bytes: Size | None = Field(
+        default=1_000_000_000_000,
+        description="a run deleting more bytes than this needs `--yes`",
+    )
     # A run stops itself once more than this fraction of the actions it tried failed.
-    max_error_fraction: Ratio = 0.10
+    max_error_fraction: Ratio = Field(
+        default=0.10,
+        description=(
+            "a run stops itself once more than this fraction of the actions it tried failed"
+        ),
+    )
     # "local": this process takes every action; "celery": batches go to Celery workers.
-    backend: Literal["local", "celery"] = "local"
+    backend: Literal["local", "celery"] = Field(
+        default="local",
+        description=(
+            '`"local"`: this process takes every action; `"celery"`: a run\'s batches '
+            "go to Celery workers (`[celery]`)"
+        ),
+    )
     # With --no-scan, a tier scanned longer ago than this is planned on with a warning.
-    stale_scan: Duration = timedelta(days=1)
+    stale_scan: Duration = Field(
+        default=timedelta(days=1),
+        description=(
+            "with `--no-scan`, a tier scanned longer ago than this is planned on with a warning"
+        ),
+    )
     # How references are compared with the inventory: "auto" merges value columns read in
     # byte order with it (nothing copied) and copies the rest into the catalog for an
     # anti-join; "snapshot" always copies.
-    marking: Literal["auto", "snapshot"] = "auto"
+    marking: Literal["auto", "snapshot"] = Field(
+        default="auto",
+        description=(
+            'how references are compared with the inventory: `"auto"` merges value '
+            "columns read in byte order (nothing copied) and copies the rest into the "
+            'catalog; `"snapshot"` always copies'
+        ),
+    )
 
     @field_validator("transfer_memory")
     @classmethod
@@ -381,12 +747,49 @@ class ExecutorConfig(_Strict):
 class CeleryConfig(_Strict):
     """Celery for scheduled runs and fanned-out batches (``shelflife.celery``)."""
 
-    broker_url: str = "redis://127.0.0.1:6379/0"  # or amqp://guest:guest@host:5672//
-    result_backend: str | None = None  # None: the broker if Redis, else required
-    queue: str = "shelflife"  # runs and stats
-    batch_queue: str = "shelflife.batches"  # the batches of a fanned-out run
-    visibility_timeout: Duration = timedelta(hours=1)  # Redis: redelivery of a lost task
-    wave: int = Field(default=16, ge=1, le=10_000)  # batches in flight per error check
+    # or amqp://guest:guest@host:5672//
+    broker_url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        description=(
+            "the Celery broker: Redis (`redis://host:6379/0`) or RabbitMQ "
+            "(`amqp://user:password@host:5672//`)"
+        ),
+    )
+    # None: the broker if Redis, else required
+    result_backend: str | None = Field(
+        default=None,
+        description=(
+            "where task results go; by default the broker when it is Redis, required "
+            "otherwise (`redis://…/1`, `db+postgresql://…`)"
+        ),
+    )
+    # runs and stats
+    queue: str = Field(
+        default="shelflife",
+        description=(
+            "the queue of runs and stats refreshes (`shelflife.run`, `shelflife.refresh_stats`)"
+        ),
+    )
+    # the batches of a fanned-out run
+    batch_queue: str = Field(
+        default="shelflife.batches",
+        description="the queue of a fanned-out run's batches (`shelflife.execute_batch`)",
+    )
+    # Redis: redelivery of a lost task
+    visibility_timeout: Duration = Field(
+        default=timedelta(hours=1),
+        description="Redis: how long before a task a lost worker held is delivered again",
+    )
+    # batches in flight per error check
+    wave: int = Field(
+        default=16,
+        ge=1,
+        le=10_000,
+        description=(
+            "batches of a fanned-out run in flight at a time, so the error-fraction "
+            "stop still applies"
+        ),
+    )
 
     @model_validator(mode="after")
     def _backend(self) -> CeleryConfig:
@@ -403,10 +806,27 @@ class CeleryConfig(_Strict):
 
 
 class HealthConfig(_Strict):
-    orphan_warning: Ratio = 0.10
-    orphan_critical: Ratio = 0.25
-    usage_warning: Ratio = 0.80
-    usage_critical: Ratio = 0.95
+    """The thresholds of the health `stats`, `/metrics` and `/metrics/storage` report."""
+
+    orphan_warning: Ratio = Field(
+        default=0.10,
+        description=(
+            "health is `warning` when a tier's orphaned fraction (of objects or of "
+            "bytes, whichever is worse) reaches this"
+        ),
+    )
+    orphan_critical: Ratio = Field(
+        default=0.25,
+        description="and `critical` when it reaches this",
+    )
+    usage_warning: Ratio = Field(
+        default=0.80,
+        description=("health is `warning` when a tier's usage reaches this share of its capacity"),
+    )
+    usage_critical: Ratio = Field(
+        default=0.95,
+        description="and `critical` when it reaches this",
+    )
 
 
 Scope = Literal["read", "write", "admin"]
@@ -415,9 +835,24 @@ Scope = Literal["read", "write", "admin"]
 class TokenConfig(_Strict):
     """A bearer token of the HTTP API, kept as its hash (``shelflife token create``)."""
 
-    name: str = Field(min_length=1, max_length=128)
-    hash: str
-    scopes: tuple[Scope, ...] = ("read",)
+    name: str = Field(
+        min_length=1,
+        max_length=128,
+        description="who or what uses the token (1 to 128 characters)",
+    )
+    hash: str = Field(
+        description=(
+            "`sha256:` and 64 hex digits, as `shelflife token create` prints it; "
+            "never the token itself"
+        ),
+    )
+    scopes: tuple[Scope, ...] = Field(
+        default=("read",),
+        description=(
+            "`read`, `write`, `admin`, each including the ones before: reads need "
+            "`read`, uploads and deletes `write`, runs and forced deletes `admin`"
+        ),
+    )
 
     @field_validator("hash")
     @classmethod
@@ -437,29 +872,90 @@ class TokenConfig(_Strict):
 class ApiConfig(_Strict):
     """``shelflife serve``: limits, what is public, tokens."""
 
-    max_upload_size: Size = 5_000_000_000
-    public_metrics: bool = True  # /metrics without a token (Prometheus scrapes it)
-    public_dashboard: bool = True  # the page at / without a token
+    max_upload_size: Size = Field(
+        default=5_000_000_000,
+        description="an upload body larger than this is refused with 413 as it arrives",
+    )
+    # /metrics without a token (Prometheus scrapes it)
+    public_metrics: bool = Field(
+        default=True,
+        description=(
+            "`/metrics` and `/metrics/storage` answer without a token (Prometheus scrapes them)"
+        ),
+    )
+    # the page at / without a token
+    public_dashboard: bool = Field(
+        default=True,
+        description="the dashboard at `/` answers without a token",
+    )
     # How long a server trusts a token it has checked; a revoked token is refused at most
     # this long after (0s: check the catalog on every request).
-    token_cache_ttl: Duration = timedelta(seconds=5)
-    tokens: tuple[TokenConfig, ...] = ()
+    token_cache_ttl: Duration = Field(
+        default=timedelta(seconds=5),
+        description=(
+            "how long a server trusts a token it has checked: a revoked token is "
+            'refused at most this long after `token revoke`; `"0s"` checks the '
+            "catalog on every request"
+        ),
+    )
+    tokens: tuple[TokenConfig, ...] = Field(
+        default=(),
+        description=(
+            "bearer tokens declared in the file (besides those `shelflife token "
+            "create` keeps in the catalog); a token here lasts until the server "
+            "restarts without it"
+        ),
+    )
 
 
 class Config(_Strict):
     """The whole validated configuration."""
 
-    catalog: CatalogConfig = Field(default_factory=CatalogConfig)
-    databases: dict[str, DatabaseConfig] = Field(default_factory=dict)
-    tiers: dict[str, TierConfig]
-    references: tuple[ReferenceConfig, ...] = ()
-    ignore_columns: tuple[IgnoredColumnConfig, ...] = ()
-    rules: tuple[RuleConfig, ...] = ()
-    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
-    health: HealthConfig = Field(default_factory=HealthConfig)
-    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
-    api: ApiConfig = Field(default_factory=ApiConfig)
-    celery: CeleryConfig = Field(default_factory=CeleryConfig)
+    catalog: CatalogConfig = Field(
+        default_factory=CatalogConfig,
+        description="shelflife's own database",
+    )
+    databases: dict[str, DatabaseConfig] = Field(
+        default_factory=dict,
+        description="the application databases, by name",
+    )
+    tiers: dict[str, TierConfig] = Field(
+        description=(
+            "the stores, by name (at least one); writes go to `local` if it exists, else the first"
+        ),
+    )
+    references: tuple[ReferenceConfig, ...] = Field(
+        default=(),
+        description="the columns whose values point at objects",
+    )
+    ignore_columns: tuple[IgnoredColumnConfig, ...] = Field(
+        default=(),
+        description="columns that look like references but are not",
+    )
+    rules: tuple[RuleConfig, ...] = Field(
+        default=(),
+        description="the lifecycle rules, applied in file order",
+    )
+    schedule: ScheduleConfig = Field(
+        default_factory=ScheduleConfig,
+        description="when `shelflife daemon` and Celery beat run",
+    )
+    health: HealthConfig = Field(
+        default_factory=HealthConfig,
+        description="the thresholds of `stats`' health",
+    )
+    executor: ExecutorConfig = Field(
+        default_factory=ExecutorConfig,
+        description="how runs carry out their actions",
+    )
+    api: ApiConfig = Field(
+        default_factory=ApiConfig,
+        description="the HTTP API of `shelflife serve` and `shelflife daemon`",
+    )
+    celery: CeleryConfig = Field(
+        default_factory=CeleryConfig,
+        description="Celery workers and beat",
+    )
     # Not from the file: where it came from, and what relative paths are relative to.
     source: str = Field(default="embedded default", exclude=True)
     base_dir: Path = Field(default=Path("."), exclude=True)
