@@ -8,6 +8,13 @@ AZURITE_VERSION=3.35.0
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# The core suite: what a user of the core install runs (file:// tiers, SQLite, the CLI).
+CORE_SUITE=(
+  tests/test_extras.py tests/test_cli.py tests/test_cli_habits.py tests/test_config.py
+  tests/test_units_keys.py tests/test_one_pipeline.py tests/test_orphans.py
+  tests/test_tiering.py tests/test_planner.py tests/test_scan.py
+)
+
 step "Python environment (.venv)"
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
@@ -54,6 +61,15 @@ step "import contracts (layers one way down, no circle; pyproject [tool.importli
 
 step "pip-audit (known vulnerabilities in the installed dependencies)"
 .venv/bin/python scripts/audit.py
+
+step "core install: pip install -e . alone (file:// + SQLite + the CLI), and the core suite"
+# A venv with no extra: the modules that need one are not collected, the servers only an
+# extra reaches are skipped (tests/conftest.py, SHELFLIFE_CORE_ONLY), the rest must pass.
+[ -x .venv-core/bin/python ] || python3 -m venv .venv-core
+.venv-core/bin/python -m pip install --quiet --upgrade pip
+.venv-core/bin/python -m pip install --quiet -e . 'pytest>=8,<10' 'pytest-timeout>=2.3,<3' 'hypothesis>=6.100,<7'
+SHELFLIFE_CORE_ONLY=1 SHELFLIFE_ARTIFACTS="$(mktemp -d)" .venv-core/bin/pytest -q -p no:cacheprovider \
+  "${CORE_SUITE[@]}"
 
 step "pytest"
 .venv/bin/pytest "$@"

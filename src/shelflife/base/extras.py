@@ -30,6 +30,7 @@ EXTRA_OF: dict[str, str] = {
     "pymysql": "mysql",
     "MySQLdb": "mysql",
     "fastapi": "server",
+    "fastapi_offline": "server",
     "starlette": "server",
     "uvicorn": "server",
     "prometheus_client": "server",

@@ -50,7 +50,7 @@ class CeleryDispatcher:
     fills the run's outcome from what the workers recorded in ``run_actions``."""
 
     def __init__(self, config: Config) -> None:
-        with needs("[executor] dispatcher = \"celery\""):
+        with needs('[executor] backend = "celery"'):
             from celery import Celery
 
         self.config = config
