@@ -137,7 +137,8 @@ def test_pandas_reads_a_csv_shelflife_moved_to_s3(
         assert shelf.resolve("reports/q1.csv").tier == "cloud"
         assert not (tmp_path / "local" / "reports" / "q1.csv").exists()
         (row,) = app.values()
-        assert row.startswith("s3://") and row.endswith("/reports/q1.csv")
+        assert row.startswith("s3://")
+        assert row.endswith("/reports/q1.csv")
 
         assert reading.read() == data[10:]
         reading.close()
@@ -208,8 +209,11 @@ def test_ls_info_and_derived_folders(fs: ShelflifeFileSystem, backend: str) -> N
     info = fs.info("r/sub/b.csv")
     assert (info["type"], info["size"], info["tier"]) == ("file", 2, tier_of(backend))
     assert fs.info("r/sub/deep")["type"] == "directory"
-    assert fs.isdir("r") and fs.isfile("r/a.csv") and not fs.isdir("r/a.csv")
-    assert fs.exists("z") and fs.size("z") == 0
+    assert fs.isdir("r")
+    assert fs.isfile("r/a.csv")
+    assert not fs.isdir("r/a.csv")
+    assert fs.exists("z")
+    assert fs.size("z") == 0
     assert not fs.exists("r/su")  # a string prefix of a folder is no folder
     with pytest.raises(FileNotFoundError):
         fs.info("r/missing.csv")
@@ -300,7 +304,8 @@ def test_copy_remove_and_folders(fs: ShelflifeFileSystem, backend: str) -> None:
     with pytest.raises(OSError, match="holds objects"):
         fs.rmdir("src")
     fs.rm_file("dst/copy.txt")
-    assert not fs.exists("dst/copy.txt") and not fs.exists("dst")
+    assert not fs.exists("dst/copy.txt")
+    assert not fs.exists("dst")
     fs.rm_file("dst/copy.txt")  # already gone: not an error
     with pytest.raises(FileNotFoundError):
         fs.rm("dst/copy.txt")
@@ -318,12 +323,12 @@ def test_errors_are_the_builtins_fsspec_users_catch(fs: ShelflifeFileSystem) -> 
         fs.open("folder")
     with pytest.raises(IsADirectoryError):
         fs.cat_file("folder")
-    with pytest.raises(FileNotFoundError, match="no object 'folder/nope.txt'"):
+    with pytest.raises(FileNotFoundError, match=r"no object 'folder/nope\.txt'"):
         fs.open("folder/nope.txt")
     with pytest.raises(FileNotFoundError):
         fs.cat_file("folder/nope.txt")
     for hostile in ["../etc/passwd", "a//b", "a/./b"]:
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="key"):
             fs.open(hostile, "wb")
         assert not fs.exists(hostile)
     assert not fs.exists("folder/nope.txt")
@@ -355,11 +360,7 @@ def test_an_object_is_replaced_where_it_lives(config_file: Path) -> None:
 
 
 def test_import_without_fsspec_says_what_to_install() -> None:
-    code = (
-        "import sys\n"
-        "sys.modules['fsspec'] = None\n"
-        "import shelflife.contrib.fsspec\n"
-    )
+    code = "import sys\nsys.modules['fsspec'] = None\nimport shelflife.contrib.fsspec\n"
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=False
     )
@@ -370,8 +371,10 @@ def test_import_without_fsspec_says_what_to_install() -> None:
 
 # -- fsspec's own abstract suites --------------------------------------------------------------
 
-# Every case of fsspec's suites runs; these are the ones that cannot apply to a key store.
-NOT_APPLICABLE: dict[str, str] = {}
+# Every case of fsspec's suites runs and passes, on both tiers. The one thing a key store
+# cannot do, keep an empty folder, is the suites' own switch (supports_empty_directories =
+# False): with it they check the object-store behaviour instead (a dummy object makes a
+# target folder exist; an emptied folder is gone), so no case needs skipping.
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -421,5 +424,3 @@ class TestOpen(ShelflifeFixtures, AbstractOpenTests):  # type: ignore[misc]
 
 class TestPipe(ShelflifeFixtures, AbstractPipeTests):  # type: ignore[misc]
     pass
-
-

@@ -346,8 +346,12 @@ class ShelflifeFileSystem(AbstractFileSystem):  # type: ignore[misc]
             callback.relative_update(stored.size)
 
     def cp_file(self, path1: str, path2: str, **kwargs: Any) -> None:
-        """Copy an object to a key, streamed, recorded like any write."""
-        source, _ = self._openable(path1)
+        """Copy an object to a key, streamed, recorded like any write. A folder is copied
+        by its objects (``copy(..., recursive=True)`` lists them): nothing to do here."""
+        try:
+            source, _ = self._openable(path1)
+        except IsADirectoryError:
+            return
         destination = self._destination(path2)
         shelf = self.shelf
         stream = shelf.store(source.tier).get(source.key)
@@ -377,8 +381,14 @@ class ShelflifeFileSystem(AbstractFileSystem):  # type: ignore[misc]
         self.rm_file(path)
 
     def rm(self, path: Any, recursive: bool = False, maxdepth: int | None = None) -> None:
-        """Delete objects; with ``recursive``, every object under a folder."""
-        for name in reversed(self.expand_path(path, recursive=recursive, maxdepth=maxdepth)):
+        """Delete objects; with ``recursive``, every object under a folder. A path named
+        without ``recursive`` that holds no object is FileNotFoundError, as ``os.remove``."""
+        names = self.expand_path(path, recursive=recursive, maxdepth=maxdepth)
+        if not recursive:
+            for name in names:
+                if not self.exists(name):
+                    raise FileNotFoundError(f"no object {name!r} on any tier")
+        for name in reversed(names):
             self.rm_file(name)
 
     def mkdir(self, path: str, create_parents: bool = True, **kwargs: Any) -> None:
