@@ -75,13 +75,18 @@ def test_object_commands_round_trip(tmp_path: Path) -> None:
     assert json.loads(put.stdout)["ref"] == "data/storage/outputs/videos/clip.mp4"
     url = shelflife("url", "data/storage/outputs/videos/clip.mp4", cwd=tmp_path)
     assert url.stdout.strip() == (tmp_path / "data/storage/outputs/videos/clip.mp4").as_uri()
-    listing = json.loads(shelflife("ls", "videos", "--json", cwd=tmp_path).stdout)
-    assert [(e["tier"], e["key"], e["size"]) for e in listing] == [("local", "videos/clip.mp4", 10)]
+    listing = json.loads(shelflife("ls", "videos", "--json", cwd=tmp_path).stdout)["objects"]
+    assert [(e["tier"], e["key"], e["bytes"]) for e in listing] == [
+        ("local", "videos/clip.mp4", 10)
+    ]
     assert shelflife("get", "videos/clip.mp4", "back.mp4", cwd=tmp_path).returncode == 0
     assert (tmp_path / "back.mp4").read_bytes() == b"clip bytes"
     scan = json.loads(shelflife("scan", "--json", cwd=tmp_path).stdout)
     assert scan["tiers"]["local"]["objects"] == 1
     assert shelflife("rm", "videos/clip.mp4", cwd=tmp_path).returncode == 0
+    again = shelflife("rm", "videos/clip.mp4", cwd=tmp_path)
+    assert again.returncode == 0
+    assert "already gone" in again.stderr
     missing = shelflife("get", "videos/clip.mp4", cwd=tmp_path)
     assert missing.returncode == 1
     assert "no object" in missing.stderr
