@@ -15,7 +15,9 @@ from shelflife.cli import app
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 FLAG = re.compile(r"(?<![\w/=-])(--[a-z][a-z0-9-]*|-[a-zA-Z])(?![\w-])")
-COMMAND = re.compile(r"(?<![\w.-])shelflife((?:\s+--?[a-z][\w-]*(?:\s+[A-Za-z0-9_./]+)?)*)\s+([a-z][\w-]*)")
+COMMAND = re.compile(
+    r"(?<![\w.-])shelflife((?:\s+--?[a-z][\w-]*(?:\s+[A-Za-z0-9_./]+)?)*)\s+([a-z][\w-]*)"
+)
 
 
 def cli() -> Any:
@@ -126,7 +128,9 @@ def test_the_check_itself_catches_a_made_up_flag_and_command() -> None:
     assert check_piece(root, "shelflife ls [--tier T] [--no-such-flag]", everything)
     assert check_piece(root, "shelflife frobnicate KEY", everything)
     assert check_piece(root, "shelflife token create NAME --tier x", everything)
-    assert not check_piece(root, "shelflife --config x.toml token create NAME --scopes r", everything)
+    assert not check_piece(
+        root, "shelflife --config x.toml token create NAME --scopes r", everything
+    )
     assert not check_piece(root, "shelflife gc [--dry-run] · gc --mark PLAN_ID [--yes]", everything)
 
 
