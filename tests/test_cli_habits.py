@@ -78,7 +78,8 @@ def test_version_verbosity_and_their_conflicts(home: Path) -> None:
     # -qq keeps errors, with their hint
     failed = shelflife("-qq", "get", "never/was", cwd=home)
     assert failed.returncode == 1
-    assert "error:" in failed.stderr and "hint:" in failed.stderr
+    assert "error:" in failed.stderr
+    assert "hint:" in failed.stderr
 
 
 def test_verbose_logs_each_action_at_info(home: Path) -> None:
@@ -104,7 +105,8 @@ def test_shell_completion_is_typers_own(home: Path) -> None:
     words = shelflife(cwd=home, env=env)
     assert set(words.stdout.split()) == {"ls", "listen"}
     help_text = shelflife("--help", cwd=home).stdout
-    assert "--install-completion" in help_text and "--version" in help_text
+    assert "--install-completion" in help_text
+    assert "--version" in help_text
 
 
 # -- get ---------------------------------------------------------------------------------
@@ -170,7 +172,8 @@ def test_a_failed_get_leaves_nothing_behind(home: Path) -> None:
 def test_every_object_command_answers_json(home: Path) -> None:
     (home / "a.txt").write_bytes(b"abc")
     put = as_json(shelflife("put", "a.txt", "x/a.txt", "--json", cwd=home))
-    assert put["bytes"] == 3 and "size" not in put
+    assert put["bytes"] == 3
+    assert "size" not in put
     url = as_json(shelflife("url", "x/a.txt", "--json", cwd=home))
     assert url["url"] == (home / "outputs" / "x" / "a.txt").as_uri()
     assert (url["key"], url["tier"]) == ("x/a.txt", "local")
@@ -262,7 +265,8 @@ def test_per_run_limits_must_be_at_least_one(home: Path, command: str, flag: str
     assert result.returncode == 2
     error = as_json(result)["error"]
     assert isinstance(error, dict)
-    assert flag in error["message"] and "1" in error["message"]
+    assert flag in error["message"]
+    assert "1" in error["message"]
 
 
 # -- ls ----------------------------------------------------------------------------------
@@ -361,6 +365,7 @@ def test_the_schedule_warns_once_a_slot_that_should_have_run_has_passed(home: Pa
         later = check_schedule(shelf.context, now + timedelta(days=2))
         assert later.warning is True
         assert "has not succeeded" in later.message
-        assert later.hint and "shelflife daemon" in later.hint
+        assert later.hint
+        assert "shelflife daemon" in later.hint
         shelf.run()
         assert check_schedule(shelf.context, utcnow()).warning is False
