@@ -120,7 +120,16 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
     return None
 
 
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for mark in item.iter_markers("extra"):
+        for extra in mark.args:
+            core_skip(f"{item.name} (it asks for it by name)", extra)
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "extra(*names): needs these extras; skipped in the core-only run"
+    )
     config.addinivalue_line(
         "markers", "gcs: needs gcp-storage-emulator (behind tests/support/gcs_gateway.py)"
     )
@@ -271,6 +280,8 @@ def mariadb_databases() -> Iterator[list[str]]:
 
     made: list[str] = []
     yield made
+    if not made:
+        return
     admin = create_engine(MARIADB_ADMIN)
     with admin.begin() as conn:
         for name in made:
