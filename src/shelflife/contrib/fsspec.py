@@ -41,16 +41,14 @@ except ImportError as exc:  # pragma: no cover - exercised without fsspec instal
         "shelflife's fsspec filesystem needs fsspec: pip install 'shelflife[fsspec]'"
     ) from exc
 
-import obstore as obs
 
 from shelflife.base.aio import run_sync
 from shelflife.base.keys import validate_key, validate_prefix
-from shelflife.errors import ObjectNotFound, StoreAuthError, StoreError
+from shelflife.errors import ObjectArchived, ObjectNotFound, StoreAuthError, StoreError
 from shelflife.model.locations import Location
 from shelflife.service.shelf import Shelf
 from shelflife.service.uploads import DirectRecorder, put_object
 from shelflife.stores import ObjectInfo, ObstoreStore
-from shelflife.stores.local import LocalStore
 
 _SPOOL_LIMIT = 8 * 1024 * 1024
 
@@ -220,22 +218,17 @@ class ShelflifeFileSystem(AbstractFileSystem):  # type: ignore[misc]
     # -- bytes --------------------------------------------------------------------------
 
     def _read_range(self, location: Location, start: int, end: int) -> bytes:
-        """Bytes ``[start, end)`` of an object, in one read."""
+        """Bytes ``[start, end)`` of an object, in one ranged read through its store (a
+        ``file://`` tier opens the file without following links, as every read of one does)."""
         if end <= start:
             return b""
         store = self.shelf.store(location.tier)
-        if isinstance(store, LocalStore):
-            file = store.path(location.key)
-            try:
-                with file.open("rb") as handle:
-                    handle.seek(start)
-                    return handle.read(end - start)
-            except FileNotFoundError:
-                raise ObjectNotFound(f"no object at {store.location}/{location.key}") from None
-            except IsADirectoryError:
-                raise ObjectNotFound(f"no object at {store.location}/{location.key}") from None
         try:
             return run_sync(_ranged_get(store, location.key, start, end))
+        except ObjectArchived as exc:
+            raise PermissionError(
+                f"{exc.message} ({exc.hint})" if exc.hint else exc.message
+            ) from exc
         except StoreAuthError as exc:
             raise _archived_or(exc, store, location.key) from exc
 
@@ -484,10 +477,8 @@ def _slice(size: int, start: int | None, end: int | None) -> tuple[int, int]:
 
 
 async def _ranged_get(store: ObstoreStore, key: str, start: int, end: int) -> bytes:
-    # The store layer has no ranged read of its own: ask obstore on the store's client,
-    # with its errors translated the store's way.
-    with store._translated(key):
-        return bytes(await obs.get_range_async(store._store, key, start=start, end=end))
+    async with await store.open(key, offset=start, length=end - start) as stream:
+        return b"".join([chunk async for chunk in stream])
 
 
 def _archived_or(exc: StoreAuthError, store: ObstoreStore, key: str) -> OSError:
