@@ -1,5 +1,8 @@
 """Last-access times recorded in batches: a read marks its object in memory, and one
-statement per tier writes them at most every ``interval`` seconds (or at 1,000 pending)."""
+statement per tier writes them at most every ``interval`` seconds (or at 1,000 pending).
+
+The writes happen on the batcher's own thread, never in the caller's: the object routes run
+on the event loop, which a catalog write would stall for every request in flight."""
 
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ class AccessBatcher:
         self._pending: dict[str, set[str]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="shelflife-access", daemon=True)
         self._thread.start()
 
@@ -31,7 +35,7 @@ class AccessBatcher:
             self._pending.setdefault(tier, set()).add(key)
             full = sum(len(keys) for keys in self._pending.values()) >= self._limit
         if full:
-            self.flush()
+            self._wake.set()  # the batcher's thread writes them now
 
     def flush(self) -> int:
         with self._lock:
@@ -42,7 +46,11 @@ class AccessBatcher:
         return sum(len(keys) for keys in pending.values())
 
     def _loop(self) -> None:
-        while not self._stop.wait(self._interval):
+        while not self._stop.is_set():
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             try:
                 self.flush()
             except Exception:  # a catalog hiccup must not kill the thread; retry next tick
@@ -52,5 +60,6 @@ class AccessBatcher:
 
     def close(self) -> None:
         self._stop.set()
+        self._wake.set()
         self._thread.join(timeout=10)
         self.flush()

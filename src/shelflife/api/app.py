@@ -1,11 +1,14 @@
-"""``shelflife serve``: the HTTP API (DESIGN 5.4), /metrics, health and the dashboard.
+"""``shelflife serve``: the HTTP API, /metrics, health and the dashboard.
 
-Handlers are plain ``def`` functions: FastAPI runs them in its thread pool, so store and
-catalog calls never block the event loop. The upload route is the exception: it reads the
-multipart body as it arrives and streams the file to its tier on the event loop
+The object routes (upload, download, delete, URLs) are ``async`` and go through
+:class:`shelflife.service.aio.AsyncShelf`: store calls are awaited on the event loop, and
+what is synchronous — catalog reads, application-database reads — runs in a thread. An
+upload reads the multipart body as it arrives and streams the file to its tier
 (:mod:`shelflife.api.uploads`), with no copy staged on the server's disk, and its catalog
 writes are committed in groups by one writer thread
-(:class:`shelflife.service.uploads.GroupCommit`). Token checks are remembered for
+(:class:`shelflife.service.uploads.GroupCommit`); access times are written in batches by
+:class:`shelflife.api.access.AccessBatcher`'s own thread. The other handlers are plain
+``def`` functions, which FastAPI runs in its thread pool. Token checks are remembered for
 ``[api] token_cache_ttl`` (:mod:`shelflife.api.auth`). Errors are JSON
 ``{"code", "message", "hint"}`` with a stable ``code`` (:mod:`shelflife.api.errors`); the
 request body is counted as it arrives and refused with 413 past ``[api] max_upload_size``.

@@ -2,12 +2,15 @@
 
 One event loop per process runs on a daemon thread; synchronous callers (the CLI, the
 Python API, Celery tasks) submit coroutines to it and wait. This works from any thread,
-including one that already runs an event loop of its own.
+including one that already runs an event loop of its own. A process forked after the loop
+started (a pre-forking web server's workers, multiprocessing's ``fork``) starts its own on
+first use: the parent's loop thread does not exist in the child.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -27,6 +30,16 @@ def _background_loop() -> asyncio.AbstractEventLoop:
             thread.start()
             _loop = loop
         return _loop
+
+
+def _forget_parents_loop() -> None:
+    global _loop, _lock
+    _loop = None  # its thread is not in this process: waiting on it would never end
+    _lock = threading.Lock()  # it may have been held by another of the parent's threads
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_parents_loop)
 
 
 def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
