@@ -24,6 +24,11 @@ from shelflife.catalog.schema import (
 MAX_FAILURES_KEPT = 100
 
 
+STATS_KEPT = 2200
+"""Stats bodies kept: about 90 days of the hourly refresh (a body is a few hundred bytes
+per tier)."""
+
+
 @dataclass(frozen=True, slots=True)
 class RunRecord:
     id: str
@@ -215,7 +220,9 @@ class History:
                 ).scalar_one()
             )
 
-    def save_stats(self, body: dict[str, Any], now: datetime, keep: int = 100) -> None:
+    def save_stats(self, body: dict[str, Any], now: datetime, keep: int = STATS_KEPT) -> None:
+        """Store a stats body; the newest ``keep`` are kept (the dashboard's usage history:
+        hourly refreshes keep about three months)."""
         with _Guard(self.engine, begin=True) as conn:
             result = conn.execute(
                 insert(stats_snapshots).values(taken_at=now, body=json.dumps(body))
@@ -341,7 +348,7 @@ class RunItem:
         }
 
 
-def stats_series(engine: Engine, limit: int = 1000) -> list[tuple[datetime, dict[str, Any]]]:
+def stats_series(engine: Engine, limit: int = 2200) -> list[tuple[datetime, dict[str, Any]]]:
     """The kept stats bodies (see :meth:`History.save_stats`), oldest first: at most the
     newest ``limit``."""
     with _Guard(engine, begin=False) as conn:
