@@ -197,6 +197,18 @@ def test_rm_of_what_is_gone_exits_0(home: Path) -> None:
     assert "never/was is already gone" in plain.stderr
     body = shelflife("rm", "never/was", "--json", cwd=home)
     assert (body.returncode, as_json(body)) == (0, {"key": "never/was", "deleted": False})
+    # A link in a local tier is no object, but not "gone" either: refused, left alone.
+    (home / "outputs").mkdir(exist_ok=True)
+    (home / "elsewhere.txt").write_bytes(b"not the tier's")
+    (home / "outputs" / "link").symlink_to(home / "elsewhere.txt")
+    link = shelflife("rm", "link", "--json", cwd=home)
+    assert link.returncode == 2
+    error = as_json(link)["error"]
+    assert isinstance(error, dict)
+    assert error["code"] == "invalid_key"
+    assert "symbolic link" in error["message"]
+    assert (home / "outputs" / "link").is_symlink()
+    assert (home / "elsewhere.txt").read_bytes() == b"not the tier's"
 
 
 def test_errors_under_json_are_objects_on_stdout(home: Path) -> None:
@@ -255,6 +267,29 @@ def test_max_delete_for_one_run_and_the_refusal_in_json(home: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert as_json(done)["status"] == "ok"
     assert list((home / "outputs").iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["run", "gc", "enforce", "expire"])
+def test_per_run_limits_reach_the_executor(
+    home: Path, command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from shelflife.cli import run as cli_run
+    from shelflife.cli.state import state
+
+    config = str(home / "shelflife.toml")
+    argv = ["-c", config, command, "--dry-run", "--json"]
+    assert cli_run([*argv, "--transfers", "3", "--max-delete", "7"]) == 0
+    assert state.shelf is not None
+    assert (state.shelf.config.executor.concurrency, state.shelf.config.executor.max_delete) == (
+        3,
+        7,
+    )
+    state.shelf.close()
+    assert cli_run(argv) == 0  # the next command reads the file again
+    assert state.shelf is not None
+    assert state.shelf.config.executor.concurrency == 8
+    state.shelf.close()
+    capsys.readouterr()
 
 
 @pytest.mark.parametrize("command", ["run", "gc", "enforce", "expire", "apply"])

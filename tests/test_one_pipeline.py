@@ -265,7 +265,7 @@ def test_gc_dry_run_on_a_never_scanned_bucket_finds_its_orphans(
     later = (_now() + timedelta(minutes=1)).isoformat()
     code, body = shelflife(capsys, "-c", config, "gc", "--dry-run", "--no-scan", "--json")
     assert code == 2  # never scanned: an error, not an empty plan
-    assert body == {}
+    assert body["error"]["code"] == "bad_request"  # --json: the error as JSON on stdout
     code, body = shelflife(capsys, "-c", config, "gc", "--dry-run", "--at", later, "--json")
     assert code == 0, body
     assert {a["key"] for a in body["actions"]} == {"orphan-1.bin", "orphan-2.bin"}
@@ -297,7 +297,7 @@ def test_no_scan_on_a_never_scanned_tier_exits_2_and_a_stale_one_warns(
     dry = [] if command == "plan" else ["--dry-run"]
     code, body = shelflife(capsys, "-c", config, command, *dry, "--no-scan", "--json")
     assert code == 2
-    assert body == {}
+    assert body["error"]["code"] == "bad_request"  # --json: the error as JSON on stdout
     code, body = shelflife(capsys, "-c", config, command, *dry, "--json")  # scans first
     assert code == 0
     assert body["warnings"] == []

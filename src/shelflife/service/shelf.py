@@ -33,7 +33,7 @@ from shelflife.engine.executor import Dispatcher
 from shelflife.engine.fanout import execute_batch
 from shelflife.engine.scan import ScanResult
 from shelflife.engine.stats import Health, TierUsage, classify, usage
-from shelflife.errors import ObjectNotFound, StoreError, UsageError
+from shelflife.errors import InvalidKeyError, ObjectNotFound, StoreError, UsageError
 from shelflife.model.actions import COMMAND_ACTIONS, RULE_ACTIONS, Action
 from shelflife.model.locations import Location, Locator
 from shelflife.model.outcome import RunOutcome
@@ -49,7 +49,7 @@ from shelflife.service.schedule import schedule_status
 from shelflife.service.uploads import DirectRecorder, StoredObject, UploadRecorder, put_object
 from shelflife.stores import ObjectInfo, ObstoreStore
 from shelflife.stores.base import PutSource
-from shelflife.stores.local import LocalStore
+from shelflife.stores.local import LinkedPath, LocalStore
 
 _SPOOL_LIMIT = 8 * 1024 * 1024
 
@@ -281,11 +281,33 @@ class Shelf:
             location = self.resolve(ref)
         except ObjectNotFound:
             if missing_ok:
+                self._refuse_links(ref)  # not gone: a link shelflife never follows
                 return None
             raise
         run_sync(self.store(location.tier).delete(location.key))
         self.catalog.forget(location.tier, [location.key])
         return location
+
+    def _refuse_links(self, ref: str) -> None:
+        """Raise when a location ``ref`` may name is a symbolic link on a local tier."""
+        candidates = self.locator.resolve(ref) or [
+            Location(self.config.default_tier, validate_key(ref.strip()))
+        ]
+        for name in self.config.tiers:
+            store = self.store(name)
+            if not isinstance(store, LocalStore):
+                continue
+            for candidate in candidates:
+                try:
+                    store.path(candidate.key)
+                except LinkedPath as exc:
+                    raise InvalidKeyError(
+                        f"{exc.where}: its path passes through a symbolic link, which a "
+                        "local tier never follows; nothing was deleted",
+                        hint="remove the link itself outside shelflife if it should go",
+                    ) from None
+                except ObjectNotFound:
+                    continue
 
     def ls(
         self, prefix: str = "", *, tier: str | None = None, internal: bool = True
