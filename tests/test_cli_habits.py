@@ -122,6 +122,20 @@ def test_get_dash_streams_the_bytes_to_stdout(home: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout == payload
     assert not (home / "-").exists()
+    # a reader that leaves early (``| head -c``) ends the download without a traceback
+    reader = subprocess.Popen(
+        [SHELFLIFE, "get", "deep/blob.bin", "-"],
+        cwd=home,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert reader.stdout is not None
+    assert reader.stderr is not None
+    assert reader.stdout.read(10) == payload[:10]
+    reader.stdout.close()
+    assert reader.wait(timeout=60) in (0, 1)  # 1 when it was cut short while writing
+    assert b"Traceback" not in reader.stderr.read()
+    reader.stderr.close()
     clash = shelflife("get", "deep/blob.bin", "-", "--json", cwd=home)
     assert clash.returncode == 2
     assert as_json(clash)["error"] == {

@@ -103,9 +103,6 @@ def run(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return fail(130, "interrupted", "interrupted", None, json=json)
-    except BrokenPipeError:  # ``shelflife get KEY - | head``: the reader left
-        _quiet_stdout()
-        return 141
     return int(result) if isinstance(result, int) else 0
 
 
@@ -158,12 +155,3 @@ def _usage_hint(exc: Exception) -> str:
     ctx = getattr(exc, "ctx", None)
     path = ctx.command_path if ctx is not None else "shelflife"
     return f"run '{path} --help' for its arguments and options"
-
-
-def _quiet_stdout() -> None:
-    """Point stdout at /dev/null so that the interpreter's last flush raises nothing."""
-    import os
-
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
