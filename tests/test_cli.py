@@ -113,6 +113,7 @@ def test_invalid_config_names_the_field_and_exits_2(tmp_path: Path) -> None:
 
 
 @pytest.mark.invariant("I7")
+@pytest.mark.extra("s3")
 def test_check_reports_an_unreachable_store_with_a_hint(tmp_path: Path) -> None:
     port = free_port()
     (tmp_path / "shelflife.toml").write_text(
