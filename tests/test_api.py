@@ -176,7 +176,7 @@ def test_upload_download_url_delete(server: Server) -> None:
         body = stored.json()
         assert body["key"] == "api/one.bin"
         assert body["tier"] == "local"
-        assert body["size"] == len(data)
+        assert body["size"] == body["bytes"] == len(data)
         assert body["checksum"].startswith("sha256:")
         assert body["ref"] == "data/storage/outputs/api/one.bin"
         fetched = client.get("/api/v1/objects/api/one.bin")

@@ -53,7 +53,8 @@ class StoredObject:
         return {
             "tier": self.tier,
             "key": self.key,
-            "size": self.size,
+            "bytes": self.size,
+            "size": self.size,  # the HTTP API's original name for it, kept for its clients
             "checksum": self.checksum,
             "ref": self.ref,
         }
