@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.extras import CORE_ONLY, core_skip
 from tests.support.figures import _FIGURES, Figures
 from tests.support.servers import (
     AZURE_ACCOUNT,
@@ -96,13 +97,6 @@ def azure_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 # full run installs) at its top is not collected, and the fixtures that start a server only
 # an extra can reach skip, naming it; everything else — file:// tiers, SQLite, the CLI — runs.
 
-CORE_ONLY = os.environ.get("SHELFLIFE_CORE_ONLY") == "1"
-
-
-def core_skip(what: str, extra: str) -> None:
-    """In the core-only run, skip a test that needs ``what`` (from ``extra``)."""
-    if CORE_ONLY:
-        pytest.skip(f"core-only run: {what} needs the '{extra}' extra")
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:

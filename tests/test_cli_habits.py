@@ -199,6 +199,18 @@ def test_every_object_command_answers_json(home: Path) -> None:
     assert recall == {"key": "x/a.txt", "tier": "cold"}
     tokens = as_json(shelflife("token", "list", "--json", cwd=home))
     assert tokens == {"tokens": []}
+    made = as_json(shelflife("token", "create", "ci", "--scopes", "read", "--json", cwd=home))
+    assert (made["name"], made["scopes"]) == ("ci", ["read"])
+    assert isinstance(made["token"], str)
+    assert len(made["token"]) >= 32
+    assert made["hash"] != made["token"]
+    listed = as_json(shelflife("token", "list", "--json", cwd=home))
+    assert listed == {"tokens": [{"name": "ci", "scopes": ["read"]}]}
+    revoked = as_json(shelflife("token", "revoke", "ci", "--json", cwd=home))
+    assert (revoked["name"], revoked["revoked"]) == ("ci", True)
+    again = shelflife("token", "revoke", "ci", "--json", cwd=home)
+    assert again.returncode == 2
+    assert as_json(again)["error"]["message"] == "no token named 'ci' in the catalog"
     rm = as_json(shelflife("rm", "x/a.txt", "--json", cwd=home))
     assert rm == {"key": "x/a.txt", "tier": "cold", "deleted": True}
     written = as_json(shelflife("init", "other.toml", "--json", cwd=home))

@@ -22,9 +22,10 @@ import pytest
 
 from shelflife.base.extras import EXTRA_OF, needs, require
 from shelflife.errors import MissingExtraError
-from tests.conftest import CORE_ONLY, ROOT
 from tests.support.cli import SHELFLIFE, shelflife
+from tests.support.extras import CORE_ONLY
 
+ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 EXTRAS: dict[str, list[str]] = PYPROJECT["project"]["optional-dependencies"]
 FEATURE_EXTRAS = sorted(set(EXTRAS) - {"all", "test"})
@@ -234,3 +235,38 @@ def test_the_main_commands_work_on_file_tiers_and_sqlite(tmp_path: Path) -> None
         assert result.returncode == 0, (args, result.stdout, result.stderr)
     assert (tmp_path / "copy.txt").read_bytes() == b"quarterly figures\n"
     assert Path(SHELFLIFE).exists()
+
+
+def test_a_url_naming_a_driver_no_extra_installs_says_which_form_to_write() -> None:
+    with pytest.raises(MissingExtraError) as caught, needs("[databases.app]"):
+        raise ModuleNotFoundError("No module named 'psycopg2'", name="psycopg2")
+    assert caught.value.hint is not None
+    assert "postgresql+psycopg://" in caught.value.hint
+
+
+@pytest.mark.parametrize("which", ["postgresql", "mariadb"])
+def test_a_database_url_without_a_driver_uses_the_installed_one(
+    which: str, request: pytest.FixtureRequest
+) -> None:
+    """``postgresql://`` and ``mysql://`` would make SQLAlchemy import psycopg2 / MySQLdb,
+    which no extra installs: they get psycopg 3 and PyMySQL."""
+    from sqlalchemy import text
+
+    from shelflife.config.model import Config
+    from shelflife.references.sources import Databases, database_url
+    from shelflife.service.checks import check_database
+
+    full = str(request.getfixturevalue("pg_url" if which == "postgresql" else "mariadb_url"))
+    bare = re.sub(r"^(postgresql|mysql)\+\w+://", r"\1://", full)
+    assert bare != full
+    assert str(database_url(bare)).split("://")[0] in ("postgresql+psycopg", "mysql+pymysql")
+    config = Config.model_validate(
+        {"tiers": {"local": {"url": "file:///tmp/x"}}, "databases": {"app": {"url": bare}}}
+    )
+    databases = Databases(config)
+    try:
+        with databases.engine("app").connect() as conn:
+            assert conn.execute(text("SELECT 1")).scalar_one() == 1
+    finally:
+        databases.dispose()
+    assert check_database("app", bare).ok

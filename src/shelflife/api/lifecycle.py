@@ -116,7 +116,7 @@ def routes(shelf: Shelf, runs: BackgroundRuns, orphans: OrphanFinder) -> APIRout
         run_id: str,
         _: Read,
         limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
     ) -> dict[str, Any]:
         """What the catalog itemizes: a fanned-out run's actions, else the run's moves."""
         if History(shelf.catalog.engine).get(run_id) is None:

@@ -75,7 +75,8 @@ def routes(shelf: Shelf) -> APIRouter:
             {
                 "key": stored.key,
                 "tier": stored.tier,
-                "size": stored.size,
+                "bytes": stored.size,
+                "size": stored.size,  # the API's original name for it, kept for its clients
                 "checksum": stored.checksum,
                 "ref": stored.ref,
                 "url": await _url(stored.tier, stored.key),

@@ -25,7 +25,7 @@ EXTRA_OF: dict[str, str] = {
     "azure": "azure",
     "psycopg": "postgres",
     "psycopg_binary": "postgres",
-    "psycopg2": "postgres",
+    "psycopg2": "postgres",  # a URL naming another driver: see OTHER_DRIVERS
     "asyncpg": "postgres",
     "pymysql": "mysql",
     "MySQLdb": "mysql",
@@ -45,13 +45,27 @@ EXTRA_OF: dict[str, str] = {
 """Top-level module → the extra that installs it."""
 
 
+OTHER_DRIVERS: dict[str, str] = {
+    "psycopg2": "postgresql+psycopg://",
+    "asyncpg": "postgresql+psycopg://",
+    "MySQLdb": "mysql+pymysql://",
+}
+"""Database drivers no extra installs → the URL form of the driver the extra does install."""
+
+
 def missing_extra(feature: str, exc: ModuleNotFoundError) -> MissingExtraError | None:
     """The error to raise for ``exc``, or None when the module is no extra's (a real bug)."""
     module = (exc.name or "").split(".")[0]
     extra = EXTRA_OF.get(module)
     if extra is None:
         return None
-    return MissingExtraError(feature, module, extra)
+    error = MissingExtraError(feature, module, extra)
+    if module in OTHER_DRIVERS:
+        error.hint = (
+            f"the URL asks for the {module} driver; write it as {OTHER_DRIVERS[module]}… "
+            f"(psycopg 3 / PyMySQL), installed by pip install 'shelflife[{extra}]'"
+        )
+    return error
 
 
 @contextmanager

@@ -116,6 +116,7 @@ token_app = typer.Typer(
 def token_create(
     name: Annotated[str, typer.Argument(help="who or what will use it")],
     scopes: Annotated[str, typer.Option("--scopes", help="read, write, admin")] = "read",
+    json: JsonOption = False,
 ) -> None:
     """Create a token: printed once, only its hash is stored (in the catalog)."""
     from shelflife.api.auth import hash_token, parse_scopes, store_token
@@ -124,6 +125,11 @@ def token_create(
     chosen = parse_scopes(scopes)
     shelf = state.open()
     token = store_token(shelf.catalog.engine, name, chosen, utcnow())
+    if json:
+        print_json(
+            {"name": name, "scopes": list(chosen), "token": token, "hash": hash_token(token)}
+        )
+        return
     print(token)
     err.print(
         f"token {name!r} ({', '.join(chosen)}) created; it is shown only now. Its hash is in "
@@ -152,7 +158,9 @@ def token_list(json: JsonOption = False) -> None:
 
 
 @token_app.command("revoke")
-def token_revoke(name: Annotated[str, typer.Argument(help="the token's name")]) -> None:
+def token_revoke(
+    name: Annotated[str, typer.Argument(help="the token's name")], json: JsonOption = False
+) -> None:
     """Delete a token stored in the catalog."""
     from sqlalchemy import delete
 
@@ -168,6 +176,9 @@ def token_revoke(name: Annotated[str, typer.Argument(help="the token's name")]) 
             hint="tokens under [[api.tokens]] are removed from shelflife.toml",
         )
     ttl = shelf.config.api.token_cache_ttl.total_seconds()
+    if json:
+        print_json({"name": name, "revoked": True, "token_cache_ttl_seconds": ttl})
+        return
     if ttl > 0:
         err.print(
             f"token {name!r} revoked; a running server refuses it within its "

@@ -54,7 +54,8 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
-from sqlalchemy.exc import NoSuchTableError, SQLAlchemyError
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchTableError, SQLAlchemyError
 
 from shelflife.base.extras import needs
 from shelflife.base.jsonpath import Step, compile_path, replace_strings, strings
@@ -183,6 +184,25 @@ class ParseReport:
         return reasons
 
 
+DEFAULT_DRIVERS = {"postgresql": "postgresql+psycopg", "mysql": "mysql+pymysql"}
+"""A URL that names no driver gets the one its extra installs (SQLAlchemy's defaults,
+psycopg2 and MySQLdb, are what no extra installs)."""
+
+
+def database_url(url: str) -> str | URL:
+    """``url`` with the installed driver where it names none (``postgresql://``,
+    ``mysql://``, ``mariadb://``); otherwise as written."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return url  # create_engine reports it
+    if parsed.drivername in DEFAULT_DRIVERS:
+        return parsed.set(drivername=DEFAULT_DRIVERS[parsed.drivername])
+    if parsed.drivername == "mariadb":
+        return parsed.set(drivername="mariadb+pymysql")
+    return parsed
+
+
 class Databases:
     """One engine per ``[databases.NAME]``, opened on first use."""
 
@@ -193,7 +213,9 @@ class Databases:
     def engine(self, name: str) -> Engine:
         if name not in self._engines:
             with needs(f"[databases.{name}]"):
-                self._engines[name] = create_engine(self._urls[name], pool_pre_ping=True)
+                self._engines[name] = create_engine(
+                    database_url(self._urls[name]), pool_pre_ping=True
+                )
         return self._engines[name]
 
     def dispose(self) -> None:

@@ -29,7 +29,12 @@ from shelflife.engine.planning import unrewritten
 from shelflife.engine.trust import CATALOG_TABLES
 from shelflife.errors import MissingExtraError, ShelflifeError
 from shelflife.model.locations import Location, Locator
-from shelflife.references.sources import Databases, ReferenceSource, undeclared_columns
+from shelflife.references.sources import (
+    Databases,
+    ReferenceSource,
+    database_url,
+    undeclared_columns,
+)
 from shelflife.service.schedule import OVERDUE_GRACE, next_fire, previous_fire
 from shelflife.stores._obstore import ObstoreStore
 from shelflife.stores.local import LocalStore
@@ -140,7 +145,7 @@ def check_database(name: str, url: str) -> CheckResult:
     """Connect to an application database and run a trivial query."""
     try:
         with needs(f"[databases.{name}]"):
-            engine = create_engine(url)
+            engine = create_engine(database_url(url))
     except MissingExtraError as exc:
         return CheckResult("database", name, False, exc.message, hint=exc.hint)
     except (SQLAlchemyError, ValueError, ImportError) as exc:
