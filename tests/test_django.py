@@ -449,3 +449,66 @@ def test_configuration_errors_say_what_to_fix(shelf_config: Path, tmp_path: Path
     missing = tmp_path / f"{uuid.uuid4().hex}.toml"
     with pytest.raises(ImproperlyConfigured, match=re.escape(str(missing))):
         ShelflifeStorage(config=missing).exists("x")
+
+
+def spelled_config(tmp_path: Path) -> Path:
+    """Two file:// tiers whose reference spellings look like keys (``outputs/{key}``)."""
+    config = tmp_path / "spelled.toml"
+    config.write_text("""
+[catalog]
+url = "sqlite:///spelled.db"
+
+[tiers.local]
+url = "file://outputs"
+create = true
+ref_format = "outputs/{key}"
+
+[tiers.cloud]
+url = "file://cold"
+create = true
+ref_format = "cold/{key}"
+""")
+    return config
+
+
+def test_a_name_is_its_own_key_before_any_spelling(tmp_path: Path) -> None:
+    """A saved name that looks like a tier's spelling (``outputs/x.mp4``) stays the key it
+    was saved under: exists, open, size and delete reach it, never the object ``x.mp4``
+    the spelling would name; a name no tier holds is still read as a spelling."""
+    storage = ShelflifeStorage(config=spelled_config(tmp_path), tier="local")
+    try:
+        name = storage.save("outputs/x.mp4", ContentFile(b"the upload"))
+        assert name == "outputs/x.mp4"
+        assert storage.exists(name)
+        other = storage.save("x.mp4", ContentFile(b"another object"))
+        assert other == "x.mp4"
+        assert storage.open(name).read() == b"the upload"
+        assert storage.size(name) == len(b"the upload")
+
+        storage.delete(name)
+        assert not (tmp_path / "outputs" / "outputs" / "x.mp4").exists()
+        assert (tmp_path / "outputs" / "x.mp4").read_bytes() == b"another object"
+        # No key outputs/x.mp4 any more: the name is the local tier's spelling of x.mp4.
+        assert storage.open(name).read() == b"another object"
+    finally:
+        close_shelves()
+
+
+def test_an_overwrite_replaces_the_file_where_it_lives_now(
+    shelf_config: Path, tmp_path: Path
+) -> None:
+    """With allow_overwrite, saving a name a migration moved to another tier replaces the
+    object there: one copy, and the row the migration rewrote reads the new bytes."""
+    storage = ShelflifeStorage(config=shelf_config, allow_overwrite=True)
+    name = storage.save("m.txt", ContentFile(b"version 1"))
+    outcome = shelf_for(shelf_config).run()
+    assert [(a.key, a.to) for a in outcome.actions] == [("m.txt", "cold")]
+
+    assert storage.save(name, ContentFile(b"version 2")) == name
+    assert not (tmp_path / "media" / "m.txt").exists()
+    assert (tmp_path / "cold" / "m.txt").read_bytes() == b"version 2"
+    assert storage.open(name).read() == b"version 2"
+    assert storage.open("cold/m.txt").read() == b"version 2"
+    # A name nothing holds still goes to the storage's tier.
+    storage.save("new.txt", ContentFile(b"new"))
+    assert (tmp_path / "media" / "new.txt").read_bytes() == b"new"

@@ -4,8 +4,10 @@
 tier it is told, ``local`` by default) and answers ``url``, ``open``, ``exists``, ``size``,
 ``delete``, ``listdir`` and the file times wherever the object sits today: the name a row
 holds may be the key it was saved under, or the value a shelflife migration rewrote it to
-(``s3://bucket/prefix/uploads/report.pdf``), or a key whose row nobody rewrote; each is
-resolved by the one resolver (:meth:`Shelf.resolve`).
+(``s3://bucket/prefix/uploads/report.pdf``), or a key whose row nobody rewrote. A name is
+the key itself first, on whichever tier holds it; only a name no tier holds as a key is
+read as a reference value (by the one resolver, :meth:`Shelf.resolve`). With
+``allow_overwrite``, a save over an existing name replaces the object where it lives now.
 
 Configured through Django's ``STORAGES`` setting::
 
@@ -32,6 +34,7 @@ import contextlib
 import io
 import os
 import posixpath
+import tempfile
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -63,7 +66,10 @@ from shelflife.errors import (
     ShelflifeError,
 )
 from shelflife.model.locations import Location
+from shelflife.service.objects import find_key, resolve_name
 from shelflife.service.shelf import Shelf
+from shelflife.stores import ObstoreStore
+from shelflife.stores.local import LocalStore
 
 __all__ = ["InvalidFileName", "ShelflifeStorage", "close_shelves", "shelf_for"]
 
@@ -73,6 +79,7 @@ T = TypeVar("T")
 # name and tries again, at most this many times.
 _SAVE_ATTEMPTS = 5
 _READ_CHUNK = 1024 * 1024
+_SPOOL_LIMIT = 8 * 1024 * 1024  # a file read from an object store spills to disk past this
 
 _shelves: dict[tuple[int, str | None], Shelf] = {}
 _shelves_lock = threading.Lock()
@@ -197,11 +204,18 @@ class ShelflifeStorage(Storage):
             if content.seekable():
                 content.seek(0)
             source = io.BufferedReader(_ByteReader(content), _READ_CHUNK)
+        tier = self.tier
+        if self.allow_overwrite:
+            # Over the object where it lives today (after a migration, another tier), so
+            # no stale copy stays behind for a row that names that tier.
+            found = find_key(self.shelf.context, key, first=tier)
+            if found is not None:
+                tier = found.tier
         stored = _translated(
             lambda: self.shelf.put(
                 source,
                 key,
-                tier=self.tier,
+                tier=tier,
                 overwrite=self.allow_overwrite,
                 tags=self.tags,
             ),
@@ -214,7 +228,10 @@ class ShelflifeStorage(Storage):
         if not name:
             raise ValueError("The name must be given to delete().")
         with contextlib.suppress(FileNotFoundError):
-            _translated(lambda: self.shelf.delete(name), name)
+            location = self._locate(name)
+            shelf = self.shelf
+            _translated(lambda: run_sync(shelf.store(location.tier).delete(location.key)), name)
+            shelf.catalog.forget(location.tier, [location.key])
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -224,7 +241,8 @@ class ShelflifeStorage(Storage):
                 f"ShelflifeStorage opens files for reading only (mode {mode!r} asked for "
                 f"{name!r}); write new content with storage.save(name, content)"
             )
-        handle: IO[Any] = _translated(lambda: self.shelf.open_object(name), name)
+        location = self._locate(name)
+        handle: IO[Any] = _translated(lambda: _open_at(self.shelf, location), name)
         if "b" not in mode:
             handle = io.TextIOWrapper(handle, encoding="utf-8")
         return File(handle, name=name)
@@ -241,7 +259,11 @@ class ShelflifeStorage(Storage):
         presigned URL on an object store, wherever the object sits now."""
         if not name:
             raise ValueError("This file has no name, so it has no URL.")
-        return _translated(lambda: self.shelf.url(name), name)
+        location = self._locate(name)
+        shelf = self.shelf
+        url = _translated(lambda: run_sync(shelf.store(location.tier).url(location.key)), name)
+        shelf.record_access(location)
+        return url
 
     def size(self, name: str) -> int:
         location = self._locate(name)
@@ -282,7 +304,9 @@ class ShelflifeStorage(Storage):
     # -- helpers ---------------------------------------------------------------------------
 
     def _locate(self, name: str) -> Location:
-        return _translated(lambda: self.shelf.resolve(name), name)
+        """Where the file ``name`` is: the key ``name`` on any tier holding it (this
+        storage's tier first), else the object ``name`` names as a reference value."""
+        return _translated(lambda: resolve_name(self.shelf.context, name, first=self.tier), name)
 
     def _catalog_entry(self, name: str) -> CatalogObject:
         location = self._locate(name)
@@ -313,6 +337,27 @@ class _ByteReader(io.RawIOBase):
         data, self._pending = self._pending[: len(view)], self._pending[len(view) :]
         view[: len(data)] = data
         return len(data)
+
+
+def _open_at(shelf: Shelf, location: Location) -> IO[bytes]:
+    """A readable binary file of the object at ``location`` (a local tier: the file)."""
+    store = shelf.store(location.tier)
+    if isinstance(store, LocalStore):
+        try:
+            handle: IO[bytes] = store.path(location.key).open("rb")
+        except FileNotFoundError:
+            raise ObjectNotFound(f"no object at {store.location}/{location.key}") from None
+    else:
+        handle = tempfile.SpooledTemporaryFile(max_size=_SPOOL_LIMIT)  # noqa: SIM115
+        run_sync(_spool(store, location.key, handle))
+        handle.seek(0)
+    shelf.record_access(location)
+    return handle
+
+
+async def _spool(store: ObstoreStore, key: str, spool: IO[bytes]) -> None:
+    async for chunk in store.get(key):
+        spool.write(chunk)
 
 
 def _checked(name: str) -> str:

@@ -2,9 +2,10 @@
 shelflife has put them.
 
 ``shelflife://reports/q1.csv`` names the key ``reports/q1.csv``; a read finds it on the
-tier it sits on today (the local tier, or an object store after a migration), as
-:meth:`Shelf.resolve <shelflife.service.shelf.Shelf.resolve>` does, so any value a
-reference column holds may stand for the key too. Folders are derived from ``/`` in the
+tier it sits on today (the local tier, or an object store after a migration). A path no
+tier holds as a key is read as a reference column's value, as
+:meth:`Shelf.resolve <shelflife.service.shelf.Shelf.resolve>` reads one, so any value a
+row holds may stand for the key too. Folders are derived from ``/`` in the
 keys, as on an object store: a folder exists while an object is under it, ``mkdir`` does
 nothing, and an empty folder cannot exist.
 
@@ -12,13 +13,15 @@ Options (``storage_options``): ``config`` (the config file; else ``$SHELFLIFE_CO
 else ``./shelflife.toml``, else the embedded default, as every shelflife command finds it),
 ``tier`` (where new objects are written; the config's default tier, ``local``, unless
 told), or ``shelf`` (an open :class:`~shelflife.service.shelf.Shelf`, for applications
-that have one).
+that have one), ``force_delete`` (``True`` lets ``rm`` delete objects rows still name;
+by default such a delete is refused with ``PermissionError``, as the HTTP API answers 409).
 
 Reads are seekable and fetch byte ranges (a local tier reads its file, object stores
 ranged GETs). Writes are spooled (to disk past 8 MiB) and stored on close through
 :meth:`Shelf.put <shelflife.service.shelf.Shelf.put>`, with its upload lease and
 inventory row; an existing object is replaced where it lives, so the rows that name it
-keep naming it. Errors are the built-ins fsspec users catch: ``FileNotFoundError``,
+keep naming it. Deletes never touch shelflife's own keys (``.shelflife-trash/`` …), which
+listings leave out. Errors are the built-ins fsspec users catch: ``FileNotFoundError``,
 ``FileExistsError``, ``IsADirectoryError``, ``PermissionError``, ``ValueError`` for a
 path that cannot be a key.
 """
@@ -44,9 +47,11 @@ except ImportError as exc:  # pragma: no cover - exercised without fsspec instal
 
 from shelflife.base.aio import run_sync
 from shelflife.base.keys import validate_key, validate_prefix
+from shelflife.engine import trust
 from shelflife.errors import ObjectArchived, ObjectNotFound, StoreAuthError, StoreError
 from shelflife.model.locations import Location
-from shelflife.service.shelf import Shelf
+from shelflife.service.objects import find_key, resolve_name
+from shelflife.service.shelf import INTERNAL_PREFIX, Shelf
 from shelflife.service.uploads import DirectRecorder, put_object
 from shelflife.stores import ObjectInfo, ObstoreStore
 
@@ -67,11 +72,13 @@ class ShelflifeFileSystem(AbstractFileSystem):  # type: ignore[misc]
         *,
         tier: str | None = None,
         shelf: Shelf | None = None,
+        force_delete: bool = False,
         **storage_options: Any,
     ) -> None:
         super().__init__(**storage_options)
         self.shelf = shelf if shelf is not None else Shelf.open(config)
         self.tier = tier or self.shelf.config.default_tier
+        self.force_delete = force_delete
         self.shelf.store(self.tier)  # an unknown tier is refused now, not at the first write
 
     # -- paths --------------------------------------------------------------------------
@@ -100,8 +107,9 @@ class ShelflifeFileSystem(AbstractFileSystem):  # type: ignore[misc]
     # -- reading the shelf ------------------------------------------------------------
 
     def _locate(self, path: str) -> Location:
-        """Where the object a key or reference value names lives today."""
-        return self.shelf.resolve(self._strip_protocol(path))
+        """Where the object a path names lives today: the key itself on any tier holding
+        it, else the object a reference value spelling it names."""
+        return resolve_name(self.shelf.context, self._strip_protocol(path))
 
     def _object(self, path: str) -> tuple[Location, ObjectInfo]:
         location = self._locate(path)
@@ -125,7 +133,7 @@ class ShelflifeFileSystem(AbstractFileSystem):  # type: ignore[misc]
         validate_prefix(prefix)
         base = prefix + "/" if prefix else ""
         seen: set[str] = set()
-        for tier, info in self.shelf.ls(prefix):
+        for tier, info in self.shelf.ls(prefix, internal=False):
             if info.key.startswith(base) and info.key not in seen:
                 seen.add(info.key)
                 yield self._file_details(tier, info)
@@ -300,7 +308,7 @@ class ShelflifeFileSystem(AbstractFileSystem):  # type: ignore[misc]
         the tier a reference value spells, else to :attr:`tier`."""
         value = self._strip_protocol(path)
         try:
-            return self.shelf.resolve(value)
+            return resolve_name(self.shelf.context, value)
         except ObjectNotFound:
             pass
         spelled = self.shelf.locator.resolve(value)
@@ -361,28 +369,110 @@ class ShelflifeFileSystem(AbstractFileSystem):  # type: ignore[misc]
 
     # -- deleting and folders ---------------------------------------------------------------
 
-    def rm_file(self, path: str) -> None:
-        """Delete the object at ``path`` from every tier holding it (as ``shelflife rm``
-        does, rows are not touched); nothing there is not an error."""
-        for _ in range(len(self.shelf.config.tiers)):
+    def _copies(self, path: str) -> list[Location]:
+        """Every copy of the object at ``path``: its key on each tier holding it (the key
+        itself, else the key a reference value names); [] when there is none."""
+        value = self._strip_protocol(path)
+        if not value:
+            raise ValueError(
+                "refusing to delete the root of shelflife://, which would delete every "
+                "object on every tier: name a folder (rm('reports', recursive=True))"
+            )
+        found = find_key(self.shelf.context, value)
+        if found is None:
             try:
-                self.shelf.delete(self._strip_protocol(path))
+                found = self._locate(value)
             except ObjectNotFound:
-                return
+                return []
+        if found.key.startswith(INTERNAL_PREFIX):
+            raise PermissionError(
+                f"{found.key} is shelflife's own (quarantine, probes); not deleting it: "
+                "'shelflife restore' brings a quarantined object back, and gc purges it "
+                "when its time comes"
+            )
+        store_of = self.shelf.store
+        return [
+            Location(tier, found.key)
+            for tier in self.shelf.config.tiers
+            if tier == found.tier
+            or self.shelf.catalog.get(tier, found.key) is not None
+            or run_sync(store_of(tier).exists(found.key))
+        ]
+
+    def _refuse_referenced(self, copies: list[Location]) -> None:
+        """PermissionError naming the rows that point at any of ``copies`` (unless the
+        filesystem was opened with ``force_delete=True``); nothing has been deleted."""
+        if self.force_delete or not copies:
+            return
+        sources = self.shelf.sources()
+        if not sources:
+            return
+        held: dict[str, list[str]] = {}
+        for copy in copies:
+            for source in sources:
+                if trust.still_referenced(
+                    [source], self.shelf.locator, self.shelf.catalog, copy.tier, [copy.key]
+                ):
+                    labels = held.setdefault(copy.key, [])
+                    if source.label not in labels:
+                        labels.append(source.label)
+        if held:
+            named = "; ".join(
+                f"{key} (rows in {', '.join(labels)})" for key, labels in sorted(held.items())
+            )
+            raise PermissionError(
+                f"rows still point at {named}; nothing was deleted. Delete or change those "
+                "rows first, or open the filesystem with force_delete=True to delete anyway"
+            )
+
+    def _delete(self, copies: list[Location]) -> None:
+        for copy in copies:
+            run_sync(self.shelf.store(copy.tier).delete(copy.key))
+            self.shelf.catalog.forget(copy.tier, [copy.key])
+
+    def rm_file(self, path: str) -> None:
+        """Delete the object at ``path`` from every tier holding it and from the
+        inventory; nothing there is not an error. An object rows still name is refused
+        (PermissionError) unless the filesystem has ``force_delete=True``."""
+        copies = self._copies(path)
+        self._refuse_referenced(copies)
+        self._delete(copies)
 
     def _rm(self, path: str) -> None:
         self.rm_file(path)
 
     def rm(self, path: Any, recursive: bool = False, maxdepth: int | None = None) -> None:
         """Delete objects; with ``recursive``, every object under a folder. A path named
-        without ``recursive`` that holds no object is FileNotFoundError, as ``os.remove``."""
+        without ``recursive`` that holds no object is FileNotFoundError, as ``os.remove``.
+        Every object is checked before any is deleted: if rows name one, nothing goes."""
+        for given in path if isinstance(path, list) else [path]:
+            if not self._strip_protocol(given):
+                self._copies(given)  # the root: refused
         names = self.expand_path(path, recursive=recursive, maxdepth=maxdepth)
         if not recursive:
             for name in names:
                 if not self.exists(name):
                     raise FileNotFoundError(f"no object {name!r} on any tier")
-        for name in reversed(names):
-            self.rm_file(name)
+        targets = [self._copies(name) for name in reversed(names)]
+        self._refuse_referenced([copy for copies in targets for copy in copies])
+        for copies in targets:
+            self._delete(copies)
+
+    def mv(
+        self,
+        path1: Any,
+        path2: Any,
+        recursive: bool = False,
+        maxdepth: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Copy, then delete the source: refused before anything is copied when rows name
+        a source object (their rows would point at nothing), unless ``force_delete``."""
+        if path1 == path2:
+            return
+        names = self.expand_path(path1, recursive=recursive, maxdepth=maxdepth)
+        self._refuse_referenced([copy for name in names for copy in self._copies(name)])
+        super().mv(path1, path2, recursive=recursive, maxdepth=maxdepth, **kwargs)
 
     def mkdir(self, path: str, create_parents: bool = True, **kwargs: Any) -> None:
         """Nothing to do: a folder exists while an object is under it."""

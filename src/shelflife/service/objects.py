@@ -9,7 +9,13 @@ from shelflife.base.aio import run_sync
 from shelflife.base.keys import validate_key
 from shelflife.base.units import utcnow
 from shelflife.engine.context import Context
-from shelflife.errors import ObjectExists, ObjectNotFound, RefusedError, UsageError
+from shelflife.errors import (
+    InvalidKeyError,
+    ObjectExists,
+    ObjectNotFound,
+    RefusedError,
+    UsageError,
+)
 from shelflife.model.locations import Location
 from shelflife.stores.transfer import transfer
 
@@ -28,6 +34,37 @@ def resolve(context: Context, ref: str) -> Location:
         if run_sync(context.store(candidate.tier).exists(candidate.key)):
             return candidate
     raise _nowhere(candidates, order)
+
+
+def find_key(context: Context, key: str, *, first: str | None = None) -> Location | None:
+    """The tier holding the literal key ``key`` (inventory first, then the stores), in
+    config order with ``first`` ahead; None if no tier holds it or it cannot be a key.
+
+    No reference spelling is read: ``outputs/x.mp4`` is that key even where a tier's
+    ``ref_format`` is ``outputs/{key}``."""
+    try:
+        key = validate_key(key)
+    except InvalidKeyError:
+        return None
+    tiers = list(context.config.tiers)
+    if first in tiers:
+        tiers.remove(first)
+        tiers.insert(0, first)
+    for tier in tiers:
+        if context.catalog.get(tier, key) is not None:
+            return Location(tier, key)
+    for tier in tiers:
+        if run_sync(context.store(tier).exists(key)):
+            return Location(tier, key)
+    return None
+
+
+def resolve_name(context: Context, name: str, *, first: str | None = None) -> Location:
+    """Where the object a storage name lives: the literal key on any tier (see
+    :func:`find_key`), else what :func:`resolve` finds for it as a reference value (a
+    row a migration rewrote). For interfaces whose names are keys first (Django's
+    storage, fsspec paths)."""
+    return find_key(context, name, first=first) or resolve(context, name)
 
 
 async def resolve_async(context: Context, ref: str) -> Location:
