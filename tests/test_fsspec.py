@@ -424,3 +424,103 @@ class TestOpen(ShelflifeFixtures, AbstractOpenTests):  # type: ignore[misc]
 
 class TestPipe(ShelflifeFixtures, AbstractPipeTests):  # type: ignore[misc]
     pass
+
+
+def two_folder_tiers(folder: Path, app: AppTable | None = None) -> Path:
+    """``local`` and ``cold`` folder tiers whose spellings look like keys
+    (``data/out/{key}``, ``cold/{key}``), with ``app``'s column declared when given."""
+    raw: dict[str, Any] = {
+        "catalog": {"url": f"sqlite:///{folder / 'catalog.db'}"},
+        "tiers": {
+            "local": {
+                "url": f"file://{folder / 'local'}",
+                "create": True,
+                "ref_format": "data/out/{key}",
+            },
+            "cold": {"url": f"file://{folder / 'cold'}", "create": True, "ref_format": "cold/{key}"},
+        },
+    }
+    if app is not None:
+        raw["databases"] = {"app": {"url": app.url}}
+        raw["references"] = [{"database": "app", "table": app.name, "column": "path"}]
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "shelflife.toml"
+    path.write_text(tomli_w.dumps(raw))
+    return path
+
+
+def test_deletes_refuse_objects_rows_name(tmp_path: Path) -> None:
+    """rm, rm_file and mv leave an object rows point at (PermissionError naming the rows,
+    nothing deleted or copied), unless the filesystem is opened with force_delete."""
+    app = AppTable(f"sqlite:///{tmp_path / 'app.db'}")
+    config = two_folder_tiers(tmp_path, app)
+    fs = ShelflifeFileSystem(config, skip_instance_cache=True)
+    for key in ["reports/a.csv", "reports/b.csv", "reports/free.csv", "m/keep.csv"]:
+        fs.pipe_file(key, key.encode())
+    app.insert("data/out/reports/a.csv", "cold/m/keep.csv")
+    fs.shelf.recall("m/keep.csv", to="cold")  # the row spells the tier it is on now
+
+    with pytest.raises(PermissionError, match=r"reports/a\.csv \(rows in app\.") as refused:
+        fs.rm("reports", recursive=True)
+    assert "force_delete=True" in str(refused.value)
+    assert fs.find("reports") == ["reports/a.csv", "reports/b.csv", "reports/free.csv"]
+    with pytest.raises(PermissionError, match=r"reports/a\.csv"):
+        fs.rm_file("reports/a.csv")
+    with pytest.raises(PermissionError, match=r"m/keep\.csv"):
+        fs.mv("m/keep.csv", "n/keep.csv")
+    assert not fs.exists("n/keep.csv")
+    assert fs.cat_file("cold/m/keep.csv") == b"m/keep.csv"
+    fs.rm_file("reports/free.csv")  # nothing names it
+    assert not fs.exists("reports/free.csv")
+    assert fs.shelf.audit().dangling == []
+
+    forcing = ShelflifeFileSystem(config, skip_instance_cache=True, force_delete=True)
+    forcing.rm("reports", recursive=True)
+    assert not forcing.exists("reports")
+    assert not any((tmp_path / "local" / "reports").glob("*.csv"))
+    fs.shelf.close()
+    forcing.shelf.close()
+    app.dispose()
+
+
+def test_shelflife_own_keys_are_not_listed_or_deleted(tmp_path: Path) -> None:
+    """A quarantined object (``.shelflife-trash/``) is neither listed nor deleted, and
+    the root cannot be removed."""
+    fs = ShelflifeFileSystem(two_folder_tiers(tmp_path), skip_instance_cache=True)
+    fs.pipe_file("junk/old.csv", b"old")
+    trash = tmp_path / "local" / ".shelflife-trash"
+    trash.mkdir()
+    (trash / "q.csv").write_text("quarantined")
+    fs.shelf.scan()
+
+    assert fs.find("") == ["junk/old.csv"]
+    assert fs.ls("", detail=False) == ["junk"]
+    with pytest.raises(ValueError, match="root"):
+        fs.rm("", recursive=True)
+    with pytest.raises(ValueError, match="root"):
+        fs.rm_file("shelflife://")
+    with pytest.raises(PermissionError, match="shelflife's own"):
+        fs.rm_file(".shelflife-trash/q.csv")
+    assert (trash / "q.csv").read_text() == "quarantined"
+    assert fs.cat_file("junk/old.csv") == b"old"
+    fs.shelf.close()
+
+
+def test_a_path_is_its_own_key_before_any_spelling(tmp_path: Path) -> None:
+    """A key that looks like a tier's spelling (``data/out/x.csv``) is that key for reads,
+    writes and deletes; the object ``x.csv`` the spelling would name is left alone."""
+    fs = ShelflifeFileSystem(two_folder_tiers(tmp_path), skip_instance_cache=True)
+    fs.shelf.put(b"literal", "data/out/x.csv", tier="cold")
+    fs.shelf.put(b"other", "x.csv", tier="local")
+
+    assert fs.cat_file("data/out/x.csv") == b"literal"
+    assert fs.info("data/out/x.csv")["tier"] == "cold"
+    fs.pipe_file("data/out/x.csv", b"rewritten")
+    assert (tmp_path / "cold" / "data" / "out" / "x.csv").read_bytes() == b"rewritten"
+    assert (tmp_path / "local" / "x.csv").read_bytes() == b"other"
+    fs.rm_file("data/out/x.csv")
+    assert not (tmp_path / "cold" / "data" / "out" / "x.csv").exists()
+    assert (tmp_path / "local" / "x.csv").read_bytes() == b"other"
+    # With no such key any more, the path is the local tier's spelling of x.csv.
+    assert fs.cat_file("data/out/x.csv") == b"other"
+    fs.shelf.close()
