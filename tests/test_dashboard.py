@@ -422,3 +422,171 @@ def test_the_orphans_listed_are_those_gc_plans_to_sweep(tmp_path: Path, marking:
             assert only_b.tiers == {"b": (1, 11)}
     finally:
         app.dispose()
+
+
+# -- the orphans listing: told once per minute, bounded whatever the offset ------------------
+
+
+@pytest.fixture
+def orphan_shelf(tmp_path: Path) -> Iterator[Any]:
+    """Tier a: four orphans (sizes 10..13) and one referenced file; tier b: two orphans."""
+    from shelflife import Shelf
+    from shelflife.config import parse_config
+
+    app = AppTable(f"sqlite:///{tmp_path / 'app.db'}")
+    for tier, names in {"a": ["w", "x", "y", "z", "kept"], "b": ["p", "q"]}.items():
+        for number, name in enumerate(names):
+            path = tmp_path / tier / f"{name}.bin"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"." * (10 + number))
+    app.insert("a/kept.bin")
+    raw = {
+        "catalog": {"url": f"sqlite:///{tmp_path / 'catalog.db'}"},
+        "databases": {"app": {"url": app.url}},
+        "tiers": {
+            name: {"url": f"file://{tmp_path / name}", "ref_format": f"{name}/{{key}}"}
+            for name in ("a", "b")
+        },
+        "references": [{"database": "app", "table": app.name, "column": "path"}],
+    }
+    try:
+        with Shelf.open(parse_config(raw, base_dir=tmp_path, source="t", env={})) as shelf:
+            shelf.scan()
+            yield shelf
+    finally:
+        app.dispose()
+
+
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.value = 1000.0
+
+    def __call__(self) -> float:
+        return self.value
+
+
+def counting_listings(monkeypatch: pytest.MonkeyPatch) -> list[str | None]:
+    """The tiers of every listing told from now on (the real listing, counted)."""
+    from shelflife.service import browse
+
+    told: list[str | None] = []
+    real = browse.list_orphans
+
+    def counted(context: Any, now: Any, *, tier: str | None, keep: int) -> browse.OrphanList:
+        told.append(tier)
+        return real(context, now, tier=tier, keep=keep)
+
+    monkeypatch.setattr(browse, "list_orphans", counted)
+    return told
+
+
+def test_one_listing_serves_every_page_until_it_expires(
+    orphan_shelf: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from shelflife.base.units import utcnow
+    from shelflife.service.browse import OrphanFinder
+
+    told = counting_listings(monkeypatch)
+    clock = Clock()
+    finder = OrphanFinder(orphan_shelf.context, ttl=60, clock=clock)
+    pages = [
+        finder.page(utcnow(), tier=None, limit=limit, offset=offset)
+        for limit in (1, 2, 3)
+        for offset in range(8)
+    ]
+    assert told == [None]  # 24 distinct pages, the references read once
+    assert [o.key for o in pages[0].items + pages[1].items + pages[2].items] == [
+        "z.bin",
+        "y.bin",
+        "x.bin",  # ties by tier: a's 11 bytes before b's
+    ]
+    assert all(page.total == 6 for page in pages)
+
+    (tmp_path / "b" / "new.bin").write_bytes(b"." * 100)
+    orphan_shelf.scan()
+    clock.value += 59
+    assert finder.page(utcnow(), tier=None, limit=1, offset=0).total == 6  # still reused
+    clock.value += 1
+    fresh = finder.page(utcnow(), tier=None, limit=1, offset=0)
+    assert told == [None, None]
+    assert (fresh.total, [o.key for o in fresh.items]) == (7, ["new.bin"])
+
+
+def test_expired_listings_are_dropped(orphan_shelf: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from shelflife.base.units import utcnow
+    from shelflife.service.browse import OrphanFinder
+
+    told = counting_listings(monkeypatch)
+    clock = Clock()
+    finder = OrphanFinder(orphan_shelf.context, ttl=60, clock=clock)
+    for tier in ("a", "b", None, "a", "b", None):
+        for offset in range(3):
+            finder.page(utcnow(), tier=tier, limit=1, offset=offset)
+    assert (finder.held, told) == (3, ["a", "b", None])  # one listing per tier asked
+    clock.value += 60
+    finder.page(utcnow(), tier="b", limit=1, offset=0)
+    assert (finder.held, told) == (1, ["a", "b", None, "b"])
+
+
+def test_the_listing_holds_at_most_its_capacity_and_says_there_are_more(
+    orphan_shelf: Any,
+) -> None:
+    from shelflife.api.dashboard import render_orphans
+    from shelflife.base.units import utcnow
+    from shelflife.errors import UsageError
+    from shelflife.service.browse import ORPHANS_KEPT, OrphanFinder, find_orphans, list_orphans
+
+    assert ORPHANS_KEPT == 10_000
+    listing = list_orphans(orphan_shelf.context, utcnow(), tier=None, keep=3)
+    assert [o.key for o in listing.ordered] == ["z.bin", "y.bin", "x.bin"]  # held: 3 of 6
+    assert (listing.total, listing.truncated) == (6, True)
+    assert listing.tiers == {"a": (4, 10 + 11 + 12 + 13), "b": (2, 21)}
+
+    finder = OrphanFinder(orphan_shelf.context, keep=3)
+    first = finder.page(utcnow(), tier=None, limit=50, offset=0)
+    assert (len(first.items), first.listed, first.total, first.truncated) == (3, 3, 6, True)
+    body = first.as_json()
+    assert (body["truncated"], body["listed"], body["listed_limit"], body["total"]) == (
+        True,
+        3,
+        3,
+        6,
+    )
+    assert [
+        o["key"] for o in finder.page(utcnow(), tier=None, limit=2, offset=2).as_json()["orphans"]
+    ] == ["x.bin"]
+    html = render_orphans(first, None, ["a", "b"])
+    assert "id='orphans-truncated' data-listed='3' data-total='6'" in html
+    assert "The largest 3 of 6 orphans are listed" in html
+    assert "page 1 of 1" in html  # the pager pages through what is listed
+
+    for past in (3, 4, 10**7):  # refused, not listed deeper
+        with pytest.raises(UsageError) as refused:
+            finder.page(utcnow(), tier=None, limit=1, offset=past)
+        assert "only the largest 3 are kept in order" in refused.value.message
+        assert "offset below 3" in str(refused.value.hint)
+        with pytest.raises(UsageError):
+            find_orphans(orphan_shelf.context, utcnow(), tier=None, limit=1, offset=past, keep=3)
+
+    whole = finder.page(utcnow(), tier="b", limit=50, offset=0)  # fewer than kept: all
+    assert (whole.listed, whole.total, whole.truncated) == (2, 2, False)
+    assert "orphans-truncated" not in render_orphans(whole, "b", ["a", "b"])
+
+
+def test_an_offset_past_the_listing_is_refused_over_http(server: Server) -> None:
+    with server.client() as client:
+        api = client.get("/api/v1/orphans", params={"offset": 10_000})
+        last = client.get("/api/v1/orphans", params={"offset": 9_999})
+        page = client.get("/orphans", params={"page": 201})
+        deepest = client.get("/orphans", params={"page": 200})
+    assert api.status_code == 400
+    assert "only the largest 10,000 are kept in order" in api.json()["message"]
+    assert "offset below 10,000" in api.json()["hint"]
+    assert last.status_code == 200
+    assert (last.json()["orphans"], last.json()["truncated"]) == ([], False)
+    assert page.status_code == 400
+    assert "page 201 is past the orphans listed" in page.text
+    assert "200 pages of 50" in page.text
+    assert deepest.status_code == 200

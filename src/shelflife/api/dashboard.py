@@ -448,6 +448,12 @@ def render_orphans(found: Orphans, tier: str | None, tiers: list[str]) -> str:
             f"<p class='error' data-blocked='{escape(name)}'>tier {escape(name)}: orphans "
             f"cannot be told: {escape(reason)}</p>"
         )
+    if found.truncated:
+        parts.append(
+            f"<p class='muted' id='orphans-truncated' data-listed='{found.listed}' "
+            f"data-total='{found.total}'>The largest {found.listed:,} of {found.total:,} "
+            "orphans are listed; the counts above include every one.</p>"
+        )
     if not found.items:
         parts.append("<p id='orphans'>No orphans.</p>")
         return _page("orphans", parts)
@@ -467,5 +473,5 @@ def render_orphans(found: Orphans, tier: str | None, tiers: list[str]) -> str:
         )
     parts.append("</table>")
     params = {} if tier is None else {"tier": tier}
-    parts.append(_pager("/orphans", params, found.total, found.offset, found.limit))
+    parts.append(_pager("/orphans", params, found.listed, found.offset, found.limit))
     return _page("orphans", parts)

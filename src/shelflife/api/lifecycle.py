@@ -132,7 +132,9 @@ def routes(shelf: Shelf, runs: BackgroundRuns, orphans: OrphanFinder) -> APIRout
         offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
     ) -> dict[str, Any]:
         """Objects no reference names (told as ``gc --dry-run`` tells them, grace ignored),
-        with per-tier counts; a result is reused for a minute."""
+        with per-tier counts of every orphan. Only the largest 10,000 are listed in order
+        (``truncated`` says there are more; an offset past them is refused with 400), and a
+        listing is reused for a minute, so pages within it do not re-read the references."""
         return orphans.page(utcnow(), tier=tier or None, limit=limit, offset=offset).as_json()
 
     return router

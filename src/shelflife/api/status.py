@@ -119,6 +119,16 @@ def routes(shelf: Shelf, config: ApiConfig, orphans: OrphanFinder) -> APIRouter:
         page: Page = 1,
     ) -> HTMLResponse:
         tier = tier or None
+        if (page - 1) * PAGE >= orphans.keep:
+            last = -(-orphans.keep // PAGE)
+            problem = render_problem(
+                "orphans",
+                f"page {page:,} is past the orphans listed: only the largest "
+                f"{orphans.keep:,} are kept in order ({last:,} pages of {PAGE})",
+                f"ask for page {last:,} or an earlier one, or list one tier at a time; "
+                "the per-tier counts on the first page include every orphan",
+            )
+            return HTMLResponse(problem, status_code=400)
         try:
             found = orphans.page(utcnow(), tier=tier, limit=PAGE, offset=(page - 1) * PAGE)
         except ShelflifeError as exc:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import heapq
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,6 +28,7 @@ from shelflife.model.selection import Selection
 from shelflife.service.records import stats_body
 
 SERIES_STEP = timedelta(minutes=5)  # the dashboard stores its figures at most this often
+ORPHANS_KEPT = 10_000  # the largest orphans a listing orders and pages through
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,9 +138,58 @@ class Orphan:
         }
 
 
+def offset_past_kept(offset: int, keep: int) -> UsageError:
+    """The refusal of a page past the largest ``keep`` orphans, the most a listing holds."""
+    return UsageError(
+        f"offset {offset:,} is past the orphans listed: only the largest {keep:,} are kept "
+        "in order (the rest are counted, not listed)",
+        hint=f"ask for an offset below {keep:,}, list one tier at a time, or let a "
+        "collect-orphans rule (gc) shorten the list",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class OrphanList:
+    """The orphans of one tier (or every tier), told once: the largest ``kept`` of them in
+    order (largest first, ties by tier and key), the whole count and bytes per tier."""
+
+    now: datetime
+    marking: str  # merge | snapshot: how the references were compared with the inventory
+    tiers: dict[str, tuple[int, int]]  # per tier listed: orphans and their bytes
+    blocked: dict[str, str]  # tier → why its orphans cannot be told now
+    total: int
+    kept: int  # the most orphans ``ordered`` may hold
+    ordered: list[Orphan]
+
+    @property
+    def truncated(self) -> bool:
+        """Whether there are more orphans than the list holds (they are counted, not listed)."""
+        return self.total > len(self.ordered)
+
+    def page(self, *, limit: int, offset: int) -> Orphans:
+        """``limit`` orphans from ``offset``; an offset past the list's capacity is refused."""
+        if offset >= self.kept:
+            raise offset_past_kept(offset, self.kept)
+        return Orphans(
+            self.now,
+            self.marking,
+            self.tiers,
+            self.blocked,
+            self.total,
+            offset,
+            limit,
+            self.ordered[offset : offset + limit],
+            listed=len(self.ordered),
+            kept=self.kept,
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class Orphans:
-    """One page of orphans, largest first (ties by tier and key), and the whole count."""
+    """One page of orphans, largest first (ties by tier and key), and the whole count.
+
+    Only the largest ``kept`` orphans can be paged through; ``listed`` is how many of them
+    there are (``total`` when ``truncated`` is false)."""
 
     now: datetime
     marking: str  # merge | snapshot: how the references were compared with the inventory
@@ -149,6 +199,12 @@ class Orphans:
     offset: int
     limit: int
     items: list[Orphan]
+    listed: int  # how many orphans the listing holds in order
+    kept: int  # the most it may hold
+
+    @property
+    def truncated(self) -> bool:
+        return self.total > self.listed
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -160,18 +216,22 @@ class Orphans:
             },
             "blocked": self.blocked,
             "total": self.total,
+            "listed": self.listed,
+            "listed_limit": self.kept,
+            "truncated": self.truncated,
             "offset": self.offset,
             "limit": self.limit,
             "orphans": [item.as_json(self.now) for item in self.items],
         }
 
 
-def find_orphans(
-    context: Context, now: datetime, *, tier: str | None, limit: int, offset: int
-) -> Orphans:
-    """The orphans of ``tier`` (every tier if None), largest first: ``limit`` of them from
-    ``offset``. Refuses (:class:`~shelflife.errors.RefusedError`) as ``gc`` does when the
-    references cannot be trusted; memory holds one page's depth, not the whole list."""
+def list_orphans(
+    context: Context, now: datetime, *, tier: str | None, keep: int = ORPHANS_KEPT
+) -> OrphanList:
+    """The orphans of ``tier`` (every tier if None), the largest ``keep`` of them in order
+    and every one counted. Refuses (:class:`~shelflife.errors.RefusedError`) as ``gc`` does
+    when the references cannot be trusted; memory holds ``keep`` orphans at most, however
+    many there are."""
     if tier is not None and tier not in context.config.tiers:
         raise UsageError(
             f"no tier {tier!r}", hint=f"declared tiers: {', '.join(context.config.tiers)}"
@@ -205,42 +265,75 @@ def find_orphans(
                     yield Orphan(name, view.key, view.size, view.modified, view.pinned, view.leased)
                 counts[name] = (count, size)
 
-        # a heap as deep as the page asked for: the rest is counted and let go
-        ordered = heapq.nsmallest(
-            offset + limit, every_orphan(), key=lambda o: (-o.size, o.tier, o.key)
-        )
+        # a heap of the largest ``keep``: the rest is counted and let go
+        ordered = heapq.nsmallest(keep, every_orphan(), key=lambda o: (-o.size, o.tier, o.key))
     finally:
         if naming is not None:
             naming.close()
-    return Orphans(
+    return OrphanList(
         now,
         "merge" if naming is not None else "snapshot",
         counts,
         blocked,
         sum(count for count, _ in counts.values()),
-        offset,
-        limit,
-        ordered[offset:],
+        keep,
+        ordered,
     )
 
 
-class OrphanFinder:
-    """:func:`find_orphans` for the server: a result is reused for ``ttl`` seconds, so a
-    reader paging through the list does not have every reference re-read per page."""
+def find_orphans(
+    context: Context,
+    now: datetime,
+    *,
+    tier: str | None,
+    limit: int,
+    offset: int,
+    keep: int = ORPHANS_KEPT,
+) -> Orphans:
+    """One page of :func:`list_orphans`: ``limit`` orphans from ``offset`` (below ``keep``)."""
+    if offset >= keep:  # refused before every reference is read for nothing
+        raise offset_past_kept(offset, keep)
+    return list_orphans(context, now, tier=tier, keep=keep).page(limit=limit, offset=offset)
 
-    def __init__(self, context: Context, ttl: float = 60.0) -> None:
+
+class OrphanFinder:
+    """:func:`list_orphans` for the server: one listing per tier (or for every tier) is
+    told at most once per ``ttl`` seconds and every page is sliced from it, so a reader
+    paging through the list does not have every reference re-read per page. Entries older
+    than ``ttl`` are dropped on every call, so at most one listing per declared tier and
+    one for all tiers are held, each of ``keep`` orphans at most."""
+
+    def __init__(
+        self,
+        context: Context,
+        ttl: float = 60.0,
+        *,
+        keep: int = ORPHANS_KEPT,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.context = context
         self.ttl = ttl
+        self.keep = keep
+        self.clock = clock
         self._lock = threading.Lock()
-        self._cache: dict[tuple[str | None, int, int], tuple[float, Orphans]] = {}
+        self._cache: dict[str | None, tuple[float, OrphanList]] = {}
+
+    @property
+    def held(self) -> int:
+        """How many listings are held now (expired ones are dropped at the next call)."""
+        with self._lock:
+            return len(self._cache)
 
     def page(self, now: datetime, *, tier: str | None, limit: int, offset: int) -> Orphans:
-        key = (tier, limit, offset)
+        if offset >= self.keep:  # refused before any listing is told for it
+            raise offset_past_kept(offset, self.keep)
         with self._lock:
-            hit = self._cache.get(key)
-            if hit is not None and time.monotonic() - hit[0] < self.ttl:
-                return hit[1]
-            found = find_orphans(self.context, now, tier=tier, limit=limit, offset=offset)
-            self._cache = {k: v for k, v in self._cache.items() if k[0] == tier}
-            self._cache[key] = (time.monotonic(), found)
-            return found
+            moment = self.clock()
+            self._cache = {
+                key: entry for key, entry in self._cache.items() if moment - entry[0] < self.ttl
+            }
+            hit = self._cache.get(tier)
+            if hit is None:
+                listing = list_orphans(self.context, now, tier=tier, keep=self.keep)
+                hit = self._cache[tier] = (self.clock(), listing)
+            return hit[1].page(limit=limit, offset=offset)
