@@ -437,7 +437,11 @@ def two_folder_tiers(folder: Path, app: AppTable | None = None) -> Path:
                 "create": True,
                 "ref_format": "data/out/{key}",
             },
-            "cold": {"url": f"file://{folder / 'cold'}", "create": True, "ref_format": "cold/{key}"},
+            "cold": {
+                "url": f"file://{folder / 'cold'}",
+                "create": True,
+                "ref_format": "cold/{key}",
+            },
         },
     }
     if app is not None:
