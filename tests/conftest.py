@@ -98,7 +98,6 @@ def azure_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 # an extra can reach skip, naming it; everything else — file:// tiers, SQLite, the CLI — runs.
 
 
-
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
     if not CORE_ONLY or collection_path.suffix != ".py" or collection_path.name == "conftest.py":
         return None
