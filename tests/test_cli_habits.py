@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import sqlite3
 import subprocess
 import time
 from datetime import timedelta
@@ -17,6 +18,7 @@ import pytest
 
 import shelflife as package
 from shelflife.base.units import utcnow
+from shelflife.errors import RefusedError
 from shelflife.service.checks import check_schedule
 from shelflife.service.shelf import Shelf
 from tests.support.cli import SHELFLIFE, shelflife
@@ -212,7 +214,7 @@ def test_every_object_command_answers_json(home: Path) -> None:
     assert again.returncode == 2
     assert as_json(again)["error"]["message"] == "no token named 'ci' in the catalog"
     rm = as_json(shelflife("rm", "x/a.txt", "--json", cwd=home))
-    assert rm == {"key": "x/a.txt", "tier": "cold", "deleted": True}
+    assert rm == {"key": "x/a.txt", "tier": "cold", "deleted": True, "tiers": ["cold"]}
     written = as_json(shelflife("init", "other.toml", "--json", cwd=home))
     assert written == {"path": "other.toml", "written": True}
 
@@ -235,6 +237,78 @@ def test_rm_of_what_is_gone_exits_0(home: Path) -> None:
     assert "symbolic link" in error["message"]
     assert (home / "outputs" / "link").is_symlink()
     assert (home / "elsewhere.txt").read_bytes() == b"not the tier's"
+
+
+REFERENCES = """
+[databases.app]
+url = "sqlite:///app.db"
+[[references]]
+database = "app"
+table = "photos"
+column = "path"
+"""
+
+
+def with_rows(home: Path, *values: str) -> None:
+    """An application database whose rows point at ``values``, declared in the config."""
+    with sqlite3.connect(home / "app.db") as conn:
+        conn.execute("CREATE TABLE photos (id INTEGER PRIMARY KEY, path TEXT)")
+        conn.executemany("INSERT INTO photos (path) VALUES (?)", [(v,) for v in values])
+    with (home / "shelflife.toml").open("a") as config:
+        config.write(REFERENCES)
+
+
+def test_rm_refuses_an_object_rows_point_at_unless_forced(home: Path) -> None:
+    (home / "p.jpg").write_bytes(b"photo")
+    assert shelflife("put", "p.jpg", "photos/002.jpg", cwd=home).returncode == 0
+    assert shelflife("put", "p.jpg", "photos/003.jpg", cwd=home).returncode == 0
+    with_rows(home, "photos/002.jpg")
+    refused = shelflife("rm", "photos/002.jpg", cwd=home)
+    assert refused.returncode == 3
+    assert "app.photos.path" in refused.stderr
+    assert "--force" in refused.stderr
+    assert (home / "outputs" / "photos" / "002.jpg").read_bytes() == b"photo"
+    body = shelflife("rm", "photos/002.jpg", "--json", cwd=home)
+    assert body.returncode == 3
+    error = as_json(body)["error"]
+    assert isinstance(error, dict)
+    assert error["code"] == "refused"
+    assert shelflife("audit", cwd=home).returncode == 0
+    # the Python API refuses the same delete by default
+    shelf = Shelf.from_config(home / "shelflife.toml")
+    with pytest.raises(RefusedError):
+        shelf.delete("photos/002.jpg")
+    assert shelf.delete("photos/003.jpg").key == "photos/003.jpg"  # no row: deleted
+    forced = shelflife("rm", "photos/002.jpg", "--force", cwd=home)
+    assert forced.returncode == 0, forced.stderr
+    assert not (home / "outputs" / "photos" / "002.jpg").exists()
+    assert shelflife("audit", cwd=home).returncode == 1  # the row now points at nothing
+
+
+def test_rm_deletes_every_copy_so_no_older_one_comes_back(home: Path) -> None:
+    (home / "old.txt").write_bytes(b"old bytes")
+    (home / "new.txt").write_bytes(b"new bytes")
+    assert shelflife("put", "old.txt", "x", "--tier", "cold", cwd=home).returncode == 0
+    assert shelflife("put", "new.txt", "x", "--tier", "local", cwd=home).returncode == 0
+    assert shelflife("get", "x", "-", cwd=home).stdout == "new bytes"
+    text = shelflife("rm", "x", cwd=home)
+    assert text.returncode == 0
+    assert "deleted x from local, cold" in text.stderr
+    gone = shelflife("get", "x", "-", cwd=home)
+    assert (gone.returncode, gone.stdout) == (1, "")
+    assert not (home / "outputs" / "x").exists()
+    assert not (home / "cold" / "x").exists()
+    shelflife("put", "old.txt", "y", "--tier", "cold", cwd=home)
+    shelflife("put", "new.txt", "y", "--tier", "local", cwd=home)
+    body = as_json(shelflife("rm", "y", "--json", cwd=home))
+    assert body == {"key": "y", "tier": "local", "deleted": True, "tiers": ["local", "cold"]}
+    # a row pointing at either copy keeps both
+    shelflife("put", "old.txt", "z", "--tier", "cold", cwd=home)
+    shelflife("put", "new.txt", "z", "--tier", "local", cwd=home)
+    with_rows(home, "z")
+    assert shelflife("rm", "z", cwd=home).returncode == 3
+    assert (home / "outputs" / "z").exists()
+    assert (home / "cold" / "z").exists()
 
 
 def test_errors_under_json_are_objects_on_stdout(home: Path) -> None:

@@ -305,20 +305,27 @@ def url(
 
 
 def rm(
-    key: Annotated[str, typer.Argument(help="a key or a row's value")], json: JsonOption = False
+    key: Annotated[str, typer.Argument(help="a key or a row's value")],
+    force: Annotated[
+        bool, typer.Option("--force", help="delete it even if database rows point at it")
+    ] = False,
+    json: JsonOption = False,
 ) -> None:
-    """Delete an object; one already gone is not an error."""
-    location = state.open().delete(key, missing_ok=True)
-    if location is None:
+    """Delete an object from every tier holding it; one already gone is not an error.
+
+    An object rows still point at is refused (exit 3) unless --force."""
+    copies = state.open().delete_copies(key, missing_ok=True, force=force)
+    if not copies:
         if json:
             print_json({"key": key, "deleted": False})
         else:
             note(f"{key} is already gone")
         return
+    tiers = [copy.tier for copy in copies]
     if json:
-        print_json({"key": location.key, "tier": location.tier, "deleted": True})
+        print_json({"key": copies[0].key, "tier": tiers[0], "deleted": True, "tiers": tiers})
     else:
-        note(f"deleted {location.key} from {location.tier}")
+        note(f"deleted {copies[0].key} from {', '.join(tiers)}")
 
 
 def ls(

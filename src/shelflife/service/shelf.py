@@ -33,7 +33,13 @@ from shelflife.engine.executor import Dispatcher
 from shelflife.engine.fanout import execute_batch
 from shelflife.engine.scan import ScanResult
 from shelflife.engine.stats import Health, TierUsage, classify, usage
-from shelflife.errors import InvalidKeyError, ObjectNotFound, StoreError, UsageError
+from shelflife.errors import (
+    InvalidKeyError,
+    ObjectNotFound,
+    RefusedError,
+    StoreError,
+    UsageError,
+)
 from shelflife.model.actions import COMMAND_ACTIONS, RULE_ACTIONS, Action
 from shelflife.model.locations import Location, Locator
 from shelflife.model.outcome import RunOutcome
@@ -266,27 +272,72 @@ class Shelf:
         return run_sync(self.store(location.tier).url(location.key))
 
     @overload
-    def delete(self, ref: str, *, missing_ok: Literal[False] = False) -> Location: ...
+    def delete(
+        self, ref: str, *, missing_ok: Literal[False] = False, force: bool = False
+    ) -> Location: ...
 
     @overload
-    def delete(self, ref: str, *, missing_ok: bool) -> Location | None: ...
+    def delete(self, ref: str, *, missing_ok: bool, force: bool = False) -> Location | None: ...
 
-    def delete(self, ref: str, *, missing_ok: bool = False) -> Location | None:
-        """Delete the object from its tier and the inventory; return where it was.
+    def delete(self, ref: str, *, missing_ok: bool = False, force: bool = False) -> Location | None:
+        """Delete the object from every tier holding its key, and from the inventory;
+        return where :meth:`resolve` found it (see :meth:`delete_copies` for every tier).
 
-        An object that goes while it is deleted counts as deleted; one on no tier at all
-        raises :class:`~shelflife.errors.ObjectNotFound`, or with ``missing_ok`` is
-        already gone: ``None``."""
+        An object rows still point at is refused (:class:`~shelflife.errors.RefusedError`,
+        nothing deleted) unless ``force``. An object that goes while it is deleted counts
+        as deleted; one on no tier at all raises :class:`~shelflife.errors.ObjectNotFound`,
+        or with ``missing_ok`` is already gone: ``None``."""
+        copies = self.delete_copies(ref, missing_ok=missing_ok, force=force)
+        return copies[0] if copies else None
+
+    def delete_copies(
+        self, ref: str, *, missing_ok: bool = False, force: bool = False
+    ) -> list[Location]:
+        """Delete the object ``ref`` names from every tier that holds its key (so that no
+        older copy on another tier comes back); return the copies deleted, the one
+        :meth:`resolve` finds first. Every copy is checked for rows pointing at it before
+        any is deleted: referenced, nothing is deleted unless ``force``."""
         try:
             location = self.resolve(ref)
         except ObjectNotFound:
             if missing_ok:
                 self._refuse_links(ref)  # not gone: a link shelflife never follows
-                return None
+                return []
             raise
-        run_sync(self.store(location.tier).delete(location.key))
-        self.catalog.forget(location.tier, [location.key])
-        return location
+        copies = [location] + [
+            Location(name, location.key)
+            for name in self.config.tiers
+            if name != location.tier
+            and (
+                self.catalog.get(name, location.key) is not None
+                or run_sync(self.store(name).exists(location.key))
+            )
+        ]
+        if not force:
+            holders = self._holders(copies)
+            if holders:
+                where = ", ".join(copy.tier for copy in copies)
+                raise RefusedError(
+                    f"rows in {', '.join(holders)} point at {location.key} (on {where}); "
+                    "nothing was deleted",
+                    hint="delete or change those rows first, or pass --force "
+                    "(force=True in Python) to delete it anyway",
+                )
+        for copy in copies:
+            run_sync(self.store(copy.tier).delete(copy.key))
+            self.catalog.forget(copy.tier, [copy.key])
+        return copies
+
+    def _holders(self, copies: Sequence[Location]) -> list[str]:
+        """The reference sources (table.column) whose rows name any of ``copies`` now."""
+        return [
+            source.label
+            for source in self.sources()
+            if any(
+                trust.still_referenced([source], self.locator, self.catalog, copy.tier, [copy.key])
+                for copy in copies
+            )
+        ]
 
     def _refuse_links(self, ref: str) -> None:
         """Raise when a location ``ref`` may name is a symbolic link on a local tier."""
