@@ -9,6 +9,7 @@ import json
 import os
 import shlex
 import sqlite3
+import stat
 import subprocess
 import time
 from datetime import timedelta
@@ -183,6 +184,54 @@ def test_a_failed_get_leaves_nothing_behind(home: Path) -> None:
 
 
 # -- --json ------------------------------------------------------------------------------
+
+
+def test_get_never_replaces_what_is_not_a_regular_file(home: Path) -> None:
+    (home / "hello.txt").write_bytes(b"hello")
+    assert shelflife("put", "hello.txt", cwd=home).returncode == 0
+    os.mkfifo(home / "fifo")
+    (home / "mine.txt").write_bytes(b"mine")
+    (home / "link").symlink_to(home / "mine.txt")
+    for dest in ("fifo", "link"):
+        refused = shelflife("get", "hello.txt", dest, cwd=home)
+        assert refused.returncode == 2, dest
+        assert f"error: {dest} exists and is" in refused.stderr
+        assert "hint:" in refused.stderr
+    assert stat.S_ISFIFO((home / "fifo").lstat().st_mode)
+    assert (home / "link").is_symlink()
+    assert (home / "mine.txt").read_bytes() == b"mine"
+    body = shelflife("get", "hello.txt", "fifo", "--json", cwd=home)
+    assert as_json(body)["error"] == {
+        "code": "bad_request",
+        "message": "fifo exists and is not a regular file; shelflife writes only regular "
+        "files, and would replace it: nothing was written",
+        "hint": "give a new file name or a folder, or - to write to stdout (get KEY - > DEST)",
+    }
+    # a regular file is overwritten, as cp does; a link to a folder is that folder
+    (home / "old.txt").write_bytes(b"old")
+    assert shelflife("get", "hello.txt", "old.txt", cwd=home).returncode == 0
+    assert (home / "old.txt").read_bytes() == b"hello"
+    (home / "folder").mkdir()
+    (home / "to-folder").symlink_to(home / "folder")
+    assert shelflife("get", "hello.txt", "to-folder", cwd=home).returncode == 0
+    assert (home / "folder" / "hello.txt").read_bytes() == b"hello"
+
+
+def test_get_into_a_place_it_cannot_write_is_an_error_not_a_traceback(home: Path) -> None:
+    (home / "hello.txt").write_bytes(b"hello")
+    assert shelflife("put", "hello.txt", cwd=home).returncode == 0
+    (home / "ro").write_bytes(b"a file, not a folder")
+    for dest in ("/proc/x", "ro/x"):
+        failed = shelflife("get", "hello.txt", dest, cwd=home)  # no Traceback (the helper)
+        assert failed.returncode == 2, dest
+        assert f"error: cannot write {dest}: " in failed.stderr
+        assert "hint: " in failed.stderr
+        body = shelflife("get", "hello.txt", dest, "--json", cwd=home)
+        assert body.returncode == 2
+        error = as_json(body)["error"]
+        assert isinstance(error, dict)
+        assert error["code"] == "bad_request"
+    assert (home / "ro").read_bytes() == b"a file, not a folder"
 
 
 def test_every_object_command_answers_json(home: Path) -> None:

@@ -9,9 +9,11 @@ keeps working whichever tier the object sits on today.
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import os
 import secrets
+import stat
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from datetime import datetime
@@ -37,6 +39,7 @@ from shelflife.errors import (
     InvalidKeyError,
     ObjectNotFound,
     RefusedError,
+    ShelflifeError,
     StoreError,
     UsageError,
 )
@@ -240,14 +243,23 @@ class Shelf:
             return None
         target = Path(dest)
         into = isinstance(dest, str) and dest.endswith(("/", os.sep))
-        if into or target.is_dir():
-            target = target / Path(location.key).name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if target.is_dir():
+        try:
+            if into or target.is_dir():
+                target = target / Path(location.key).name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _writable_target(target)
+            run_sync(_download(store, location.key, target))
+        except OSError as exc:
+            if isinstance(exc, ShelflifeError):
+                raise
+            reason = exc.strerror or str(exc)
+            where = str(exc.filename) if exc.filename is not None else ""
+            if where and where != str(target) and not where.endswith(".part"):
+                reason = f"{where}: {reason}"  # a folder on the way
             raise UsageError(
-                f"{target} is a folder", hint="give a file name, or another folder to put it in"
-            )
-        run_sync(_download(store, location.key, target))
+                f"cannot write {target}: {reason}",
+                hint="give a file or folder you can write to (- for stdout)",
+            ) from None
         return target
 
     def open_object(self, ref: str) -> IO[bytes]:
@@ -611,8 +623,33 @@ def _looks_like_id(value: str) -> bool:
 async def _aiter_stream(
     stream: BinaryIO, chunk_size: int = 8 * 1024 * 1024
 ) -> AsyncIterator[bytes]:
-    while chunk := stream.read(chunk_size):
+    """A file object's chunks, each read in a worker thread: never on the I/O loop, whose
+    other callers a slow source would hold up, and which a source reading through
+    shelflife itself (a ``shelflife://`` file) needs free."""
+    while chunk := await asyncio.to_thread(stream.read, chunk_size):
         yield chunk
+
+
+def _writable_target(target: Path) -> None:
+    """Refuse a download target that is not a regular file (a device, a fifo, a socket, a
+    symbolic link, a folder): the file put in its place would replace it. A regular file
+    is overwritten, as ``cp`` does."""
+    try:
+        mode = target.lstat().st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISREG(mode):
+        return
+    if stat.S_ISDIR(mode):
+        raise UsageError(
+            f"{target} is a folder", hint="give a file name, or another folder to put it in"
+        )
+    kind = "a symbolic link" if stat.S_ISLNK(mode) else "not a regular file"
+    raise UsageError(
+        f"{target} exists and is {kind}; shelflife writes only regular files, and would "
+        "replace it: nothing was written",
+        hint="give a new file name or a folder, or - to write to stdout (get KEY - > DEST)",
+    )
 
 
 async def _download(store: ObstoreStore, key: str, target: Path) -> None:
