@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator
-from email.utils import format_datetime
+from email.utils import format_datetime, parsedate_to_datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
@@ -20,8 +20,8 @@ from shelflife.base.units import utcnow
 from shelflife.errors import StoreError
 from shelflife.service.aio import AsyncShelf
 from shelflife.service.shelf import Shelf
-from shelflife.stores.base import ObjectStream
-from shelflife.stores.local import LocalStore
+from shelflife.stores.base import ObjectInfo, ObjectStream
+from shelflife.stores.local import LocalStore, LocalStream
 
 STREAM_CHUNK = 256 * 1024  # bytes sent at a time when streaming a download
 
@@ -103,21 +103,28 @@ def routes(shelf: Shelf) -> APIRouter:
         location = await aio.resolve(key)
         if not isinstance(aio.store(location.tier), LocalStore):
             return RedirectResponse(await aio.url(location), status_code=307)
+        stream = await aio.open(location, chunk_size=STREAM_CHUNK)
+        # The range is worked out from the file opened, never from an earlier look at it:
+        # an overwrite in between cannot make the answer describe one version and send
+        # another.
         wanted = request.headers.get("range")
-        if wanted is None:
-            stream = await aio.open(location, chunk_size=STREAM_CHUNK)
+        if wanted is None or not isinstance(stream, LocalStream):
             return _streamed(stream, 200)
-        info = await aio.store(location.tier).head(location.key)
-        span = byte_range(wanted, info.size)
+        validator = request.headers.get("if-range")
+        if validator is not None and not if_range_matches(validator, stream.info):
+            return _streamed(stream, 200)  # changed since the client's copy: all of it
+        size = stream.info.size
+        span = byte_range(wanted, size)
         if span is None:  # not a single byte range: the whole object, as RFC 9110 allows
-            return _streamed(await aio.open(location, chunk_size=STREAM_CHUNK), 200)
+            return _streamed(stream, 200)
         if span == UNSATISFIABLE:
+            await stream.aclose()
             return Response(
                 status_code=416,
-                headers={"content-range": f"bytes */{info.size}", "accept-ranges": "bytes"},
+                headers={"content-range": f"bytes */{size}", "accept-ranges": "bytes"},
             )
         start, end = span
-        stream = await aio.open(location, offset=start, length=end - start, chunk_size=STREAM_CHUNK)
+        stream.select(start, end - start)
         return _streamed(stream, 206)
 
     @router.delete("/api/v1/objects/{key:path}", summary="Delete an object")
@@ -158,7 +165,9 @@ def routes(shelf: Shelf) -> APIRouter:
 
 
 UNSATISFIABLE = (-1, -1)
-_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+# At most 19 digits a position (up to 10**19 - 1 bytes, past any object): a longer number
+# makes the header no single byte range, and the whole object is sent.
+_RANGE = re.compile(r"bytes=(\d{0,19})-(\d{0,19})")
 
 
 def byte_range(header: str, size: int) -> tuple[int, int] | None:
@@ -181,6 +190,24 @@ def byte_range(header: str, size: int) -> tuple[int, int] | None:
     if start >= size:
         return UNSATISFIABLE
     return start, min(end, size)
+
+
+def if_range_matches(validator: str, info: ObjectInfo) -> bool:
+    """Whether an ``If-Range`` validator names the object as it is (RFC 9110 §13.1.5): an
+    entity tag compared strongly with its ETag (a weak one never matches), or an HTTP date
+    equal to its ``Last-Modified``. A range is sent only when it matches."""
+    validator = validator.strip()
+    if validator.startswith('"'):
+        return bool(info.etag) and validator == f'"{info.etag}"'
+    if validator.startswith("W/"):
+        return False
+    try:
+        when = parsedate_to_datetime(validator)
+    except (TypeError, ValueError, IndexError):
+        return False
+    if when.tzinfo is None:
+        return False
+    return when == info.modified.replace(microsecond=0)
 
 
 def _streamed(stream: ObjectStream, status: int) -> StreamingResponse:

@@ -31,7 +31,13 @@ from obstore.store import LocalStore as _ObLocalStore
 
 from shelflife.base.keys import MAX_KEY_BYTES, validate_key, validate_prefix
 from shelflife.config.model import TierConfig
-from shelflife.errors import InvalidKeyError, ObjectExists, ObjectNotFound, StoreConfigError
+from shelflife.errors import (
+    InvalidKeyError,
+    ObjectExists,
+    ObjectNotFound,
+    StoreConfigError,
+    StoreTransient,
+)
 from shelflife.stores._obstore import LIST_CHUNK, ObstoreStore
 from shelflife.stores.base import Entry, ObjectInfo, ObjectStream, PutResult, PutSource, Stamps
 
@@ -171,12 +177,17 @@ class LocalStore(ObstoreStore):
 
     async def open(
         self, key: str, *, offset: int = 0, length: int | None = None, chunk_size: int = COPY_CHUNK
-    ) -> ObjectStream:
+    ) -> LocalStream:
         """Open the file (never through a link) and read it in chunks in a worker thread.
 
         Plain reads in a thread rather than obstore's local stream: that stream buffers
         far more than one chunk and resolves links, and a local read is blocking system
-        calls either way (obstore runs them on its own blocking pool)."""
+        calls either way (obstore runs them on its own blocking pool).
+
+        The stream promises ``stream.length`` bytes, those of the file as it was opened:
+        a file shortened while it is read raises :class:`~shelflife.errors.StoreTransient`
+        rather than ending early. Before it is read, :meth:`LocalStream.select` narrows
+        it to a range worked out from ``stream.info`` (the opened file's size)."""
         if offset < 0 or (length is not None and length < 0):
             raise ValueError("offset and length must not be negative")
         path = self.path(key)
@@ -190,26 +201,26 @@ class LocalStore(ObstoreStore):
         if opened is None:
             raise ObjectNotFound(f"no object at {self.location}/{key}")
         handle, meta = opened
-        start = min(offset, meta.st_size)
-        size = meta.st_size - start if length is None else min(length, meta.st_size - start)
-        return ObjectStream(
-            _stat_info(key, meta),
-            self._chunks(key, handle, size, chunk_size),
-            offset=start,
-            length=size,
-            release=handle.close,
-        )
+        return LocalStream(self, key, handle, meta, offset, length, chunk_size)
 
     async def _chunks(
-        self, key: str, handle: BinaryIO, size: int, chunk_size: int
+        self, key: str, handle: BinaryIO, start: int | None, size: int, chunk_size: int
     ) -> AsyncIterator[bytes]:
+        """``size`` bytes of ``handle`` (from ``start`` when given, else where it stands);
+        StoreTransient if the file ends before them."""
         try:
             left = size
             with self._translated(key):
+                if start is not None:
+                    await asyncio.to_thread(handle.seek, start)
                 while left > 0:
                     chunk = await asyncio.to_thread(handle.read, min(chunk_size, left))
                     if not chunk:
-                        break  # the file was shortened meanwhile
+                        raise StoreTransient(
+                            f"{self.location}/{key} changed while being read: it ended "
+                            f"{left} bytes short of the {size} expected",
+                            hint="try again: the object was rewritten or truncated meanwhile",
+                        )
                     left -= len(chunk)
                     yield chunk
         finally:
@@ -360,6 +371,58 @@ class LocalStore(ObstoreStore):
         if self.public_url:
             return self.public_url.replace("{key}", quote(key, safe="/"))
         return self.path(key).as_uri()
+
+
+class LocalStream(ObjectStream):
+    """A file of a local tier opened for reading (see :meth:`LocalStore.open`)."""
+
+    def __init__(
+        self,
+        store: LocalStore,
+        key: str,
+        handle: BinaryIO,
+        meta: os.stat_result,
+        offset: int,
+        length: int | None,
+        chunk_size: int,
+    ) -> None:
+        self._store, self._key, self._handle, self._chunk_size = store, key, handle, chunk_size
+        self._size = meta.st_size
+        start, size = self._span(offset, length)
+        super().__init__(
+            _stat_info(key, meta),
+            store._chunks(key, handle, None, size, chunk_size),
+            offset=start,
+            length=size,
+            release=handle.close,
+        )
+        self._selectable = True
+
+    def _span(self, offset: int, length: int | None) -> tuple[int, int]:
+        start = min(offset, self._size)
+        left = self._size - start
+        return start, left if length is None else min(length, left)
+
+    def select(self, offset: int, length: int | None = None) -> None:
+        """Read ``length`` bytes (the rest when None) from ``offset`` of the file opened,
+        whatever has replaced it at its path since; only before the stream is read."""
+        if offset < 0 or (length is not None and length < 0):
+            raise ValueError("offset and length must not be negative")
+        if not self._selectable:
+            raise RuntimeError("a range is selected before the stream is read")
+        self.offset, self.length = self._span(offset, length)
+        # the generator made at open never started: nothing of it to close
+        self._chunks = self._store._chunks(
+            self._key, self._handle, self.offset, self.length, self._chunk_size
+        )
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        self._selectable = False
+        return super().__aiter__()
+
+    async def read(self) -> bytes:
+        self._selectable = False
+        return await super().read()
 
 
 class LinkedPath(ObjectNotFound):
