@@ -485,6 +485,17 @@ def test_ls_matches_string_prefixes_in_key_order(home: Path) -> None:
     assert line.endswith(" docs/2024/report.pdf")
 
 
+def test_ls_json_is_valid_json_when_a_tier_fails(home: Path) -> None:
+    (home / "a.txt").write_bytes(b"abc")
+    assert shelflife("put", "a.txt", cwd=home).returncode == 0
+    (home / "cold").write_bytes(b"a file where the tier's folder should be")
+    failed = shelflife("ls", "--json", cwd=home)
+    assert failed.returncode != 0
+    body = as_json(failed)  # the error object alone: nothing half-written before it
+    assert list(body) == ["error"]
+    assert "cold" in str(body["error"])
+
+
 def test_ls_hides_shelflifes_own_folders_unless_all(home: Path) -> None:
     (home / "outputs" / ".shelflife-trash" / "20260101T000000").mkdir(parents=True)
     (home / "outputs" / ".shelflife-trash" / "20260101T000000" / "old").write_bytes(b"t")

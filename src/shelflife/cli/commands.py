@@ -20,7 +20,7 @@ from shelflife.cli.render import (
     note,
     out,
     print_json,
-    print_json_stream,
+    print_json_whole,
     usage_table,
 )
 from shelflife.cli.state import ConfigOption, JsonOption, TierOption, state
@@ -345,7 +345,7 @@ def ls(
     """List objects as the stores hold them now, in key order."""
     rows = state.open().ls(prefix, tier=tier, internal=show_all)
     if json:
-        print_json_stream(
+        print_json_whole(
             {},
             {
                 "objects": (

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, cast
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from shelflife.base.units import format_size
 from shelflife.cli.state import state
@@ -85,9 +85,12 @@ def print_refusal(reason: str, hint: str | None = None) -> None:
     )
 
 
-def print_json_stream(head: dict[str, Any], lists: Mapping[str, Iterable[Any]]) -> None:
-    """Print ``{**head, name: [items…] …}`` writing one item at a time (bounded memory)."""
-    write = sys.stdout.write
+def print_json_stream(
+    head: dict[str, Any], lists: Mapping[str, Iterable[Any]], *, to: IO[str] | None = None
+) -> None:
+    """Print ``{**head, name: [items…] …}`` writing one item at a time (bounded memory),
+    on stdout or into ``to``."""
+    write = (to or sys.stdout).write
     write("{")
     first = True
     for name, value in head.items():
@@ -100,6 +103,18 @@ def print_json_stream(head: dict[str, Any], lists: Mapping[str, Iterable[Any]]) 
             write(("," if index else "") + "\n    " + json.dumps(item, default=str))
         write("\n  ]")
     write("\n}\n")
+
+
+def print_json_whole(head: dict[str, Any], lists: Mapping[str, Iterable[Any]]) -> None:
+    """:func:`print_json_stream` in bounded memory, but nothing on stdout until the lists
+    have all been read: a failure half-way leaves stdout empty for the error object."""
+    import shutil
+    import tempfile
+
+    with tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024, mode="w+") as spool:
+        print_json_stream(head, lists, to=spool)
+        spool.seek(0)
+        shutil.copyfileobj(spool, sys.stdout)
 
 
 class RichProgress:
