@@ -400,6 +400,29 @@ def aged(home: Path, names: list[str]) -> None:
 EXPIRE = '[[rules]]\nid = "old"\ntier = "local"\naction = "expire"\nafter = "1d"\n'
 
 
+MIGRATE = '[[rules]]\nid = "cool"\ntier = "local"\naction = "migrate"\nto = "cold"\nafter = "1d"\n'
+
+
+def test_a_plan_for_the_future_is_for_review_only(home: Path) -> None:
+    (home / "shelflife.toml").write_text(CONFIG + EXPIRE + MIGRATE)
+    (home / "f").write_bytes(b"x")
+    assert shelflife("put", "f", "new", cwd=home).returncode == 0
+    future = (utcnow() + timedelta(days=30)).isoformat()
+    for command in (["plan"], ["enforce", "--dry-run"], ["expire", "--dry-run"]):
+        shown = shelflife(*command, "--at", future, cwd=home)
+        assert shown.returncode == 0, shown.stderr
+        assert "for review only" in shown.stdout, command
+        assert "shelflife apply plan-" not in shown.stdout
+        plan_id = shown.stdout.split("saved as plan ")[1].split(",")[0]
+        refused = shelflife("apply", plan_id, cwd=home)
+        assert refused.returncode == 2
+        assert "for review only" in refused.stderr
+    aged(home, ["old"])
+    now = shelflife("plan", cwd=home)  # a plan for now is one to apply
+    assert "for review only" not in now.stdout
+    assert "with 'shelflife apply plan-" in now.stdout
+
+
 def test_max_delete_for_one_run_and_the_refusal_in_json(home: Path) -> None:
     (home / "shelflife.toml").write_text(CONFIG + EXPIRE)
     aged(home, ["a", "b", "c"])

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from shelflife.base.units import format_size
+from shelflife.base.units import FUTURE_SLACK, format_size, utcnow
 from shelflife.cli.render import (
     RichProgress,
     err,
@@ -274,7 +274,13 @@ def show_plan(result: "Plan", *, command: str = "plan") -> None:
             f"{result.unmatched['examples'][:3]}",
             markup=False,
         )
-    if groups and result.id:
+    if groups and result.id and result.now > utcnow() + FUTURE_SLACK:
+        out.print(
+            f"saved as plan {result.id}, for review only: it was evaluated at "
+            f"{result.now:%Y-%m-%d %H:%M:%S} UTC, in the future, so 'shelflife apply' refuses "
+            "it; run 'shelflife plan' without --at for a plan to apply"
+        )
+    elif groups and result.id:
         sweep = f" (or 'shelflife gc --mark {result.id}')" if command == "gc" else ""
         out.print(
             f"saved as plan {result.id}: apply exactly this list, each action re-checked, "
