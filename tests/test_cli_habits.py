@@ -85,6 +85,40 @@ def test_version_verbosity_and_their_conflicts(home: Path) -> None:
     assert "hint:" in failed.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "message", "command"),
+    [
+        (["rm"], "Missing argument 'key'.", "shelflife rm"),
+        (["get", "--bogus", "x"], "No such option: --bogus", "shelflife get"),
+        (["frobnicate"], "No such command 'frobnicate'.", "shelflife"),
+    ],
+)
+def test_parse_errors_are_error_and_hint(
+    home: Path, args: list[str], message: str, command: str
+) -> None:
+    plain = shelflife(*args, cwd=home)
+    assert plain.returncode == 2
+    assert plain.stderr.splitlines() == [
+        f"error: {message}",
+        f"hint: run '{command} --help' for its arguments and options",
+    ]
+    assert "Usage:" not in plain.stderr + plain.stdout
+    body = shelflife(*args, "--json", cwd=home)
+    assert body.returncode == 2
+    assert as_json(body)["error"] == {
+        "code": "invalid_request",
+        "message": message,
+        "hint": f"run '{command} --help' for its arguments and options",
+    }
+
+
+def test_a_bad_log_level_has_a_hint(home: Path) -> None:
+    bad = shelflife("--log-level", "bogus", "ls", cwd=home)
+    assert bad.returncode == 2
+    assert "error: --log-level must be debug, info, warning or error" in bad.stderr
+    assert "hint: run 'shelflife --help'" in bad.stderr
+
+
 def test_verbose_logs_each_action_at_info(home: Path) -> None:
     (home / "f").write_bytes(b"x")
     shelflife("put", "f", "k", cwd=home)

@@ -93,14 +93,12 @@ def run(argv: list[str] | None = None) -> int:
     except typer.Abort:
         return fail(130, "aborted", "aborted", None, json=json)
     except typer.TyperException as exc:  # click's usage errors, vendored by Typer
-        if json:
-            return fail(2, "invalid_request", exc.format_message(), _usage_hint(exc), json=True)
-        show = getattr(exc, "show", None)
-        if show is not None:
-            show(file=sys.stderr)
-        else:
-            err.print(f"error: {exc}", markup=False)
-        return 2
+        from click.exceptions import NoArgsIsHelpError
+
+        if isinstance(exc, NoArgsIsHelpError) and not json:  # a bare group: its help
+            exc.show(file=sys.stderr)
+            return 2
+        return fail(2, "invalid_request", exc.format_message(), _usage_hint(exc), json=json)
     except KeyboardInterrupt:
         return fail(130, "interrupted", "interrupted", None, json=json)
     return int(result) if isinstance(result, int) else 0

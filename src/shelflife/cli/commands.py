@@ -84,7 +84,10 @@ def register(app: typer.Typer) -> None:
         ] = False,
     ) -> None:
         if log_format not in ("text", "json"):
-            raise UsageError(f"--log-format must be text or json, not {log_format!r}")
+            raise UsageError(
+                f"--log-format must be text or json, not {log_format!r}",
+                hint="run 'shelflife --help' for the global options",
+            )
         if verbose and quiet:
             raise UsageError("-v/--verbose and -q/--quiet contradict each other; give one")
         if log_level is not None:
@@ -95,7 +98,8 @@ def register(app: typer.Typer) -> None:
                 )
             if log_level.lower() not in ("debug", "info", "warning", "error"):
                 raise UsageError(
-                    f"--log-level must be debug, info, warning or error, not {log_level!r}"
+                    f"--log-level must be debug, info, warning or error, not {log_level!r}",
+                    hint="run 'shelflife --help' for the global options",
                 )
             level = log_level
         else:
