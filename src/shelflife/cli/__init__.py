@@ -14,7 +14,7 @@ from typing import Any
 import typer
 
 from shelflife.cli import collect, commands, lifecycle, serve
-from shelflife.cli.render import err, error_json, print_json, report
+from shelflife.cli.render import error_json, print_json, report
 from shelflife.errors import (
     CatalogError,
     ConfigError,
