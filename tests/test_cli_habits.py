@@ -394,6 +394,15 @@ def test_rm_deletes_every_copy_so_no_older_one_comes_back(home: Path) -> None:
     assert (home / "cold" / "z").exists()
 
 
+def test_a_missing_object_exits_1_with_not_found(home: Path) -> None:
+    for command in (["get", "never/was"], ["url", "never/was"], ["pin", "never/was"]):
+        missing = shelflife(*command, "--json", cwd=home)
+        assert missing.returncode == 1, command
+        error = as_json(missing)["error"]
+        assert isinstance(error, dict)
+        assert error["code"] == "not_found"
+
+
 def test_errors_under_json_are_objects_on_stdout(home: Path) -> None:
     usage = shelflife("ls", "--bogus", "--json", cwd=home)
     assert usage.returncode == 2
