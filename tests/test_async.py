@@ -27,6 +27,7 @@ from shelflife.errors import (
     ObjectExists,
     ObjectNotFound,
     ShelflifeError,
+    StoreTransient,
     UsageError,
 )
 from tests.support.servers import s3_tier
@@ -230,6 +231,89 @@ def test_a_local_stream_reads_the_file_as_it_goes(tmp_path: Path) -> None:
             assert rest == b"b" * (size - MiB)
 
     run(scenario())
+
+
+def test_a_local_stream_cut_short_raises(tmp_path: Path) -> None:
+    """A file shortened while it is read ends in an error, never in a stream that just
+    stops: the reader would take the bytes so far for the whole object."""
+    config = make_config(
+        tmp_path,
+        {"url": f"file://{tmp_path / 'main'}", "create": True, "ref_format": "m/{key}"},
+    )
+    size = 4 * MiB
+
+    async def scenario() -> None:
+        async with AsyncShelf.open(config) as shelf:
+            await shelf.put(b"a" * size, "cut.bin")
+            path = tmp_path / "main" / "cut.bin"
+            async with shelf.open("cut.bin", chunk_size=MiB) as stream:
+                assert stream.length == size
+                chunks = aiter(stream)
+                assert await anext(chunks) == b"a" * MiB
+                os.truncate(path, MiB + 10)  # same file, rewritten in place
+                with pytest.raises(StoreTransient, match="changed while being read") as raised:
+                    async for _ in chunks:
+                        pass
+                assert "try again" in (raised.value.hint or "")
+
+            # a range of it too
+            await shelf.put(b"b" * size, "cut.bin")
+            async with shelf.open("cut.bin", offset=MiB, length=2 * MiB) as part:
+                os.truncate(path, 2 * MiB)
+                with pytest.raises(StoreTransient):
+                    await part.read()
+
+    run(scenario())
+
+
+def test_a_download_of_a_file_cut_short_publishes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AsyncShelf.download of a local file truncated mid-read leaves no torn file."""
+    from shelflife.service import aio
+
+    config = make_config(
+        tmp_path,
+        {"url": f"file://{tmp_path / 'main'}", "create": True, "ref_format": "m/{key}"},
+    )
+    size = 20 * MiB
+    source = tmp_path / "main" / "big.bin"
+    real_write = aio._write_file
+
+    async def write_then_truncate(stream: Any, target: Path) -> None:
+        async def chunks() -> AsyncIterator[bytes]:
+            async for n, chunk in _numbered(stream):
+                yield chunk
+                if n == 0:  # another writer truncates the file after the first chunk
+                    os.truncate(source, 1000)
+
+        class Cut:
+            info, offset, length = stream.info, stream.offset, stream.length
+
+            def __aiter__(self) -> AsyncIterator[bytes]:
+                return chunks()
+
+        await real_write(Cut(), target)
+
+    monkeypatch.setattr(aio, "_write_file", write_then_truncate)
+
+    async def scenario() -> None:
+        async with AsyncShelf.open(config) as shelf:
+            await shelf.put(b"A" * size, "big.bin")
+            out = tmp_path / "out"
+            out.mkdir()
+            with pytest.raises(StoreTransient):
+                await shelf.download("big.bin", out / "big.bin")
+            assert list(out.iterdir()) == []
+
+    run(scenario())
+
+
+async def _numbered(stream: Any) -> AsyncIterator[tuple[int, bytes]]:
+    n = 0
+    async for chunk in stream:
+        yield n, chunk
+        n += 1
 
 
 def test_download_writes_the_file_whole(config: Config, tmp_path: Path) -> None:

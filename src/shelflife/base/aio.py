@@ -15,6 +15,8 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from shelflife.errors import UsageError
+
 T = TypeVar("T")
 
 _loop: asyncio.AbstractEventLoop | None = None
@@ -43,5 +45,22 @@ if hasattr(os, "register_at_fork"):
 
 
 def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run ``coroutine`` on shelflife's I/O loop and return its result."""
-    return asyncio.run_coroutine_threadsafe(coroutine, _background_loop()).result()
+    """Run ``coroutine`` on shelflife's I/O loop and return its result.
+
+    Called on the loop's own thread (by code the loop runs: a coroutine, a callback, a
+    stream read there) it would wait forever for a loop it is blocking: it raises
+    :class:`~shelflife.errors.UsageError` instead."""
+    loop = _background_loop()
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        coroutine.close()  # never to run: no "never awaited" warning
+        raise UsageError(
+            "a synchronous shelflife call was made on shelflife's own I/O thread, "
+            "where it would wait forever",
+            hint="await the store call there, or make the blocking call in a worker "
+            "thread (asyncio.to_thread)",
+        )
+    return asyncio.run_coroutine_threadsafe(coroutine, loop).result()
