@@ -194,10 +194,28 @@ def test_upload_download_url_delete(server: Server) -> None:
         assert replaced.status_code == 201
         gone = client.delete("/api/v1/objects/api/one.bin")
         assert gone.status_code == 200
-        assert gone.json() == {"key": "api/one.bin", "tier": "local", "deleted": True}
+        assert gone.json() == {
+            "key": "api/one.bin",
+            "tier": "local",
+            "tiers": ["local"],
+            "deleted": True,
+        }
         missing = client.get("/api/v1/objects/api/one.bin")
         assert missing.status_code == 404
         assert missing.json()["code"] == "not_found"
+
+
+def test_a_delete_removes_every_copy_of_the_key(server: Server) -> None:
+    """An older copy of the key on another tier must not come back after a delete."""
+    with server.client("write") as client:
+        assert upload(client, "api/twice.bin", b"old", tier="cloud").status_code == 201
+        assert upload(client, "api/twice.bin", b"new", tier="local").status_code == 201
+        assert client.get("/api/v1/objects/api/twice.bin").content == b"new"
+        gone = client.delete("/api/v1/objects/api/twice.bin")
+        assert gone.status_code == 200, gone.text
+        assert sorted(gone.json()["tiers"]) == ["cloud", "local"]
+        after = client.get("/api/v1/objects/api/twice.bin", follow_redirects=False)
+        assert after.status_code == 404, after.text
 
 
 def test_cloud_objects_redirect_to_a_presigned_url(server: Server) -> None:

@@ -137,10 +137,11 @@ def routes(shelf: Shelf) -> APIRouter:
     ) -> dict[str, Any]:
         if force and not principal.allows("admin"):
             raise ApiError(403, "forbidden", "force=true needs the 'admin' scope")
-        location = await aio.resolve(key)
+        copies = await aio.copies(key)
+        location = copies[0]
         if not force:
             # The application's databases are read synchronously: in a worker thread.
-            holders = await asyncio.to_thread(shelf.references_to, key)
+            holders = await asyncio.to_thread(shelf.holders, copies)
             if holders:
                 raise ApiError(
                     409,
@@ -148,8 +149,13 @@ def routes(shelf: Shelf) -> APIRouter:
                     f"rows in {', '.join(holders)} point at this object; not deleting it",
                     hint="delete or change those rows first, or use force=true (admin)",
                 )
-        await aio.delete(location)
-        return {"key": location.key, "tier": location.tier, "deleted": True}
+        await aio.delete_copies(copies)
+        return {
+            "key": location.key,
+            "tier": location.tier,
+            "tiers": [copy.tier for copy in copies],
+            "deleted": True,
+        }
 
     @router.get("/api/v1/urls/{key:path}", summary="A URL for an object")
     async def object_url(key: str, _: Read) -> dict[str, Any]:

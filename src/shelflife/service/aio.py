@@ -281,6 +281,26 @@ class AsyncShelf:
         await asyncio.to_thread(self.shelf.catalog.forget, location.tier, [location.key])
         return location
 
+    async def copies(self, ref: Ref) -> list[Location]:
+        """Every tier's copy of the key ``ref`` resolves to, the resolved one first (as
+        :meth:`Shelf.delete_copies` finds them)."""
+        location = await self.resolve(ref)
+        found = [location]
+        for name in self.shelf.config.tiers:
+            if name == location.tier:
+                continue
+            known = await asyncio.to_thread(self.shelf.catalog.get, name, location.key)
+            if known is not None or await self.store(name).exists(location.key):
+                found.append(Location(name, location.key))
+        return found
+
+    async def delete_copies(self, copies: list[Location]) -> None:
+        """Delete each of ``copies`` (from :meth:`copies`): no older copy on another tier
+        comes back after a delete."""
+        for copy in copies:
+            await self.store(copy.tier).delete(copy.key)
+            await asyncio.to_thread(self.shelf.catalog.forget, copy.tier, [copy.key])
+
 
 async def _read_in_thread(stream: BinaryIO) -> AsyncIterator[bytes]:
     """A blocking file object's chunks, each read in a worker thread."""

@@ -326,7 +326,7 @@ class Shelf:
             )
         ]
         if not force:
-            holders = self._holders(copies)
+            holders = self.holders(copies)
             if holders:
                 where = ", ".join(copy.tier for copy in copies)
                 raise RefusedError(
@@ -340,7 +340,7 @@ class Shelf:
             self.catalog.forget(copy.tier, [copy.key])
         return copies
 
-    def _holders(self, copies: Sequence[Location]) -> list[str]:
+    def holders(self, copies: Sequence[Location]) -> list[str]:
         """The reference sources (table.column) whose rows name any of ``copies`` now."""
         return [
             source.label
