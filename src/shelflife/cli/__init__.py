@@ -93,10 +93,12 @@ def run(argv: list[str] | None = None) -> int:
     except typer.Abort:
         return fail(130, "aborted", "aborted", None, json=json)
     except typer.TyperException as exc:  # click's usage errors, vendored by Typer
-        from click.exceptions import NoArgsIsHelpError
-
-        if isinstance(exc, NoArgsIsHelpError) and not json:  # a bare group: its help
-            exc.show(file=sys.stderr)
+        # A bare group answers with its help. By name: Typer raises its vendored click's
+        # NoArgsIsHelpError (typer._click) where it vendors click, click's own before.
+        if type(exc).__name__ == "NoArgsIsHelpError" and not json:
+            show = getattr(exc, "show", None)  # click's UsageError.show
+            if show is not None:
+                show(file=sys.stderr)
             return 2
         return fail(2, "invalid_request", exc.format_message(), _usage_hint(exc), json=json)
     except KeyboardInterrupt:
