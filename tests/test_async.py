@@ -523,7 +523,12 @@ def test_http_routes_on_the_async_facade(api: tuple[httpx.AsyncClient, Shelf], k
             assert url["url"]
             assert (url["expires_at"] is None) == (kind == "file")
             deleted = await client.delete("/api/v1/objects/h/v.bin")
-            assert deleted.json() == {"key": "h/v.bin", "tier": "main", "deleted": True}
+            assert deleted.json() == {
+                "key": "h/v.bin",
+                "tier": "main",
+                "tiers": ["main"],
+                "deleted": True,
+            }
             missing = await client.get("/api/v1/objects/h/v.bin")
             assert missing.status_code == 404
             assert missing.json()["code"] == "not_found"
