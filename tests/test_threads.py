@@ -40,6 +40,48 @@ FORK_AFTER_USE = textwrap.dedent(
 )
 
 
+STORE_CALLS_THEN_EXIT = textwrap.dedent(
+    """
+    import asyncio
+    import obstore as obs
+    from obstore.store import MemoryStore
+    from shelflife.base.aio import run_sync
+
+    store = MemoryStore()
+
+    async def work():
+        await asyncio.gather(*[obs.put_async(store, f"k{i}", b"x") for i in range(8)])
+        for _ in range(20):
+            async for _chunk in obs.list(store, chunk_size=1):
+                pass
+
+    run_sync(work())
+    print("done")
+    """
+)
+
+
+def test_a_process_exits_cleanly_right_after_store_calls() -> None:
+    """obstore completes futures from its own threads; one still finishing a callback as
+    the interpreter finalizes aborted the process (SIGABRT, a few runs in a hundred)
+    unless the I/O loop is stopped at exit. A race: 32 processes, so that it shows."""
+    codes: list[int] = []
+    for _ in range(8):
+        batch = [
+            subprocess.Popen(
+                [sys.executable, "-c", STORE_CALLS_THEN_EXIT],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            for _ in range(4)
+        ]
+        for process in batch:
+            out, err = process.communicate(timeout=60)
+            assert out == b"done\n", err.decode()
+            codes.append(process.returncode)
+    assert codes == [0] * len(codes)
+
+
 def test_a_forked_child_runs_store_calls_on_a_loop_of_its_own() -> None:
     """A pre-forking server (gunicorn --preload) forks after the parent used a shelf: the
     child's first call would otherwise wait forever on the parent's loop thread."""

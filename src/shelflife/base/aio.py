@@ -4,14 +4,17 @@ One event loop per process runs on a daemon thread; synchronous callers (the CLI
 Python API, Celery tasks) submit coroutines to it and wait. This works from any thread,
 including one that already runs an event loop of its own. A process forked after the loop
 started (a pre-forking web server's workers, multiprocessing's ``fork``) starts its own on
-first use: the parent's loop thread does not exist in the child.
+first use: the parent's loop thread does not exist in the child. At exit the loop is stopped
+and its thread joined before the interpreter finalizes (see :func:`_stop_at_exit`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
 import threading
+import time
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -20,23 +23,46 @@ from shelflife.errors import UsageError
 T = TypeVar("T")
 
 _loop: asyncio.AbstractEventLoop | None = None
+_thread: threading.Thread | None = None
 _lock = threading.Lock()
 
 
 def _background_loop() -> asyncio.AbstractEventLoop:
-    global _loop
+    global _loop, _thread
     with _lock:
         if _loop is None or _loop.is_closed():
             loop = asyncio.new_event_loop()
             thread = threading.Thread(target=loop.run_forever, name="shelflife-io", daemon=True)
             thread.start()
-            _loop = loop
+            _loop, _thread = loop, thread
         return _loop
 
 
+@atexit.register
+def _stop_at_exit() -> None:
+    """Stop the I/O loop and wait for its thread before the interpreter finalizes.
+
+    obstore completes its futures from its own (Rust) threads through
+    ``loop.call_soon_threadsafe``, which writes to the loop's wake-up socket with the GIL
+    released. A thread still waiting to take the GIL back when finalization begins is
+    ended by the interpreter, and a Rust thread cannot be ended that way: the process
+    aborts (SIGABRT after the command's output, seen once in a few dozen ``shelflife ls``
+    of an S3 tier). atexit functions run while other threads may still take the GIL;
+    giving it up here lets such a thread finish its callback first."""
+    global _loop, _thread
+    with _lock:
+        loop, thread = _loop, _thread
+        _loop = _thread = None  # a later call (another exit function) starts a new loop
+    if loop is None or thread is None or not thread.is_alive() or loop.is_closed():
+        return
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(timeout=2.0)
+    time.sleep(0.005)  # the GIL to any store thread finishing a callback
+
+
 def _forget_parents_loop() -> None:
-    global _loop, _lock
-    _loop = None  # its thread is not in this process: waiting on it would never end
+    global _loop, _thread, _lock
+    _loop = _thread = None  # its thread is not in this process: waiting on it would never end
     _lock = threading.Lock()  # it may have been held by another of the parent's threads
 
 
