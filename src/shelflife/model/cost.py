@@ -30,6 +30,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
+from shelflife.base.units import format_money
 from shelflife.config.model import TierConfig
 from shelflife.model.actions import Action, ActionKind
 
@@ -370,13 +371,10 @@ class PlanCost:
                 "early_objects": sums.early_objects,
                 "warnings": found,
             }
-        used = sorted(
-            {tier for _rule, tier in self.sums} | {to for _k, to in self.rules.values() if to}
-        )
         return {
             "currency": CURRENCY,
             "basis": BASIS,
-            "tiers": {tier: self.prices[tier].as_json() for tier in used if tier in self.prices},
+            "tiers": {name: prices.as_json() for name, prices in self.prices.items()},
             "rules": rules,
             "total": _figures(self.total()),
             "warnings": warnings,
@@ -403,10 +401,3 @@ def _figures(sums: CostSums) -> dict[str, Any]:
         "monthly_change": _round(sums.monthly_change),
         "payback_months": None if payback is None else round(payback, 2),
     }
-
-
-def format_money(value: float) -> str:
-    """A figure in price units as a person reads it: ``1,234.57``, small ones to 4 places."""
-    if value and abs(value) < 0.01:
-        return f"{value:.4f}"
-    return f"{value:,.2f}"
