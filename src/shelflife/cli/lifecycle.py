@@ -291,12 +291,13 @@ def show_plan(result: "Plan", *, command: str = "plan") -> None:
 
 def show_cost(result: "Plan") -> None:
     """The plan's cost per rule and in total, and where a move costs more than it saves."""
+    from rich.markup import escape
     from rich.table import Table
 
     body = result.cost.as_json() if result.cost is not None else None
     if not body or not body.get("rules"):
         return
-    table = Table(title=f"cost ({body['basis']})", title_justify="left")
+    table = Table(title=escape(f"cost ({body['basis']})"), title_justify="left")
     for name in ("rule", "one-off", "requests", "retrieval", "early deletion", "monthly"):
         table.add_column(name, justify="left" if name == "rule" else "right")
     table.add_column("pays back in", justify="right")
