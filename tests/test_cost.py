@@ -195,9 +195,7 @@ def small_to_glacier_plan(objects: int, size: int) -> Plan:
     rule = RuleConfig.model_validate(
         {"id": "archive", "tier": "hot", "action": "migrate", "to": "cold", "after": "1d"}
     )
-    held = [
-        ObjectView(key=f"k{i:04d}", size=size, modified=NOW - 10 * DAY) for i in range(objects)
-    ]
+    held = [ObjectView(key=f"k{i:04d}", size=size, modified=NOW - 10 * DAY) for i in range(objects)]
     return plan([rule], ListInventory({"hot": held}), NOW, tiers=["hot", "cold"], into=result)
 
 

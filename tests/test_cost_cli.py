@@ -23,7 +23,8 @@ DAY = 86400
 
 
 def toml_table(values: dict[str, Any]) -> str:
-    return "\n".join(f"{k} = {json.dumps(v) if isinstance(v, str) else v}" for k, v in values.items())
+    lines = (f"{k} = {json.dumps(v) if isinstance(v, str) else v}" for k, v in values.items())
+    return "\n".join(lines)
 
 
 @pytest.fixture
@@ -112,7 +113,8 @@ def test_plan_shows_the_cost_per_rule_and_in_total(priced: Path) -> None:
     text = shelflife("plan", cwd=priced)
     assert text.returncode == 0, text.stderr
     assert "cost (price units" in text.stdout
-    assert "12.00" in text.stdout and "-4.25" in text.stdout and "2.8 months" in text.stdout
+    for figure in ("12.00", "-4.25", "2.8 months"):
+        assert figure in text.stdout
     assert "warning: cost: rule archive: moving 4 objects" in text.stderr
 
 
@@ -165,7 +167,8 @@ after = "7d"
     rule = cost["rules"]["archive-logs"]
     # a GET on STANDARD (0.0004/1000) and a PUT to GLACIER (0.03/1000) per object
     assert rule["requests"] == pytest.approx(200 * 0.0304 / 1000)
-    assert rule["retrieval"] == 0 and rule["early_deletion"] == 0
+    assert rule["retrieval"] == 0
+    assert rule["early_deletion"] == 0
     # each 1 KiB object is billed 40 KiB on GLACIER: it costs more there than on STANDARD
     monthly = 200 * (40 * 1024 * 0.0036 - 1024 * 0.023) / GIB
     assert rule["monthly_change"] == pytest.approx(monthly, abs=1e-6)

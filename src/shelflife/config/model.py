@@ -132,7 +132,7 @@ class TierCostConfig(_Strict):
     )
     min_object_size: Size | None = Field(
         default=None,
-        description="objects smaller than this are billed as this size (`\"128KiB\"`)",
+        description='objects smaller than this are billed as this size (`"128KiB"`)',
     )
 
 
