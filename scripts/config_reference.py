@@ -61,6 +61,7 @@ SECTIONS: list[tuple[str, str]] = [
     ("[catalog]", "catalog"),
     ("[databases.NAME]", "databases"),
     ("[tiers.NAME]", "tiers"),
+    ("[tiers.NAME.cost]", "tiers.cost"),
     ("[[references]]", "references"),
     ("[[ignore_columns]]", "ignore_columns"),
     ("[[rules]]", "rules"),
@@ -96,6 +97,15 @@ access_key = "${S3_ACCESS_KEY}"
 secret_key = "${S3_SECRET_KEY}"                # or secret_key_file = "/run/secrets/s3"
 ref_format = "s3://app-archive/media/{key}"
 storage_class = "STANDARD_IA"
+""",
+    "tiers.cost": """\
+[tiers.cloud]
+url = "s3://app-archive/media"
+storage_class = "GLACIER_IR"
+
+[tiers.cloud.cost]              # the rest: the table's GLACIER_IR row (docs/costs.md)
+gb_month = 0.0032
+min_object_size = "128KiB"
 """,
     "references": """\
 [[references]]

@@ -612,6 +612,11 @@ def test_stats_plan_and_runs(server: Server) -> None:
         # scan first: run alone, no earlier test has scanned the tiers
         plan = client.get("/api/v1/plan", params={"scan": "true"}).json()
         assert {"now", "actions", "skipped", "totals"} <= set(plan), plan
+        # the plan's cost, with each tier's prices: the table's for S3, none for a folder
+        assert plan["cost"]["tiers"]["cloud"]["source"] == "table: s3:// STANDARD"
+        assert plan["cost"]["tiers"]["cloud"]["gb_month"] == 0.023
+        assert plan["cost"]["tiers"]["local"]["source"] == "file:// (free unless set)"
+        assert {"one_off", "monthly_change", "payback_months"} <= set(plan["cost"]["total"])
         assert client.get("/api/v1/plan", params={"rule": "nope"}).status_code == 400
         started = client.post("/api/v1/runs", json={})
         assert started.status_code == 202, started.text

@@ -590,3 +590,73 @@ def test_an_offset_past_the_listing_is_refused_over_http(server: Server) -> None
     assert "page 201 is past the orphans listed" in page.text
     assert "200 pages of 50" in page.text
     assert deepest.status_code == 200
+
+
+# -- the cost of the next plan -------------------------------------------------------------
+
+
+def test_the_plan_cost_shown_is_the_apis(tmp_path: Path, browser: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    token = new_token()
+    old = time.time() - 10 * DAY
+    for number in range(3):
+        path = tmp_path / "hot" / f"f{number}.bin"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"f" * 1024**2)
+        os.utime(path, (old, old))
+    (tmp_path / "cold").mkdir()
+    (tmp_path / "shelflife.toml").write_text(f"""
+[catalog]
+url = "sqlite:///catalog.db"
+[tiers.hot]
+url = "file://hot"
+cost = {{ gb_month = 1024, per_1k_get = 500 }}
+[tiers.cold]
+url = "file://cold"
+cost = {{ gb_month = 256, per_1k_put = 1000 }}
+[[rules]]
+id = "age-out"
+tier = "hot"
+action = "migrate"
+to = "cold"
+after = "1d"
+[[api.tokens]]
+name = "reader"
+hash = "{hash_token(token)}"
+scopes = ["read"]
+[api]
+public_dashboard = true
+""")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STORAGE_", "SHELFLIFE_"))}
+    process = subprocess.Popen(
+        [SHELFLIFE, "serve", "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for_port(port, process, "shelflife serve")
+        url = f"http://127.0.0.1:{port}"
+        # the API's plan first (it scans); the page then plans on the same inventory
+        headers = {"Authorization": f"Bearer {token}"}
+        with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
+            plan = client.get("/api/v1/plan", params={"scan": "true"})
+        assert plan.status_code == 200, plan.text
+        cost = plan.json()["cost"]
+        # 3 x (a GET 0.5 + a PUT 1) once; 3 MiB at 0.25 instead of 1 a month
+        assert cost["total"]["one_off"] == pytest.approx(4.5)
+        assert cost["total"]["monthly_change"] == pytest.approx(-2.25)
+        browser.get(url + "/")
+        total = wait_for(browser, "#plan-cost-total")
+        assert float(total.get_attribute("data-one-off") or -1) == cost["total"]["one_off"]
+        assert float(total.get_attribute("data-monthly") or 0) == cost["total"]["monthly_change"]
+        assert cells(total) == ["total", "4.50", "4.50", "0.00", "0.00", "-2.25", "2.0 months"]
+        row = browser.find_element(By.CSS_SELECTOR, "#plan-cost tr[data-rule='age-out']")
+        assert float(row.get_attribute("data-one-off") or -1) == cost["rules"]["age-out"]["one_off"]
+        screenshot(browser, "plan-cost")
+    finally:
+        process.terminate()
+        process.wait(20)

@@ -14,7 +14,7 @@ from itertools import islice
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from shelflife.base.units import format_size
+from shelflife.base.units import format_money, format_size
 from shelflife.catalog.history import RunRecord
 from shelflife.service.browse import Orphans, RunActions, TierSeries
 
@@ -155,7 +155,9 @@ def render_dashboard(
                     f"<td class='num'>{figures['objects']}</td>"
                     f"<td class='num'>{format_size(figures['bytes'])}</td></tr>"
                 )
-            parts.append("</table><p class='muted'>First actions:</p><ul>")
+            parts.append("</table>")
+            parts += _plan_cost(plan.cost.as_json() if plan.cost is not None else None)
+            parts.append("<p class='muted'>First actions:</p><ul>")
             for action in islice(plan.iter_actions(), 10):
                 where = action.tier + (f" → {action.to}" if action.to else "")
                 parts.append(
@@ -188,6 +190,37 @@ def render_dashboard(
         parts.append("</table>")
     parts.append("</body></html>")
     return "".join(parts)
+
+
+def _plan_cost(cost: dict[str, Any] | None) -> list[str]:
+    """The plan's cost per rule and in total (figures also in data attributes)."""
+    if not cost or not cost.get("rules"):
+        return []
+    parts = [
+        "<h3>Cost</h3><table id='plan-cost'><tr><th>rule</th><th class='num'>one-off</th>",
+        "<th class='num'>requests</th><th class='num'>retrieval</th>",
+        "<th class='num'>early deletion</th><th class='num'>monthly change</th>",
+        "<th class='num'>pays back in</th></tr>",
+    ]
+    rows = [*cost["rules"].items(), ("total", cost["total"])]
+    for rule, figures in rows:
+        payback = figures.get("payback_months")
+        attribute = "id='plan-cost-total'" if rule == "total" else f"data-rule='{escape(rule)}'"
+        parts.append(
+            f"<tr {attribute} data-one-off='{figures['one_off']}' "
+            f"data-monthly='{figures['monthly_change']}'><td>{escape(rule)}</td>"
+            + "".join(
+                f"<td class='num'>{format_money(figures[name])}</td>"
+                for name in ("one_off", "requests", "retrieval", "early_deletion", "monthly_change")
+            )
+            + f"<td class='num'>{'never' if payback is None else f'{payback:.1f} months'}</td></tr>"
+        )
+    parts.append(f"</table><p class='muted'>{escape(cost['basis'])}</p>")
+    if cost.get("warnings"):
+        parts.append("<ul id='cost-warnings'>")
+        parts += [f"<li>{escape(str(warning))}</li>" for warning in cost["warnings"]]
+        parts.append("</ul>")
+    return parts
 
 
 # -- shared page parts -------------------------------------------------------------------------

@@ -135,6 +135,13 @@ def format_size(size: int | float) -> str:
     raise AssertionError("unreachable")
 
 
+def format_money(value: float) -> str:
+    """Render an amount in price units for humans: ``1,234.57``, small ones to 4 places."""
+    if value and abs(value) < 0.01:
+        return f"{value:.4f}"
+    return f"{value:,.2f}"
+
+
 def utcnow() -> datetime:
     """The current instant, aware, in UTC. Read only at the edges and passed down."""
     return datetime.now(UTC)

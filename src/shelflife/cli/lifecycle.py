@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from shelflife.base.units import FUTURE_SLACK, format_size, utcnow
+from shelflife.base.units import FUTURE_SLACK, format_money, format_size, utcnow
 from shelflife.cli.render import (
     RichProgress,
     err,
@@ -257,6 +257,7 @@ def show_plan(result: "Plan", *, command: str = "plan") -> None:
         err.print(f"warning: {warning}", markup=False)
     if groups:
         out.print(table)
+        show_cost(result)
     elif not result.refusals:
         out.print("nothing to do: every rule is satisfied")
     if result.skip_count:
@@ -288,6 +289,40 @@ def show_plan(result: "Plan", *, command: str = "plan") -> None:
         )
 
 
+def show_cost(result: "Plan") -> None:
+    """The plan's cost per rule and in total, and where a move costs more than it saves."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    body = result.cost.as_json() if result.cost is not None else None
+    if not body or not body.get("rules"):
+        return
+    table = Table(title=escape(f"cost ({body['basis']})"), title_justify="left")
+    for name in ("rule", "one-off", "requests", "retrieval", "early deletion", "monthly"):
+        table.add_column(name, justify="left" if name == "rule" else "right")
+    table.add_column("pays back in", justify="right")
+
+    def row(label: str, figures: dict[str, Any]) -> None:
+        payback = figures.get("payback_months")
+        table.add_row(
+            label,
+            format_money(figures["one_off"]),
+            format_money(figures["requests"]),
+            format_money(figures["retrieval"]),
+            format_money(figures["early_deletion"]),
+            format_money(figures["monthly_change"]),
+            "never" if payback is None else f"{payback:.1f} months",
+        )
+
+    for rule, figures in body["rules"].items():
+        row(rule, figures)
+    if len(body["rules"]) > 1:
+        row("total", body["total"])
+    out.print(table)
+    for warning in body.get("warnings", []):
+        err.print(f"warning: cost: {warning}", markup=False)
+
+
 def show_run(outcome: "RunOutcome") -> None:
     """What a run did: totals per action, moved bytes, rows changed, failures."""
     if outcome.recovered:
@@ -304,6 +339,13 @@ def show_run(outcome: "RunOutcome") -> None:
         out.print(f"moved {format_size(size)} {pair.replace('->', ' → ')}")
     if not data["totals"] and not outcome.refusals and not outcome.failed:
         out.print("nothing to do: every rule is satisfied")
+    cost = data.get("cost")
+    if cost and cost.get("rules"):
+        total = cost["total"]
+        out.print(
+            f"estimated cost of the plan: {format_money(total['one_off'])} once, "
+            f"{format_money(total['monthly_change'])} a month"
+        )
     for label, count in outcome.rows.items():
         out.print(f"rows changed in {label}: {count}")
     for skip in outcome.skipped[:20]:

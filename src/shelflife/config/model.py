@@ -98,6 +98,44 @@ class DatabaseConfig(_Strict):
     )
 
 
+class TierCostConfig(_Strict):
+    """A tier's prices, for the cost of a plan: each field not given comes from the
+    built-in table for the tier's store and storage class (``docs/costs.md``)."""
+
+    gb_month: float | None = Field(
+        default=None,
+        ge=0,
+        description="storage price per GB (2^30 bytes) per month (30 days)",
+    )
+    per_1k_put: float | None = Field(
+        default=None,
+        ge=0,
+        description="price of 1,000 write requests (PUT, COPY, each multipart part)",
+    )
+    per_1k_get: float | None = Field(
+        default=None,
+        ge=0,
+        description="price of 1,000 read requests (GET)",
+    )
+    per_gb_retrieval: float | None = Field(
+        default=None,
+        ge=0,
+        description="price per GB read back out of the tier (IA, archive classes)",
+    )
+    min_days: float | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "minimum storage duration: an object moved or deleted earlier is billed "
+            "for the days left"
+        ),
+    )
+    min_object_size: Size | None = Field(
+        default=None,
+        description='objects smaller than this are billed as this size (`"128KiB"`)',
+    )
+
+
 class TierConfig(_Strict):
     """A named store with a capacity, watermarks and the spelling rows use for it."""
 
@@ -240,6 +278,14 @@ class TierConfig(_Strict):
             '`"checksum"` by what the store says of the bytes it received, reading '
             'back only when it cannot vouch; `"read-back"` always read back and '
             "hashed (not for archive storage classes)"
+        ),
+    )
+    cost: TierCostConfig = Field(
+        default_factory=TierCostConfig,
+        description=(
+            "the tier's prices for the cost of a plan (`[tiers.NAME.cost]`); what is "
+            "not given comes from the built-in table by store and `storage_class` "
+            "(`file://` and `memory://`: 0)"
         ),
     )
     # A file:// tier's folder must exist (a misspelled path fails instead of starting an

@@ -199,7 +199,7 @@ class _RulePlanner:
             age=self.rule.age_basis,
             aged_from=aged_from(self.rule.age_basis, obj),
         )
-        self.plan.add(action)
+        self.plan.add(action, arrived=obj.arrived or obj.modified)
         entry = self.counts.setdefault(action.action, {"objects": 0, "bytes": 0})
         entry["objects"] += 1
         entry["bytes"] += obj.size

@@ -22,6 +22,7 @@ from shelflife.engine.context import Context
 from shelflife.engine.stats import usage
 from shelflife.errors import UsageError
 from shelflife.model.actions import Refusal
+from shelflife.model.cost import PlanCost, TierPrices, tier_prices
 from shelflife.model.plan import Plan
 from shelflife.model.selection import TierState, rule_tiers
 from shelflife.references.ordered import SortedReferences
@@ -50,6 +51,25 @@ def tier_states(context: Context, rules: Sequence[RuleConfig]) -> dict[str, Tier
             versioned=tier.name in acted_on and context.versioned(tier.name),
         )
     return states
+
+
+def plan_prices(config: Config) -> dict[str, TierPrices]:
+    """Each tier's prices, for the cost of a plan; PUTs counted as a migration sends."""
+    from shelflife.engine.migrate import single_put_limit
+
+    executor = config.executor
+    return {
+        name: tier_prices(
+            tier,
+            single_put_limit(
+                executor.transfer_memory,
+                executor.concurrency,
+                executor.batch_size,
+                tier.multipart_threshold,
+            ),
+        )
+        for name, tier in config.tiers.items()
+    }
 
 
 def unrewritten(config: Config, rules: Sequence[RuleConfig]) -> list[str]:
@@ -121,6 +141,7 @@ def make_plan(
             warnings=[*(warnings or []), *unrewritten(config, rules)],
             unmatched=unmatched,
             marking=marking,
+            cost=PlanCost(plan_prices(config), now),
         )
         inventory = CatalogInventory(
             context.catalog.engine,
@@ -173,6 +194,7 @@ def stored_plan(context: Context, plan_id: str) -> Plan | None:
         warnings=list(header.get("warnings", [])),
         unmatched=header.get("unmatched_references"),
         marking=header.get("marking"),
+        cost=PlanCost.from_json(header["cost"], evaluated) if "cost" in header else None,
     )
     for action in result.iter_actions():  # totals, a batch at a time
         result.count(action)

@@ -78,6 +78,8 @@ class RunOutcome:
         }
         if self.plan.unmatched is not None:
             body["unmatched_references"] = self.plan.unmatched
+        if self.plan.cost is not None:
+            body["cost"] = self.plan.cost.as_json()  # the estimate for the plan applied
         if self.scanned:
             body["scanned"] = self.scanned
         if self.stopped:

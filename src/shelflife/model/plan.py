@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from shelflife.model.actions import DELETING, Action, Refusal, Skip
+from shelflife.model.cost import PlanCost
 
 
 class PlanItems(Protocol):
@@ -84,12 +85,17 @@ class Plan:
     skip_count: int = 0
     # [objects, bytes] per (rule, action, tier, destination), for summaries
     groups: dict[tuple[str, str, str, str | None], list[int]] = field(default_factory=dict)
+    # What the actions cost, counted as they are added (None: no prices were given)
+    cost: PlanCost | None = None
 
     # -- building ---------------------------------------------------------------------------
 
-    def add(self, action: Action) -> None:
+    def add(self, action: Action, arrived: datetime | None = None) -> None:
+        """Add an action; ``arrived``: when the object entered its tier (for the cost)."""
         self.items.add_action(action)
         self.count(action)
+        if self.cost is not None:
+            self.cost.add(action, arrived)
 
     def count(self, action: Action) -> None:
         """Count an action into the totals (an item the store holds already)."""
@@ -107,6 +113,8 @@ class Plan:
     def discard(self, rule: str, tier: str, counts: dict[str, dict[str, int]]) -> None:
         """Drop what ``rule`` planned on ``tier`` (``counts``: its totals, to subtract)."""
         self.items.discard(rule, tier)
+        if self.cost is not None:
+            self.cost.discard(rule, tier)
         for group in [g for g in self.groups if g[0] == rule and g[2] == tier]:
             del self.groups[group]
         for name, figures in counts.items():
@@ -163,6 +171,8 @@ class Plan:
             body["unmatched_references"] = self.unmatched
         if self.marking is not None:
             body["marking"] = self.marking
+        if self.cost is not None:
+            body["cost"] = self.cost.as_json()
         return body
 
     def as_json(self) -> dict[str, Any]:
@@ -204,4 +214,6 @@ class Plan:
             result.add(Action.from_json(item))
         for item in body.get("skipped", []):
             result.skip(Skip(**item))
+        if isinstance(body.get("cost"), dict):
+            result.cost = PlanCost.from_json(body["cost"], result.now)
         return result
