@@ -83,10 +83,13 @@ class StorageManager:
     def __init__(self, shelf: Shelf | None = None, *, config: Config | str | Path | None = None):
         self.shelf = shelf or Shelf.from_config(config)
 
-    def enforce_threshold(self) -> dict[str, object]:
+    def enforce_threshold(self, *, dry_run: bool = False) -> dict[str, object]:
         """Move the oldest objects off tiers above their high watermark until each is at
-        or below it (80 %); return the run."""
-        return originals.enforce_threshold(self.shelf.context, self.shelf.dispatcher).as_json()
+        or below it (80 %); return the run (``dry_run``: the plan, nothing moved)."""
+        outcome = originals.enforce_threshold(
+            self.shelf.context, self.shelf.dispatcher, dry_run=dry_run
+        )
+        return outcome.as_json()
 
     def apply_retention_policy(
         self, days: int | None = None, *, yes: bool = False

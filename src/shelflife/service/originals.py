@@ -15,7 +15,9 @@ names, and the ``heimdall_storage_*`` gauges all come here).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,19 +25,24 @@ from urllib.parse import urlsplit
 from shelflife.config.model import Config, RuleConfig
 from shelflife.engine.context import Context
 from shelflife.engine.executor import Dispatcher
-from shelflife.errors import RefusedError, UsageError
+from shelflife.errors import RefusedError, ShelflifeError, UsageError
 from shelflife.model.actions import ActionKind
 from shelflife.model.outcome import RunOutcome
 from shelflife.model.selection import rule_tiers
 from shelflife.service import runs
 
+LOG = logging.getLogger("shelflife")
 GB = 1_000_000_000  # the gauges' unit, as shelflife spells sizes ("140GB")
 RETENTION_DAYS = 90
 ORPHAN_ACTIONS = (ActionKind.DELETE_ORPHAN, ActionKind.QUARANTINE)
 
 
 def enforce_threshold(
-    context: Context, dispatcher: Dispatcher | None = None, *, dry_run: bool = False
+    context: Context,
+    dispatcher: Dispatcher | None = None,
+    *,
+    dry_run: bool = False,
+    trigger: str = "python",
 ) -> RunOutcome:
     """``enforce`` that migrates each tier down to its high watermark (the threshold),
     not to its low watermark: what the original ``enforce_threshold()`` did."""
@@ -51,9 +58,29 @@ def enforce_threshold(
         command="enforce",
         kinds=("migrate",),
         dry_run=dry_run,
-        trigger="python",
+        trigger=trigger,
         dispatcher=dispatcher,
     )
+
+
+def manage_lifecycle(
+    context: Context, dispatcher: Dispatcher | None = None, *, trigger: str = "python"
+) -> dict[str, Any]:
+    """The storage service's daily task: :func:`enforce_threshold`, then :func:`retention`
+    of 90 days; ``{"enforce_threshold": RUN, "apply_retention_policy": RUN}``, a step
+    that could not run reported as ``{"run_id": None, "status": "refused", "reason"}``."""
+    result: dict[str, Any] = {}
+    steps: dict[str, Callable[[], RunOutcome]] = {
+        "enforce_threshold": lambda: enforce_threshold(context, dispatcher, trigger=trigger),
+        "apply_retention_policy": lambda: retention(context, dispatcher, trigger=trigger),
+    }
+    for step, work in steps.items():
+        try:
+            result[step] = work().as_json()
+        except ShelflifeError as exc:
+            LOG.warning("storage.manage_lifecycle %s: %s", step, exc.message)
+            result[step] = {"run_id": None, "status": "refused", "reason": exc.message}
+    return result
 
 
 def retention(

@@ -41,8 +41,7 @@ from shelflife.service.dispatch import EXECUTE_BATCH, celery_settings, dispatche
 from shelflife.service.originals import (
     buckets_view,
     cleanup_orphan_files,
-    enforce_threshold,
-    retention,
+    manage_lifecycle,
 )
 from shelflife.service.records import refresh_stats
 from shelflife.service.shelf import Shelf
@@ -134,17 +133,7 @@ def manage_lifecycle_task() -> dict[str, Any]:
     """The storage service's daily task: migrate down to the threshold, then expire
     cloud objects older than 90 days; each step's run, or its refusal."""
     current = shelf()
-    result: dict[str, Any] = {}
-    for step, work in (
-        ("enforce_threshold", lambda: enforce_threshold(current.context, current.dispatcher)),
-        ("apply_retention_policy", lambda: retention(current.context, current.dispatcher)),
-    ):
-        try:
-            result[step] = work().as_json()
-        except ShelflifeError as exc:
-            LOG.warning("storage.manage_lifecycle %s: %s", step, exc.message)
-            result[step] = {"run_id": None, "status": "refused", "reason": exc.message}
-    return result
+    return manage_lifecycle(current.context, current.dispatcher, trigger="celery")
 
 
 @app.task(  # type: ignore[untyped-decorator]
