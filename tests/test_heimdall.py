@@ -5,10 +5,12 @@ PostgreSQL, the S3 server, a real Prometheus and a real Celery worker."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
 import time
+import urllib.error
 import urllib.request
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -217,3 +219,352 @@ def test_storage_variables_apply_without_storage_provider(tmp_path: Path) -> Non
         assert shelf.get("/workspace/outputs/clip.mp4") == b"clip"
     # DATABASE_URL alone is the application's, and selects nothing
     assert load_config(None, env={"DATABASE_URL": "sqlite://"}, cwd=tmp_path).environment is None
+
+
+# -- the MinIO clean-up: three buckets, 30/30/60 days ----------------------------------------
+
+BUCKETS = {"synthetic-iq": 30, "audio-chunks": 30, "raw-iq": 60}  # tier → grace in days
+
+
+class Heimdall:
+    """The MinIO clean-up's world: three buckets on the S3 server, the application's
+    tables in PostgreSQL, and the shelflife.toml of docs/migrating.md for them."""
+
+    def __init__(self, tmp_path: Path, pg_url: str, s3_endpoint: str) -> None:
+        self.base = tmp_path
+        self.s3 = s3_client(s3_endpoint)
+        suffix = uuid.uuid4().hex[:8]
+        self.buckets = {tier: f"heimdall-{tier}-{suffix}" for tier in BUCKETS}
+        for bucket in self.buckets.values():
+            self.s3.create_bucket(Bucket=bucket)
+        # per bucket: four referenced objects, an orphan past its grace, one within it
+        # (45 days: past 30, within 60), and on raw-iq one past 60 (90 days)
+        self.orphans: dict[str, list[str]] = {}
+        engine = create_engine(pg_url)
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "CREATE TABLE synthetic_iq_samples (id serial PRIMARY KEY, "
+                    "dataset_id text, sample_idx int, receiver_idx int)"
+                )
+            )
+            conn.execute(text("CREATE TABLE audio_chunks (id serial PRIMARY KEY, minio_path text)"))
+            conn.execute(
+                text("CREATE TABLE measurements (id serial PRIMARY KEY, iq_data_location text)")
+            )
+            for table, column in (
+                ("audio_chunks", "minio_path"),
+                ("measurements", "iq_data_location"),
+            ):
+                conn.execute(text(f"CREATE INDEX ON {table} ({column})"))
+            # the synthetic samples' files are named by three columns: a view spells them
+            conn.execute(
+                text(
+                    "CREATE VIEW synthetic_iq_files AS SELECT 'datasets/' || dataset_id || '/' "
+                    "|| sample_idx || '_' || receiver_idx || '.npy' AS path "
+                    "FROM synthetic_iq_samples"
+                )
+            )
+            for number in range(4):
+                conn.execute(
+                    text(
+                        "INSERT INTO synthetic_iq_samples (dataset_id, sample_idx, receiver_idx) "
+                        "VALUES ('d1', :n, 0)"
+                    ),
+                    {"n": number},
+                )
+                self.put("synthetic-iq", f"datasets/d1/{number}_0.npy", 45)
+                conn.execute(
+                    text("INSERT INTO audio_chunks (minio_path) VALUES (:v)"),
+                    {"v": f"chunks/{number}.wav"},
+                )
+                self.put("audio-chunks", f"chunks/{number}.wav", 45)
+                conn.execute(
+                    text("INSERT INTO measurements (iq_data_location) VALUES (:v)"),
+                    {"v": f"s3://{self.buckets['raw-iq']}/sessions/{number}.iq"},
+                )
+                self.put("raw-iq", f"sessions/{number}.iq", 90)
+        engine.dispose()
+        self.orphan("synthetic-iq", "datasets/gone/0_0.npy", 45)
+        self.put("synthetic-iq", "datasets/young/0_0.npy", 10)
+        self.orphan("audio-chunks", "chunks/deleted.wav", 45)
+        self.put("raw-iq", "sessions/recent-orphan.iq", 45)  # within raw-iq's 60 days
+        self.orphan("raw-iq", "sessions/old-orphan.iq", 90)
+        self.config = tmp_path / "shelflife.toml"
+        self.config.write_text(self.toml(pg_url, s3_endpoint))
+
+    def put(self, tier: str, key: str, days: float) -> None:
+        modified = datetime.now(UTC) - timedelta(days=days)
+        self.s3.put_object(
+            Bucket=self.buckets[tier],
+            Key=key,
+            Body=os.urandom(1000),
+            Metadata={"mtime": f"{modified.timestamp():.6f}"},  # as rclone keeps it
+        )
+
+    def orphan(self, tier: str, key: str, days: float) -> None:
+        self.put(tier, key, days)
+        self.orphans.setdefault(tier, []).append(key)
+
+    def keys(self, tier: str) -> list[str]:
+        listed = self.s3.list_objects_v2(Bucket=self.buckets[tier]).get("Contents", [])
+        return sorted(item["Key"] for item in listed)
+
+    def toml(self, pg_url: str, s3_endpoint: str, **sections: str) -> str:
+        synthetic, audio, raw = (self.buckets[t] for t in BUCKETS)
+        lines = [
+            "[catalog]",
+            f'url = "sqlite:///{self.base / "catalog.db"}"',
+            "[databases.heimdall]",
+            f'url = "{pg_url}"',
+        ]
+        for tier, bucket in self.buckets.items():
+            spelled = f"s3://{bucket}/{{key}}" if tier == "raw-iq" else "{key}"
+            lines += [
+                f'[tiers."{tier}"]',
+                f'url = "s3://{bucket}"',
+                f'endpoint = "{s3_endpoint}"',
+                'region = "us-east-1"',
+                'access_key = "testing"',
+                'secret_key = "testing"',
+                f'ref_format = "{spelled}"',
+            ]
+        for table, column, tier in (
+            ("synthetic_iq_files", "path", "synthetic-iq"),
+            ("audio_chunks", "minio_path", "audio-chunks"),
+            ("measurements", "iq_data_location", "raw-iq"),
+        ):
+            lines += [
+                "[[references]]",
+                'database = "heimdall"',
+                f'table = "{table}"',
+                f'column = "{column}"',
+            ]
+        for tier, days in BUCKETS.items():
+            lines += [
+                "[[rules]]",
+                f'id = "orphans-{tier}"',
+                f'tier = "{tier}"',
+                'action = "collect-orphans"',
+                f'grace = "{days}d"',
+                "batch_size = 1000",
+            ]
+        lines += [
+            "[schedule]",
+            'lifecycle = "0 3 * * *"',
+            'stats = "0 * * * *"',
+            "[metrics]",
+            'compat = "heimdall"',
+            "[celery]",
+            "compat_names = true",
+        ]
+        for header, body in sections.items():
+            lines += [f"[{header}]", body]
+        del synthetic, audio, raw
+        return "\n".join(lines) + "\n"
+
+
+@pytest.fixture
+def heimdall(tmp_path: Path, pg_url: str, s3_endpoint: str) -> Heimdall:
+    return Heimdall(tmp_path, pg_url, s3_endpoint)
+
+
+@pytest.mark.postgres
+@pytest.mark.s3
+def test_cleanup_orphan_files_dry_run_per_bucket(heimdall: Heimdall) -> None:
+    """``cleanup_orphan_files(dry_run=True, bucket=…)`` reports each bucket's orphans past
+    its grace (30, 30, 60 days) and deletes nothing; without a bucket, all three; then a
+    real clean-up of one bucket deletes exactly its orphan."""
+    shelf = Shelf.open(heimdall.config)
+    before = {tier: heimdall.keys(tier) for tier in BUCKETS}
+    for tier in BUCKETS:
+        bucket = heimdall.buckets[tier]
+        result = cleanup_orphan_files(dry_run=True, bucket=bucket, shelf=shelf)
+        assert result["dry_run"] is True
+        assert result["status"] == "ok", result
+        assert list(result["buckets"]) == [bucket]
+        entry = result["buckets"][bucket]
+        assert entry["tier"] == tier
+        assert entry["orphans_found"] == len(heimdall.orphans[tier]) == 1
+        assert entry["deleted"] == 0
+        assert entry["orphan_size_gb"] == pytest.approx(1000 / 1e9)
+        assert result["total_orphans"] == 1
+    assert cleanup_orphan_files(dry_run=True, bucket="raw-iq", shelf=shelf)["total_orphans"] == 1
+    every = cleanup_orphan_files(dry_run=True, shelf=shelf)
+    assert sorted(every["buckets"]) == sorted(heimdall.buckets.values())
+    assert every["total_orphans"] == 3
+    assert {tier: heimdall.keys(tier) for tier in BUCKETS} == before  # nothing deleted
+
+    audio = heimdall.buckets["audio-chunks"]
+    done = cleanup_orphan_files(bucket=audio, shelf=shelf)
+    assert done["status"] == "ok", done
+    assert (done["buckets"][audio]["deleted"], done["total_deleted"]) == (1, 1)
+    assert heimdall.keys("audio-chunks") == [f"chunks/{n}.wav" for n in range(4)]
+    assert heimdall.keys("synthetic-iq") == before["synthetic-iq"]
+
+    stats = compat_stats(shelf=shelf)
+    synthetic = stats["buckets"][heimdall.buckets["synthetic-iq"]]
+    assert synthetic["total_objects"] == 6
+    assert synthetic["referenced_objects"] == 4
+    assert synthetic["orphan_objects"] == 2  # the young one counts as an orphan too
+    assert stats["buckets"][audio]["orphan_objects"] == 0
+    with pytest.raises(Exception, match="no tier holds bucket"):
+        cleanup_orphan_files(dry_run=True, bucket="heimdall-nope", shelf=shelf)
+    shelf.close()
+
+
+def tool(name: str) -> str:
+    import shutil
+
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is not installed: scripts/test.sh installs it")
+    return path
+
+
+@pytest.mark.postgres
+@pytest.mark.s3
+def test_a_real_prometheus_scrapes_the_six_heimdall_gauges(heimdall: Heimdall) -> None:
+    """``[metrics] compat = "heimdall"`` on ``shelflife serve --port …``: Prometheus
+    scrapes ``heimdall_storage_*`` under the original names, in GB, labelled by bucket,
+    beside shelflife's own series; ``/metrics/storage`` and ``/stats/storage`` answer."""
+    prometheus = tool("prometheus")
+    token = "heimdall-read-" + uuid.uuid4().hex
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    with heimdall.config.open("a") as config:
+        config.write(f'[[api.tokens]]\nname = "grafana"\nhash = "sha256:{digest}"\n')
+    shelf = Shelf.open(heimdall.config)
+    compat_stats(shelf=shelf)  # what the hourly minio-storage-stats stores
+    shelf.close()
+    port, prom_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STORAGE_", "SHELFLIFE_"))}
+    server = subprocess.Popen(
+        [SHELFLIFE, "-c", str(heimdall.config), "serve", "--port", str(port)],
+        cwd=heimdall.base,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    (heimdall.base / "prometheus.yml").write_text(f"""
+global:
+  scrape_interval: 1s
+scrape_configs:
+  - job_name: heimdall-backend
+    metrics_path: /metrics
+    static_configs:
+      - targets: ["127.0.0.1:{port}"]
+""")
+    prom = subprocess.Popen(
+        [
+            prometheus,
+            f"--config.file={heimdall.base / 'prometheus.yml'}",
+            f"--storage.tsdb.path={heimdall.base / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{prom_port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wanted = {
+        "heimdall_storage_disk_usage_gb": 6000 / 1e9,
+        "heimdall_storage_bucket_size_gb": 6000 / 1e9,
+        "heimdall_storage_orphan_files": 2.0,
+        "heimdall_storage_orphan_size_gb": 2000 / 1e9,
+        "heimdall_storage_total_objects": 6.0,
+        "heimdall_storage_referenced_objects": 4.0,
+    }
+    try:
+        wait_for_port(port, server, "shelflife serve")
+        wait_for_port(prom_port, prom, "prometheus")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics/storage") as reply:
+            assert json.load(reply)["status"] in ("healthy", "warning", "critical")
+        stats = f"http://127.0.0.1:{port}/stats/storage"  # the storage service's path
+        with pytest.raises(urllib.error.HTTPError, match="401"):
+            urllib.request.urlopen(stats)  # a token, as /api/v1/stats/storage
+        request = urllib.request.Request(stats, headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(request) as reply:
+            assert set(json.load(reply)["tiers"]) == set(BUCKETS)
+        found: dict[str, dict[str, float]] = {}
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(found) < len(wanted) + 1:
+            for name in [*wanted, "shelflife_tier_objects"]:
+                query = f"http://127.0.0.1:{prom_port}/api/v1/query?query={name}"
+                with urllib.request.urlopen(query, timeout=10) as reply:
+                    result = json.load(reply)["data"]["result"]
+                if result:
+                    label = "tier" if name.startswith("shelflife_") else "bucket"
+                    found[name] = {
+                        item["metric"][label]: float(item["value"][1]) for item in result
+                    }
+            time.sleep(0.5)
+        synthetic = heimdall.buckets["synthetic-iq"]
+        for name, value in wanted.items():
+            assert name in found, f"Prometheus never scraped {name}"
+            assert set(found[name]) == set(heimdall.buckets.values()), name
+            assert found[name][synthetic] == pytest.approx(value), name
+        assert found["shelflife_tier_objects"]["synthetic-iq"] == 6.0  # shelflife's own too
+    finally:
+        for process in (prom, server):
+            process.terminate()
+            process.wait(20)
+
+
+CELERY = str(Path(SHELFLIFE).parent / "celery")
+
+
+@pytest.mark.postgres
+@pytest.mark.s3
+def test_celery_tasks_and_beat_entries_under_the_original_names(heimdall: Heimdall) -> None:
+    """With ``[celery] compat_names = true`` beat's entries are ``minio-lifecycle-cleanup``
+    (03:00) and ``minio-storage-stats`` (hourly), and a worker answers the original task
+    names: ``cleanup_orphan_files`` dry and per bucket, ``get_storage_stats`` with its
+    ``buckets``; ``storage.manage_lifecycle`` is registered too."""
+    from celery.schedules import crontab
+
+    from shelflife.celery import app, beat_schedule, configure
+
+    queue = f"heimdall-{uuid.uuid4().hex[:8]}"
+    broker = "redis://127.0.0.1:6379/12"
+    heimdall.config.write_text(
+        heimdall.config.read_text().replace(
+            "compat_names = true", f'compat_names = true\nbroker_url = "{broker}"\nqueue = "{queue}"'
+        )
+    )
+    config = load_config(heimdall.config)
+    schedule = beat_schedule(config)
+    assert set(schedule) == {"minio-lifecycle-cleanup", "minio-storage-stats"}
+    assert schedule["minio-lifecycle-cleanup"]["schedule"] == crontab(minute="0", hour="3")
+    assert schedule["minio-storage-stats"]["schedule"] == crontab(minute="0")
+    names = {"storage.manage_lifecycle", "tasks.minio_lifecycle.cleanup_orphan_files"}
+    assert names | {"tasks.minio_lifecycle.get_storage_stats"} <= set(app.tasks)
+    configure(config)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STORAGE_", "SHELFLIFE_"))}
+    env["SHELFLIFE_CONFIG"] = str(heimdall.config)
+    log = heimdall.base / "worker.log"
+    worker = subprocess.Popen(
+        [CELERY, "-A", "shelflife.celery", "worker", "-Q", queue, "-c", "1",
+         "-n", f"{queue}@%h", "--without-heartbeat", "--without-gossip", "--without-mingle"],
+        cwd=heimdall.base,
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        raw = heimdall.buckets["raw-iq"]
+        sent = app.send_task(
+            "tasks.minio_lifecycle.cleanup_orphan_files",
+            kwargs={"dry_run": True, "bucket": raw},
+            queue=queue,
+        )
+        result = sent.get(timeout=120)
+        assert result["dry_run"] is True and result["status"] == "ok", result
+        assert list(result["buckets"]) == [raw]
+        assert result["buckets"][raw]["orphans_found"] == 1
+        stats = app.send_task("tasks.minio_lifecycle.get_storage_stats", queue=queue)
+        body = stats.get(timeout=120)
+        assert body["buckets"][raw]["orphan_objects"] == 2
+        assert body["buckets"][raw]["referenced_objects"] == 4
+    finally:
+        os.killpg(worker.pid, 15)
+        worker.wait(30)
+    assert heimdall.keys("raw-iq").count("sessions/old-orphan.iq") == 1  # dry: kept

@@ -174,9 +174,9 @@ def cleanup_orphan_files(
     """Collect the orphans of a bucket's tiers (every tier with a collect-orphans rule
     when ``bucket`` is None) through ``gc``; a refusal is reported, not raised.
 
-    Returns ``{"dry_run", "status" ("ok"|"partial"|"refused"), "run_id", "reasons",
-    "buckets": {BUCKET: {"tier", "orphans_found", "deleted", "quarantined", "failed",
-    "orphan_size_gb", "freed_size_gb"}}, "total_orphans", "total_deleted",
+    Returns ``{"dry_run", "status" ("ok"|"partial"|"refused"), "run_id", "plan_id",
+    "reasons", "buckets": {BUCKET: {"tier", "orphans_found", "deleted", "quarantined",
+    "failed", "orphan_size_gb", "freed_size_gb"}}, "total_orphans", "total_deleted",
     "total_failed", "total_size_gb", "execution_time_seconds"}``: in a dry run
     ``orphans_found`` counts what would be collected and nothing is deleted."""
     started = time.monotonic()
@@ -206,6 +206,7 @@ def cleanup_orphan_files(
         report.update(status="refused", reasons=[exc.message])
         return _totals(report, started)
     report["run_id"] = outcome.run_id
+    report["plan_id"] = outcome.plan.id  # a dry run's list: `shelflife gc --mark PLAN_ID`
     report["status"] = outcome.status
     report["reasons"] = [f"tier {refusal.tier}: {refusal.reason}" for refusal in outcome.refusals]
     actions = outcome.plan.iter_actions(ORPHAN_ACTIONS) if dry_run else outcome.actions
