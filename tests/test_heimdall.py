@@ -15,7 +15,6 @@ import urllib.request
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -174,7 +173,8 @@ def test_check_says_which_original_tables_were_found(tmp_path: Path, pg_url: str
     checks = json.loads(result.stdout)["checks"]
     assert checks[0]["name"] == "STORAGE_* environment"
     (found,) = [c for c in checks if c["component"] == "reference" and c["name"] == "app"]
-    assert found["ok"] and not found["warning"]
+    assert found["ok"]
+    assert not found["warning"]
     assert "found and declared: video_jobs.output_path" in found["message"]
     assert "nexus_jobs.output_path not declared (no table nexus_jobs)" in found["message"]
     assert "table scheduled_posts has no column video_path" in found["message"]
@@ -207,7 +207,8 @@ def test_storage_variables_apply_without_storage_provider(tmp_path: Path) -> Non
     assert local.ref_aliases == ("/workspace/outputs/{key}",)
     assert local.capacity == 140_000_000_000
     assert config.tiers["cloud"].url == f"file://{tmp_path / 'data/storage/cold'}"
-    assert config.environment is not None and config.environment.provider == "LOCAL"
+    assert config.environment is not None
+    assert config.environment.provider == "LOCAL"
     assert config.databases == {}  # no DATABASE_URL: no references, as check warns
     with Shelf(config) as shelf:
         service = StorageService(shelf)
@@ -311,7 +312,6 @@ class Heimdall:
         return sorted(item["Key"] for item in listed)
 
     def toml(self, pg_url: str, s3_endpoint: str, **sections: str) -> str:
-        synthetic, audio, raw = (self.buckets[t] for t in BUCKETS)
         lines = [
             "[catalog]",
             f'url = "sqlite:///{self.base / "catalog.db"}"',
@@ -329,10 +329,10 @@ class Heimdall:
                 'secret_key = "testing"',
                 f'ref_format = "{spelled}"',
             ]
-        for table, column, tier in (
-            ("synthetic_iq_files", "path", "synthetic-iq"),
-            ("audio_chunks", "minio_path", "audio-chunks"),
-            ("measurements", "iq_data_location", "raw-iq"),
+        for table, column in (
+            ("synthetic_iq_files", "path"),
+            ("audio_chunks", "minio_path"),
+            ("measurements", "iq_data_location"),
         ):
             lines += [
                 "[[references]]",
@@ -360,7 +360,6 @@ class Heimdall:
         ]
         for header, body in sections.items():
             lines += [f"[{header}]", body]
-        del synthetic, audio, raw
         return "\n".join(lines) + "\n"
 
 
@@ -524,11 +523,8 @@ def test_celery_tasks_and_beat_entries_under_the_original_names(heimdall: Heimda
 
     queue = f"heimdall-{uuid.uuid4().hex[:8]}"
     broker = "redis://127.0.0.1:6379/12"
-    heimdall.config.write_text(
-        heimdall.config.read_text().replace(
-            "compat_names = true", f'compat_names = true\nbroker_url = "{broker}"\nqueue = "{queue}"'
-        )
-    )
+    celery = f'compat_names = true\nbroker_url = "{broker}"\nqueue = "{queue}"'
+    heimdall.config.write_text(heimdall.config.read_text().replace("compat_names = true", celery))
     config = load_config(heimdall.config)
     schedule = beat_schedule(config)
     assert set(schedule) == {"minio-lifecycle-cleanup", "minio-storage-stats"}
@@ -557,7 +553,8 @@ def test_celery_tasks_and_beat_entries_under_the_original_names(heimdall: Heimda
             queue=queue,
         )
         result = sent.get(timeout=120)
-        assert result["dry_run"] is True and result["status"] == "ok", result
+        assert result["dry_run"] is True
+        assert result["status"] == "ok", result
         assert list(result["buckets"]) == [raw]
         assert result["buckets"][raw]["orphans_found"] == 1
         stats = app.send_task("tasks.minio_lifecycle.get_storage_stats", queue=queue)

@@ -132,9 +132,8 @@ def check_environment_references(found: EnvironmentReferences | None) -> list[Ch
                 "check DATABASE_URL (or STORAGE_DATABASE_URL) and that the server runs",
             )
         ]
-    message = (
-        f"original columns found and declared: {', '.join(found.found) or 'none'}"
-        + "".join(f"; {label} not declared ({why})" for label, why in found.missing.items())
+    message = f"original columns found and declared: {', '.join(found.found) or 'none'}" + "".join(
+        f"; {label} not declared ({why})" for label, why in found.missing.items()
     )
     if not found.found:
         return [
