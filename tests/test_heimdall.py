@@ -32,6 +32,7 @@ ORIGINAL_TABLES = {
     "scheduled_posts": "video_path",
 }
 MB = 1_000_000
+MIGRATING = Path(__file__).resolve().parent.parent / "docs" / "migrating.md"
 
 
 def storage_env(tmp_path: Path, s3_endpoint: str, bucket: str, **extra: str) -> dict[str, str]:
@@ -224,7 +225,7 @@ def test_storage_variables_apply_without_storage_provider(tmp_path: Path) -> Non
 
 # -- the MinIO clean-up: three buckets, 30/30/60 days ----------------------------------------
 
-BUCKETS = {"synthetic-iq": 30, "audio-chunks": 30, "raw-iq": 60}  # tier → grace in days
+BUCKETS = ("synthetic-iq", "audio-chunks", "raw-iq")  # 30, 30 and 60 days of grace
 
 
 class Heimdall:
@@ -292,7 +293,7 @@ class Heimdall:
         self.put("raw-iq", "sessions/recent-orphan.iq", 45)  # within raw-iq's 60 days
         self.orphan("raw-iq", "sessions/old-orphan.iq", 90)
         self.config = tmp_path / "shelflife.toml"
-        self.config.write_text(self.toml(pg_url, s3_endpoint))
+        self.config.write_text(self.toml())
 
     def put(self, tier: str, key: str, days: float) -> None:
         modified = datetime.now(UTC) - timedelta(days=days)
@@ -311,60 +312,33 @@ class Heimdall:
         listed = self.s3.list_objects_v2(Bucket=self.buckets[tier]).get("Contents", [])
         return sorted(item["Key"] for item in listed)
 
-    def toml(self, pg_url: str, s3_endpoint: str, **sections: str) -> str:
-        lines = [
-            "[catalog]",
-            f'url = "sqlite:///{self.base / "catalog.db"}"',
-            "[databases.heimdall]",
-            f'url = "{pg_url}"',
-        ]
+    def toml(self) -> str:
+        """The MinIO clean-up's shelflife.toml from docs/migrating.md, on this test's
+        buckets."""
+        text = MIGRATING.read_text(encoding="utf-8")
+        section = text[text.index("## From the MinIO clean-up") :]
+        block = section[section.index("```toml\n") + 8 :]
+        block = block[: block.index("```")]
         for tier, bucket in self.buckets.items():
-            spelled = f"s3://{bucket}/{{key}}" if tier == "raw-iq" else "{key}"
-            lines += [
-                f'[tiers."{tier}"]',
-                f'url = "s3://{bucket}"',
-                f'endpoint = "{s3_endpoint}"',
-                'region = "us-east-1"',
-                'access_key = "testing"',
-                'secret_key = "testing"',
-                f'ref_format = "{spelled}"',
-            ]
-        for table, column in (
-            ("synthetic_iq_files", "path"),
-            ("audio_chunks", "minio_path"),
-            ("measurements", "iq_data_location"),
-        ):
-            lines += [
-                "[[references]]",
-                'database = "heimdall"',
-                f'table = "{table}"',
-                f'column = "{column}"',
-            ]
-        for tier, days in BUCKETS.items():
-            lines += [
-                "[[rules]]",
-                f'id = "orphans-{tier}"',
-                f'tier = "{tier}"',
-                'action = "collect-orphans"',
-                f'grace = "{days}d"',
-                "batch_size = 1000",
-            ]
-        lines += [
-            "[schedule]",
-            'lifecycle = "0 3 * * *"',
-            'stats = "0 * * * *"',
-            "[metrics]",
-            'compat = "heimdall"',
-            "[celery]",
-            "compat_names = true",
-        ]
-        for header, body in sections.items():
-            lines += [f"[{header}]", body]
-        return "\n".join(lines) + "\n"
+            block = block.replace(f"heimdall-{tier}", bucket)
+        return block
 
 
 @pytest.fixture
-def heimdall(tmp_path: Path, pg_url: str, s3_endpoint: str) -> Heimdall:
+def heimdall(
+    tmp_path: Path, pg_url: str, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> Heimdall:
+    """The clean-up's own variables, as its deployment sets them."""
+    for name, value in {
+        "MINIO_ENDPOINT": s3_endpoint.removeprefix("http://"),
+        "MINIO_ACCESS_KEY": "testing",
+        "MINIO_SECRET_KEY": "testing",
+        "MINIO_REGION": "us-east-1",
+        "HEIMDALL_DATABASE_URL": pg_url,
+        "CELERY_BROKER_URL": "redis://127.0.0.1:6379/12",
+        "CELERY_RESULT_BACKEND": "redis://127.0.0.1:6379/12",
+    }.items():
+        monkeypatch.setenv(name, value)
     return Heimdall(tmp_path, pg_url, s3_endpoint)
 
 
@@ -521,9 +495,8 @@ def test_celery_tasks_and_beat_entries_under_the_original_names(heimdall: Heimda
 
     from shelflife.celery import app, beat_schedule, configure
 
-    queue = f"heimdall-{uuid.uuid4().hex[:8]}"
-    broker = "redis://127.0.0.1:6379/12"
-    celery = f'compat_names = true\nbroker_url = "{broker}"\nqueue = "{queue}"'
+    queue = f"heimdall-{uuid.uuid4().hex[:8]}"  # the test's own, on a shared Redis
+    celery = f'compat_names = true\nqueue = "{queue}"'
     heimdall.config.write_text(heimdall.config.read_text().replace("compat_names = true", celery))
     config = load_config(heimdall.config)
     schedule = beat_schedule(config)
