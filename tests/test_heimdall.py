@@ -189,10 +189,11 @@ def test_check_says_which_original_tables_were_found(tmp_path: Path, pg_url: str
     (unreachable,) = [c for c in checks if c["component"] == "reference" and c["name"] == "app"]
     assert not unreachable["ok"]
     assert "all are declared, and runs stop" in unreachable["message"]
-    # a run on it moves nothing: its sources cannot be read
+    # a run on it is refused: its sources cannot be read
     aged_file(tmp_path / "out" / "a.mp4", 10, 5)
-    run = shelflife("enforce", "--json", cwd=tmp_path, env=env)
-    assert run.returncode != 0
+    run = shelflife("enforce", cwd=tmp_path, env=env)
+    assert run.returncode == 3, run.stderr  # refused: nothing moves
+    assert "cannot read references from app.video_jobs.output_path" in run.stderr
     assert (tmp_path / "out" / "a.mp4").exists()
 
 
@@ -538,3 +539,25 @@ def test_celery_tasks_and_beat_entries_under_the_original_names(heimdall: Heimda
         os.killpg(worker.pid, 15)
         worker.wait(30)
     assert heimdall.keys("raw-iq").count("sessions/old-orphan.iq") == 1  # dry: kept
+
+
+def test_base_storage_service_is_the_originals_singleton(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``from shelflife.compat import base_storage_service`` opens the usual configuration
+    on first use (here the environment) and is the same object after."""
+    import shelflife.compat
+
+    monkeypatch.setattr(shelflife.compat, "_opened", {})
+    for name in [n for n in os.environ if n.startswith(("STORAGE_", "SHELFLIFE_"))]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("STORAGE_PROVIDER", "local")
+    monkeypatch.chdir(tmp_path)
+    from shelflife.compat import base_storage_service
+
+    assert base_storage_service.provider == "LOCAL"
+    assert base_storage_service is shelflife.compat.base_storage_service
+    source = tmp_path / "a.mp4"
+    source.write_bytes(b"a")
+    assert base_storage_service.upload_file(source, "a.mp4") == "data/storage/outputs/a.mp4"
+    base_storage_service.shelf.close()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from shelflife.config.model import Config, ReferenceConfig
@@ -23,6 +23,8 @@ from shelflife.errors import MissingExtraError
 from shelflife.references.sources import database_url
 
 LOG = logging.getLogger("shelflife")
+CONNECT_TIMEOUT = 10  # seconds
+_TIMED = ("postgresql", "mysql", "mariadb")  # the drivers that take connect_timeout
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +74,12 @@ def _missing_columns(url: str, candidates: tuple[ReferenceConfig, ...]) -> dict[
     """``table.column`` → why it is missing, for each candidate that is not there."""
     from shelflife.base.extras import needs
 
+    target = database_url(url)
+    backend = make_url(target).get_backend_name()
+    # a server that does not answer must not hold every command at start-up
+    connect_args = {"connect_timeout": CONNECT_TIMEOUT} if backend in _TIMED else {}
     with needs("DATABASE_URL"):
-        engine = create_engine(database_url(url))
+        engine = create_engine(target, connect_args=connect_args)
     try:
         with engine.connect() as conn:
             inspector = inspect(conn)
