@@ -15,6 +15,7 @@ import urllib.request
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -58,11 +59,11 @@ def make_tables(url: str, tables: dict[str, str]) -> None:
     engine.dispose()
 
 
-def column_values(url: str, table: str, column: str) -> list[str]:
+def column_values(url: str, table: str, column: str) -> list[str | None]:
     engine = create_engine(url)
     with engine.connect() as conn:
         values = conn.execute(text(f"SELECT {column} FROM {table} ORDER BY id")).scalars()
-        found = [str(value) for value in values]
+        found = [None if value is None else str(value) for value in values]
     engine.dispose()
     return found
 
@@ -151,6 +152,15 @@ def test_enforce_threshold_rewrites_the_three_tables_in_environment_mode(
         "outputs/renders/old2.mp4",
     ]
     assert shelf.stats()["tiers"]["local"]["usage_ratio"] == pytest.approx(0.8)
+
+    # the retention expires cloud objects past its days and blanks the rows naming them
+    expired = manager.apply_retention_policy(days=25)
+    assert [a["key"] for a in expired["actions"]] == ["renders/old1.mp4"]  # type: ignore[union-attr]
+    assert column_values(pg_url, "video_jobs", "output_path") == [
+        None,
+        f"{outputs}/renders/new.mp4",
+    ]
+    assert column_values(pg_url, "nexus_jobs", "output_path") == [f"{cloud}/old2.mp4"]
 
     # upload_file follows the provider (CUSTOM: the bucket), as the original did
     service = StorageService(shelf)
@@ -561,3 +571,24 @@ def test_base_storage_service_is_the_originals_singleton(
     source.write_bytes(b"a")
     assert base_storage_service.upload_file(source, "a.mp4") == "data/storage/outputs/a.mp4"
     base_storage_service.shelf.close()
+
+
+def test_the_heimdall_gauges_only_when_asked(tmp_path: Path) -> None:
+    """shelflife's own series always; ``heimdall_storage_*`` only with the compat."""
+    from shelflife.api.metrics import render
+    from shelflife.config import parse_config
+
+    raw: dict[str, Any] = {
+        "catalog": {"url": f"sqlite:///{tmp_path / 'catalog.db'}"},
+        "tiers": {"local": {"url": f"file://{tmp_path / 'out'}", "create": True}},
+    }
+    for compat, shown in ((None, False), ("heimdall", True)):
+        if compat:
+            raw["metrics"] = {"compat": compat}
+        with Shelf(parse_config(raw, base_dir=tmp_path, source="test", env={})) as shelf:
+            shelf.put(b"x" * 2000, "a.bin")
+            shelf.scan()
+            text_ = render(shelf).decode()
+        assert "shelflife_tier_bytes" in text_
+        assert ('heimdall_storage_bucket_size_gb{bucket="local"} 2e-06' in text_) is shown
+        assert ("heimdall_storage_total_objects" in text_) is shown
