@@ -37,9 +37,9 @@ HEADER = """\
 the models' descriptions and run the script; tests/test_docs.py checks it is current. -->
 
 shelflife reads `shelflife.toml`, found by `--config PATH`, then `$SHELFLIFE_CONFIG`,
-then `./shelflife.toml`; with none, the `STORAGE_*` environment when `STORAGE_PROVIDER` is
-set, else the embedded default (two local folders and one migrate rule). `shelflife init`
-writes a commented starter file and `shelflife check` validates one.
+then `./shelflife.toml`; with none, the `STORAGE_*` environment when one of its variables
+is set (docs/migrating.md), else the embedded default (two local folders and one migrate
+rule). `shelflife init` writes a commented starter file and `shelflife check` validates one.
 
 - Unknown keys are errors; an invalid file is refused with the field's path and the
   reason, exit code 2.
@@ -72,6 +72,7 @@ SECTIONS: list[tuple[str, str]] = [
     ("[api]", "api"),
     ("[[api.tokens]]", "api.tokens"),
     ("[celery]", "celery"),
+    ("[metrics]", "metrics"),
 ]
 
 # One example per section. Each is checked by shelflife's loader (with BASE for what it
@@ -177,6 +178,7 @@ result_backend = "redis://redis.internal:6379/1"
 [executor]
 backend = "celery"
 """,
+    "metrics": '[metrics]\ncompat = "heimdall"            # and the heimdall_storage_* gauges\n',
 }
 NEEDS = {  # what an example refers to, declared around it for the check
     "references": '[databases.app]\nurl = "sqlite:///app.db"\n',

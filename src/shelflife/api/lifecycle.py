@@ -78,6 +78,15 @@ def routes(shelf: Shelf, runs: BackgroundRuns, orphans: OrphanFinder) -> APIRout
     def storage_stats(_: Read) -> dict[str, Any]:
         return refresh_stats(shelf.context)
 
+    # the storage service's path for the same figures (docs/migrating.md)
+    router.add_api_route(
+        "/stats/storage",
+        storage_stats,
+        methods=["GET"],
+        summary="Usage per tier and health (the storage service's path)",
+        deprecated=True,
+    )
+
     @router.get(
         "/api/v1/plan",
         summary="What the rules call for now (changes nothing)",

@@ -23,6 +23,7 @@ from prometheus_client.core import (
 )
 
 from shelflife.catalog.history import History
+from shelflife.service.originals import buckets_view
 from shelflife.service.records import current_stats
 from shelflife.service.shelf import Shelf
 
@@ -53,6 +54,21 @@ METRICS: dict[str, tuple[str, str]] = {
 }
 
 
+# [metrics] compat = "heimdall": the MinIO clean-up's gauges, GB per bucket (name → (help,
+# field of the buckets view)); see shelflife.service.originals for what a bucket is.
+HEIMDALL_METRICS: dict[str, tuple[str, str]] = {
+    "heimdall_storage_disk_usage_gb": ("Disk space used, in GB", "disk_usage_gb"),
+    "heimdall_storage_bucket_size_gb": ("Size of the objects in a bucket, in GB", "total_size_gb"),
+    "heimdall_storage_orphan_files": ("Objects no reference points at", "orphan_objects"),
+    "heimdall_storage_orphan_size_gb": ("Size of the orphaned objects, in GB", "orphan_size_gb"),
+    "heimdall_storage_total_objects": ("Objects in a bucket", "total_objects"),
+    "heimdall_storage_referenced_objects": (
+        "Objects some reference points at",
+        "referenced_objects",
+    ),
+}
+
+
 def exported_names() -> set[str]:
     """Every sample name /metrics can carry (with _total, _bucket, _sum, _count)."""
     names: set[str] = set()
@@ -78,6 +94,8 @@ class CatalogCollector:
     def collect(self) -> Iterator[Metric]:
         taken_at, stats = current_stats(self.shelf.context)
         yield from _tier_gauges(stats)
+        if self.shelf.config.metrics.compat == "heimdall":
+            yield from _heimdall_gauges(buckets_view(self.shelf.config, stats))
         health = GaugeMetricFamily(
             "shelflife_health", METRICS["shelflife_health"][1], labels=["status"]
         )
@@ -140,6 +158,15 @@ def _tier_gauges(stats: dict[str, Any]) -> Iterator[Metric]:
                 value = None  # a tier without capacity has no watermark
             if value is not None:  # no capacity, or no reference snapshot yet: no sample
                 family.add_metric([tier], float(value))
+        yield family
+
+
+def _heimdall_gauges(buckets: dict[str, dict[str, Any]]) -> Iterator[Metric]:
+    for name, (text, field) in HEIMDALL_METRICS.items():
+        family = GaugeMetricFamily(name, text, labels=["bucket"])
+        for bucket, figures in buckets.items():
+            if figures.get(field) is not None:  # no reference snapshot yet: no sample
+                family.add_metric([bucket], float(figures[field]))
         yield family
 
 

@@ -156,6 +156,7 @@ def check(json: JsonOption = False) -> int:
     from shelflife.service.checks import (
         CheckResult,
         check_database,
+        check_environment_references,
         check_rewrites,
         check_schedule,
         check_tier,
@@ -170,7 +171,8 @@ def check(json: JsonOption = False) -> int:
             CheckResult("catalog", "catalog", True, f"schema {shelf.catalog.revision()}")
         )
         results += [check_tier(name, shelf.store) for name in config.tiers]
-        results += check_rewrites(config)
+        results += check_environment_references(shelf.environment_references)
+        results += check_rewrites(shelf.config)
     except ShelflifeError as exc:
         results.append(CheckResult("catalog", "catalog", False, exc.message, exc.hint))
     databases = [
@@ -180,7 +182,7 @@ def check(json: JsonOption = False) -> int:
     if state.shelf is not None and all(result.ok for result in databases):
         catalog = state.shelf.catalog
         results += lint_references(
-            config,
+            state.shelf.config,
             state.shelf.databases,
             state.shelf.locator,
             lambda location: catalog.get(location.tier, location.key) is not None,

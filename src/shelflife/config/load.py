@@ -1,10 +1,11 @@
 """Finding, reading and validating configuration.
 
 Order: ``--config PATH``, then ``$SHELFLIFE_CONFIG``, then ``./shelflife.toml``; with none,
-the seed-compatible ``STORAGE_*`` environment when ``STORAGE_PROVIDER`` is set, else the
-embedded default. Values may use ``${VAR}`` (``${VAR:-fallback}``); a secret may come from
-a file named by ``<field>_file``. ``file://rel`` and ``sqlite:///rel.db`` are relative to
-the config file's folder (the working directory for the embedded default and environment).
+the seed-compatible ``STORAGE_*`` environment when one of its variables is set
+(:data:`shelflife.config.compat.SWITCHES`), else the embedded default. Values may use
+``${VAR}`` (``${VAR:-fallback}``); a secret may come from a file named by
+``<field>_file``. ``file://rel`` and ``sqlite:///rel.db`` are relative to the config
+file's folder (the working directory for the embedded default and environment).
 """
 
 from __future__ import annotations
@@ -42,11 +43,19 @@ def load_config(
         if not file.is_absolute():
             file = cwd / file
         return parse_config(_read_toml(file), base_dir=file.parent, source=str(file), env=env)
-    if env.get("STORAGE_PROVIDER"):
-        from shelflife.config.compat import seed_environment_config
+    from shelflife.config.compat import selects_environment
+
+    if selects_environment(env):
+        from shelflife.config.compat import seed_environment, seed_environment_config
 
         raw = seed_environment_config(env)
-        return parse_config(raw, base_dir=cwd, source="STORAGE_* environment", env=env)
+        return parse_config(
+            raw,
+            base_dir=cwd,
+            source="STORAGE_* environment",
+            env=env,
+            environment=seed_environment(env),
+        )
     return parse_config(embedded_default(), base_dir=cwd, source="embedded default", env=env)
 
 
@@ -83,15 +92,22 @@ def embedded_default() -> dict[str, Any]:
 
 
 def parse_config(
-    raw: dict[str, Any], *, base_dir: Path, source: str, env: Mapping[str, str] | None = None
+    raw: dict[str, Any],
+    *,
+    base_dir: Path,
+    source: str,
+    env: Mapping[str, str] | None = None,
+    environment: dict[str, Any] | None = None,
 ) -> Config:
-    """Validate a raw TOML table: substitute variables, read secret files, resolve paths."""
+    """Validate a raw TOML table: substitute variables, read secret files, resolve paths
+    (``environment``: what the ``STORAGE_*`` environment said beyond the tables)."""
     env = os.environ if env is None else env
     data = _substitute(raw, env, "")
     data = _read_secret_files(data, base_dir, "")
     _resolve_paths(data, base_dir)
+    fixed = {"source": source, "base_dir": base_dir, "environment": environment}
     try:
-        config = Config.model_validate({**data, "source": source, "base_dir": base_dir})
+        config = Config.model_validate({**data, **fixed})
     except ValidationError as exc:
         raise _config_error(exc, source, data) from None
     _register_secrets(config)

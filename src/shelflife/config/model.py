@@ -837,6 +837,17 @@ class CeleryConfig(_Strict):
         ),
     )
 
+    # the original services' beat entry names (docs/migrating.md)
+    compat_names: bool = Field(
+        default=False,
+        description=(
+            "name the beat entries as the MinIO clean-up did: `minio-lifecycle-cleanup` "
+            "(the `lifecycle` schedule) and `minio-storage-stats` (the `stats` schedule) "
+            "instead of `shelflife-lifecycle` and `shelflife-stats`; the tasks under the "
+            "original names are registered either way"
+        ),
+    )
+
     @model_validator(mode="after")
     def _backend(self) -> CeleryConfig:
         if self.result_backend is None and not self.broker_url.startswith(("redis", "rediss")):
@@ -954,6 +965,31 @@ class ApiConfig(_Strict):
     )
 
 
+class MetricsConfig(_Strict):
+    """What ``/metrics`` exports besides shelflife's own series."""
+
+    compat: Literal["heimdall"] | None = Field(
+        default=None,
+        description=(
+            "`\"heimdall\"` adds the MinIO clean-up's gauges beside shelflife's own: "
+            "`heimdall_storage_{disk_usage_gb, bucket_size_gb, orphan_files, "
+            "orphan_size_gb, total_objects, referenced_objects}` in GB with the label "
+            "`bucket` (docs/migrating.md)"
+        ),
+    )
+
+
+class SeedEnvironment(_Strict):
+    """What the ``STORAGE_*`` environment said beyond the tiers (not read from a file)."""
+
+    provider: str = Field(description="`STORAGE_PROVIDER`, `LOCAL` when unset")
+    # Declared as references when the shelf opens, each if its table and column exist.
+    candidate_references: tuple[ReferenceConfig, ...] = Field(
+        default=(),
+        description="the original services' columns, declared when they exist",
+    )
+
+
 class Config(_Strict):
     """The whole validated configuration."""
 
@@ -1002,9 +1038,14 @@ class Config(_Strict):
         default_factory=CeleryConfig,
         description="Celery workers and beat",
     )
+    metrics: MetricsConfig = Field(
+        default_factory=MetricsConfig,
+        description="extra series on `/metrics`",
+    )
     # Not from the file: where it came from, and what relative paths are relative to.
     source: str = Field(default="embedded default", exclude=True)
     base_dir: Path = Field(default=Path("."), exclude=True)
+    environment: SeedEnvironment | None = Field(default=None, exclude=True)
 
     @model_validator(mode="after")
     def _cross_references(self) -> Config:

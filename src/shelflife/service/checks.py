@@ -35,6 +35,7 @@ from shelflife.references.sources import (
     database_url,
     undeclared_columns,
 )
+from shelflife.service.environment import EnvironmentReferences
 from shelflife.service.schedule import OVERDUE_GRACE, next_fire, previous_fire
 from shelflife.stores._obstore import ObstoreStore
 from shelflife.stores.local import LocalStore
@@ -112,6 +113,41 @@ def check_rewrites(config: Config) -> list[CheckResult]:
             )
         )
     return results
+
+
+def check_environment_references(found: EnvironmentReferences | None) -> list[CheckResult]:
+    """Which of the storage service's columns the ``STORAGE_*`` environment declared as
+    references when the shelf opened (DATABASE_URL): found, missing, or not asked."""
+    if found is None:
+        return []
+    if found.unreachable is not None:
+        return [
+            CheckResult(
+                "reference",
+                found.database,
+                False,
+                f"the application database could not be asked which of the original "
+                f"columns exist ({found.unreachable}): all are declared, and runs stop "
+                "until it can be reached",
+                "check DATABASE_URL (or STORAGE_DATABASE_URL) and that the server runs",
+            )
+        ]
+    message = f"original columns found and declared: {', '.join(found.found) or 'none'}" + "".join(
+        f"; {label} not declared ({why})" for label, why in found.missing.items()
+    )
+    if not found.found:
+        return [
+            CheckResult(
+                "reference",
+                found.database,
+                True,
+                message + ": a migration rewrites no row",
+                "point DATABASE_URL at the database holding video_jobs, nexus_jobs and "
+                "scheduled_posts, or use a config file with [[references]]",
+                warning=True,
+            )
+        ]
+    return [CheckResult("reference", found.database, True, message)]
 
 
 def _check_archive_tier(name: str, store: ObstoreStore, key: str, payload: bytes) -> CheckResult:

@@ -51,6 +51,7 @@ from shelflife.references.sources import Databases, ParseReport, ReferenceSource
 from shelflife.service import recovery, runs
 from shelflife.service.audit import AuditReport, audit_references
 from shelflife.service.dispatch import dispatcher_for
+from shelflife.service.environment import declare_found_references
 from shelflife.service.objects import release_object, resolve, restore_from_quarantine
 from shelflife.service.policy import bucket_versioned
 from shelflife.service.records import stats_body
@@ -105,6 +106,8 @@ class Shelf:
         *,
         dispatcher: Dispatcher | None = None,
     ) -> None:
+        # the STORAGE_* environment's original columns: declared if they exist
+        config, self.environment_references = declare_found_references(config)
         self.context = Context.open(config, catalog)
         self.context.versioned = self.versioned
         self.dispatcher = dispatcher or dispatcher_for(config)

@@ -13,6 +13,14 @@ Tasks:
 - ``shelflife.execute_batch`` — one batch of a fanned-out run (idempotent, see
   :mod:`shelflife.engine.fanout`).
 
+Under the original services' names (docs/migrating.md), aliases of the same work:
+``storage.manage_lifecycle`` (the storage service's daily task: enforce the threshold,
+then the 90-day cloud retention), ``tasks.minio_lifecycle.cleanup_orphan_files``
+(``dry_run``, ``bucket``: ``gc`` in the MinIO clean-up's result shape) and
+``tasks.minio_lifecycle.get_storage_stats`` (``shelflife.refresh_stats`` with the
+``buckets`` view). With ``[celery] compat_names = true`` the beat entries are named
+``minio-lifecycle-cleanup`` and ``minio-storage-stats``.
+
 Tasks are acknowledged late and requeued when their worker dies, one at a time per
 worker process (``prefetch_multiplier = 1``).
 """
@@ -30,6 +38,11 @@ from shelflife.config import Config, load_config
 from shelflife.errors import ShelflifeError
 from shelflife.model.actions import Action
 from shelflife.service.dispatch import EXECUTE_BATCH, celery_settings, dispatcher_for
+from shelflife.service.originals import (
+    buckets_view,
+    cleanup_orphan_files,
+    manage_lifecycle,
+)
 from shelflife.service.records import refresh_stats
 from shelflife.service.shelf import Shelf
 
@@ -37,11 +50,14 @@ LOG = logging.getLogger("shelflife.celery")
 
 app = Celery("shelflife")
 _state: dict[str, Any] = {}
+# [celery] compat_names: the MinIO clean-up's beat entry names for the two schedules
+COMPAT_ENTRIES = {"lifecycle": "minio-lifecycle-cleanup", "stats": "minio-storage-stats"}
 
 
 def beat_schedule(config: Config) -> dict[str, Any]:
     """``[schedule]`` as Celery beat entries (five-field cron expressions)."""
     entries = {"lifecycle": "shelflife.run", "stats": "shelflife.refresh_stats"}
+    names = COMPAT_ENTRIES if config.celery.compat_names else {}
     schedule: dict[str, Any] = {}
     for name, task in entries.items():
         expression = getattr(config.schedule, name)
@@ -52,7 +68,7 @@ def beat_schedule(config: Config) -> dict[str, Any]:
             LOG.warning("schedule %s %r: beat takes five-field cron expressions", name, expression)
             continue
         minute, hour, day, month, weekday = fields
-        schedule[f"shelflife-{name}"] = {
+        schedule[names.get(name, f"shelflife-{name}")] = {
             "task": task,
             "schedule": crontab(
                 minute=minute,
@@ -100,10 +116,48 @@ def run_task(rule: str | None = None, yes: bool = False, trigger: str = "celery"
     name="shelflife.refresh_stats"
 )
 def refresh_stats_task() -> dict[str, Any]:
+    return _refresh_stats()
+
+
+def _refresh_stats() -> dict[str, Any]:
     current = shelf()
     current.scan()
     current.refresh_references()
     return refresh_stats(current.context)
+
+
+@app.task(  # type: ignore[untyped-decorator]
+    name="storage.manage_lifecycle"
+)
+def manage_lifecycle_task() -> dict[str, Any]:
+    """The storage service's daily task: migrate down to the threshold, then expire
+    cloud objects older than 90 days; each step's run, or its refusal."""
+    current = shelf()
+    return manage_lifecycle(current.context, current.dispatcher, trigger="celery")
+
+
+@app.task(  # type: ignore[untyped-decorator]
+    name="tasks.minio_lifecycle.cleanup_orphan_files"
+)
+def cleanup_orphan_files_task(dry_run: bool = False, bucket: str | None = None) -> dict[str, Any]:
+    """The MinIO clean-up's task: ``gc`` of a bucket's tiers (all with no bucket)."""
+    current = shelf()
+    try:
+        return cleanup_orphan_files(
+            current.context, current.dispatcher, dry_run=dry_run, bucket=bucket, trigger="celery"
+        )
+    except ShelflifeError as exc:
+        LOG.warning("cleanup_orphan_files: %s", exc.message)
+        return {"dry_run": dry_run, "status": "refused", "run_id": None, "reasons": [exc.message]}
+
+
+@app.task(  # type: ignore[untyped-decorator]
+    name="tasks.minio_lifecycle.get_storage_stats"
+)
+def get_storage_stats_task() -> dict[str, Any]:
+    """``shelflife.refresh_stats`` with the MinIO clean-up's ``buckets`` view."""
+    body = _refresh_stats()
+    return {**body, "buckets": buckets_view(_state["config"], body)}
 
 
 @app.task(  # type: ignore[untyped-decorator]
