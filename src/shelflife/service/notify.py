@@ -316,7 +316,7 @@ def deliver(target: Target, body: dict[str, Any]) -> Delivery:
             wait,
         )
 
-    backoff = wait_exponential_jitter(initial=INITIAL_WAIT, max=MAX_WAIT, jitter=INITIAL_WAIT)
+    backoff = wait_exponential_jitter(multiplier=INITIAL_WAIT, max=MAX_WAIT, jitter=INITIAL_WAIT)
 
     def wait(state: RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome else None
