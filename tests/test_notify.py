@@ -219,9 +219,15 @@ def test_a_receiver_that_fails_at_first_gets_it_once_after_retries(
     assert "run-finished delivered (HTTP 200, attempt 3)" in result.stderr
 
 
-def test_429_is_retried_after_its_retry_after_and_404_is_not(tmp_path: Path, app: AppTable) -> None:
-    with receiver([429], retry_after="1") as busy, receiver([404]) as wrong:
-        extra = target(busy.url) + target(wrong.url)
+def test_429_is_retried_after_its_retry_after_404_is_not_and_500_until_retries_run_out(
+    tmp_path: Path, app: AppTable
+) -> None:
+    with (
+        receiver([429], retry_after="1") as busy,
+        receiver([404]) as wrong,
+        receiver([500] * 10) as broken,
+    ):
+        extra = target(busy.url) + target(wrong.url) + target(broken.url, retries=2)
         write_config(tmp_path, app, rules=ORPHANS, extra=extra)
         files(tmp_path, "keep")
         referenced(app, "keep")
@@ -229,7 +235,10 @@ def test_429_is_retried_after_its_retry_after_and_404_is_not(tmp_path: Path, app
         assert result.returncode == 0, result.stderr
         assert len(busy.wait_for(2)) == 2
         assert len(wrong.wait_for(1)) == 1
+        assert len(broken.wait_for(3)) == 3
     assert "attempt 1 failed (HTTP 429); retrying in 1.0s" in result.stderr
+    assert "notify notify[2]" in result.stderr
+    assert "run-finished not delivered after 3 attempts: HTTP 500" in result.stderr
     assert (
         f"notify notify[1] ({wrong.url}): run-finished not delivered after 1 attempt: HTTP 404"
         in (result.stderr)
