@@ -45,7 +45,7 @@ rule). `shelflife init` writes a commented starter file and `shelflife check` va
   reason, exit code 2.
 - `${VAR}` is replaced by the environment variable (`${VAR:-fallback}` gives a
   fallback). A secret may come from a file: `secret_key_file = "/run/secrets/s3"` (also
-  `access_key_file`, `session_token_file`, and `url_file` for database URLs).
+  `access_key_file`, `session_token_file`, and `url_file` for database and webhook URLs).
 - Types: a **size** is `"8MiB"`, `"10GB"` (`KB`/`MB`/`GB`/`TB` are powers of 1000,
   `KiB`/`MiB`/`GiB`/`TiB` of 1024) or a number of bytes; a **ratio** is `"80%"` or `0.8`;
   a **duration** is `s`, `m`, `h`, `d`, `w`, alone or combined (`"1d12h"`).
@@ -73,6 +73,7 @@ SECTIONS: list[tuple[str, str]] = [
     ("[[api.tokens]]", "api.tokens"),
     ("[celery]", "celery"),
     ("[metrics]", "metrics"),
+    ("[[notify]]", "notify"),
 ]
 
 # One example per section. Each is checked by shelflife's loader (with BASE for what it
@@ -179,6 +180,21 @@ result_backend = "redis://redis.internal:6379/1"
 backend = "celery"
 """,
     "metrics": '[metrics]\ncompat = "heimdall"            # and the heimdall_storage_* gauges\n',
+    "notify": """\
+[[notify]]
+name = "ops"
+url = "https://hooks.example.com/shelflife?token=${HOOK_TOKEN}"   # or url_file = "…"
+events = ["run-failed", "run-refused", "health-changed", "plan-above"]
+plan_above_objects = 1000
+plan_above_bytes = "100GB"
+plan_above_actions = ["expire", "delete-orphan", "quarantine"]
+
+[[notify]]
+url = "https://alerts.example.com/hooks/shelflife"
+headers = { Authorization = "Bearer ${ALERTS_TOKEN}" }
+timeout = "10s"
+retries = 5
+""",
 }
 NEEDS = {  # what an example refers to, declared around it for the check
     "references": '[databases.app]\nurl = "sqlite:///app.db"\n',
@@ -361,6 +377,7 @@ def check_examples() -> None:
     for path, example in EXAMPLES.items():
         text = ("" if path == "tiers" else BASE) + NEEDS.get(path, "") + example
         env = {"APP_DB_PASSWORD": "x", "S3_ACCESS_KEY": "x", "S3_SECRET_KEY": "x"}
+        env |= {"HOOK_TOKEN": "x", "ALERTS_TOKEN": "x"}
         try:
             parse_config(tomllib.loads(text), base_dir=ROOT, source=path, env=env)
         except (ShelflifeError, tomllib.TOMLDecodeError) as exc:

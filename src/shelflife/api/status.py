@@ -70,7 +70,7 @@ def routes(shelf: Shelf, config: ApiConfig, orphans: OrphanFinder) -> APIRouter:
         now = utcnow()
         if "at" not in plan_cache or now - plan_cache["at"] > timedelta(minutes=1):
             try:
-                plan_cache["plan"] = shelf.plan(scan=False)  # the inventory as it is
+                plan_cache["plan"] = shelf.plan(scan=False, notify=False)  # inventory as is
             except ShelflifeError as exc:
                 plan_cache["plan"] = exc
             plan_cache["at"] = now

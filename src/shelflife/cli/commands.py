@@ -162,6 +162,7 @@ def check(json: JsonOption = False) -> int:
         check_tier,
         lint_references,
     )
+    from shelflife.service.notify import check_targets
 
     config = load_config(state.config_path)
     results = [CheckResult("config", config.source, True, "valid")]
@@ -189,6 +190,7 @@ def check(json: JsonOption = False) -> int:
         )
     if state.shelf is not None:
         results.append(check_schedule(state.shelf.context))
+    results += check_targets(config)
     failed = [result for result in results if not result.ok]
     if json:
         print_json({"ok": not failed, "checks": [result.as_json() for result in results]})
@@ -385,7 +387,7 @@ def stats(
 ) -> None:
     """Usage per tier against its watermarks, and health (stored for /metrics)."""
     from shelflife.base.units import utcnow
-    from shelflife.catalog.history import History
+    from shelflife.service.notify import save_stats
 
     shelf = state.open()
     if refresh:
@@ -395,7 +397,7 @@ def stats(
     usage = shelf.usage()
     health = shelf.health(usage)
     body = shelf.stats(usage)
-    History(shelf.catalog.engine).save_stats(body, utcnow())
+    save_stats(shelf.context, body, utcnow())  # and health-changed, if it did
     if json:
         print_json(body)
         return

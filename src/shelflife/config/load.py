@@ -120,11 +120,17 @@ def _register_secrets(config: Config) -> None:
     from sqlalchemy.exc import ArgumentError
 
     from shelflife.base.logs import register_secret
+    from shelflife.base.urls import url_secrets
 
     for tier in config.tiers.values():
         for secret in (tier.secret_key, tier.session_token):  # access key ids are no secret
             if secret is not None:
                 register_secret(secret.get_secret_value())
+    for target in config.notify:  # a webhook's URL and headers may each hold a token
+        for part in url_secrets(target.url.get_secret_value()):
+            register_secret(part)
+        for header in target.headers.values():
+            register_secret(header.get_secret_value())
     urls = [db.url.get_secret_value() for db in config.databases.values()]
     for url in [*urls, config.catalog.url]:
         try:

@@ -6,6 +6,7 @@ Unknown keys are errors (``extra="forbid"``), so a typo never passes silently.
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -990,6 +991,149 @@ class SeedEnvironment(_Strict):
     )
 
 
+NotifyEvent = Literal["run-finished", "run-failed", "run-refused", "health-changed", "plan-above"]
+NOTIFY_EVENTS: tuple[str, ...] = (
+    "run-finished",
+    "run-failed",
+    "run-refused",
+    "health-changed",
+    "plan-above",
+)
+PlanActionName = Literal["migrate", "expire", "delete-orphan", "quarantine"]
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
+class NotifyConfig(_Strict):
+    """A webhook told of runs, health changes and large plans (``[[notify]]``): a JSON
+    body POSTed to ``url``, retried with back-off on transient failures."""
+
+    name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description=(
+            "what logs, `check` and `notify test --name` call the target; "
+            "`notify[INDEX]` when not set"
+        ),
+    )
+    url: SecretStr = Field(
+        description=(
+            "where the JSON body is POSTed (`https://…` or `http://…`). A secret (a "
+            "token in its query or path stays out of logs and output): `${VAR}` or "
+            "`url_file`"
+        ),
+    )
+    events: tuple[NotifyEvent, ...] | None = Field(
+        default=None,
+        description=(
+            "which events are sent: `run-finished` (a run ended ok), `run-failed` "
+            "(partial: some actions failed, or the run stopped on an error), "
+            "`run-refused`, `health-changed`, `plan-above`; by default every run event "
+            "and `health-changed`, and `plan-above` when a `plan_above_*` threshold is set"
+        ),
+    )
+    plan_above_objects: int | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "`plan-above` is sent for a plan (a run's, a dry run's, `shelflife plan`'s) "
+            "holding more than this many actions of `plan_above_actions`"
+        ),
+    )
+    plan_above_bytes: Size | None = Field(
+        default=None,
+        description="or whose actions of `plan_above_actions` weigh more than this",
+    )
+    plan_above_actions: tuple[PlanActionName, ...] = Field(
+        default=("migrate", "expire", "delete-orphan", "quarantine"),
+        min_length=1,
+        description=(
+            "the actions the `plan_above_*` thresholds count: deletions (`expire`, "
+            "`delete-orphan`, `quarantine`) and moves (`migrate`); every one by default"
+        ),
+    )
+    headers: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description=(
+            'extra request headers (`{ Authorization = "Bearer ${HOOK_TOKEN}" }`); '
+            "their values are secrets, never logged or shown"
+        ),
+    )
+    timeout: Duration = Field(
+        default=timedelta(seconds=5),
+        description="how long one attempt may wait for the receiver (at most 60s)",
+    )
+    retries: int = Field(
+        default=3,
+        ge=0,
+        le=10,
+        description=(
+            "attempts after the first, with exponential back-off, on a dropped or "
+            "refused connection, a timeout, 5xx or 429 (`Retry-After` honoured up to "
+            "10s); never on other answers"
+        ),
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: SecretStr) -> SecretStr:
+        # Said without the value: it may hold a token.
+        try:
+            parts = urlsplit(url.get_secret_value())
+        except ValueError:
+            raise ValueError("is not a URL") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        return url
+
+    @field_validator("events")
+    @classmethod
+    def _some_events(cls, events: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if events is not None and not events:
+            raise ValueError(f"name at least one event of {', '.join(NOTIFY_EVENTS)}")
+        return events
+
+    @field_validator("headers")
+    @classmethod
+    def _header_lines(cls, headers: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for name, value in headers.items():
+            if not _HEADER_NAME.match(name):
+                raise ValueError(f"{name!r} is not a valid header name")
+            if any(c in value.get_secret_value() for c in "\r\n\0"):
+                raise ValueError(f"the value of {name} holds a line break")
+        return headers
+
+    @field_validator("timeout")
+    @classmethod
+    def _bounded_timeout(cls, timeout: timedelta) -> timedelta:
+        if not timedelta(milliseconds=100) <= timeout <= timedelta(seconds=60):
+            raise ValueError("must be between 0.1s and 60s")
+        return timeout
+
+    @model_validator(mode="after")
+    def _thresholds(self) -> NotifyConfig:
+        threshold = self.plan_above_objects is not None or self.plan_above_bytes is not None
+        if self.events is not None:
+            if "plan-above" in self.events and not threshold:
+                raise ValueError(
+                    "'plan-above' needs plan_above_objects or plan_above_bytes (e.g. 1000)"
+                )
+            if threshold and "plan-above" not in self.events:
+                raise ValueError(
+                    "plan_above_objects/plan_above_bytes are set but 'plan-above' is not in "
+                    "events; add it"
+                )
+        return self
+
+    @property
+    def wanted(self) -> tuple[str, ...]:
+        """The events this target is sent."""
+        if self.events is not None:
+            return self.events
+        above = self.plan_above_objects is not None or self.plan_above_bytes is not None
+        return tuple(e for e in NOTIFY_EVENTS if e != "plan-above" or above)
+
+
 class Config(_Strict):
     """The whole validated configuration."""
 
@@ -1042,6 +1186,10 @@ class Config(_Strict):
         default_factory=MetricsConfig,
         description="extra series on `/metrics`",
     )
+    notify: tuple[NotifyConfig, ...] = Field(
+        default=(),
+        description="webhooks told of runs, health changes and large plans",
+    )
     # Not from the file: where it came from, and what relative paths are relative to.
     source: str = Field(default="embedded default", exclude=True)
     base_dir: Path = Field(default=Path("."), exclude=True)
@@ -1084,6 +1232,14 @@ class Config(_Strict):
                     f"ignore_columns[{index}]: unknown database {ignored.database!r}; "
                     f"declare it under [databases.{ignored.database}]"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _notify_names(self) -> Config:
+        names = [target.name for target in self.notify if target.name]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"notify names must be unique; repeated: {repeated}")
         return self
 
     @property

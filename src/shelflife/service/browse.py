@@ -25,6 +25,7 @@ from shelflife.engine import trust
 from shelflife.engine.context import Context
 from shelflife.errors import UsageError
 from shelflife.model.selection import Selection
+from shelflife.service import notify
 from shelflife.service.records import stats_body
 
 SERIES_STEP = timedelta(minutes=5)  # the dashboard stores its figures at most this often
@@ -111,6 +112,7 @@ def dashboard_stats(context: Context, now: datetime) -> dict[str, Any]:
     latest = history.latest_stats()
     if latest is None or now - latest[0] >= SERIES_STEP:
         history.save_stats(body, now)
+        notify.stats_saved(context, None if latest is None else latest[1], body)
     return body
 
 

@@ -16,6 +16,7 @@ from shelflife.engine.context import Context
 from shelflife.engine.stats import TierUsage, classify, stats_json, usage
 from shelflife.errors import ShelflifeError, StoreError
 from shelflife.model.actions import Action, ActionKind, Failure, Skip, totals
+from shelflife.service import notify
 from shelflife.service.policy import noncurrent_bytes
 
 LOG = logging.getLogger("shelflife")
@@ -173,7 +174,7 @@ def refresh_stats(
     """Compute the stats from the catalog and store them for /metrics (S3 versioning
     figures asked of every tier, or of those in ``ask``: see :func:`stats_body`)."""
     body = stats_body(context, ask=ask, ask_if_versioned=ask_if_versioned)
-    History(context.catalog.engine).save_stats(body, utcnow())
+    notify.save_stats(context, body, utcnow())  # and health-changed, if it did
     return body
 
 

@@ -42,6 +42,7 @@ from shelflife.model.actions import RULE_ACTIONS, ActionKind, Failure
 from shelflife.model.outcome import RunOutcome
 from shelflife.model.plan import Plan
 from shelflife.model.selection import rule_tiers
+from shelflife.service import notify
 from shelflife.service.records import finish_run
 
 LOG = logging.getLogger("shelflife.run")
@@ -143,13 +144,18 @@ def plan(
     kinds: Sequence[str] = RULE_ACTIONS,
     scan_first: bool = True,
     progress: Progress | None = None,
+    notify_above: bool = True,
 ) -> Plan:
     """The plan at ``at`` (now by default), saved in the catalog; changes nothing that
-    matters (I4)."""
+    matters (I4). ``notify_above`` off: no ``plan-above`` notification (a dashboard's
+    preview)."""
     now = evaluation_instant(at, dry_run=True, what="would happen")
     rules = choose_rules(context, rule, kinds)
     _, warnings = freshen(context, rules, scan_first=scan_first, progress=progress)
-    return make_plan(context, now, rules, progress, warnings)
+    made = make_plan(context, now, rules, progress, warnings)
+    if notify_above:
+        notify.plan_made(context, made, command="plan", dry_run=True)
+    return made
 
 
 # -- running -----------------------------------------------------------------------------
@@ -183,6 +189,7 @@ def run(
         outcome = RunOutcome(command, make_plan(context, now, chosen, progress, warnings))
         outcome.dry_run = True
         outcome.scanned = scanned
+        notify.plan_made(context, outcome.plan, command=command, dry_run=True)
         return outcome
     run_id = run_id or new_id(command, utcnow())
     history = History(context.catalog.engine)
@@ -197,6 +204,7 @@ def run(
             )
             started = utcnow()
             outcome.plan = make_plan(context, now, chosen, progress, warnings)
+            notify.plan_made(context, outcome.plan, command=command, dry_run=False)
             _execute(
                 context,
                 outcome,
@@ -356,6 +364,7 @@ def _record(context: Context, outcome: RunOutcome, error: BaseException | None =
         plan_id=outcome.plan.id or None,
         recovered=any(outcome.recovered.values()),
     )
+    notify.run_ended(context, outcome, status, message)
     if outcome.plan.id and outcome.claimed:
         PlanStore(context.catalog.engine, outcome.plan.id).drop()  # applied: needed no more
 

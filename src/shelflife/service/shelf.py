@@ -453,11 +453,19 @@ class Shelf:
         kinds: Sequence[str] = RULE_ACTIONS,
         scan: bool = True,
         progress: Progress | None = None,
+        notify: bool = True,
     ) -> Plan:
         """What the rules call for at ``at`` (now by default), after a scan; changes
-        nothing that matters. The plan is kept in the catalog (``apply`` its id)."""
+        nothing that matters. The plan is kept in the catalog (``apply`` its id).
+        ``notify`` off: no ``plan-above`` notification."""
         return runs.plan(
-            self.context, rule=rule, at=at, kinds=kinds, scan_first=scan, progress=progress
+            self.context,
+            rule=rule,
+            at=at,
+            kinds=kinds,
+            scan_first=scan,
+            progress=progress,
+            notify_above=notify,
         )
 
     def run(
