@@ -547,3 +547,10 @@ def test_mask_url(url: str, masked: str) -> None:
     hidden = url_secrets(url)
     assert (url in hidden) == (url != masked)
     assert all(part not in masked for part in hidden if len(part) >= 4)
+
+
+def test_only_credential_like_query_values_are_masked_in_every_log_line() -> None:
+    hidden = url_secrets("https://h/hook?format=json&token=abc&sig=0123456789abcdef")
+    assert "json" not in hidden  # else every log line saying "json" would read "***"
+    assert "abc" in hidden
+    assert "0123456789abcdef" in hidden

@@ -9,9 +9,12 @@ parts, for the log filter (:func:`shelflife.base.logs.register_secret`).
 
 from __future__ import annotations
 
+import re
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from shelflife.base.logs import MASK
+
+_SECRET_NAME = re.compile(r"token|key|secret|sig|auth|pass|code|cred|session", re.IGNORECASE)
 
 
 def mask_url(url: str) -> str:
@@ -53,8 +56,11 @@ def url_secrets(url: str) -> list[str]:
     _, rest = _split_path(parts.path)
     if rest:
         found += [rest, unquote(rest)]
-    for _, value in parse_qsl(parts.query, keep_blank_values=True):
-        found += [value, quote(value, safe="")]
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        # Not every value is a secret (``format=json``): one the log filter masks in
+        # every line is one that looks like a credential, by its name or its length.
+        if len(value) >= 8 or _SECRET_NAME.search(name):
+            found += [value, quote(value, safe="")]
     if parts.query:
         found.append(parts.query)
     return [value for value in dict.fromkeys(found) if value]
