@@ -908,6 +908,27 @@ class ApiConfig(_Strict):
     )
 
 
+class ActionLogConfig(_Strict):
+    """The action log: every action runs take, skip or fail, kept in the catalog."""
+
+    keep: Duration = Field(
+        default=timedelta(days=90),
+        description=(
+            "how long an entry is kept: older ones are pruned at the end of each run "
+            '(and by `shelflife log --prune`); `"0s"` keeps no log at all'
+        ),
+    )
+    prune_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description=(
+            "at most this long is spent pruning at the end of a run (in batches of "
+            "10,000 entries); what is left goes at the next run"
+        ),
+    )
+
+
 class Config(_Strict):
     """The whole validated configuration."""
 
@@ -955,6 +976,10 @@ class Config(_Strict):
     celery: CeleryConfig = Field(
         default_factory=CeleryConfig,
         description="Celery workers and beat",
+    )
+    action_log: ActionLogConfig = Field(
+        default_factory=ActionLogConfig,
+        description="the action log of `shelflife log` and `/api/v1/log`",
     )
     # Not from the file: where it came from, and what relative paths are relative to.
     source: str = Field(default="embedded default", exclude=True)

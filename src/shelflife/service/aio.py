@@ -35,6 +35,7 @@ from shelflife.base.units import utcnow
 from shelflife.config import Config
 from shelflife.errors import UsageError
 from shelflife.model.locations import Location
+from shelflife.service import actionlog
 from shelflife.service.objects import resolve_async
 from shelflife.service.shelf import Shelf
 from shelflife.service.uploads import GroupCommit, StoredObject, UploadRecorder, put_object
@@ -279,6 +280,7 @@ class AsyncShelf:
         location = await self.resolve(ref)
         await self.store(location.tier).delete(location.key)
         await asyncio.to_thread(self.shelf.catalog.forget, location.tier, [location.key])
+        await self._log_deletions([location])
         return location
 
     async def copies(self, ref: Ref) -> list[Location]:
@@ -294,12 +296,17 @@ class AsyncShelf:
                 found.append(Location(name, location.key))
         return found
 
-    async def delete_copies(self, copies: list[Location]) -> None:
+    async def delete_copies(self, copies: list[Location], *, forced: bool = False) -> None:
         """Delete each of ``copies`` (from :meth:`copies`): no older copy on another tier
         comes back after a delete."""
         for copy in copies:
             await self.store(copy.tier).delete(copy.key)
             await asyncio.to_thread(self.shelf.catalog.forget, copy.tier, [copy.key])
+        await self._log_deletions(copies, forced=forced)
+
+    async def _log_deletions(self, copies: list[Location], *, forced: bool = False) -> None:
+        entries = actionlog.deletions(copies, "http-delete", forced=forced)
+        await asyncio.to_thread(actionlog.record, self.shelf.context, entries)
 
 
 async def _read_in_thread(stream: BinaryIO) -> AsyncIterator[bytes]:

@@ -48,7 +48,7 @@ from shelflife.model.locations import Location, Locator
 from shelflife.model.outcome import RunOutcome
 from shelflife.model.plan import Plan
 from shelflife.references.sources import Databases, ParseReport, ReferenceSource
-from shelflife.service import recovery, runs
+from shelflife.service import actionlog, recovery, runs
 from shelflife.service.audit import AuditReport, audit_references
 from shelflife.service.dispatch import dispatcher_for
 from shelflife.service.objects import release_object, resolve, restore_from_quarantine
@@ -338,6 +338,7 @@ class Shelf:
         for copy in copies:
             run_sync(self.store(copy.tier).delete(copy.key))
             self.catalog.forget(copy.tier, [copy.key])
+        actionlog.record(self.context, actionlog.deletions(copies, "rm", forced=force))
         return copies
 
     def holders(self, copies: Sequence[Location]) -> list[str]:
