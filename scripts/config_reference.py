@@ -71,6 +71,7 @@ SECTIONS: list[tuple[str, str]] = [
     ("[api]", "api"),
     ("[[api.tokens]]", "api.tokens"),
     ("[celery]", "celery"),
+    ("[action_log]", "action_log"),
 ]
 
 # One example per section. Each is checked by shelflife's loader (with BASE for what it
@@ -167,6 +168,7 @@ result_backend = "redis://redis.internal:6379/1"
 [executor]
 backend = "celery"
 """,
+    "action_log": '[action_log]\nkeep = "30d"\n',
 }
 NEEDS = {  # what an example refers to, declared around it for the check
     "references": '[databases.app]\nurl = "sqlite:///app.db"\n',
