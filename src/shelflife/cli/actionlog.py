@@ -130,8 +130,8 @@ def _show(entries: "list[LogEntry]", chosen: "LogFilter") -> None:
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(caption="newest last; times in UTC; --json or --jsonl for every field")
-    for name in ("when", "run", "action", "rule", "where", "key", "size", "outcome", "why"):
+    table = Table(caption="newest last; times in UTC; --json or --jsonl for runs and every field")
+    for name in ("when", "action", "rule", "where", "key", "outcome", "why"):
         table.add_column(name, no_wrap=name in ("when", "outcome"), overflow="fold")
     for item in entries:
         where = item.tier + (f" → {item.to}" if item.to else "")
@@ -140,12 +140,10 @@ def _show(entries: "list[LogEntry]", chosen: "LogFilter") -> None:
             why += f" [{item.detail}]"
         cells = (
             item.recorded_at.strftime("%Y-%m-%d %H:%M:%S"),
-            item.run_id or item.command,
-            item.action,
-            item.rule or "-",
+            item.action if item.bytes is None else f"{item.action} {format_size(item.bytes)}",
+            item.rule or item.command,
             where,
             item.key,
-            "-" if item.bytes is None else format_size(item.bytes),
             item.outcome,
             why,
         )
