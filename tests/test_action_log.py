@@ -19,7 +19,7 @@ from shelflife import Shelf
 from shelflife.api.auth import hash_token, new_token
 from shelflife.base.units import parse_instant_or_ago, utcnow
 from shelflife.catalog import Catalog
-from shelflife.catalog.actionlog import ActionLog, LogEntry, LogFilter
+from shelflife.catalog.actionlog import ActionLog, LogEntry, LogFilter, page_query
 from shelflife.catalog.schema import to_micros
 from shelflife.engine.fanout import RunActions, execute_batch
 from shelflife.model.actions import Action
@@ -342,24 +342,25 @@ def test_a_run_prunes_entries_older_than_keep(tmp_path: Path, app: AppTable) -> 
 def test_a_million_entries_prune_in_batches_and_keys_use_the_index(tmp_path: Path) -> None:
     catalog = Catalog.open(f"sqlite:///{tmp_path / 'catalog.db'}")
     old, young = to_micros(T0 - timedelta(days=200)), to_micros(T0)
-    with catalog.engine.begin() as conn:  # 10^6 rows in one statement: half old, half young
+    with catalog.engine.begin() as conn:  # 10^6 rows in one statement: the older half old
         conn.exec_driver_sql(
             "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 999999) "
-            "INSERT INTO action_log (recorded_at, run_id, command, rule, action, tier, key, "
-            "bytes, outcome, reason) SELECT CASE WHEN i % 2 = 0 THEN ? ELSE ? END, "
-            "'run-' || (i / 1000), 'run', 'r' || (i % 7), 'expire', 'local', "
-            "'k/' || i, i, 'done', 'retention' FROM n",
+            "INSERT INTO action_log (recorded_at, command, rule, action, tier, key, outcome) "
+            "SELECT CASE WHEN i < 500000 THEN ? ELSE ? END, 'run', 'r', 'expire', 'local', "
+            "printf('k/%07d', i), 'done' FROM n",
             (old, young),
         )
     log = ActionLog(catalog.engine)
     assert log.count() == 1_000_000
 
-    with catalog.engine.connect() as conn:
-        plan = conn.exec_driver_sql(
-            "EXPLAIN QUERY PLAN SELECT * FROM action_log WHERE key IN ('k/77') ORDER BY id"
-        ).all()
-    assert any("ix_action_log_key" in str(row[-1]) for row in plan), plan
-    assert [e.key for e in log.page(LogFilter(keys=("k/77",)))] == ["k/77"]
+    chosen = LogFilter(keys=("k/0000077",))
+    statement = page_query(chosen, after=0, limit=100).compile(
+        catalog.engine, compile_kwargs={"literal_binds": True}
+    )
+    with catalog.engine.connect() as conn:  # the very statement a --key lookup runs
+        plan = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}").all()
+    assert any("USING INDEX ix_action_log_key" in str(row[-1]) for row in plan), plan
+    assert [e.key for e in log.page(LogFilter(keys=("k/0000077",)))] == ["k/0000077"]
 
     cutoff = T0 - timedelta(days=100)
     assert log.prune(cutoff, budget=0) == (10_000, True)  # one bounded batch, then stop

@@ -149,10 +149,8 @@ class ActionLog:
     ) -> list[LogEntry]:
         """Up to ``limit`` entries with ids above ``after``, oldest first (``newest``: the
         newest ``limit`` entries, still returned oldest first)."""
-        query = _where(select(action_log), chosen).where(action_log.c.id > after)
-        order = action_log.c.id.desc() if newest else action_log.c.id
         with _Guard(self.engine, begin=False) as conn:
-            rows = conn.execute(query.order_by(order).limit(limit)).all()
+            rows = conn.execute(page_query(chosen, after, limit, newest)).all()
         entries = [_entry(row) for row in rows]
         return entries[::-1] if newest else entries
 
@@ -207,6 +205,13 @@ class ActionLog:
         query = select(action_log.c.id).where(action_log.c.recorded_at < before).limit(1)
         with _Guard(self.engine, begin=False) as conn:
             return conn.execute(query).first() is not None
+
+
+def page_query(chosen: LogFilter, after: int, limit: int, newest: bool = False) -> Select[Any]:
+    """The statement :meth:`ActionLog.page` reads a page with."""
+    query = _where(select(action_log), chosen).where(action_log.c.id > after)
+    order = action_log.c.id.desc() if newest else action_log.c.id
+    return query.order_by(order).limit(limit)
 
 
 def _where(query: Select[Any], chosen: LogFilter) -> Select[Any]:
