@@ -25,7 +25,7 @@ from shelflife.engine.fanout import RunActions, execute_batch
 from shelflife.model.actions import Action
 from tests.support.apps import AppTable
 from tests.support.cli import SHELFLIFE, shelflife
-from tests.support.objects import age, stored
+from tests.support.objects import stored
 from tests.support.servers import free_port, wait_for_port
 
 REF = "data/storage/outputs/{}"
@@ -68,7 +68,8 @@ after = "10d"
 filter = {{ prefix = "doomed/" }}
 """
     config = tmp_path / "shelflife.toml"
-    config.write_text(f"""
+    config.write_text(
+        f"""
 [catalog]
 url = "{catalog_url}"
 [databases.app]
@@ -109,7 +110,9 @@ grace = "0s"
 max_fraction = 1.0
 filter = {{ prefix = "tmp/" }}
 {extra}
-""" + (doomed if broken else ""))
+"""
+        + (doomed if broken else "")
+    )
     return config
 
 
@@ -210,13 +213,15 @@ def test_a_run_logs_what_it_did_and_why(tmp_path: Path, app: AppTable, catalog_u
 
     text = shelflife("log", "--key", "cold/a.bin", cwd=tmp_path, env={"COLUMNS": "200"})
     assert text.returncode == 0, text.stderr
-    assert "to-cloud" in text.stdout and "migrate" in text.stdout
+    assert "to-cloud" in text.stdout
+    assert "migrate" in text.stdout
 
     lines = shelflife("log", "--jsonl", cwd=tmp_path)
     assert lines.returncode == 0, lines.stderr
     exported = [json.loads(line) for line in lines.stdout.splitlines()]
     ids = [item["id"] for item in exported]
-    assert ids == sorted(ids) and len(ids) == len(set(ids))
+    assert ids == sorted(ids)
+    assert len(ids) == len(set(ids))
     assert len(exported) == len(outcome.actions) + len(outcome.skipped) + len(outcome.failed)
     rest = shelflife("log", "--jsonl", "--after", str(ids[2]), cwd=tmp_path)
     assert [json.loads(line)["id"] for line in rest.stdout.splitlines()] == ids[3:]
@@ -324,11 +329,9 @@ def test_pages_follow_ids_and_pruning_keeps_the_young(catalog: Catalog) -> None:
 
 
 def test_a_run_prunes_entries_older_than_keep(tmp_path: Path, app: AppTable) -> None:
-    shelf = Shelf.open(
-        write_config(
-            tmp_path, app, f"sqlite:///{tmp_path / 'c.db'}", '[action_log]\nkeep = "7d"', broken=False
-        )
-    )
+    keep = '[action_log]\nkeep = "7d"'
+    config = write_config(tmp_path, app, f"sqlite:///{tmp_path / 'c.db'}", keep, broken=False)
+    shelf = Shelf.open(config)
     log = ActionLog(shelf.catalog.engine)
     now = utcnow()
     log.write([entry("ancient", now - timedelta(days=8)), entry("recent", now - timedelta(days=6))])
@@ -409,7 +412,8 @@ def test_http_log_pages_by_cursor(tmp_path: Path, app: AppTable) -> None:
                 body = client.get("/api/v1/log", params={"limit": 5, "after": cursor}).json()
                 keys += [item["key"] for item in body["entries"]]
                 cursor, pages = body["next"], pages + 1
-            assert keys == [f"k/{i}" for i in range(23)] and pages == 5
+            assert keys == [f"k/{i}" for i in range(23)]
+            assert pages == 5
 
             body = client.get("/api/v1/log", params={"rule": "r1", "key": "k/3"}).json()
             assert [item["key"] for item in body["entries"]] == ["k/3"]

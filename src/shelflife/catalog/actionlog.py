@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, Select, delete, func, insert, select
+from sqlalchemy import Engine, Select, delete, func, select
 
 from shelflife.catalog.catalog import _Guard
-from shelflife.catalog.schema import action_log, bulk_execute, to_micros
+from shelflife.catalog.schema import action_log, bulk_upsert, to_micros
 
 WRITE_BATCH = 1000  # entries per INSERT batch
 PRUNE_BATCH = 10_000  # entries per DELETE (one short transaction each)
@@ -138,8 +138,10 @@ class ActionLog:
         return written
 
     def _insert(self, rows: Sequence[tuple[Any, ...]]) -> int:
+        # PostgreSQL gets a large batch by COPY (see bulk_upsert), the others as one
+        # compiled statement for the batch
         with _Guard(self.engine, begin=True) as conn:
-            bulk_execute(conn, insert(action_log), rows, COLUMNS)
+            bulk_upsert(conn, action_log, rows, COLUMNS, lambda statement: statement)
         return len(rows)
 
     # -- reading ----------------------------------------------------------------------------
