@@ -267,6 +267,12 @@ filter = { prefix = "q/" }
     assert actions("gone.bin") == [("rm", "delete", "done")]
     assert actions("q/back.bin") == [("run", "quarantine", "done"), ("restore", "restore", "done")]
     assert actions("far.bin") == [("recall", "recall", "done")]
+    (recalled,) = shelf.log(key="cold/far.bin")  # the Python API, by the row's new spelling
+    assert (recalled.tier, recalled.to, recalled.bytes) == ("local", "cloud", 70)
+    assert [e.key for e in shelf.log(run=None, outcome="done", limit=2)] == [
+        "q/back.bin",
+        "far.bin",
+    ]
     shelf.close()
 
 

@@ -25,6 +25,7 @@ from shelflife.base.keys import validate_key, validate_prefix
 from shelflife.base.progress import Progress
 from shelflife.base.units import utcnow
 from shelflife.catalog import Catalog
+from shelflife.catalog.actionlog import LogEntry, LogFilter
 from shelflife.catalog.history import History, RunRecord
 from shelflife.catalog.ledger import Ledger
 from shelflife.config import Config, load_config
@@ -546,6 +547,26 @@ class Shelf:
     def execute_batch(self, run_id: str, plan_now: datetime, items: list[Action]) -> None:
         """Take one batch of a fanned-out run (a Celery worker's task)."""
         execute_batch(self.context, run_id, plan_now, items)
+
+    def log(
+        self,
+        *,
+        key: str | None = None,
+        rule: str | None = None,
+        run: str | None = None,
+        tier: str | None = None,
+        outcome: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+    ) -> list[LogEntry]:
+        """The action log: the newest ``limit`` entries matching every filter given,
+        oldest first (``key``: a key or any value a reference column holds)."""
+        keys = () if key is None else tuple(actionlog.keys_named(self.context, key))
+        if key is not None and not keys:
+            return []
+        chosen = LogFilter(keys, rule, run, tier, outcome, since, until)
+        return actionlog.find(self.context, chosen, limit=limit, newest=True)
 
     def runs(self, limit: int = 50) -> list[RunRecord]:
         """The run history, newest first."""
