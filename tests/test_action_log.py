@@ -276,6 +276,33 @@ filter = { prefix = "q/" }
     shelf.close()
 
 
+class Interrupted(BaseException):
+    """Stands in for a process killed at a checkpoint (nothing catches it)."""
+
+
+def test_recovery_logs_each_migration_it_settles(tmp_path: Path, app: AppTable) -> None:
+    from shelflife.base.faults import hooked
+
+    shelf = Shelf.open(write_config(tmp_path, app, f"sqlite:///{tmp_path / 'c.db'}", broken=False))
+    stored(shelf, "cold/a.bin", days=20)
+    stored(shelf, "keep.bin")
+    app.insert(REF.format("cold/a.bin"), REF.format("keep.bin"))
+
+    def interrupt() -> None:
+        raise Interrupted
+
+    with hooked("repointed", interrupt), pytest.raises(Interrupted):
+        shelf.run(rule="to-cloud")
+    assert shelf.log(key="cold/a.bin") == []  # the migration is unfinished, nothing done yet
+    assert shelf.recover() == {"completed": 1}
+    (settled,) = shelf.log(key="cold/a.bin")
+    assert (settled.command, settled.action, settled.outcome) == ("recover", "recover", "done")
+    assert (settled.rule, settled.tier, settled.to) == ("to-cloud", "local", "cloud")
+    assert settled.reason is not None
+    assert settled.reason.startswith("interrupted migration of run run-")
+    shelf.close()
+
+
 def test_a_fanned_out_batch_keeps_the_age_the_log_records(
     tmp_path: Path, app: AppTable, catalog_url: str
 ) -> None:
@@ -345,7 +372,11 @@ def test_a_run_prunes_entries_older_than_keep(tmp_path: Path, app: AppTable) -> 
     app.insert(REF.format("keep.bin"))
     shelf.run()
     assert sorted(e.key for e in log.stream(LogFilter())) == ["recent", "tmp/orphan.bin"]
+    log.write([entry("ancient", now - timedelta(days=8))])
     shelf.close()
+    result = shelflife("log", "--prune", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"pruned": 1}
 
 
 def test_a_million_entries_prune_in_batches_and_keys_use_the_index(tmp_path: Path) -> None:
