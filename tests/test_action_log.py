@@ -264,7 +264,7 @@ filter = { prefix = "q/" }
     def actions(key: str) -> list[tuple[str, str, str]]:
         return [(e.command, e.action, e.outcome) for e in log.page(LogFilter(keys=(key,)))]
 
-    assert actions("gone.bin") == [("rm", "delete", "done")]
+    assert actions("gone.bin") == [("delete", "delete", "done")]
     assert actions("q/back.bin") == [("run", "quarantine", "done"), ("restore", "restore", "done")]
     assert actions("far.bin") == [("recall", "recall", "done")]
     (recalled,) = shelf.log(key="cold/far.bin")  # the Python API, by the row's new spelling
@@ -321,6 +321,18 @@ def test_a_fanned_out_batch_keeps_the_age_the_log_records(
 
 
 # -- the catalog: paging, pruning, 10^6 entries ------------------------------------------
+
+
+def test_the_migrations_make_the_schema(catalog: Catalog) -> None:
+    """0012 creates the action log (and run_actions' age columns) as schema.py declares
+    them: no difference between the migrated database and the tables' metadata."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from shelflife.catalog.schema import metadata
+
+    with catalog.engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), metadata) == []
 
 
 def entry(key: str, at: datetime, **fields: Any) -> LogEntry:
@@ -425,9 +437,13 @@ def test_instants_or_durations_ago() -> None:
 
 
 def test_http_log_pages_by_cursor(tmp_path: Path, app: AppTable) -> None:
-    token = new_token()
-    extra = f'[[api.tokens]]\nname = "reader"\nhash = "{hash_token(token)}"\nscopes = ["read"]'
-    shelf = Shelf.open(write_config(tmp_path, app, f"sqlite:///{tmp_path / 'c.db'}", extra))
+    token, writer = new_token(), new_token()
+    extra = (
+        f'[[api.tokens]]\nname = "reader"\nhash = "{hash_token(token)}"\nscopes = ["read"]\n'
+        f'[[api.tokens]]\nname = "uploader"\nhash = "{hash_token(writer)}"\nscopes = ["write"]'
+    )
+    config = write_config(tmp_path, app, f"sqlite:///{tmp_path / 'c.db'}", extra, broken=False)
+    shelf = Shelf.open(config)
     log = ActionLog(shelf.catalog.engine)
     log.write(entry(f"k/{i}", T0 + timedelta(seconds=i), rule=f"r{i % 2}") for i in range(23))
     shelf.close()
@@ -469,6 +485,18 @@ def test_http_log_pages_by_cursor(tmp_path: Path, app: AppTable) -> None:
                 assert answer.status_code == 422, (bad, answer.text)
                 assert answer.json()["code"] == "invalid_request"
             assert httpx.get(f"http://127.0.0.1:{port}/api/v1/log").status_code == 401
+
+            (tmp_path / "outputs").mkdir(exist_ok=True)
+            (tmp_path / "outputs" / "doc.txt").write_text("a document")
+            write = {"Authorization": f"Bearer {writer}"}
+            gone = client.delete("/api/v1/objects/doc.txt", headers=write)
+            assert gone.status_code == 200, gone.text
+            (deleted,) = client.get("/api/v1/log", params={"key": "doc.txt"}).json()["entries"]
+            assert (deleted["command"], deleted["action"], deleted["detail"]) == (
+                "http-delete",
+                "delete",
+                "by token uploader",
+            )
     finally:
         server.terminate()
         server.wait(20)

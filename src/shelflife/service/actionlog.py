@@ -7,8 +7,9 @@ What is logged (dry runs log nothing; ``keep = "0s"`` turns the log off):
   (in process or on Celery workers: the run record gathers both), with the reason its rule
   selected it, the age basis and the instant the age counted from; quarantine purges;
 - migrations an interrupted run left, as recovery finishes or undoes them;
-- what users do to objects through shelflife: ``rm`` and HTTP ``DELETE`` (one entry per
-  tier's copy), ``restore`` from quarantine, ``recall``, and releases by ``listen``.
+- what users do to objects through shelflife: deletions by ``rm``, ``Shelf.delete`` and
+  HTTP ``DELETE`` (one entry per tier's copy; HTTP names the token), ``restore`` from
+  quarantine, ``recall``, and releases by ``listen``.
 
 Uploads, reads and pins are not actions and are not logged. Entries are written at the
 end of each run, a batch of rows per statement, and entries older than ``keep`` are
@@ -105,10 +106,17 @@ def entry(
     )
 
 
-def deletions(copies: Iterable[Location], command: str, *, forced: bool) -> list[LogEntry]:
-    """Entries for an object deleted on request (``rm``, HTTP ``DELETE``), a copy each."""
+def deletions(
+    copies: Iterable[Location], command: str, *, forced: bool, by: str | None = None
+) -> list[LogEntry]:
+    """Entries for an object deleted on request (``delete`` from the CLI's ``rm`` or
+    Python, ``http-delete``), a copy each; ``by``: who asked (an API token's name)."""
     reason = "deleted on request" + (" (forced: rows may point at it)" if forced else "")
-    return [entry(command, "delete", copy.tier, copy.key, reason=reason) for copy in copies]
+    detail = None if by is None else f"by {by}"
+    return [
+        entry(command, "delete", copy.tier, copy.key, reason=reason, detail=detail)
+        for copy in copies
+    ]
 
 
 def run_entries(

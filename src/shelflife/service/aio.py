@@ -296,16 +296,30 @@ class AsyncShelf:
                 found.append(Location(name, location.key))
         return found
 
-    async def delete_copies(self, copies: list[Location], *, forced: bool = False) -> None:
+    async def delete_copies(
+        self,
+        copies: list[Location],
+        *,
+        forced: bool = False,
+        command: str = "delete",
+        by: str | None = None,
+    ) -> None:
         """Delete each of ``copies`` (from :meth:`copies`): no older copy on another tier
-        comes back after a delete."""
+        comes back after a delete. Logged as ``command`` (``by``: who asked)."""
         for copy in copies:
             await self.store(copy.tier).delete(copy.key)
             await asyncio.to_thread(self.shelf.catalog.forget, copy.tier, [copy.key])
-        await self._log_deletions(copies, forced=forced)
+        await self._log_deletions(copies, forced=forced, command=command, by=by)
 
-    async def _log_deletions(self, copies: list[Location], *, forced: bool = False) -> None:
-        entries = actionlog.deletions(copies, "http-delete", forced=forced)
+    async def _log_deletions(
+        self,
+        copies: list[Location],
+        *,
+        forced: bool = False,
+        command: str = "delete",
+        by: str | None = None,
+    ) -> None:
+        entries = actionlog.deletions(copies, command, forced=forced, by=by)
         await asyncio.to_thread(actionlog.record, self.shelf.context, entries)
 
 

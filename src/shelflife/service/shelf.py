@@ -339,7 +339,7 @@ class Shelf:
         for copy in copies:
             run_sync(self.store(copy.tier).delete(copy.key))
             self.catalog.forget(copy.tier, [copy.key])
-        actionlog.record(self.context, actionlog.deletions(copies, "rm", forced=force))
+        actionlog.record(self.context, actionlog.deletions(copies, "delete", forced=force))
         return copies
 
     def holders(self, copies: Sequence[Location]) -> list[str]:
