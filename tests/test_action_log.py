@@ -265,6 +265,8 @@ filter = { prefix = "q/" }
         return [(e.command, e.action, e.outcome) for e in log.page(LogFilter(keys=(key,)))]
 
     assert actions("gone.bin") == [("delete", "delete", "done")]
+    (deleted,) = shelf.log(key="gone.bin")
+    assert (deleted.bytes, deleted.reason) == (80, "deleted on request")
     assert actions("q/back.bin") == [("run", "quarantine", "done"), ("restore", "restore", "done")]
     assert actions("far.bin") == [("recall", "recall", "done")]
     (recalled,) = shelf.log(key="cold/far.bin")  # the Python API, by the row's new spelling

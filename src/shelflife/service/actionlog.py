@@ -106,16 +106,26 @@ def entry(
     )
 
 
+def sizes(context: Context, copies: Iterable[Location]) -> dict[Location, int | None]:
+    """What the inventory says each copy holds (read before it is forgotten)."""
+    found: dict[Location, int | None] = {}
+    for copy in copies:
+        row = context.catalog.get(copy.tier, copy.key)
+        found[copy] = None if row is None else row.size
+    return found
+
+
 def deletions(
-    copies: Iterable[Location], command: str, *, forced: bool, by: str | None = None
+    copies: dict[Location, int | None], command: str, *, forced: bool, by: str | None = None
 ) -> list[LogEntry]:
     """Entries for an object deleted on request (``delete`` from the CLI's ``rm`` or
-    Python, ``http-delete``), a copy each; ``by``: who asked (an API token's name)."""
+    Python, ``http-delete``), a copy each with its size (see :func:`sizes`); ``by``: who
+    asked (an API token's name)."""
     reason = "deleted on request" + (" (forced: rows may point at it)" if forced else "")
     detail = None if by is None else f"by {by}"
     return [
-        entry(command, "delete", copy.tier, copy.key, reason=reason, detail=detail)
-        for copy in copies
+        entry(command, "delete", copy.tier, copy.key, size=size, reason=reason, detail=detail)
+        for copy, size in copies.items()
     ]
 
 

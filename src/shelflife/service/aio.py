@@ -278,9 +278,10 @@ class AsyncShelf:
         """Delete the object from its tier and the inventory; already gone from the store
         is not an error."""
         location = await self.resolve(ref)
+        held = await asyncio.to_thread(actionlog.sizes, self.shelf.context, [location])
         await self.store(location.tier).delete(location.key)
         await asyncio.to_thread(self.shelf.catalog.forget, location.tier, [location.key])
-        await self._log_deletions([location])
+        await self._log_deletions(held)
         return location
 
     async def copies(self, ref: Ref) -> list[Location]:
@@ -306,14 +307,15 @@ class AsyncShelf:
     ) -> None:
         """Delete each of ``copies`` (from :meth:`copies`): no older copy on another tier
         comes back after a delete. Logged as ``command`` (``by``: who asked)."""
+        held = await asyncio.to_thread(actionlog.sizes, self.shelf.context, copies)
         for copy in copies:
             await self.store(copy.tier).delete(copy.key)
             await asyncio.to_thread(self.shelf.catalog.forget, copy.tier, [copy.key])
-        await self._log_deletions(copies, forced=forced, command=command, by=by)
+        await self._log_deletions(held, forced=forced, command=command, by=by)
 
     async def _log_deletions(
         self,
-        copies: list[Location],
+        copies: dict[Location, int | None],
         *,
         forced: bool = False,
         command: str = "delete",

@@ -336,10 +336,11 @@ class Shelf:
                     hint="delete or change those rows first, or pass --force "
                     "(force=True in Python) to delete it anyway",
                 )
+        held = actionlog.sizes(self.context, copies)
         for copy in copies:
             run_sync(self.store(copy.tier).delete(copy.key))
             self.catalog.forget(copy.tier, [copy.key])
-        actionlog.record(self.context, actionlog.deletions(copies, "delete", forced=force))
+        actionlog.record(self.context, actionlog.deletions(held, "delete", forced=force))
         return copies
 
     def holders(self, copies: Sequence[Location]) -> list[str]:
