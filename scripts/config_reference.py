@@ -74,6 +74,7 @@ SECTIONS: list[tuple[str, str]] = [
     ("[celery]", "celery"),
     ("[metrics]", "metrics"),
     ("[[notify]]", "notify"),
+    ("[action_log]", "action_log"),
 ]
 
 # One example per section. Each is checked by shelflife's loader (with BASE for what it
@@ -195,6 +196,7 @@ headers = { Authorization = "Bearer ${ALERTS_TOKEN}" }
 timeout = "10s"
 retries = 5
 """,
+    "action_log": '[action_log]\nkeep = "30d"\n',
 }
 NEEDS = {  # what an example refers to, declared around it for the check
     "references": '[databases.app]\nurl = "sqlite:///app.db"\n',

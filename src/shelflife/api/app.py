@@ -35,7 +35,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from shelflife import __version__
-from shelflife.api import lifecycle, objects, status
+from shelflife.api import actionlog, lifecycle, objects, status
 from shelflife.api.access import AccessBatcher
 from shelflife.api.auth import Tokens
 from shelflife.api.errors import UploadLimit, install_handlers
@@ -88,6 +88,7 @@ def create_app(shelf: Shelf) -> FastAPI:
     app.include_router(objects.routes(shelf))
     app.include_router(lifecycle.routes(shelf, runs, orphans))
     app.include_router(status.routes(shelf, config, orphans))
+    app.include_router(actionlog.routes(shelf))
     _offline_docs(app)
     return app
 

@@ -149,7 +149,9 @@ def routes(shelf: Shelf) -> APIRouter:
                     f"rows in {', '.join(holders)} point at this object; not deleting it",
                     hint="delete or change those rows first, or use force=true (admin)",
                 )
-        await aio.delete_copies(copies)
+        await aio.delete_copies(
+            copies, forced=force, command="http-delete", by=f"token {principal.name}"
+        )
         return {
             "key": location.key,
             "tier": location.tier,

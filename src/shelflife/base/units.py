@@ -125,6 +125,24 @@ def parse_instant(value: str) -> datetime:
     return instant.astimezone(UTC)
 
 
+def parse_instant_or_ago(value: str, now: datetime) -> datetime:
+    """An instant given as ISO 8601, or as a duration before ``now`` (``"7d"``: seven days
+    ago), for ``--since`` and ``--until``; ValueError, saying both forms, otherwise."""
+    text = value.strip()
+    if text and not text.isdigit() and not _DURATION_PART_RE.sub("", text).strip():
+        try:
+            return now - parse_duration(text)
+        except (ValueError, OverflowError):
+            pass
+    try:
+        return parse_instant(text)
+    except ValueError:
+        raise ValueError(
+            f"{value!r} is neither a duration nor an ISO 8601 time; write e.g. '7d', "
+            "'12h' or 2026-03-01T00:00:00Z"
+        ) from None
+
+
 def format_size(size: int | float) -> str:
     """Render a byte count for humans with SI units: 1_500_000 → '1.5 MB'."""
     value = float(size)

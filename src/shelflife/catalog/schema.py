@@ -408,4 +408,39 @@ run_actions = Table(
     Column("to_tier", String(64)),
     Column("outcome", String(16), nullable=False),  # pending | done | skipped | failed
     Column("detail", String(1000)),
+    # the basis the rule's age counted from, and its instant, for the action log (0012)
+    Column("age", String(16)),
+    Column("aged_from", UTCDateTime),
 )
+
+
+# -- the action log (0012) -----------------------------------------------------------------
+
+# Every action taken, skipped or failed by a real run (and by rm, restore, recall,
+# recover, release), kept for ``[action_log] keep``: "what happened to this object, and
+# why". Ids increase as entries are written: the cursor of paging and of JSON lines export.
+action_log = Table(
+    "action_log",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("recorded_at", UTCDateTime, nullable=False),
+    Column("run_id", String(64)),  # None: a command that is no run (rm, restore, recall …)
+    Column("command", String(32), nullable=False),
+    Column("rule", String(128)),
+    Column("action", String(32), nullable=False),
+    Column("tier", String(64), nullable=False),
+    Column("to_tier", String(64)),
+    Column("key", KeyType, nullable=False),
+    Column("bytes", BigInteger),
+    Column("outcome", String(16), nullable=False),  # done | skipped | failed
+    Column("reason", String(2000)),  # why it was selected; why skipped; the error
+    Column("age", String(16)),  # the basis the rule's age counted from, and its instant
+    Column("aged_from", UTCDateTime),
+    Column("detail", String(2000)),
+)
+Index("ix_action_log_key", action_log.c.key, action_log.c.id)
+Index("ix_action_log_rule", action_log.c.rule, action_log.c.id)
+Index("ix_action_log_run", action_log.c.run_id, action_log.c.id)
+Index("ix_action_log_recorded", action_log.c.recorded_at)

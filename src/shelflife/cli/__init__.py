@@ -13,7 +13,7 @@ from typing import Any
 
 import typer
 
-from shelflife.cli import collect, commands, lifecycle, notify, serve
+from shelflife.cli import actionlog, collect, commands, lifecycle, notify, serve
 from shelflife.cli.render import error_json, print_json, report
 from shelflife.errors import (
     CatalogError,
@@ -47,6 +47,7 @@ collect.register(app)
 lifecycle.register(app)
 serve.register(app)
 notify.register(app)
+actionlog.register(app)
 
 
 def _whole_first_paragraphs(group: typer.Typer) -> None:

@@ -1134,6 +1134,27 @@ class NotifyConfig(_Strict):
         return tuple(e for e in NOTIFY_EVENTS if e != "plan-above" or above)
 
 
+class ActionLogConfig(_Strict):
+    """The action log: every action runs take, skip or fail, kept in the catalog."""
+
+    keep: Duration = Field(
+        default=timedelta(days=90),
+        description=(
+            "how long an entry is kept: older ones are pruned at the end of each run "
+            '(and by `shelflife log --prune`); `"0s"` keeps no log at all'
+        ),
+    )
+    prune_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description=(
+            "at most this long is spent pruning at the end of a run (in batches of "
+            "10,000 entries); what is left goes at the next run"
+        ),
+    )
+
+
 class Config(_Strict):
     """The whole validated configuration."""
 
@@ -1189,6 +1210,10 @@ class Config(_Strict):
     notify: tuple[NotifyConfig, ...] = Field(
         default=(),
         description="webhooks told of runs, health changes and large plans",
+    )
+    action_log: ActionLogConfig = Field(
+        default_factory=ActionLogConfig,
+        description="the action log of `shelflife log` and `/api/v1/log`",
     )
     # Not from the file: where it came from, and what relative paths are relative to.
     source: str = Field(default="embedded default", exclude=True)

@@ -89,7 +89,16 @@ class Collector:
             return result
         await asyncio.to_thread(context.catalog.forget, tier, [item.key for item in act_on])
         result.actions += [
-            Action(ActionKind.DELETE_ORPHAN, rule.id, tier, i.key, i.bytes) for i in act_on
+            Action(
+                ActionKind.DELETE_ORPHAN,
+                rule.id,
+                tier,
+                i.key,
+                i.bytes,
+                age=i.age,
+                aged_from=i.aged_from,
+            )
+            for i in act_on
         ]
         return result
 
@@ -129,7 +138,15 @@ class Collector:
                 continue
             await asyncio.to_thread(context.catalog.forget, tier, [item.key])
             result.actions.append(
-                Action(ActionKind.QUARANTINE, rule.id, tier, item.key, item.bytes)
+                Action(
+                    ActionKind.QUARANTINE,
+                    rule.id,
+                    tier,
+                    item.key,
+                    item.bytes,
+                    age=item.age,
+                    aged_from=item.aged_from,
+                )
             )
 
 

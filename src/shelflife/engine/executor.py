@@ -213,8 +213,19 @@ class Executor:
         result = run_sync(
             self._migrator.migrate(rule, tier, to, candidates, None, self.outcome.run_id)
         )
+        planned = {item.key: item for item in batch}
         self.outcome.actions += [
-            Action(ActionKind.MIGRATE, m.rule, m.src, m.key, m.size, to=m.dst) for m in result.moved
+            Action(
+                ActionKind.MIGRATE,
+                m.rule,
+                m.src,
+                m.key,
+                m.size,
+                to=m.dst,
+                age=planned[m.key].age if m.key in planned else None,
+                aged_from=planned[m.key].aged_from if m.key in planned else None,
+            )
+            for m in result.moved
         ]
         self.outcome.failed += [Failure(rule, t, k, e) for t, k, e in result.failed]
 

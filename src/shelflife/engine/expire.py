@@ -151,6 +151,15 @@ class Expirer:
             return
         await asyncio.to_thread(self.catalog.forget, tier, [item.key for item in final])
         result.actions += [
-            Action("expire", item.rule, tier, item.key, item.bytes, rows=item.rows)
+            Action(
+                "expire",
+                item.rule,
+                tier,
+                item.key,
+                item.bytes,
+                rows=item.rows,
+                age=item.age,
+                aged_from=item.aged_from,
+            )
             for item in final
         ]

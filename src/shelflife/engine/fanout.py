@@ -72,6 +72,8 @@ class RunActions:
                 "to_tier": item.to,
                 "outcome": "pending",
                 "detail": None,
+                "age": item.age,
+                "aged_from": item.aged_from,
             }
             for item in items
         ]
@@ -109,13 +111,17 @@ class RunActions:
                     columns.to_tier,
                     columns.outcome,
                     columns.detail,
+                    columns.age,
+                    columns.aged_from,
                 )
                 .where(columns.run_id == run_id)
                 .order_by(columns.action, columns.tier, columns.key)
             )
-            for action, rule, tier, key, size, to, outcome, detail in rows:
+            for action, rule, tier, key, size, to, outcome, detail, age, aged_from in rows:
                 if outcome == "done":
-                    actions.append(Action(action, rule, tier, key, size, to=to))
+                    actions.append(
+                        Action(action, rule, tier, key, size, to=to, age=age, aged_from=aged_from)
+                    )
                 elif outcome == "skipped":
                     skipped.append(Skip(rule, tier, key, detail or ""))
                 else:  # failed, or pending: its batch never came back

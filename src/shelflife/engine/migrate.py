@@ -417,10 +417,11 @@ class Migrator:
         *,
         run_id: str | None = None,
         keys: Sequence[str] | None = None,
+        settled: list[tuple[Entry, str]] | None = None,
     ) -> dict[str, int]:
         """Complete or undo every unfinished journal entry (of one run's keys, if given:
         what a redelivered batch does, leaving other workers' moves alone); return counts
-        per outcome."""
+        per outcome (and add each entry with its outcome to ``settled``, if given)."""
         entries = await asyncio.to_thread(self.journal.unfinished, run_id, keys)
         outcome: dict[str, int] = {}
         if not entries:
@@ -433,6 +434,8 @@ class Migrator:
             for entry in entries:
                 verdict = await self._recover_one(entry)
                 outcome[verdict] = outcome.get(verdict, 0) + 1
+                if settled is not None:
+                    settled.append((entry, verdict))
                 if verdict == "completed":
                     forward.append(entry)
                 progress.advance()

@@ -35,6 +35,7 @@ from shelflife.base.units import utcnow
 from shelflife.config import Config
 from shelflife.errors import UsageError
 from shelflife.model.locations import Location
+from shelflife.service import actionlog
 from shelflife.service.objects import resolve_async
 from shelflife.service.shelf import Shelf
 from shelflife.service.uploads import GroupCommit, StoredObject, UploadRecorder, put_object
@@ -277,8 +278,10 @@ class AsyncShelf:
         """Delete the object from its tier and the inventory; already gone from the store
         is not an error."""
         location = await self.resolve(ref)
+        held = await asyncio.to_thread(actionlog.sizes, self.shelf.context, [location])
         await self.store(location.tier).delete(location.key)
         await asyncio.to_thread(self.shelf.catalog.forget, location.tier, [location.key])
+        await self._log_deletions(held)
         return location
 
     async def copies(self, ref: Ref) -> list[Location]:
@@ -294,12 +297,32 @@ class AsyncShelf:
                 found.append(Location(name, location.key))
         return found
 
-    async def delete_copies(self, copies: list[Location]) -> None:
+    async def delete_copies(
+        self,
+        copies: list[Location],
+        *,
+        forced: bool = False,
+        command: str = "delete",
+        by: str | None = None,
+    ) -> None:
         """Delete each of ``copies`` (from :meth:`copies`): no older copy on another tier
-        comes back after a delete."""
+        comes back after a delete. Logged as ``command`` (``by``: who asked)."""
+        held = await asyncio.to_thread(actionlog.sizes, self.shelf.context, copies)
         for copy in copies:
             await self.store(copy.tier).delete(copy.key)
             await asyncio.to_thread(self.shelf.catalog.forget, copy.tier, [copy.key])
+        await self._log_deletions(held, forced=forced, command=command, by=by)
+
+    async def _log_deletions(
+        self,
+        copies: dict[Location, int | None],
+        *,
+        forced: bool = False,
+        command: str = "delete",
+        by: str | None = None,
+    ) -> None:
+        entries = actionlog.deletions(copies, command, forced=forced, by=by)
+        await asyncio.to_thread(actionlog.record, self.shelf.context, entries)
 
 
 async def _read_in_thread(stream: BinaryIO) -> AsyncIterator[bytes]:

@@ -17,6 +17,7 @@ from shelflife.errors import (
     UsageError,
 )
 from shelflife.model.locations import Location
+from shelflife.service import actionlog
 from shelflife.stores.transfer import transfer
 
 
@@ -129,6 +130,18 @@ def release_object(context: Context, ref: str) -> bool:
         return False
     run_sync(context.store(location.tier).delete(location.key))
     context.catalog.forget(location.tier, [location.key])
+    actionlog.record(
+        context,
+        [
+            actionlog.entry(
+                "release",
+                "release",
+                location.tier,
+                location.key,
+                reason="released: its rows were deleted and nothing else holds it",
+            )
+        ],
+    )
     return True
 
 
@@ -160,4 +173,14 @@ async def restore_from_quarantine(context: Context, key: str, tier: str | None) 
         now=now,
     )
     await asyncio.to_thread(context.ledger.set_quarantine_state, entry.id, "restored")
+    restored = actionlog.entry(
+        "restore",
+        "restore",
+        entry.tier,
+        entry.key,
+        size=result.size,
+        reason="restored from quarantine on request",
+        detail=f"from {entry.trash_key}",
+    )
+    await asyncio.to_thread(actionlog.record, context, [restored])
     return Location(entry.tier, entry.key)

@@ -16,7 +16,7 @@ from shelflife.engine.context import Context
 from shelflife.engine.stats import TierUsage, classify, stats_json, usage
 from shelflife.errors import ShelflifeError, StoreError
 from shelflife.model.actions import Action, ActionKind, Failure, Skip, totals
-from shelflife.service import notify
+from shelflife.service import actionlog, notify
 from shelflife.service.policy import noncurrent_bytes
 
 LOG = logging.getLogger("shelflife")
@@ -55,6 +55,7 @@ def finish_run(
         plan_id=plan_id,
         increments=increments(context.config, command, status, actions, skipped, failed),
     )
+    actionlog.record_run(context, run_id, command, actions, skipped, failed)
     log_run(run_id, status, actions, failed, error)
     try:
         # A tier the run deleted from may have gained noncurrent versions, and so may a

@@ -34,7 +34,6 @@ from shelflife.engine import trust
 from shelflife.engine.collect import purge_quarantine
 from shelflife.engine.context import Context
 from shelflife.engine.executor import Dispatcher, ErrorBudget, Executor, InProcess
-from shelflife.engine.migrate import migrator
 from shelflife.engine.planning import make_plan, new_id, stored_plan
 from shelflife.engine.scan import ScanResult, scan_tier
 from shelflife.errors import RefusedError, ShelflifeError, StoreError, UsageError
@@ -44,6 +43,7 @@ from shelflife.model.plan import Plan
 from shelflife.model.selection import rule_tiers
 from shelflife.service import notify
 from shelflife.service.records import finish_run
+from shelflife.service.recovery import recover_logged
 
 LOG = logging.getLogger("shelflife.run")
 
@@ -198,7 +198,7 @@ def run(
         history.start(run_id, command=command, trigger=trigger, now=utcnow())
         outcome = RunOutcome(command, Plan(now=now), run_id=run_id)
         try:
-            outcome.recovered = run_sync(migrator(context).recover(progress))
+            outcome.recovered = recover_logged(context, progress, command=command, run_id=run_id)
             outcome.scanned, warnings = freshen(
                 context, chosen, scan_first=scan_first, progress=progress, outcome=outcome
             )
@@ -278,7 +278,7 @@ def apply(
         history.start(run_id, command=command, trigger=trigger, now=utcnow(), plan_id=plan_body.id)
         outcome = RunOutcome(command, plan_body, run_id=run_id)
         try:
-            outcome.recovered = run_sync(migrator(context).recover(progress))
+            outcome.recovered = recover_logged(context, progress, command=command, run_id=run_id)
             _execute(context, outcome, yes=yes, progress=progress, dispatcher=dispatcher)
             _recount(context, outcome)
         except BaseException as exc:

@@ -25,6 +25,7 @@ from shelflife.base.keys import validate_key, validate_prefix
 from shelflife.base.progress import Progress
 from shelflife.base.units import utcnow
 from shelflife.catalog import Catalog
+from shelflife.catalog.actionlog import LogEntry, LogFilter
 from shelflife.catalog.history import History, RunRecord
 from shelflife.catalog.ledger import Ledger
 from shelflife.config import Config, load_config
@@ -48,7 +49,7 @@ from shelflife.model.locations import Location, Locator
 from shelflife.model.outcome import RunOutcome
 from shelflife.model.plan import Plan
 from shelflife.references.sources import Databases, ParseReport, ReferenceSource
-from shelflife.service import recovery, runs
+from shelflife.service import actionlog, recovery, runs
 from shelflife.service.audit import AuditReport, audit_references
 from shelflife.service.dispatch import dispatcher_for
 from shelflife.service.environment import declare_found_references
@@ -338,9 +339,11 @@ class Shelf:
                     hint="delete or change those rows first, or pass --force "
                     "(force=True in Python) to delete it anyway",
                 )
+        held = actionlog.sizes(self.context, copies)
         for copy in copies:
             run_sync(self.store(copy.tier).delete(copy.key))
             self.catalog.forget(copy.tier, [copy.key])
+        actionlog.record(self.context, actionlog.deletions(held, "delete", forced=force))
         return copies
 
     def holders(self, copies: Sequence[Location]) -> list[str]:
@@ -556,6 +559,26 @@ class Shelf:
     def execute_batch(self, run_id: str, plan_now: datetime, items: list[Action]) -> None:
         """Take one batch of a fanned-out run (a Celery worker's task)."""
         execute_batch(self.context, run_id, plan_now, items)
+
+    def log(
+        self,
+        *,
+        key: str | None = None,
+        rule: str | None = None,
+        run: str | None = None,
+        tier: str | None = None,
+        outcome: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+    ) -> list[LogEntry]:
+        """The action log: the newest ``limit`` entries matching every filter given,
+        oldest first (``key``: a key or any value a reference column holds)."""
+        keys = () if key is None else tuple(actionlog.keys_named(self.context, key))
+        if key is not None and not keys:
+            return []
+        chosen = LogFilter(keys, rule, run, tier, outcome, since, until)
+        return actionlog.find(self.context, chosen, limit=limit, newest=True)
 
     def runs(self, limit: int = 50) -> list[RunRecord]:
         """The run history, newest first."""
