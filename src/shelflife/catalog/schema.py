@@ -409,3 +409,13 @@ run_actions = Table(
     Column("outcome", String(16), nullable=False),  # pending | done | skipped | failed
     Column("detail", String(1000)),
 )
+
+# The next free request slot of each rate-limited tier, in microseconds since the epoch:
+# every process using the catalog reserves its slices of the tier's request time here
+# (0013), so that together they stay under the tier's max_requests_per_second.
+rate_limits = Table(
+    "rate_limits",
+    metadata,
+    Column("tier", String(64), primary_key=True),
+    Column("next_slot_us", BigInteger, nullable=False),
+)

@@ -266,6 +266,21 @@ class TierConfig(_Strict):
             "(5xx, 429, dropped connections, timeouts) are retried"
         ),
     )
+    # One limiter per tier: shared by every transfer of a run, and by every process
+    # using the same catalog (Celery workers, a daemon beside a run).
+    max_requests_per_second: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "at most this many requests a second to the tier (a listing page, a HEAD, a "
+            "GET, a PUT, each part of a multipart upload), whatever the concurrency: "
+            "requests are spaced `1/rate` apart, so no second holds more than this plus "
+            "one; shared by every process using the same catalog. Unlimited when not "
+            "set; either way a throttling answer (S3 `SlowDown`, 503, 429, Azure "
+            "`ServerBusy`) holds the tier for the delay it asks and halves its rate for "
+            "a while"
+        ),
+    )
 
     @field_validator("url", "endpoint", "public_url", mode="before")
     @classmethod
