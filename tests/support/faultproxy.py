@@ -16,13 +16,20 @@ HTTP mode reads one request at a time (h11 finds where it ends), asks the server
 connection of its own and a fault never spills onto the next request. TCP mode
 (``http=False``) only relays bytes both ways and can be cut off as a whole (``down()``):
 the database outage tests use it. Every fault is counted in ``counts``.
+
+As a rate-limited store (``limit=R``), it answers ``503 SlowDown`` with a ``Retry-After``
+to every request beyond the R-th of each whole second (``window`` seconds), forwarding
+nothing, as S3 does past a prefix's request rate. Every request's arrival is recorded in
+``arrivals`` (instant, request line, whether it was refused) in both modes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import threading
+import time
 from collections import Counter
 from collections.abc import Sequence
 
@@ -43,6 +50,9 @@ class FaultProxy:
         http: bool = True,
         seed: int = 0,
         only: bytes | None = None,
+        limit: int | None = None,
+        window: float = 1.0,
+        retry_after: int | None = 1,
     ) -> None:
         self.upstream_port = upstream_port
         self.rate = rate
@@ -51,6 +61,11 @@ class FaultProxy:
         self.only = only  # fault only the requests whose request line contains this
         self.random = random.Random(seed)
         self.counts: Counter[str] = Counter()
+        self.limit = limit  # requests answered per window; the rest are refused (SlowDown)
+        self.window = window
+        self.retry_after = retry_after  # the Retry-After sent with SlowDown (None: none)
+        self.arrivals: list[tuple[float, bytes, bool]] = []
+        self._in_window: Counter[int] = Counter()
         self.requests = 0
         self.port = 0
         self._down = False
@@ -141,6 +156,17 @@ class FaultProxy:
             return
         self.requests += 1
         line = request.split(b"\r\n", 1)[0]
+        now = time.time()
+        if self.limit is not None:
+            window = math.floor(now / self.window)
+            self._in_window[window] += 1
+            if self._in_window[window] > self.limit:
+                self.counts["slowdown"] += 1
+                self.arrivals.append((now, line, True))
+                writer.write(_error_response(503, retry_after=self.retry_after))
+                await writer.drain()
+                return
+        self.arrivals.append((now, line, False))
         fault = self._choose() if self.only is None or self.only in line else None
         if fault not in (None, "truncate"):
             self.counts[fault] += 1
@@ -219,7 +245,7 @@ def _closing(response: bytes) -> bytes:
     return b"\r\n".join(lines) + sep + body
 
 
-def _error_response(status: int) -> bytes:
+def _error_response(status: int, *, retry_after: int | None = None) -> bytes:
     reason = {500: b"Internal Server Error", 503: b"Service Unavailable"}[status]
     code = {500: b"InternalError", 503: b"SlowDown"}[status]
     body = (
@@ -229,5 +255,7 @@ def _error_response(status: int) -> bytes:
     return (
         b"HTTP/1.1 " + str(status).encode() + b" " + reason + b"\r\n"
         b"Content-Type: application/xml\r\nContent-Length: " + str(len(body)).encode() + b"\r\n"
-        b"Connection: close\r\n\r\n" + body
+        + (b"" if retry_after is None else b"Retry-After: %d\r\n" % retry_after)
+        + b"Connection: close\r\n\r\n"
+        + body
     )
