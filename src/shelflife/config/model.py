@@ -252,18 +252,19 @@ class TierConfig(_Strict):
             "`check` instead of starting an empty tier"
         ),
     )
-    # A failed request is retried this many times by the HTTP client, and a failed
-    # operation (a streamed read cut short, a copy) as many times by shelflife, with
-    # exponential backoff; errors that cannot pass (404, 403, bad config) never are.
+    # A failed request is retried this many times by shelflife (the HTTP clients retry
+    # nothing: each attempt takes its rate-limit slot), and a failed operation (a
+    # streamed read cut short, a copy) as many times, with exponential backoff; errors
+    # that cannot pass (404, 403, bad config) never are.
     retries: int = Field(
         default=3,
         ge=0,
         le=20,
         description=(
-            "how many times a failed request is retried by the HTTP client, and a "
-            "failed operation (a streamed read cut short, a copy, a listing) by "
-            "shelflife, with exponential back-off and jitter; only transient errors "
-            "(5xx, 429, dropped connections, timeouts) are retried"
+            "how many times a failed request is retried, and a failed operation (a "
+            "streamed read cut short, a copy) too, with exponential back-off and "
+            "jitter, or as long as the store asks after a throttling answer; only "
+            "transient errors (5xx, 429, dropped connections, timeouts) are retried"
         ),
     )
     # One limiter per tier: shared by every transfer of a run, and by every process

@@ -132,7 +132,9 @@ def translate_error(exc: BaseException, where: str, key: str | None = None) -> S
         # obstore reports the status and body of the answer, not its headers: a
         # Retry-After it carried is not known here (the tier's backoff stands for it)
         return StoreThrottled(
-            f"{subject}: the store asked to slow down ({_short(text)})", hint=THROTTLE_HINT
+            f"{subject}: the store failed this request and asked to slow down "
+            f"({_short(text)})",
+            hint=THROTTLE_HINT,
         )
     if _TRANSIENT.search(text):
         return StoreTransient(
@@ -524,6 +526,7 @@ class ObstoreStore:
                         chunk_size=LIST_CHUNK,
                     )
                     async for chunk in self._pages(stream):
+                        failures = 0  # a page came: the retries count again (per request)
                         metas = [meta for meta in chunk if self._listable(meta["path"])]
                         if resumed is not None:
                             metas = [meta for meta in metas if meta["path"] > resumed]
