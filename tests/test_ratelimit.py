@@ -294,3 +294,30 @@ def test_a_throttle_spends_the_retries_like_any_transient_error() -> None:
 def test_a_rate_must_be_positive() -> None:
     with pytest.raises(ValueError, match="positive"):
         RateLimiter(0)
+
+
+@pytest.mark.parametrize(
+    ("answer", "throttled"),
+    [
+        ("503 Service Unavailable: <Error><Code>SlowDown</Code><Message>Please reduce", True),
+        ("503 Service Unavailable: <Error><Code>ServiceUnavailable</Code><Message>Reduce "
+         "your request rate.</Message>", True),
+        ("503 The server is busy.: <Error><Code>ServerBusy</Code>", True),  # Azure
+        ("429 Too Many Requests", True),  # GCS
+        ("503 Service Unavailable: <html>upstream gone</html>", False),
+        ("500 Internal Server Error: <Error><Code>InternalError</Code>", False),
+    ],
+)  # fmt: skip
+def test_throttling_answers_are_told_from_other_failures(answer: str, throttled: bool) -> None:
+    """What obstore reports (status and body, no headers) decides: a 503 or 429 asking
+    to slow down is a throttle, another 5xx an ordinary transient failure."""
+    from shelflife.stores._obstore import translate_error
+
+    error = translate_error(
+        RuntimeError(f"Generic S3 error: Server returned non-2xx status code: {answer}"), "s3://b"
+    )
+    assert isinstance(error, StoreTransient)
+    assert isinstance(error, StoreThrottled) is throttled
+    if isinstance(error, StoreThrottled):
+        assert error.retry_after is None  # obstore's errors carry no headers
+        assert error.hint and "max_requests_per_second" in error.hint

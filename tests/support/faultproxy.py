@@ -6,7 +6,8 @@ per request, at random:
 - ``drop``: closes the client's connection before forwarding anything;
 - ``drop-after``: forwards the request (the server acts on it), then closes without an
   answer — the client cannot tell whether its write happened;
-- ``500`` / ``503``: answers itself with that status, forwarding nothing;
+- ``500`` / ``503``: answers itself with that status, forwarding nothing (an
+  ``InternalError`` / ``ServiceUnavailable``, not a request to slow down);
 - ``delay``: waits 50–400 ms, then forwards;
 - ``truncate``: forwards, then passes on the answer's head and half of its body and
   closes (a body cut short mid-stream).
@@ -163,7 +164,7 @@ class FaultProxy:
             if self._in_window[window] > self.limit:
                 self.counts["slowdown"] += 1
                 self.arrivals.append((now, line, True))
-                writer.write(_error_response(503, retry_after=self.retry_after))
+                writer.write(_error_response(503, "SlowDown", retry_after=self.retry_after))
                 await writer.drain()
                 return
         self.arrivals.append((now, line, False))
@@ -245,12 +246,15 @@ def _closing(response: bytes) -> bytes:
     return b"\r\n".join(lines) + sep + body
 
 
-def _error_response(status: int, *, retry_after: int | None = None) -> bytes:
+def _error_response(
+    status: int, code: str | None = None, *, retry_after: int | None = None
+) -> bytes:
     reason = {500: b"Internal Server Error", 503: b"Service Unavailable"}[status]
-    code = {500: b"InternalError", 503: b"SlowDown"}[status]
+    name = (code or {500: "InternalError", 503: "ServiceUnavailable"}[status]).encode()
+    message = b"Please reduce your request rate." if code == "SlowDown" else b"injected fault"
     body = (
-        b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>' + code + b"</Code>"
-        b"<Message>injected fault</Message></Error>"
+        b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>' + name + b"</Code>"
+        b"<Message>" + message + b"</Message></Error>"
     )
     return (
         b"HTTP/1.1 " + str(status).encode() + b" " + reason + b"\r\n"

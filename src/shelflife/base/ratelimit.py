@@ -132,34 +132,62 @@ class RateLimiter:
 
     def reserve(self) -> float:
         """Take the next slot and return the instant it starts (maybe past: go at once)."""
+        slot = self._from_slice(count=True)
+        return slot if slot is not None else self._fresh_slice()
+
+    def _from_slice(self, *, count: bool) -> float | None:
+        """The next slot of the slice this process holds; None when a fresh one is due."""
         with self._lock:
             now = self.clock()
-            self._count(now)
+            if count:
+                self._count(now)
             rate = self.current_rate(now)
             if rate is None:
                 return max(now, self.held_until)
+            return self._take(now, rate)
+
+    def _fresh_slice(self) -> float:
+        """Reserve a slice (one slot, or ~slice_seconds worth from a shared source) and
+        take its first slot. The lock is held meanwhile: one thread reserves, the others
+        then take from its slice."""
+        with self._lock:
+            now = self.clock()
+            rate = self.current_rate(now)
+            if rate is None:
+                return max(now, self.held_until)
+            slot = self._take(now, rate)  # another thread may have reserved one meanwhile
+            if slot is not None:
+                return slot
             interval = 1.0 / rate
-            if (
-                interval != self._interval
-                or self._next_slot >= self._slice_end - interval / 2
-                or self._next_slot < now - interval / 2
-            ):
-                # a slot gone by cannot be used late (its time is another request's):
-                # take a fresh slice, of ~slice_seconds worth for a shared source
-                count = max(1, round(self.slice_seconds * rate))
-                start = self.slots.reserve(count * interval, max(now, self.held_until))
-                self._next_slot, self._slice_end = start, start + count * interval
-                self._interval = interval
-            slot = self._next_slot
-            self._next_slot += interval
-            return slot
+            slots = max(1, round(self.slice_seconds * rate))
+            start = self.slots.reserve(slots * interval, max(now, self.held_until))
+            self._next_slot, self._slice_end = start + interval, start + slots * interval
+            self._interval = interval
+            return start
+
+    def _take(self, now: float, rate: float) -> float | None:
+        """The slice's next slot (the lock held); None if it has none left to give."""
+        interval = 1.0 / rate
+        if (
+            interval != self._interval
+            or self._next_slot >= self._slice_end - interval / 2
+            or self._next_slot < now - interval / 2
+        ):
+            return None  # a slot gone by cannot be used late: its time is another's
+        slot = self._next_slot
+        self._next_slot += interval
+        return slot
 
     async def acquire(self) -> None:
-        """Wait for this request's slot (on the I/O loop)."""
-        if self.slots.blocking and self.current_rate() is not None:
-            slot = await asyncio.to_thread(self.reserve)
-        else:
-            slot = self.reserve()
+        """Wait for this request's slot (on the I/O loop; a slice from a database is
+        reserved in a worker thread)."""
+        slot = self._from_slice(count=True)
+        if slot is None:
+            slot = (
+                await asyncio.to_thread(self._fresh_slice)
+                if self.slots.blocking
+                else self._fresh_slice()
+            )
         delay = slot - self.clock()
         if delay > 0:
             await self._sleep(delay)

@@ -66,9 +66,12 @@ _TRANSIENT = re.compile(
 
 
 _REFUSED = re.compile(r"status code: 40[13]\b", re.IGNORECASE)
-# The store refusing a request for its rate: S3 SlowDown (503), 429, Azure ServerBusy.
+# The store refusing a request for its rate: 429, or a 503 that says so (S3 SlowDown or
+# "Reduce your request rate", Azure ServerBusy). Another 503 is a failure like a 500.
 _THROTTLED = re.compile(
-    r"status code: (503|429)\b|<Code>(SlowDown|ServerBusy|TooManyRequests)</Code>", re.IGNORECASE
+    r"status code: 429\b|status code: 503\b.*(SlowDown|ServerBusy|TooManyRequests|"
+    r"reduce your request rate)",
+    re.IGNORECASE | re.DOTALL,
 )
 THROTTLE_HINT = (
     "the store limits its request rate: shelflife waits and slows the tier down; set the "

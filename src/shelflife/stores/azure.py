@@ -189,7 +189,10 @@ def _sdk_error(exc: Exception, subject: str) -> StoreError:
     message = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
     response = getattr(exc, "response", None)
     status = int(getattr(response, "status_code", 0) or 0) if response is not None else 0
-    if isinstance(exc, HttpResponseError) and status in (429, 503):
+    code = str(getattr(exc, "error_code", "") or "")
+    if isinstance(exc, HttpResponseError) and (
+        status == 429 or (status == 503 and "ServerBusy" in (code + str(exc)))
+    ):
         headers = response.headers if response is not None else {}
         delay = parse_retry_after(headers.get("Retry-After"))
         if delay is None:

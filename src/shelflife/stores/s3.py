@@ -150,7 +150,7 @@ class S3Store(ObstoreStore):
                 status = int(metadata.get("HTTPStatusCode") or 0)
                 if code in ("404", "NoSuchKey", "NotFound"):
                     raise ObjectNotFound(f"no object at {self.location}/{key}") from None
-                if status in (429, 503) or code in ("SlowDown", "503", "429"):
+                if status == 429 or code in ("SlowDown", "TooManyRequests"):
                     headers = metadata.get("HTTPHeaders", {})
                     raise StoreThrottled(
                         f"{self.location}/{key}: the store asked to slow down ({status} {code})",
