@@ -41,9 +41,9 @@ def proxy(s3_endpoint: str) -> Iterator[FaultProxy]:
     proxy.stop()
 
 
-def write_world(tmp_path: Path, s3_endpoint: str, proxy: FaultProxy, cloud_extra: str) -> tuple[
-    Path, AppTable, str
-]:
+def write_world(
+    tmp_path: Path, s3_endpoint: str, proxy: FaultProxy, cloud_extra: str
+) -> tuple[Path, AppTable, str]:
     """OBJECTS small files on a local tier, each referenced by a row, a migrate rule to
     an S3 tier reached through ``proxy``; the config file, the app table and the bucket."""
     bucket = make_s3_bucket(s3_endpoint)
@@ -90,7 +90,11 @@ batch_size = 60
 
 
 def check_everything_moved(
-    tmp_path: Path, s3_endpoint: str, app: AppTable, bucket: str, result: subprocess.CompletedProcess[str]
+    tmp_path: Path,
+    s3_endpoint: str,
+    app: AppTable,
+    bucket: str,
+    result: subprocess.CompletedProcess[str],
 ) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     outcome = json.loads(result.stdout)
@@ -99,7 +103,8 @@ def check_everything_moved(
     listing = s3_client(s3_endpoint).get_paginator("list_objects_v2").paginate(Bucket=bucket)
     stored = {item["Key"] for page in listing for item in page.get("Contents", [])}
     assert stored == {f"pre/r/{i:03d}.bin" for i in range(OBJECTS)}
-    assert sorted(app.values()) == sorted(f"s3://{bucket}/pre/r/{i:03d}.bin" for i in range(OBJECTS))
+    moved = sorted(f"s3://{bucket}/pre/r/{i:03d}.bin" for i in range(OBJECTS))
+    assert sorted(app.values()) == moved
     assert not [path for path in (tmp_path / "outputs").rglob("*") if path.is_file()]
 
 
@@ -138,9 +143,7 @@ def test_a_run_without_a_limit_waits_as_the_store_asks_and_finishes(
     refused = [(at, line) for at, line, was_refused in proxy.arrivals if was_refused]
     assert refused, "the store never throttled: the test proves nothing"
     for at, line in refused:
-        retried = [
-            later for later, again, _ in proxy.arrivals if again == line and later > at
-        ]
+        retried = [later for later, again, _ in proxy.arrivals if again == line and later > at]
         assert retried, f"{line!r} was never tried again"
         assert min(retried) - at >= 1.0 - 0.05, (line, min(retried) - at)
 
@@ -170,20 +173,25 @@ print(repr(store.limiter))
 """
 
 
-@pytest.mark.postgres
+@pytest.mark.parametrize("kind", [pytest.param("postgresql", marks=pytest.mark.postgres), "sqlite"])
 def test_two_processes_sharing_a_catalog_stay_under_the_rate_together(
-    tmp_path: Path, s3_endpoint: str, pg_catalog_url: str
+    tmp_path: Path, s3_endpoint: str, kind: str, request: pytest.FixtureRequest
 ) -> None:
-    """Two processes, one PostgreSQL catalog, a tier limited to 10 requests a second:
-    40 HEADs each, all at once; together they keep to 10 a second (each alone would
-    have gone at 10)."""
+    """Two processes, one catalog (PostgreSQL; SQLite on one host), a tier limited to 10
+    requests a second: 40 HEADs each, all at once; together they keep to 10 a second
+    (each alone would have gone at 10)."""
+    catalog_url = (
+        request.getfixturevalue("pg_catalog_url")
+        if kind == "postgresql"
+        else f"sqlite:///{tmp_path / 'catalog.db'}"
+    )
     proxy = FaultProxy(urlsplit(s3_endpoint).port or 0).start()
     try:
         bucket = make_s3_bucket(s3_endpoint)
         config = tmp_path / "shelflife.toml"
         config.write_text(f"""
 [catalog]
-url = "{pg_catalog_url}"
+url = "{catalog_url}"
 [tiers.cloud]
 url = "s3://{bucket}/pre"
 endpoint = "http://127.0.0.1:{proxy.port}"

@@ -8,8 +8,9 @@ limiter hands out.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -121,7 +122,7 @@ def test_threads_share_the_bucket() -> None:
     for thread in threads:
         thread.join()
     began = starts(clock, 200)
-    gaps = [b - a for a, b in zip(began, began[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(began)]
     assert min(gaps) == pytest.approx(0.02)  # no two slots closer than 1/rate
     assert per_window(began) <= 51
 
@@ -134,7 +135,11 @@ def test_threads_and_the_event_loop_share_the_bucket() -> None:
         for _ in range(10):
             await bucket.acquire()
 
-    thread = threading.Thread(target=lambda: [bucket.acquire_blocking() for _ in range(10)])
+    def in_thread() -> None:
+        for _ in range(10):
+            bucket.acquire_blocking()
+
+    thread = threading.Thread(target=in_thread)
     thread.start()
     run_sync(on_loop())  # shelflife's own I/O loop, as the stores use it
     thread.join()
@@ -320,4 +325,64 @@ def test_throttling_answers_are_told_from_other_failures(answer: str, throttled:
     assert isinstance(error, StoreThrottled) is throttled
     if isinstance(error, StoreThrottled):
         assert error.retry_after is None  # obstore's errors carry no headers
-        assert error.hint and "max_requests_per_second" in error.hint
+        assert "max_requests_per_second" in (error.hint or "")
+
+
+class Counting(RateLimiter):
+    """An unlimited limiter that counts the slots taken."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+        self.taken = 0
+
+    async def acquire(self) -> None:
+        self.taken += 1
+
+
+def test_every_request_of_a_store_takes_a_slot() -> None:
+    """A put, a head, a get: one each; a multipart upload: one per part plus create and
+    complete, whether sent from memory or streamed; a listing: one per page; a bulk
+    delete: one per 1,000 keys."""
+    from obstore.store import MemoryStore
+
+    from shelflife.stores._obstore import ObstoreStore
+
+    mib = 1024 * 1024
+    counting = Counting()
+    store = ObstoreStore(
+        MemoryStore(),
+        "memory://counted",
+        multipart_threshold=5 * mib,
+        multipart_chunk_size=5 * mib,
+        limiter=counting,
+    )
+
+    def taken(work: object) -> int:
+        counting.taken = 0
+        run_sync(work)  # type: ignore[arg-type]
+        return counting.taken
+
+    assert taken(store.put("small", b"x" * 100)) == 1
+    assert taken(store.head("small")) == 1
+    assert taken(store.get_bytes("small")) == 1
+    assert taken(store.put("parts", b"y" * (12 * mib))) == 3 + 2  # 5 + 5 + 2 MiB
+
+    async def stream() -> AsyncIterator[bytes]:
+        for _ in range(12):
+            yield b"z" * mib
+
+    assert taken(store.put("streamed", stream())) == 3 + 2
+    assert run_sync(store.get_bytes("streamed")) == b"z" * (12 * mib)
+
+    async def many() -> None:
+        await asyncio.gather(*(store.put(f"k/{i:04d}", b"k") for i in range(2500)))
+
+    run_sync(many())
+
+    async def listing() -> int:
+        return sum([len(chunk) async for chunk in store.list("k")])
+
+    counting.taken = 0
+    assert run_sync(listing()) == 2500
+    assert counting.taken in (3, 4)  # three pages, and maybe one to learn there is no more
+    assert taken(store.delete_many([f"k/{i:04d}" for i in range(2500)])) == 3

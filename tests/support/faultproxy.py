@@ -258,7 +258,9 @@ def _error_response(
     )
     return (
         b"HTTP/1.1 " + str(status).encode() + b" " + reason + b"\r\n"
-        b"Content-Type: application/xml\r\nContent-Length: " + str(len(body)).encode() + b"\r\n"
+        b"Content-Type: application/xml\r\nContent-Length: "
+        + str(len(body)).encode()
+        + b"\r\n"
         + (b"" if retry_after is None else b"Retry-After: %d\r\n" % retry_after)
         + b"Connection: close\r\n\r\n"
         + body

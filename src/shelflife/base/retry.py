@@ -52,14 +52,16 @@ async def retrying(
     initial: float = INITIAL_WAIT,
     maximum: float = MAX_WAIT,
     limiter: RateLimiter | None = None,
+    paced: bool = False,
 ) -> T:
     """Await ``operation()``; on a retryable error try again up to ``retries`` more times.
 
     With ``limiter`` (``operation`` is one request), every attempt waits for its slot,
     and a throttling answer holds the limiter's tier for the delay the store asked for
-    (the next attempt's slot comes after it) instead of backing off on its own."""
+    (the next attempt's slot comes after it) instead of backing off on its own.
+    ``paced``: ``operation`` takes its slots itself (a multipart upload, one per part)."""
     try:  # the common case costs one call, no retry machinery
-        if limiter is not None:
+        if limiter is not None and not paced:
             await limiter.acquire()
         return await operation()
     except Exception as exc:
@@ -89,7 +91,7 @@ async def retrying(
         reraise=True,
     ):
         with attempt:
-            if limiter is not None:
+            if limiter is not None and not paced:
                 await limiter.acquire()
             return await operation()
     raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover

@@ -135,8 +135,7 @@ def translate_error(exc: BaseException, where: str, key: str | None = None) -> S
         # obstore reports the status and body of the answer, not its headers: a
         # Retry-After it carried is not known here (the tier's backoff stands for it)
         return StoreThrottled(
-            f"{subject}: the store failed this request and asked to slow down "
-            f"({_short(text)})",
+            f"{subject}: the store failed this request and asked to slow down ({_short(text)})",
             hint=THROTTLE_HINT,
         )
     if _TRANSIENT.search(text):
@@ -289,7 +288,7 @@ class ObstoreStore:
                 # obstore's multipart upload has no create-only mode: check first, and the
                 # caller holds a lease on the key so nothing else writes it meanwhile.
                 raise ObjectExists(f"an object already exists at {self.location}/{key}")
-            with self._writing(key):
+            with self._held(), self._writing(key):
                 result = await obs.put_async(
                     self._store,
                     key,
@@ -365,16 +364,23 @@ class ObstoreStore:
     ) -> T:
         """``operation`` (one request; ``paced``: one that takes its own slots) retried,
         each attempt after its slot, a throttle holding the whole tier."""
-        if paced:
-            return await retrying(
-                operation, retries=self.retries, what=f"{what} on {self.location}"
-            )
         return await retrying(
             operation,
             retries=self.retries,
             what=f"{what} on {self.location}",
             limiter=self.limiter,
+            paced=paced,
         )
+
+    @contextmanager
+    def _held(self) -> Iterator[None]:
+        """A throttle of a request not retried here (a streamed upload cannot be sent
+        again) still holds the tier, before the caller retries the whole operation."""
+        try:
+            yield
+        except StoreThrottled as exc:
+            self.limiter.throttled(exc.retry_after)
+            raise
 
     async def _paced(self, source: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
         """``source`` handed on to a multipart upload, one slot per part as its first
