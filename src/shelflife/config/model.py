@@ -277,7 +277,7 @@ class TierConfig(_Strict):
             "GET, a PUT, each part of a multipart upload), whatever the concurrency: "
             "requests are spaced `1/rate` apart, so no second holds more than this plus "
             "one; shared by every process using the same catalog. Unlimited when not "
-            "set; either way a throttling answer (S3 `SlowDown`, 503, 429, Azure "
+            "set; either way a throttling answer (429, S3 `SlowDown`, Azure "
             "`ServerBusy`) holds the tier for the delay it asks and halves its rate for "
             "a while"
         ),
