@@ -227,3 +227,41 @@ max_requests_per_second = 10
     assert busiest_second([(at, line, False) for at, line in heads]) <= 10 + 3
     span = heads[-1][0] - heads[0][0]
     assert span >= 79 / 10 - 1.0  # 80 requests at 10 a second, whoever sent them
+
+
+def test_retry_after_is_honoured_where_the_client_shows_it(s3_endpoint: str) -> None:
+    """A store refusing everything with ``Retry-After: 3``: the checksum HEAD (boto3,
+    which shows the answer's headers) is tried again no sooner than 3 s later; obstore's
+    requests cannot see the header and wait their own first step (1-1.25 s)."""
+    from shelflife.base.aio import run_sync
+    from shelflife.config.model import TierConfig
+    from shelflife.errors import StoreThrottled
+    from shelflife.stores.s3 import S3Store
+
+    bucket = make_s3_bucket(s3_endpoint)
+    proxy = FaultProxy(urlsplit(s3_endpoint).port or 0, limit=0, retry_after=3).start()
+    try:
+        tier = {
+            "url": f"s3://{bucket}/pre",
+            "endpoint": f"http://127.0.0.1:{proxy.port}",
+            "region": "us-east-1",
+            "access_key": "testing",
+            "secret_key": "testing",
+            "retries": 1,
+        }
+        store = S3Store(TierConfig.model_validate(tier))
+        with pytest.raises(StoreThrottled) as caught:
+            run_sync(store.stored_proofs("k"))
+        assert caught.value.retry_after == 3.0
+        boto = [at for at, _, _ in proxy.arrivals]
+        proxy.arrivals.clear()
+        with pytest.raises(StoreThrottled) as caught:
+            run_sync(store.get_bytes("k"))  # a GET: the answer's body names SlowDown
+        assert caught.value.retry_after is None
+        plain = [at for at, _, _ in proxy.arrivals]
+    finally:
+        proxy.stop()
+    assert len(boto) == 2  # one try and the tier's one retry, boto3 retrying nothing
+    assert boto[1] - boto[0] >= 3.0 - 0.05
+    assert len(plain) == 2  # obstore retries nothing itself either
+    assert 1.0 - 0.05 <= plain[1] - plain[0] < 3.0

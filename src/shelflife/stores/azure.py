@@ -190,10 +190,11 @@ def _sdk_error(exc: Exception, subject: str) -> StoreError:
     response = getattr(exc, "response", None)
     status = int(getattr(response, "status_code", 0) or 0) if response is not None else 0
     code = str(getattr(exc, "error_code", "") or "")
+    headers = response.headers if response is not None else {}
+    asks = any(name in headers for name in ("Retry-After", "x-ms-retry-after-ms"))
     if isinstance(exc, HttpResponseError) and (
-        status == 429 or (status == 503 and "ServerBusy" in (code + str(exc)))
+        status == 429 or (status == 503 and (asks or "ServerBusy" in (code + str(exc))))
     ):
-        headers = response.headers if response is not None else {}
         delay = parse_retry_after(headers.get("Retry-After"))
         if delay is None:
             milliseconds = headers.get("x-ms-retry-after-ms") or headers.get("retry-after-ms")

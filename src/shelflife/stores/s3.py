@@ -150,8 +150,11 @@ class S3Store(ObstoreStore):
                 status = int(metadata.get("HTTPStatusCode") or 0)
                 if code in ("404", "NoSuchKey", "NotFound"):
                     raise ObjectNotFound(f"no object at {self.location}/{key}") from None
-                if status == 429 or code in ("SlowDown", "TooManyRequests"):
-                    headers = metadata.get("HTTPHeaders", {})
+                headers = metadata.get("HTTPHeaders", {})
+                # an answer to a HEAD has no body to name SlowDown: a 503 asking for a
+                # Retry-After says it as well
+                asks = status == 503 and "retry-after" in headers
+                if status == 429 or asks or code in ("SlowDown", "TooManyRequests"):
                     raise StoreThrottled(
                         f"{self.location}/{key}: the store asked to slow down ({status} {code})",
                         hint=THROTTLE_HINT,
