@@ -386,3 +386,42 @@ def test_every_request_of_a_store_takes_a_slot() -> None:
     assert run_sync(listing()) == 2500
     assert counting.taken in (3, 4)  # three pages, and maybe one to learn there is no more
     assert taken(store.delete_many([f"k/{i:04d}" for i in range(2500)])) == 3
+
+
+class _Answer:
+    """The little of an HTTP answer azure-core's HttpResponseError reads."""
+
+    def __init__(self, status: int, headers: dict[str, str]) -> None:
+        self.status_code, self.reason, self.headers, self.request = status, "", headers, None
+
+    def text(self, encoding: str | None = None) -> str:
+        return ""
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "code", "delay"),
+    [
+        (503, {"Retry-After": "4"}, None, 4.0),
+        (503, {"x-ms-retry-after-ms": "1500"}, None, 1.5),
+        (503, {}, "ServerBusy", None),
+        (429, {}, None, None),
+        (503, {}, None, "transient"),
+        (500, {"Retry-After": "4"}, None, "transient"),
+    ],
+)
+def test_azure_sdk_throttles_carry_the_delay_they_ask(
+    status: int, headers: dict[str, str], code: str | None, delay: float | str | None
+) -> None:
+    from azure.core.exceptions import HttpResponseError
+
+    from shelflife.stores.azure import _sdk_error
+
+    answer = HttpResponseError(message="The server is busy.", response=_Answer(status, headers))
+    answer.error_code = code  # type: ignore[attr-defined]  # set by the storage SDK
+    error = _sdk_error(answer, "az://c/k: properties")
+    assert isinstance(error, StoreTransient)
+    if delay == "transient":
+        assert not isinstance(error, StoreThrottled)
+    else:
+        assert isinstance(error, StoreThrottled)
+        assert error.retry_after == delay
