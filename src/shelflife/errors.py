@@ -13,6 +13,7 @@
         ├── StoreAuthError (PermissionError)     bad credentials or no permission
         ├── StoreUnreachable (ConnectionError)   cannot connect; retryable
         ├── StoreTransient                       5xx, dropped connection, cut body; retryable
+        │   └── StoreThrottled                   503 SlowDown, 429, ServerBusy: slow down
         └── StoreConfigError                     the store's settings are wrong
 
 Backend modules translate their client's exceptions into this tree at the boundary
@@ -124,6 +125,17 @@ class StoreTransient(StoreError):
     dropped mid-request, a body cut short."""
 
     retryable = True
+
+
+class StoreThrottled(StoreTransient):
+    """The store refused the request for its rate (S3 ``SlowDown``/503, 429, Azure 503
+    ``ServerBusy``); ``retry_after`` is the delay it asked for, in seconds, if it named one."""
+
+    def __init__(
+        self, message: str, *, hint: str | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.retry_after = retry_after
 
 
 class StoreConfigError(StoreError):

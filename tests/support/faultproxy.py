@@ -6,7 +6,8 @@ per request, at random:
 - ``drop``: closes the client's connection before forwarding anything;
 - ``drop-after``: forwards the request (the server acts on it), then closes without an
   answer — the client cannot tell whether its write happened;
-- ``500`` / ``503``: answers itself with that status, forwarding nothing;
+- ``500`` / ``503``: answers itself with that status, forwarding nothing (an
+  ``InternalError`` / ``ServiceUnavailable``, not a request to slow down);
 - ``delay``: waits 50–400 ms, then forwards;
 - ``truncate``: forwards, then passes on the answer's head and half of its body and
   closes (a body cut short mid-stream).
@@ -16,13 +17,20 @@ HTTP mode reads one request at a time (h11 finds where it ends), asks the server
 connection of its own and a fault never spills onto the next request. TCP mode
 (``http=False``) only relays bytes both ways and can be cut off as a whole (``down()``):
 the database outage tests use it. Every fault is counted in ``counts``.
+
+As a rate-limited store (``limit=R``), it answers ``503 SlowDown`` with a ``Retry-After``
+to every request beyond the R-th of each whole second (``window`` seconds), forwarding
+nothing, as S3 does past a prefix's request rate. Every request's arrival is recorded in
+``arrivals`` (instant, request line, whether it was refused) in both modes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import threading
+import time
 from collections import Counter
 from collections.abc import Sequence
 
@@ -43,6 +51,9 @@ class FaultProxy:
         http: bool = True,
         seed: int = 0,
         only: bytes | None = None,
+        limit: int | None = None,
+        window: float = 1.0,
+        retry_after: int | None = 1,
     ) -> None:
         self.upstream_port = upstream_port
         self.rate = rate
@@ -51,6 +62,11 @@ class FaultProxy:
         self.only = only  # fault only the requests whose request line contains this
         self.random = random.Random(seed)
         self.counts: Counter[str] = Counter()
+        self.limit = limit  # requests answered per window; the rest are refused (SlowDown)
+        self.window = window
+        self.retry_after = retry_after  # the Retry-After sent with SlowDown (None: none)
+        self.arrivals: list[tuple[float, bytes, bool]] = []
+        self._in_window: Counter[int] = Counter()
         self.requests = 0
         self.port = 0
         self._down = False
@@ -141,6 +157,17 @@ class FaultProxy:
             return
         self.requests += 1
         line = request.split(b"\r\n", 1)[0]
+        now = time.time()
+        if self.limit is not None:
+            window = math.floor(now / self.window)
+            self._in_window[window] += 1
+            if self._in_window[window] > self.limit:
+                self.counts["slowdown"] += 1
+                self.arrivals.append((now, line, True))
+                writer.write(_error_response(503, "SlowDown", retry_after=self.retry_after))
+                await writer.drain()
+                return
+        self.arrivals.append((now, line, False))
         fault = self._choose() if self.only is None or self.only in line else None
         if fault not in (None, "truncate"):
             self.counts[fault] += 1
@@ -219,15 +246,22 @@ def _closing(response: bytes) -> bytes:
     return b"\r\n".join(lines) + sep + body
 
 
-def _error_response(status: int) -> bytes:
+def _error_response(
+    status: int, code: str | None = None, *, retry_after: int | None = None
+) -> bytes:
     reason = {500: b"Internal Server Error", 503: b"Service Unavailable"}[status]
-    code = {500: b"InternalError", 503: b"SlowDown"}[status]
+    name = (code or {500: "InternalError", 503: "ServiceUnavailable"}[status]).encode()
+    message = b"Please reduce your request rate." if code == "SlowDown" else b"injected fault"
     body = (
-        b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>' + code + b"</Code>"
-        b"<Message>injected fault</Message></Error>"
+        b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>' + name + b"</Code>"
+        b"<Message>" + message + b"</Message></Error>"
     )
     return (
         b"HTTP/1.1 " + str(status).encode() + b" " + reason + b"\r\n"
-        b"Content-Type: application/xml\r\nContent-Length: " + str(len(body)).encode() + b"\r\n"
-        b"Connection: close\r\n\r\n" + body
+        b"Content-Type: application/xml\r\nContent-Length: "
+        + str(len(body)).encode()
+        + b"\r\n"
+        + (b"" if retry_after is None else b"Retry-After: %d\r\n" % retry_after)
+        + b"Connection: close\r\n\r\n"
+        + body
     )

@@ -444,3 +444,15 @@ Index("ix_action_log_key", action_log.c.key, action_log.c.id)
 Index("ix_action_log_rule", action_log.c.rule, action_log.c.id)
 Index("ix_action_log_run", action_log.c.run_id, action_log.c.id)
 Index("ix_action_log_recorded", action_log.c.recorded_at)
+
+# -- request rate limits (0013) ------------------------------------------------------------
+
+# The next free request slot of each rate-limited tier, in microseconds since the epoch:
+# every process using the catalog reserves its slices of the tier's request time here
+# (0013), so that together they stay under the tier's max_requests_per_second.
+rate_limits = Table(
+    "rate_limits",
+    metadata,
+    Column("tier", String(64), primary_key=True),
+    Column("next_slot_us", BigInteger, nullable=False),
+)

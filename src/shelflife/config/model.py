@@ -299,18 +299,34 @@ class TierConfig(_Strict):
             "`check` instead of starting an empty tier"
         ),
     )
-    # A failed request is retried this many times by the HTTP client, and a failed
-    # operation (a streamed read cut short, a copy) as many times by shelflife, with
-    # exponential backoff; errors that cannot pass (404, 403, bad config) never are.
+    # A failed request is retried this many times by shelflife (the HTTP clients retry
+    # nothing: each attempt takes its rate-limit slot), and a failed operation (a
+    # streamed read cut short, a copy) as many times, with exponential backoff; errors
+    # that cannot pass (404, 403, bad config) never are.
     retries: int = Field(
         default=3,
         ge=0,
         le=20,
         description=(
-            "how many times a failed request is retried by the HTTP client, and a "
-            "failed operation (a streamed read cut short, a copy, a listing) by "
-            "shelflife, with exponential back-off and jitter; only transient errors "
-            "(5xx, 429, dropped connections, timeouts) are retried"
+            "how many times a failed request is retried, and a failed operation (a "
+            "streamed read cut short, a copy) too, with exponential back-off and "
+            "jitter, or as long as the store asks after a throttling answer; only "
+            "transient errors (5xx, 429, dropped connections, timeouts) are retried"
+        ),
+    )
+    # One limiter per tier: shared by every transfer of a run, and by every process
+    # using the same catalog (Celery workers, a daemon beside a run).
+    max_requests_per_second: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "at most this many requests a second to the tier (a listing page, a HEAD, a "
+            "GET, a PUT, each part of a multipart upload), whatever the concurrency: "
+            "requests are spaced `1/rate` apart, so no second holds more than this plus "
+            "one; shared by every process using the same catalog. Unlimited when not "
+            "set; either way a throttling answer (429, S3 `SlowDown`, Azure "
+            "`ServerBusy`) holds the tier for the delay it asks and halves its rate for "
+            "a while"
         ),
     )
 

@@ -4,14 +4,18 @@ engine and the services take it, never the facade."""
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from shelflife.base.ratelimit import RateLimiter
 from shelflife.base.units import utcnow
 from shelflife.catalog import Catalog
 from shelflife.catalog.ledger import Ledger
-from shelflife.config.model import Config
+from shelflife.catalog.ratelimits import CatalogSlots
+from shelflife.config.model import Config, TierConfig
 from shelflife.errors import UsageError
 from shelflife.model.locations import Locator
 from shelflife.references.sources import Databases, ReferenceSource, open_sources
@@ -47,7 +51,9 @@ class Context:
                 f"unknown tier {tier!r}", hint=f"known tiers: {', '.join(self.config.tiers)}"
             )
         if tier not in self._stores:
-            self._stores[tier] = open_store(self.config.tiers[tier], name=tier)
+            store = open_store(self.config.tiers[tier], name=tier)
+            store.limiter = tier_limiter(self, tier)
+            self._stores[tier] = store
         return self._stores[tier]
 
     def sources(self) -> list[ReferenceSource]:
@@ -57,3 +63,32 @@ class Context:
     def close(self) -> None:
         self.databases.dispose()
         self.catalog.close()
+
+
+# One limiter per tier per process (and catalog): every store of the tier opened here —
+# each Shelf's, each run's — takes its slots from it, and a throttle holds them all.
+_LIMITERS: dict[tuple[str, str, float | None], RateLimiter] = {}
+_LIMITERS_LOCK = threading.Lock()
+
+
+def tier_limiter(context: Context, name: str) -> RateLimiter:
+    """The process's limiter of a tier; one with a rate shares it through the catalog."""
+    tier: TierConfig = context.config.tiers[name]
+    rate = tier.max_requests_per_second
+    key = (context.config.catalog.url, name, rate)
+    with _LIMITERS_LOCK:
+        if key not in _LIMITERS:
+            slots = CatalogSlots(context.catalog.engine, name) if rate is not None else None
+            _LIMITERS[key] = RateLimiter(rate, slots=slots)
+        return _LIMITERS[key]
+
+
+def _forget_parents_limiters() -> None:
+    global _LIMITERS_LOCK
+    # a forked child starts its own: the parent's hold its catalog connections and slots
+    _LIMITERS.clear()
+    _LIMITERS_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_parents_limiters)

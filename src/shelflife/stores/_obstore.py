@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import math
 import re
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import contextmanager, suppress
@@ -21,6 +22,7 @@ import obstore as obs
 from obstore import exceptions as obe
 
 from shelflife.base.keys import validate_key, validate_prefix
+from shelflife.base.ratelimit import RateLimiter
 from shelflife.base.retry import INITIAL_WAIT, MAX_WAIT, retrying
 from shelflife.errors import (
     ObjectArchived,
@@ -29,6 +31,7 @@ from shelflife.errors import (
     StoreAuthError,
     StoreConfigError,
     StoreError,
+    StoreThrottled,
     StoreTransient,
     StoreUnreachable,
 )
@@ -63,6 +66,19 @@ _TRANSIENT = re.compile(
 
 
 _REFUSED = re.compile(r"status code: 40[13]\b", re.IGNORECASE)
+# The store refusing a request for its rate: 429, or a 503 that says so (S3 SlowDown or
+# "Reduce your request rate", Azure ServerBusy). Another 503 is a failure like a 500.
+_THROTTLED = re.compile(
+    r"status code: 429\b|status code: 503\b.*(SlowDown|ServerBusy|TooManyRequests|"
+    r"reduce your request rate)",
+    re.IGNORECASE | re.DOTALL,
+)
+THROTTLE_HINT = (
+    "the store limits its request rate: shelflife waits and slows the tier down; set the "
+    "tier's max_requests_per_second below the store's limit to stay clear of it"
+)
+# A bulk delete sends this many keys per request (S3's limit; Azure's batches are smaller).
+DELETE_BATCH = 1000
 
 
 def translate_error(exc: BaseException, where: str, key: str | None = None) -> StoreError:
@@ -115,6 +131,13 @@ def translate_error(exc: BaseException, where: str, key: str | None = None) -> S
             f"cannot reach {where}: {_first_line(text)}",
             hint="check the tier's endpoint and that the server is running",
         )
+    if _THROTTLED.search(text):
+        # obstore reports the status and body of the answer, not its headers: a
+        # Retry-After it carried is not known here (the tier's backoff stands for it)
+        return StoreThrottled(
+            f"{subject}: the store failed this request and asked to slow down ({_short(text)})",
+            hint=THROTTLE_HINT,
+        )
     if _TRANSIENT.search(text):
         return StoreTransient(
             f"{subject}: the store failed this request ({_short(text)})",
@@ -157,8 +180,12 @@ class ObstoreStore:
         max_part_concurrency: int = 4,
         storage_class: str | None = None,
         retries: int = 3,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.location = url
+        # Every request this store makes takes a slot from its tier's limiter first; the
+        # engine replaces this unlimited one with the tier's (shared by a run's transfers).
+        self.limiter = limiter or RateLimiter()
         # Whole operations tried again on a retryable error (the client retries requests).
         self.retries = retries
         # Applied to every write (an archive tier is one more rung of the ladder).
@@ -243,7 +270,10 @@ class ObstoreStore:
                     return await obs.put_async(
                         self._store,
                         key,
-                        data,
+                        # in parts: each part takes its slot as its bytes go to the client
+                        self._paced(_slices(data, self.multipart_chunk_size))
+                        if parts and overwrite
+                        else data,
                         mode="overwrite" if overwrite else "create",
                         attributes=attributes,
                         use_multipart=parts,
@@ -251,18 +281,18 @@ class ObstoreStore:
                         max_concurrency=self.max_part_concurrency,
                     )
 
-            result = await self._retry(put_once, f"put {key}")
+            result = await self._retry(put_once, f"put {key}", paced=parts and overwrite)
         else:
             hasher = self._hasher(parts=True)
             if not overwrite and await self.exists(key):
                 # obstore's multipart upload has no create-only mode: check first, and the
                 # caller holds a lease on the key so nothing else writes it meanwhile.
                 raise ObjectExists(f"an object already exists at {self.location}/{key}")
-            with self._writing(key):
+            with self._held(), self._writing(key):
                 result = await obs.put_async(
                     self._store,
                     key,
-                    _hashing(source, hasher),
+                    self._paced(_hashing(source, hasher)),
                     attributes=attributes,
                     chunk_size=self.multipart_chunk_size,
                     max_concurrency=self.max_part_concurrency,
@@ -329,8 +359,47 @@ class ObstoreStore:
             raise StoreError(f"cannot read {path}: {exc.strerror}") from None
         return _read_file_chunks(path, self.multipart_chunk_size)
 
-    async def _retry(self, operation: Callable[[], Awaitable[T]], what: str) -> T:
-        return await retrying(operation, retries=self.retries, what=f"{what} on {self.location}")
+    async def _retry(
+        self, operation: Callable[[], Awaitable[T]], what: str, *, paced: bool = False
+    ) -> T:
+        """``operation`` (one request; ``paced``: one that takes its own slots) retried,
+        each attempt after its slot, a throttle holding the whole tier."""
+        return await retrying(
+            operation,
+            retries=self.retries,
+            what=f"{what} on {self.location}",
+            limiter=self.limiter,
+            paced=paced,
+        )
+
+    @contextmanager
+    def _held(self) -> Iterator[None]:
+        """A throttle of a request not retried here (a streamed upload cannot be sent
+        again) still holds the tier, before the caller retries the whole operation."""
+        try:
+            yield
+        except StoreThrottled as exc:
+            self.limiter.throttled(exc.retry_after)
+            raise
+
+    async def _paced(self, source: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+        """``source`` handed on to a multipart upload, one slot per part as its first
+        bytes pass, one for creating the upload and one for completing it."""
+        await self.limiter.acquire()  # create
+        size = 0
+        part = self.multipart_chunk_size
+        async for chunk in source:
+            view = memoryview(chunk)
+            while view:
+                if size % part == 0:
+                    await self.limiter.acquire()  # the part these bytes start
+                room = part - size % part
+                piece, view = view[:room], view[room:]
+                size += len(piece)
+                yield bytes(piece) if len(piece) != len(chunk) else chunk
+        if size == 0:
+            await self.limiter.acquire()  # an empty upload still sends one part
+        await self.limiter.acquire()  # complete
 
     async def get(self, key: str, *, chunk_size: int = READ_CHUNK) -> AsyncIterator[bytes]:
         """Stream an object; opening it is retried, a stream cut short raises (the caller
@@ -465,7 +534,8 @@ class ObstoreStore:
                         offset=last,
                         chunk_size=LIST_CHUNK,
                     )
-                    async for chunk in stream:
+                    async for chunk in self._pages(stream):
+                        failures = 0  # a page came: the retries count again (per request)
                         metas = [meta for meta in chunk if self._listable(meta["path"])]
                         if resumed is not None:
                             metas = [meta for meta in metas if meta["path"] > resumed]
@@ -478,7 +548,22 @@ class ObstoreStore:
                 failures += 1
                 if not (exc.retryable and failures <= self.retries and self.sorted_listing):
                     raise
-                await asyncio.sleep(min(0.1 * 2**failures, 5.0))
+                if isinstance(exc, StoreThrottled):
+                    self.limiter.throttled(exc.retry_after, failures)  # the next page waits
+                else:
+                    await asyncio.sleep(min(0.1 * 2**failures, 5.0))
+
+    async def _pages(self, stream: AsyncIterable[Any]) -> AsyncIterator[Any]:
+        """A listing's chunks, each page (a request: a chunk is at most one page) after
+        its slot."""
+        pages = aiter(stream)
+        while True:
+            await self.limiter.acquire()
+            try:
+                chunk = await anext(pages)
+            except StopAsyncIteration:
+                return
+            yield chunk
 
     async def list(self, prefix: str = "") -> AsyncIterator[list[ObjectInfo]]:
         async for chunk in self._listing(prefix):
@@ -493,6 +578,8 @@ class ObstoreStore:
             return
 
         async def delete_once() -> None:
+            for _ in range(math.ceil(len(batch) / DELETE_BATCH) - 1):
+                await self.limiter.acquire()  # the requests after the first
             with self._translated():
                 await obs.delete_async(self._store, batch)
 
@@ -543,6 +630,12 @@ class NotSupportedByStore(StoreConfigError):
 async def _no_chunks() -> AsyncIterator[bytes]:
     return
     yield  # an async generator that yields nothing
+
+
+async def _slices(data: bytes, size: int) -> AsyncIterator[bytes]:
+    view = memoryview(data)
+    for start in range(0, len(data), size):
+        yield bytes(view[start : start + size])
 
 
 async def _hashing(source: AsyncIterable[bytes], hasher: Hasher) -> AsyncIterator[bytes]:
@@ -617,9 +710,12 @@ def split_bucket_url(url: str) -> tuple[str, str]:
 
 
 def retry_config(tier: Any) -> RetryConfig:
-    """The HTTP client retries a failed request ``tier.retries`` times, backing off."""
+    """The HTTP client retries nothing: shelflife retries each request itself, so that
+    every attempt takes a slot from the tier's limiter and a throttling answer holds the
+    tier (obstore's own retries would be unseen by the limiter and back off from 100 ms
+    whatever the store asked for)."""
     return {
-        "max_retries": tier.retries,
+        "max_retries": 0,
         "retry_timeout": timedelta(minutes=3),
         "backoff": {
             "init_backoff": timedelta(seconds=INITIAL_WAIT),

@@ -17,6 +17,7 @@ from obstore import exceptions as obe
 from obstore.store import AzureStore as _ObAzureStore
 
 from shelflife.base.keys import join_key, validate_key
+from shelflife.base.ratelimit import parse_retry_after
 from shelflife.base.retry import INITIAL_WAIT, MAX_WAIT
 from shelflife.config.model import TierConfig
 from shelflife.errors import (
@@ -26,8 +27,11 @@ from shelflife.errors import (
     StoreAuthError,
     StoreConfigError,
     StoreError,
+    StoreThrottled,
+    StoreTransient,
 )
 from shelflife.stores._obstore import (
+    THROTTLE_HINT,
     ObstoreStore,
     client_options,
     retry_config,
@@ -119,7 +123,10 @@ class AzureStore(ObstoreStore):
         )
 
     async def _properties(self, key: str) -> Any:
-        """Blob properties through Azure's SDK (obstore's HEAD has no MD5 nor tier)."""
+        """Blob properties through Azure's SDK (obstore's HEAD has no MD5 nor tier).
+
+        The SDK retries nothing itself: the request is retried like every other, after
+        its slot, and a throttle (503 ServerBusy, 429) is held for the delay it names."""
         validate_key(key)
         if self._account_key is None:
             raise StoreConfigError(
@@ -133,16 +140,19 @@ class AzureStore(ObstoreStore):
             self._client = BlobServiceClient(
                 self.endpoint,
                 credential={"account_name": self.account_name, "account_key": self._account_key},
-                retry_policy=sdk_retry_policy(self.retries),
+                retry_policy=sdk_retry_policy(0),
             )
         blob = self._client.get_blob_client(self.container, join_key(self.prefix, key))
-        try:
-            return await asyncio.to_thread(blob.get_blob_properties)
-        except ResourceNotFoundError:
-            raise ObjectNotFound(f"no object at {self.location}/{key}") from None
-        except AzureError as exc:
-            message = str(exc).splitlines()[0][:200]
-            raise StoreError(f"{self.location}/{key}: properties: {message}") from None
+
+        async def read_once() -> Any:
+            try:
+                return await asyncio.to_thread(blob.get_blob_properties)
+            except ResourceNotFoundError:
+                raise ObjectNotFound(f"no object at {self.location}/{key}") from None
+            except AzureError as exc:
+                raise _sdk_error(exc, f"{self.location}/{key}: properties") from None
+
+        return await self._retry(read_once, f"properties of {key}")
 
     async def url(self, key: str) -> str:
         validate_key(key)
@@ -169,6 +179,34 @@ class AzureStore(ObstoreStore):
             return f"{self.endpoint}/{self.container}/{quote(blob, safe='/')}?{sas}"
         with self._translated(key):
             return await obs.sign_async(self._signer, "GET", key, self.presign_ttl)
+
+
+def _sdk_error(exc: Exception, subject: str) -> StoreError:
+    """An Azure SDK error in shelflife's tree: throttles (with the delay the answer names)
+    and other 5xx answers and dropped connections retryable, the rest permanent."""
+    from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
+
+    message = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+    response = getattr(exc, "response", None)
+    status = int(getattr(response, "status_code", 0) or 0) if response is not None else 0
+    code = str(getattr(exc, "error_code", "") or "")
+    headers = response.headers if response is not None else {}
+    asks = any(name in headers for name in ("Retry-After", "x-ms-retry-after-ms"))
+    if isinstance(exc, HttpResponseError) and (
+        status == 429 or (status == 503 and (asks or "ServerBusy" in (code + str(exc))))
+    ):
+        delay = parse_retry_after(headers.get("Retry-After"))
+        if delay is None:
+            milliseconds = headers.get("x-ms-retry-after-ms") or headers.get("retry-after-ms")
+            delay = parse_retry_after(f"{milliseconds}ms" if milliseconds else None)
+        return StoreThrottled(
+            f"{subject}: the store asked to slow down ({message})",
+            hint=THROTTLE_HINT,
+            retry_after=delay,
+        )
+    if status >= 500 or isinstance(exc, ServiceRequestError | ServiceResponseError):
+        return StoreTransient(f"{subject}: {message}")
+    return StoreError(f"{subject}: {message}")
 
 
 def sdk_retry_policy(retries: int) -> Any:

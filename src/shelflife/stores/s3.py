@@ -17,9 +17,23 @@ from obstore.store import S3Store as _ObS3Store
 
 from shelflife.base.extras import needs
 from shelflife.base.keys import join_key, validate_key
+from shelflife.base.ratelimit import parse_retry_after
 from shelflife.config.model import UNREADABLE_CLASSES, TierConfig
-from shelflife.errors import ObjectArchived, ObjectNotFound, StoreConfigError, StoreError
-from shelflife.stores._obstore import ObstoreStore, client_options, retry_config, split_bucket_url
+from shelflife.errors import (
+    ObjectArchived,
+    ObjectNotFound,
+    StoreConfigError,
+    StoreError,
+    StoreThrottled,
+    StoreTransient,
+)
+from shelflife.stores._obstore import (
+    THROTTLE_HINT,
+    ObstoreStore,
+    client_options,
+    retry_config,
+    split_bucket_url,
+)
 from shelflife.stores.proofs import s3_proofs
 
 
@@ -113,14 +127,18 @@ class S3Store(ObstoreStore):
         return 'ongoing-request="false"' not in str(answer.get("Restore", ""))
 
     async def _head_object(self, key: str) -> dict[str, Any]:
-        """HEAD through boto3: obstore's has no checksum mode nor storage class."""
+        """HEAD through boto3: obstore's has no checksum mode nor storage class.
+
+        boto3 retries nothing itself: the request is retried like every other, after its
+        slot, and a throttle is held for the Retry-After the answer carries."""
         validate_key(key)
         if self._client is None:
-            self._client = s3_client(self._tier)
+            self._client = s3_client(self._tier, attempts=1)
         name = join_key(self.prefix, key)
 
         def head() -> dict[str, Any]:
-            from botocore.exceptions import BotoCoreError, ClientError
+            from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+            from botocore.exceptions import ConnectionError as BotoConnectionError
 
             try:
                 answer: dict[str, Any] = self._client.head_object(
@@ -128,22 +146,41 @@ class S3Store(ObstoreStore):
                 )
             except ClientError as exc:
                 code = str(exc.response.get("Error", {}).get("Code", ""))
+                metadata = exc.response.get("ResponseMetadata", {})
+                status = int(metadata.get("HTTPStatusCode") or 0)
                 if code in ("404", "NoSuchKey", "NotFound"):
                     raise ObjectNotFound(f"no object at {self.location}/{key}") from None
+                headers = metadata.get("HTTPHeaders", {})
+                # an answer to a HEAD has no body to name SlowDown: a 503 asking for a
+                # Retry-After says it as well
+                asks = status == 503 and "retry-after" in headers
+                if status == 429 or asks or code in ("SlowDown", "TooManyRequests"):
+                    raise StoreThrottled(
+                        f"{self.location}/{key}: the store asked to slow down ({status} {code})",
+                        hint=THROTTLE_HINT,
+                        retry_after=parse_retry_after(headers.get("retry-after")),
+                    ) from None
+                if status >= 500:
+                    raise StoreTransient(
+                        f"{self.location}/{key}: HEAD failed ({status} {code})"
+                    ) from None
                 raise StoreError(f"{self.location}/{key}: HEAD failed ({code or exc})") from None
+            except (BotoConnectionError, HTTPClientError) as exc:
+                raise StoreTransient(f"{self.location}/{key}: HEAD failed ({exc})") from None
             except BotoCoreError as exc:
                 raise StoreError(f"{self.location}/{key}: HEAD failed ({exc})") from None
             return answer
 
-        return await asyncio.to_thread(head)
+        return await self._retry(lambda: asyncio.to_thread(head), f"head {key}")
 
 
 ARCHIVE_CLASSES = UNREADABLE_CLASSES["s3"]
 """Storage classes whose objects must be restored before they can be read."""
 
 
-def s3_client(tier: TierConfig) -> Any:
-    """A boto3 client for a tier (obstore has no bucket calls, nor a checksum-mode HEAD)."""
+def s3_client(tier: TierConfig, *, attempts: int = 3) -> Any:
+    """A boto3 client for a tier (obstore has no bucket calls, nor a checksum-mode HEAD),
+    trying each request ``attempts`` times in all."""
     with needs("an s3:// tier"):
         import boto3
         from botocore.config import Config as BotoConfig
@@ -161,7 +198,7 @@ def s3_client(tier: TierConfig) -> Any:
         else tier.session_token.get_secret_value(),
         config=BotoConfig(
             s3={"addressing_style": "virtual" if tier.virtual_hosted_style else "path"},
-            retries={"max_attempts": 3},
+            retries={"total_max_attempts": attempts},
             connect_timeout=10,
             read_timeout=30,
         ),
