@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import math
 import os
@@ -412,10 +413,8 @@ async def _done(pending: concurrent.futures.Future[None]) -> None:
     woken: asyncio.Future[None] = loop.create_future()
 
     def wake(_: object) -> None:
-        try:
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
             loop.call_soon_threadsafe(_settle, woken)
-        except RuntimeError:  # the loop closed meanwhile: nobody awaits
-            pass
 
     pending.add_done_callback(wake)
     await woken

@@ -6,8 +6,9 @@ reserves a slice of the tier's request time with one short transaction — an at
 database, for the few microseconds it takes), then reads back where the slice ends — and
 spends its slots without asking again. Slices never overlap, so all processes together
 stay under the rate. A tier without a limit has a row too, which only holds move on: its
-processes read it back now and then to keep to another's hold. Instants are the hosts' clocks: machines sharing a catalog keep them
-in step (NTP), as a skew shifts one host's slots against another's.
+processes read it back now and then to keep to another's hold. Instants are the hosts'
+clocks: machines sharing a catalog keep them in step (NTP), as a skew shifts one host's
+slots against another's.
 """
 
 from __future__ import annotations

@@ -550,12 +550,12 @@ class ObstoreStore:
                 return
             except StoreError as exc:
                 failures += 1
-                throttle = isinstance(exc, StoreThrottled)
-                if throttle:  # the tier's next requests wait, this listing's next page too
+                if isinstance(exc, StoreThrottled):
+                    # the tier's next requests wait, this listing's next page too
                     self.limiter.throttled(exc.retry_after, failures)
                 if not (exc.retryable and failures <= self.retries and self.sorted_listing):
                     raise
-                if not throttle:
+                if not isinstance(exc, StoreThrottled):
                     await asyncio.sleep(min(0.1 * 2**failures, 5.0))
 
     async def _pages(self, stream: AsyncIterable[Any]) -> AsyncIterator[Any]:
