@@ -17,8 +17,8 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
-from typing import Any
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -317,8 +317,10 @@ def test_a_create_only_upload_is_one_request_and_one_slot(s3_endpoint: str) -> N
         assert run_sync(store.get_bytes("create-only")) == data
     finally:
         proxy.stop()
-    assert len(created) == 1 and created[0].startswith(b"PUT /")
-    assert b"uploads" not in created[0] and b"partNumber" not in created[0]
+    assert len(created) == 1
+    assert created[0].startswith(b"PUT /")
+    assert b"uploads" not in created[0]
+    assert b"partNumber" not in created[0]
     assert slots == 1
     parts = math.ceil(len(data) / store.multipart_chunk_size)
     assert parts > 1

@@ -653,7 +653,8 @@ def test_the_engine_shares_the_holds_of_remote_tiers_without_a_limit(
         assert not tier_limiter(context, "local").shared
         monkeypatch.setattr(engine_context, "_LIMITERS", {})  # as another process has
         second = tier_limiter(context, "cloud")
-        assert first is not second and second.shared
+        assert first is not second
+        assert second.shared
         now = time.time()
         first.throttled(retry_after=60.0)
         assert second.reserve() >= now + 60.0

@@ -275,9 +275,7 @@ class ObstoreStore:
                         self._store,
                         key,
                         # in parts: each part takes its slot as its bytes go to the client
-                        self._paced(_slices(data, self.multipart_chunk_size))
-                        if in_parts
-                        else data,
+                        self._paced(_slices(data, self.multipart_chunk_size)) if in_parts else data,
                         mode="overwrite" if overwrite else "create",
                         attributes=attributes,
                         use_multipart=in_parts,
