@@ -554,3 +554,23 @@ def test_only_credential_like_query_values_are_masked_in_every_log_line() -> Non
     assert "json" not in hidden  # else every log line saying "json" would read "***"
     assert "abc" in hidden
     assert "0123456789abcdef" in hidden
+
+
+def test_a_retry_after_in_fractional_seconds_is_read_and_kept_to(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``Retry-After: 0.5`` is waited as asked; ``12.5`` is more than notify ever waits
+    (10 s), so the delivery gives up at once instead of retrying sooner than asked."""
+    caplog.set_level("INFO", logger="shelflife")
+    with receiver([429], retry_after="0.5") as soon, receiver([429], retry_after="12.5") as late:
+        first, second = notify.targets(config_with({"url": soon.url}, {"url": late.url}))
+        delivered = notify.deliver(first, {"event": "run-finished"})
+        refused = notify.deliver(second, {"event": "run-finished"})
+        assert len(soon.requests) == 2
+        assert len(late.requests) == 1
+    assert delivered.delivered
+    assert delivered.attempts == 2
+    assert "attempt 1 failed (HTTP 429); retrying in 0.5s" in caplog.text
+    assert not refused.delivered
+    assert refused.attempts == 1
+    assert "asked to retry after 12s: more than 10s" in (refused.error or "")

@@ -18,6 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -265,3 +266,87 @@ def test_retry_after_is_honoured_where_the_client_shows_it(s3_endpoint: str) -> 
     assert boto[1] - boto[0] >= 3.0 - 0.05
     assert len(plain) == 2  # obstore retries nothing itself either
     assert 1.0 - 0.05 <= plain[1] - plain[0] < 3.0
+
+
+def _s3_store(bucket: str, port: int, retries: int) -> object:
+    from shelflife.config.model import TierConfig
+    from shelflife.stores.s3 import S3Store
+
+    tier = {
+        "url": f"s3://{bucket}/pre",
+        "endpoint": f"http://127.0.0.1:{port}",
+        "region": "us-east-1",
+        "access_key": "testing",
+        "secret_key": "testing",
+        "retries": retries,
+    }
+    return S3Store(TierConfig.model_validate(tier))
+
+
+def test_a_create_only_upload_is_one_request_and_one_slot(s3_endpoint: str) -> None:
+    """12 MiB from memory: with ``overwrite=False`` obstore sends one conditional PUT (it
+    makes no multipart upload in create mode), which takes one slot; overwriting, it is a
+    multipart upload whose create, parts and complete take one slot each."""
+    from shelflife.base.aio import run_sync
+    from shelflife.base.ratelimit import RateLimiter
+    from shelflife.errors import ObjectExists
+
+    class Counting(RateLimiter):
+        taken = 0
+
+        async def acquire(self) -> None:
+            self.taken += 1
+
+    bucket = make_s3_bucket(s3_endpoint)
+    proxy = FaultProxy(urlsplit(s3_endpoint).port or 0).start()
+    try:
+        store: Any = _s3_store(bucket, proxy.port, retries=0)
+        store.limiter = counting = Counting()
+        data = b"m" * (12 * 1024 * 1024)
+        run_sync(store.put("create-only", data, overwrite=False))
+        created = [line for _, line, _ in proxy.arrivals]
+        slots, counting.taken = counting.taken, 0
+        proxy.arrivals.clear()
+        with pytest.raises(ObjectExists):
+            run_sync(store.put("create-only", data, overwrite=False))
+        proxy.arrivals.clear()
+        counting.taken = 0
+        run_sync(store.put("overwritten", data))
+        overwritten = [line for _, line, _ in proxy.arrivals]
+        overwrite_slots = counting.taken
+        assert run_sync(store.get_bytes("create-only")) == data
+    finally:
+        proxy.stop()
+    assert len(created) == 1
+    assert created[0].startswith(b"PUT /")
+    assert b"uploads" not in created[0]
+    assert b"partNumber" not in created[0]
+    assert slots == 1
+    parts = math.ceil(len(data) / store.multipart_chunk_size)
+    assert parts > 1
+    assert len(overwritten) == parts + 2  # create, the parts, complete
+    assert overwrite_slots == parts + 2
+
+
+def test_a_throttled_listing_not_retried_still_holds_the_tier(s3_endpoint: str) -> None:
+    from shelflife.base.aio import run_sync
+    from shelflife.base.ratelimit import RateLimiter
+    from shelflife.errors import StoreThrottled
+
+    bucket = make_s3_bucket(s3_endpoint)
+    proxy = FaultProxy(urlsplit(s3_endpoint).port or 0, limit=0).start()
+    try:
+        store: Any = _s3_store(bucket, proxy.port, retries=0)
+        store.limiter = tier = RateLimiter()
+
+        async def listing() -> None:
+            async for _ in store.list(""):
+                pass
+
+        with pytest.raises(StoreThrottled):
+            run_sync(listing())
+    finally:
+        proxy.stop()
+    assert len(proxy.arrivals) == 1
+    assert tier.throttles == 1
+    assert tier.held_until > time.time()  # the tier's next requests wait

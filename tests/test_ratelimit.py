@@ -425,3 +425,252 @@ def test_azure_sdk_throttles_carry_the_delay_they_ask(
     else:
         assert isinstance(error, StoreThrottled)
         assert error.retry_after == delay
+
+
+# -- the catalog's I/O never holds up the I/O loop ----------------------------------------------
+
+
+class Watched(CatalogSlots):
+    """Catalog slots that note the thread of each call, and when one has begun."""
+
+    def __init__(self, engine: object, tier: str) -> None:
+        super().__init__(engine, tier)  # type: ignore[arg-type]
+        self.threads: dict[str, list[threading.Thread]] = {"reserve": [], "hold": [], "read": []}
+        self.reserving = threading.Event()
+
+    def reserve(self, span: float, now: float) -> float:
+        self.threads["reserve"].append(threading.current_thread())
+        self.reserving.set()
+        return super().reserve(span, now)
+
+    def hold(self, until: float) -> None:
+        self.threads["hold"].append(threading.current_thread())
+        super().hold(until)
+
+    def held_until(self) -> float:
+        self.threads["read"].append(threading.current_thread())
+        return super().held_until()
+
+
+class WriteLock:
+    """Another process's write transaction on a SQLite catalog (a scan, a run being
+    recorded): held until released, or at most ``longest`` seconds (so that a limiter
+    waiting on it under its own lock, as it must not, fails the test instead of hanging)."""
+
+    def __init__(self, database: Path, longest: float = 5.0) -> None:
+        import sqlite3
+
+        self.held = True
+        self.release = threading.Event()
+        self._taken = threading.Event()
+
+        def hold() -> None:
+            connection = sqlite3.connect(database, isolation_level=None)
+            connection.execute("BEGIN IMMEDIATE")
+            connection.execute("INSERT INTO rate_limits VALUES ('someone else', 1)")
+            self._taken.set()
+            self.release.wait(longest)
+            self.held = False
+            connection.execute("COMMIT")
+            connection.close()
+
+        self._thread = threading.Thread(target=hold)
+        self._thread.start()
+        assert self._taken.wait(10)
+
+    def end(self) -> None:
+        self.release.set()
+        self._thread.join()
+
+
+@pytest.fixture
+def catalog_file(tmp_path: Path) -> Iterator[tuple[object, Path]]:
+    database = tmp_path / "catalog.db"
+    catalog = Catalog.open(f"sqlite:///{database}")
+    yield catalog.engine, database
+    catalog.close()
+
+
+def test_a_throttle_on_the_loop_returns_while_the_catalog_is_locked_and_writes_elsewhere(
+    catalog_file: tuple[object, Path],
+) -> None:
+    engine, database = catalog_file
+    clock = Clock()
+    slots = Watched(engine, "cloud")
+    bucket = limiter(100, clock, slots=slots)
+    bucket.reserve()  # the tier's row exists
+    lock = WriteLock(database)
+    seen: dict[str, object] = {}
+
+    async def on_loop() -> None:
+        seen["loop"] = threading.current_thread()
+        bucket.throttled(retry_after=4.0)
+        seen["throttled while locked"] = lock.held
+        # the next request needs a slice after the hold: it awaits the catalog, the
+        # loop goes on meanwhile
+        request = asyncio.ensure_future(bucket.acquire())
+        for _ in range(5):
+            await asyncio.sleep(0)
+        seen["loop ran while locked"] = lock.held
+        seen["waiting"] = not request.done()
+        lock.release.set()
+        await request
+
+    try:
+        run_sync(on_loop())
+    finally:
+        lock.end()
+    assert seen["throttled while locked"] is True
+    assert seen["loop ran while locked"] is True
+    assert seen["waiting"] is True
+    assert bucket.idle(timeout=60)
+    assert clock.woken[-1] >= 1004.0  # the slot taken waits out the hold
+    (writer,) = slots.threads["hold"]
+    assert writer is not seen["loop"]
+    other = limiter(100, clock, slots=CatalogSlots(engine, "cloud"))  # type: ignore[arg-type]
+    assert other.reserve() >= 1004.0  # the hold reached the catalog once it was free
+
+
+def test_the_loop_goes_on_while_a_thread_reserves_from_a_locked_catalog(
+    catalog_file: tuple[object, Path],
+) -> None:
+    """A thread waits on the catalog for a slice; the loop's request awaits that one
+    reservation (it does not block the loop, nor reserve a second) and takes its slot
+    from the slice."""
+    engine, database = catalog_file
+    clock = Clock()
+    slots = Watched(engine, "cloud")
+    bucket = limiter(100, clock, slots=slots)
+    lock = WriteLock(database)
+    in_thread: list[float] = []
+    thread = threading.Thread(target=lambda: in_thread.append(bucket.reserve()))
+    thread.start()
+    assert slots.reserving.wait(10)
+    seen: dict[str, object] = {}
+
+    async def on_loop() -> None:
+        seen["loop"] = threading.current_thread()
+        request = asyncio.ensure_future(bucket.acquire())
+        for _ in range(5):
+            await asyncio.sleep(0)
+        seen["loop ran while locked"] = lock.held
+        seen["waiting"] = not request.done()
+        lock.release.set()
+        await request
+
+    try:
+        run_sync(on_loop())
+    finally:
+        lock.end()
+        thread.join()
+    assert seen["loop ran while locked"] is True
+    assert seen["waiting"] is True
+    assert len(slots.threads["reserve"]) == 1  # one reservation: ten slots
+    assert seen["loop"] not in slots.threads["reserve"]
+    assert in_thread == [1000.0]
+    assert clock.woken == [pytest.approx(1000.01)]  # the loop's request: the slice's next
+
+
+def test_a_slice_reserved_on_the_loop_is_reserved_in_a_thread(catalog_engine: object) -> None:
+    clock = Clock()
+    slots = Watched(catalog_engine, "cloud")
+    bucket = limiter(100, clock, slots=slots)
+
+    async def many() -> object:
+        await asyncio.gather(*(bucket.acquire() for _ in range(25)))
+        return threading.current_thread()
+
+    loop_thread = run_sync(many())
+    assert len(slots.threads["reserve"]) == 3  # 10 + 10 + 5 slots, one reservation each
+    assert loop_thread not in slots.threads["reserve"]
+    assert len(set(starts(clock, 25))) == 25
+
+
+# -- a tier without a limit shares its holds -------------------------------------------------
+
+
+def test_a_throttle_of_a_tier_without_a_limit_holds_the_other_processes(
+    catalog_engine: object,
+) -> None:
+    clock = Clock()
+    a = limiter(None, clock, slots=CatalogSlots(catalog_engine, "cloud"))  # type: ignore[arg-type]
+    b_slots = Watched(catalog_engine, "cloud")
+    b = limiter(None, clock, slots=b_slots, hold_check=0.5)
+    assert b.reserve() == clock.now  # nothing held: at once
+    a.throttled(retry_after=4.0)
+    assert b.reserve() == clock.now  # read at most every 0.5 s: not yet seen
+    assert len(b_slots.threads["read"]) == 1
+    clock.now += 0.5
+    assert b.reserve() >= 1004.0  # a's hold, read back
+    assert len(b_slots.threads["read"]) == 2
+    assert b.current_rate() is None  # the hold is shared, the lowered rate is a's own
+    assert b_slots.threads["reserve"] == []  # no limit: no slots from the catalog
+
+
+def test_on_the_loop_the_shared_hold_is_read_in_the_background(catalog_engine: object) -> None:
+    clock = Clock()
+    a = limiter(None, clock, slots=CatalogSlots(catalog_engine, "cloud"))  # type: ignore[arg-type]
+    b_slots = Watched(catalog_engine, "cloud")
+    b = limiter(None, clock, slots=b_slots)
+    a.throttled(retry_after=4.0)
+
+    async def request() -> object:
+        await b.acquire()
+        return threading.current_thread()
+
+    loop_thread = run_sync(request())
+    assert b.idle(timeout=60)
+    (reader,) = b_slots.threads["read"]
+    assert reader is not loop_thread
+    assert b.held_until >= 1004.0  # the requests after the read wait for a's hold
+    run_sync(request())
+    assert clock.woken[-1] >= 1004.0
+
+
+def test_the_engine_shares_the_holds_of_remote_tiers_without_a_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two processes of one catalog (each its own limiters), an S3 tier with no limit:
+    a throttle in one holds the other; a local tier shares nothing."""
+    import time
+
+    from shelflife.config.load import parse_config
+    from shelflife.engine import context as engine_context
+    from shelflife.engine.context import Context, tier_limiter
+
+    raw = {
+        "catalog": {"url": f"sqlite:///{tmp_path / 'catalog.db'}"},
+        "tiers": {
+            "cloud": {"url": "s3://bucket/pre", "region": "us-east-1"},
+            "local": {"url": f"file://{tmp_path / 'files'}"},
+        },
+    }
+    config = parse_config(raw, base_dir=tmp_path, source="test.toml", env={})
+    context = Context.open(config)
+    try:
+        monkeypatch.setattr(engine_context, "_LIMITERS", {})
+        first = tier_limiter(context, "cloud")
+        assert not tier_limiter(context, "local").shared
+        monkeypatch.setattr(engine_context, "_LIMITERS", {})  # as another process has
+        second = tier_limiter(context, "cloud")
+        assert first is not second
+        assert second.shared
+        now = time.time()
+        first.throttled(retry_after=60.0)
+        assert second.reserve() >= now + 60.0
+    finally:
+        context.close()
+
+
+def test_a_throttle_not_retried_still_holds_the_tier() -> None:
+    clock = Clock()
+    bucket = limiter(10, clock)
+
+    async def refused() -> str:
+        raise StoreThrottled("slow down", retry_after=7.0)
+
+    with pytest.raises(StoreThrottled):
+        asyncio.run(retrying(refused, retries=0, what="t", limiter=bucket))
+    assert bucket.throttles == 1
+    assert bucket.current_rate() == 5  # slowed down
+    assert bucket.reserve() >= 1007.0  # and the tier's next request waits

@@ -58,17 +58,20 @@ async def retrying(
 
     With ``limiter`` (``operation`` is one request), every attempt waits for its slot,
     and a throttling answer holds the limiter's tier for the delay the store asked for
-    (the next attempt's slot comes after it) instead of backing off on its own.
+    (the next attempt's slot comes after it) instead of backing off on its own — also
+    when it is not tried again (``retries = 0``, or the last attempt): the tier's other
+    requests still wait.
     ``paced``: ``operation`` takes its slots itself (a multipart upload, one per part)."""
     try:  # the common case costs one call, no retry machinery
         if limiter is not None and not paced:
             await limiter.acquire()
         return await operation()
     except Exception as exc:
+        held = _held(limiter, exc, 1)  # a throttle holds the tier, retried or not
         if retries <= 0 or not is_retryable(exc):
             raise
         log.info("retrying %s after attempt 1: %s", what, exc)
-        if not _held(limiter, exc, 1):
+        if not held:
             await asyncio.sleep(random.uniform(initial / 2, initial))
 
     backoff = wait_exponential_jitter(multiplier=initial, max=maximum, jitter=initial)

@@ -5,8 +5,10 @@ reserves a slice of the tier's request time with one short transaction — an at
 ``UPDATE`` that moves the row on (PostgreSQL and MariaDB lock the row, SQLite the
 database, for the few microseconds it takes), then reads back where the slice ends — and
 spends its slots without asking again. Slices never overlap, so all processes together
-stay under the rate. Instants are the hosts' clocks: machines sharing a catalog keep them
-in step (NTP), as a skew shifts one host's slots against another's.
+stay under the rate. A tier without a limit has a row too, which only holds move on: its
+processes read it back now and then to keep to another's hold. Instants are the hosts'
+clocks: machines sharing a catalog keep them in step (NTP), as a skew shifts one host's
+slots against another's.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import logging
 import threading
 
 from sqlalchemy import Connection, Engine, case, insert, literal, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from shelflife.base.ratelimit import LocalSlots
 from shelflife.catalog.catalog import _Guard
@@ -52,7 +54,7 @@ class CatalogSlots:
             except IntegrityError as exc:  # two processes created the row at once
                 if attempt == 2:
                     self._failed(exc)
-            except CatalogError as exc:
+            except (CatalogError, SQLAlchemyError) as exc:
                 self._failed(exc)
                 break
         return self._fallback.reserve(span, now)
@@ -61,9 +63,21 @@ class CatalogSlots:
         try:
             with _Guard(self.engine, begin=True) as conn:
                 self._advance(conn, round(until * 1e6), 0)
-        except (CatalogError, IntegrityError) as exc:
+        except (CatalogError, SQLAlchemyError) as exc:
             self._failed(exc)
         self._fallback.hold(until)
+
+    def held_until(self) -> float:
+        """The tier's row read back: for a tier without a limit, until when it is held."""
+        try:
+            with _Guard(self.engine, begin=False) as conn:
+                value = conn.execute(
+                    select(rate_limits.c.next_slot_us).where(rate_limits.c.tier == self.tier)
+                ).scalar()
+        except (CatalogError, SQLAlchemyError) as exc:
+            self._failed(exc)
+            return self._fallback.held_until()
+        return max(int(value or 0) / 1e6, self._fallback.held_until())
 
     def _advance(self, conn: Connection, at_least_us: int, span_us: int) -> int:
         """Move the tier's next slot to ``max(next, at_least) + span``; return it."""

@@ -71,14 +71,20 @@ _LIMITERS: dict[tuple[str, str, float | None], RateLimiter] = {}
 _LIMITERS_LOCK = threading.Lock()
 
 
+# Stores that never answer "slow down": a tier of theirs without a limit shares nothing.
+_NEVER_THROTTLE = ("file", "memory")
+
+
 def tier_limiter(context: Context, name: str) -> RateLimiter:
-    """The process's limiter of a tier; one with a rate shares it through the catalog."""
+    """The process's limiter of a tier, shared through the catalog: one with a rate its
+    slots and holds, one without (a remote store) its holds only."""
     tier: TierConfig = context.config.tiers[name]
     rate = tier.max_requests_per_second
     key = (context.config.catalog.url, name, rate)
     with _LIMITERS_LOCK:
         if key not in _LIMITERS:
-            slots = CatalogSlots(context.catalog.engine, name) if rate is not None else None
+            shared = rate is not None or tier.scheme not in _NEVER_THROTTLE
+            slots = CatalogSlots(context.catalog.engine, name) if shared else None
             _LIMITERS[key] = RateLimiter(rate, slots=slots)
         return _LIMITERS[key]
 

@@ -32,8 +32,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
+from datetime import datetime
 from http.client import HTTPException, InvalidURL
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -47,6 +46,7 @@ from tenacity import (
 )
 
 from shelflife.base.logs import redact
+from shelflife.base.ratelimit import parse_retry_after
 from shelflife.base.units import utcnow
 from shelflife.base.urls import mask_url
 from shelflife.catalog.history import History
@@ -381,7 +381,7 @@ def _post(config: NotifyConfig, data: bytes, event: str, delivery_id: str, attem
     except urllib.error.HTTPError as exc:
         code = exc.code
         if code == 429 or code >= 500:
-            after = _retry_after(exc.headers.get("Retry-After"))
+            after = parse_retry_after(exc.headers.get("Retry-After"))
             raise _Transient(f"HTTP {code}", code, after) from None
         if 300 <= code < 400:
             raise _Permanent(f"HTTP {code} (redirects are not followed)", code) from None
@@ -414,22 +414,6 @@ def _reason(error: object) -> str:
     if isinstance(error, OSError) and error.strerror:
         return error.strerror
     return redact(str(error) or type(error).__name__)
-
-
-def _retry_after(value: str | None) -> float | None:
-    """``Retry-After``: seconds, or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 # -- the outbox: background deliveries, awaited at exit --------------------------------------

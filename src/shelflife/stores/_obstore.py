@@ -265,23 +265,25 @@ class ObstoreStore:
             hasher = self._hasher(parts)
             hasher.update(data)
 
+            # A create-only write is one PUT (``If-None-Match: *``) whatever its size: obstore
+            # sends no multipart upload in any mode but "overwrite". One request, one slot.
+            in_parts = parts and overwrite
+
             async def put_once() -> Any:
                 with self._writing(key):
                     return await obs.put_async(
                         self._store,
                         key,
                         # in parts: each part takes its slot as its bytes go to the client
-                        self._paced(_slices(data, self.multipart_chunk_size))
-                        if parts and overwrite
-                        else data,
+                        self._paced(_slices(data, self.multipart_chunk_size)) if in_parts else data,
                         mode="overwrite" if overwrite else "create",
                         attributes=attributes,
-                        use_multipart=parts,
+                        use_multipart=in_parts,
                         chunk_size=self.multipart_chunk_size,
                         max_concurrency=self.max_part_concurrency,
                     )
 
-            result = await self._retry(put_once, f"put {key}", paced=parts and overwrite)
+            result = await self._retry(put_once, f"put {key}", paced=in_parts)
         else:
             hasher = self._hasher(parts=True)
             if not overwrite and await self.exists(key):
@@ -546,11 +548,12 @@ class ObstoreStore:
                 return
             except StoreError as exc:
                 failures += 1
+                if isinstance(exc, StoreThrottled):
+                    # the tier's next requests wait, this listing's next page too
+                    self.limiter.throttled(exc.retry_after, failures)
                 if not (exc.retryable and failures <= self.retries and self.sorted_listing):
                     raise
-                if isinstance(exc, StoreThrottled):
-                    self.limiter.throttled(exc.retry_after, failures)  # the next page waits
-                else:
+                if not isinstance(exc, StoreThrottled):
                     await asyncio.sleep(min(0.1 * 2**failures, 5.0))
 
     async def _pages(self, stream: AsyncIterable[Any]) -> AsyncIterator[Any]:
