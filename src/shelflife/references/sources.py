@@ -746,6 +746,8 @@ class ReferenceSource:
         """The refusal to raise when reading this source failed with ``exc``."""
         where = self.engine.url.render_as_string(hide_password=True)
         detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
+        if isinstance(exc, NoSuchTableError):  # its text is the table's name alone
+            detail = f"no table {detail}"
         return SourceUnreadable(
             f"cannot read references from {self.label} ({where}): {detail}",
             hint=self.hint
