@@ -140,7 +140,7 @@ def test_shell_completion_is_typers_own(home: Path) -> None:
     assert "_SHELFLIFE_COMPLETE" in script.stdout
     env = {"_SHELFLIFE_COMPLETE": "complete_bash", "COMP_WORDS": "shelflife l", "COMP_CWORD": "1"}
     words = shelflife(cwd=home, env=env)
-    assert set(words.stdout.split()) == {"ls", "listen"}
+    assert set(words.stdout.split()) == {"ls", "listen", "log"}
     help_text = shelflife("--help", cwd=home).stdout
     assert "--install-completion" in help_text
     assert "--version" in help_text

@@ -312,9 +312,8 @@ def test_tables_off_the_search_path_keep_all_declared_and_refuse_runs(
     ).render_as_string(hide_password=False)
     found = reference_check(tmp_path, env)
     assert found["ok"]
-    assert "found and declared: video_jobs.output_path, nexus_jobs.output_path" in (
-        found["message"]
-    )
+    declared = "found and declared: video_jobs.output_path, nexus_jobs.output_path"
+    assert declared in found["message"]
 
 
 def test_storage_variables_apply_without_storage_provider(tmp_path: Path) -> None:
