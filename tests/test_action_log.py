@@ -449,6 +449,59 @@ def test_a_log_the_database_refuses_is_a_warning_not_a_failed_run(
             assert conn.execute(items).all() == []
 
 
+def test_ids_never_restart_once_the_log_is_pruned_empty(catalog: Catalog) -> None:
+    """A quiet spell longer than ``keep`` prunes every entry: the next one still gets an
+    id above every id given before (a cursor an exporter holds stays behind it)."""
+    log = ActionLog(catalog.engine)
+    log.write(entry(f"old/{i}", T0 - timedelta(days=100)) for i in range(3))
+    last = max(e.id or 0 for e in log.stream(LogFilter()))
+    assert log.prune(T0) == (3, False)
+    assert log.count() == 0
+    log.write([entry("new", T0)])
+    (new,) = log.page(LogFilter(), after=last)
+    assert new.key == "new"
+
+
+def test_a_sqlite_log_of_0013_keeps_its_entries_and_ids_when_upgraded(tmp_path: Path) -> None:
+    """0014 copies the SQLite table into one declared AUTOINCREMENT, entries, ids and
+    indexes kept; its downgrade copies it back."""
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+
+    from shelflife.catalog.catalog import MIGRATIONS, create_catalog_engine
+
+    url = f"sqlite:///{tmp_path / 'catalog.db'}"
+    engine = create_catalog_engine(url)
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0013_rate_limits")
+    ActionLog(engine).write(entry(f"k/{i}", T0) for i in range(5))
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM action_log WHERE id > 3")
+    engine.dispose()
+
+    catalog = Catalog.open(url)
+    log = ActionLog(catalog.engine)
+    assert [(e.id, e.key) for e in log.stream(LogFilter())] == [(1, "k/0"), (2, "k/1"), (3, "k/2")]
+    with catalog.engine.connect() as conn:
+        made = conn.exec_driver_sql(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'action_log'"
+        ).scalar_one()
+        indexes = conn.exec_driver_sql(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'action_log'"
+        ).scalars()
+        assert "AUTOINCREMENT" in made
+        assert {"ix_action_log_key", "ix_action_log_rule", "ix_action_log_run"} <= set(indexes)
+    log.write([entry("after", T0)])
+    assert [e.id for e in log.page(LogFilter(keys=("after",)))] == [4]
+    with catalog.engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0013_rate_limits")
+    catalog.close()
+
+
 def test_a_run_prunes_entries_older_than_keep(tmp_path: Path, app: AppTable) -> None:
     keep = '[action_log]\nkeep = "7d"'
     config = write_config(tmp_path, app, f"sqlite:///{tmp_path / 'c.db'}", keep, broken=False)
