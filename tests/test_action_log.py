@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,8 +21,8 @@ from shelflife import Shelf
 from shelflife.api.auth import hash_token, new_token
 from shelflife.base.units import parse_instant_or_ago, utcnow
 from shelflife.catalog import Catalog
-from shelflife.catalog.actionlog import ActionLog, LogEntry, LogFilter, page_query
-from shelflife.catalog.schema import to_micros
+from shelflife.catalog.actionlog import ActionLog, LogEntry, LogFilter, append, page_query
+from shelflife.catalog.schema import plan_items, to_micros
 from shelflife.engine.fanout import RunActions, execute_batch
 from shelflife.model.actions import Action
 from tests.support.apps import AppTable
@@ -375,6 +377,131 @@ def test_pages_follow_ids_and_pruning_keeps_the_young(catalog: Catalog) -> None:
     assert sorted(e.key for e in log.stream(LogFilter())) == sorted(e.key for e in young)
 
 
+@pytest.mark.postgres
+def test_a_reader_after_the_last_id_misses_no_entry_committed_late(pg_catalog_url: str) -> None:
+    """A run's batch in a transaction still open while an ``rm`` logs its deletion: the
+    writers take turns, so an export that continues ``after`` the last id it read sees
+    both, whichever would have committed first."""
+    catalog = Catalog.open(pg_catalog_url)
+    log = ActionLog(catalog.engine)
+    seen: list[str] = []
+    cursor = 0
+
+    def export() -> None:  # what `shelflife log --jsonl --after ID` reads
+        nonlocal cursor
+        for item in log.stream(LogFilter(), after=cursor):
+            seen.append(item.key)
+            cursor = item.id or cursor
+
+    def waits_its_turn() -> bool:
+        with catalog.engine.connect() as conn:
+            query = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            return bool(conn.exec_driver_sql(query).scalar_one())
+
+    held = catalog.engine.connect()
+    batch = held.begin()
+    append(held, [entry("run/batch.bin", T0).row()])  # its id is given, not yet committed
+    rm = threading.Thread(target=log.write, args=([entry("rm/object.bin", T0)],))
+    rm.start()
+    deadline = time.monotonic() + 60
+    while rm.is_alive() and not waits_its_turn():  # done, or waiting for the batch's end
+        assert time.monotonic() < deadline, "the second writer neither wrote nor waited"
+        time.sleep(0.01)
+    export()  # an exporter polls now
+    batch.commit()
+    held.close()
+    rm.join(60)
+    export()
+    assert seen == ["run/batch.bin", "rm/object.bin"]
+    ids = [e.id for e in log.stream(LogFilter())]
+    assert ids == sorted(ids)
+    catalog.close()
+
+
+@pytest.mark.postgres
+def test_a_log_the_database_refuses_is_a_warning_not_a_failed_run(
+    tmp_path: Path, app: AppTable, pg_catalog_url: str
+) -> None:
+    """The action log's table altered under shelflife: writing it fails with the
+    database's own error (no OperationalError). The run still ends as it went: recorded
+    ok, exit 0, its plan dropped, a warning said."""
+    config = write_config(tmp_path, app, pg_catalog_url, broken=False)
+    shelf = Shelf.open(config)
+    stored(shelf, "cold/a.bin", days=20)
+    app.insert(REF.format("cold/a.bin"))
+    with shelf.catalog.engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE action_log RENAME COLUMN reason TO why")
+    shelf.close()
+    result = shelflife("run", "--rule", "to-cloud", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "action log not written" in result.stderr
+    assert 'column "reason"' in result.stderr
+    assert "Traceback" not in result.stderr
+    body = json.loads(result.stdout)
+    assert (body["status"], [a["key"] for a in body["actions"]]) == ("ok", ["cold/a.bin"])
+    assert app.values() == ["cold/cold/a.bin"]
+    (recorded,) = json.loads(shelflife("runs", "--json", cwd=tmp_path).stdout)["runs"]
+    assert (recorded["run_id"], recorded["status"]) == (body["run_id"], "ok")
+    with Shelf.open(config) as again:  # the applied plan is dropped, as after any run
+        items = plan_items.select().where(plan_items.c.plan_id == body["plan_id"])
+        with again.catalog.engine.connect() as conn:
+            assert body["plan_id"]
+            assert conn.execute(items).all() == []
+
+
+def test_ids_never_restart_once_the_log_is_pruned_empty(catalog: Catalog) -> None:
+    """A quiet spell longer than ``keep`` prunes every entry: the next one still gets an
+    id above every id given before (a cursor an exporter holds stays behind it)."""
+    log = ActionLog(catalog.engine)
+    log.write(entry(f"old/{i}", T0 - timedelta(days=100)) for i in range(3))
+    last = max(e.id or 0 for e in log.stream(LogFilter()))
+    assert log.prune(T0) == (3, False)
+    assert log.count() == 0
+    log.write([entry("new", T0)])
+    (new,) = log.page(LogFilter(), after=last)
+    assert new.key == "new"
+
+
+def test_a_sqlite_log_of_0013_keeps_its_entries_and_ids_when_upgraded(tmp_path: Path) -> None:
+    """0014 copies the SQLite table into one declared AUTOINCREMENT, entries, ids and
+    indexes kept; its downgrade copies it back."""
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+
+    from shelflife.catalog.catalog import MIGRATIONS, create_catalog_engine
+
+    url = f"sqlite:///{tmp_path / 'catalog.db'}"
+    engine = create_catalog_engine(url)
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0013_rate_limits")
+    ActionLog(engine).write(entry(f"k/{i}", T0) for i in range(5))
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM action_log WHERE id > 3")
+    engine.dispose()
+
+    catalog = Catalog.open(url)
+    log = ActionLog(catalog.engine)
+    assert [(e.id, e.key) for e in log.stream(LogFilter())] == [(1, "k/0"), (2, "k/1"), (3, "k/2")]
+    with catalog.engine.connect() as conn:
+        made = conn.exec_driver_sql(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'action_log'"
+        ).scalar_one()
+        indexes = conn.exec_driver_sql(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'action_log'"
+        ).scalars()
+        assert "AUTOINCREMENT" in made
+        assert {"ix_action_log_key", "ix_action_log_rule", "ix_action_log_run"} <= set(indexes)
+    log.write([entry("after", T0)])
+    assert [e.id for e in log.page(LogFilter(keys=("after",)))] == [4]
+    with catalog.engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0013_rate_limits")
+    catalog.close()
+
+
 def test_a_run_prunes_entries_older_than_keep(tmp_path: Path, app: AppTable) -> None:
     keep = '[action_log]\nkeep = "7d"'
     config = write_config(tmp_path, app, f"sqlite:///{tmp_path / 'c.db'}", keep, broken=False)
@@ -462,17 +589,23 @@ def test_http_log_pages_by_cursor(tmp_path: Path, app: AppTable) -> None:
         wait_for_port(port, server, "shelflife serve")
         headers = {"Authorization": f"Bearer {token}"}
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers) as client:
-            keys, cursor, pages = [], 0, 0
-            while cursor is not None:
+            keys, cursor, pages, more = [], 0, 0, True
+            while more:
                 body = client.get("/api/v1/log", params={"limit": 5, "after": cursor}).json()
                 keys += [item["key"] for item in body["entries"]]
-                cursor, pages = body["next"], pages + 1
+                assert body["next"] == body["entries"][-1]["id"]
+                cursor, more, pages = body["next"], body["more"], pages + 1
             assert keys == [f"k/{i}" for i in range(23)]
             assert pages == 5
+            # nothing new yet: the poll keeps its cursor
+            idle = client.get("/api/v1/log", params={"after": cursor}).json()
+            assert idle == {"entries": [], "next": cursor, "more": False}
 
             body = client.get("/api/v1/log", params={"rule": "r1", "key": "k/3"}).json()
             assert [item["key"] for item in body["entries"]] == ["k/3"]
-            assert body["next"] is None
+            assert body["more"] is False
+            nobody = client.get("/api/v1/log", params={"key": "never/logged", "after": 7}).json()
+            assert nobody == {"entries": [], "next": 7, "more": False}
             since = client.get("/api/v1/log", params={"since": "2026-01-01T00:00:20Z"}).json()
             assert [item["key"] for item in since["entries"]] == ["k/20", "k/21", "k/22"]
             for bad in (
@@ -493,7 +626,11 @@ def test_http_log_pages_by_cursor(tmp_path: Path, app: AppTable) -> None:
             write = {"Authorization": f"Bearer {writer}"}
             gone = client.delete("/api/v1/objects/doc.txt", headers=write)
             assert gone.status_code == 200, gone.text
-            (deleted,) = client.get("/api/v1/log", params={"key": "doc.txt"}).json()["entries"]
+            # polling with the last cursor reads what was logged since
+            polled = client.get("/api/v1/log", params={"after": cursor}).json()
+            (deleted,) = polled["entries"]
+            assert deleted["key"] == "doc.txt"
+            assert (polled["next"], polled["more"]) == (deleted["id"], False)
             assert (deleted["command"], deleted["action"], deleted["detail"]) == (
                 "http-delete",
                 "delete",

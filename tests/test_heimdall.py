@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, make_url, text
 
 from shelflife import Shelf
 from shelflife.compat import StorageManager, StorageService, cleanup_orphan_files
@@ -205,6 +205,115 @@ def test_check_says_which_original_tables_were_found(tmp_path: Path, pg_url: str
     assert run.returncode == 3, run.stderr  # refused: nothing moves
     assert "cannot read references from app.video_jobs.output_path" in run.stderr
     assert (tmp_path / "out" / "a.mp4").exists()
+
+
+def over_the_watermark(outputs: Path) -> None:
+    """A local tier above 80 % of 140 GB (a sparse render holding no disk) with an old
+    output the watermark rule would move."""
+    aged_file(outputs / "renders/big.mp4", 120_000_000_000, 1, sparse=True)
+    aged_file(outputs / "renders/old.mp4", MB, 30)
+
+
+def assert_refused_and_unmoved(tmp_path: Path, env: dict[str, str], outputs: Path) -> str:
+    """``enforce`` and ``run`` are refused (exit 3) naming DATABASE_URL and the tables,
+    and nothing leaves the local tier; returns what ``enforce`` said."""
+    for command in ("enforce", "run"):
+        result = shelflife(command, cwd=tmp_path, env=env)
+        assert result.returncode == 3, (command, result.stdout, result.stderr)
+        assert "DATABASE_URL" in result.stderr
+        assert "video_jobs" in result.stderr
+    assert (outputs / "renders/old.mp4").stat().st_size == MB
+    assert (outputs / "renders/big.mp4").exists()
+    cold = tmp_path / "data/storage/cold"
+    assert not cold.exists() or not any(p.is_file() for p in cold.rglob("*"))
+    return result.stderr
+
+
+def reference_check(tmp_path: Path, env: dict[str, str]) -> dict[str, Any]:
+    result = shelflife("check", "--json", cwd=tmp_path, env=env)
+    checks = json.loads(result.stdout)["checks"]
+    (found,) = [c for c in checks if c["component"] == "reference" and c["name"] == "app"]
+    assert (result.returncode == 2) is not found["ok"], result.stdout
+    return found
+
+
+@pytest.mark.invariant("I1")
+def test_a_missing_sqlite_database_is_not_created_and_runs_are_refused(tmp_path: Path) -> None:
+    """DATABASE_URL names a SQLite file that is not there (a typo, or a relative path read
+    from another working directory): asking for the three tables does not create it, all
+    three stay declared, ``check`` fails and a run that would move files is refused."""
+    app = tmp_path / "app"
+    app.mkdir()
+    missing = app / "missing-app.db"
+    outputs = tmp_path / "outputs"
+    over_the_watermark(outputs)
+    env = {
+        "STORAGE_PROVIDER": "LOCAL",
+        "STORAGE_OUTPUT_DIR": str(outputs),
+        "DATABASE_URL": f"sqlite:///{missing}",
+    }
+    with Shelf(load_config(None, env=env, cwd=tmp_path)) as shelf:
+        assert [r.label for r in shelf.config.references] == [
+            "app.video_jobs.output_path",
+            "app.nexus_jobs.output_path",
+            "app.scheduled_posts.video_path",
+        ]
+        assert shelf.environment_references is not None
+        assert "no SQLite database file" in (shelf.environment_references.unreachable or "")
+    assert not missing.exists()  # never created by asking
+    found = reference_check(tmp_path, env)
+    assert not found["ok"]
+    assert "no SQLite database file" in found["message"]
+    assert "unable to open database file" in assert_refused_and_unmoved(tmp_path, env, outputs)
+    assert not missing.exists()  # nor by the run's reading
+
+    # a relative path is read from the working directory: right from the application's
+    engine = create_engine(f"sqlite:///{app / 'app.db'}")
+    with engine.begin() as conn:
+        for table, column in ORIGINAL_TABLES.items():
+            conn.execute(text(f"CREATE TABLE {table} (id INTEGER PRIMARY KEY, {column} TEXT)"))
+    engine.dispose()
+    env["DATABASE_URL"] = "sqlite:///app.db"
+    env["STORAGE_OUTPUT_DIR"] = str(outputs)
+    assert not reference_check(tmp_path, env)["ok"]  # from elsewhere: no such file
+    assert not (tmp_path / "app.db").exists()
+    assert reference_check(app, env)["ok"]
+
+
+@pytest.mark.postgres
+@pytest.mark.invariant("I1")
+def test_tables_off_the_search_path_keep_all_declared_and_refuse_runs(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """The three tables exist, in a schema the URL's search path does not name (as in
+    another database): none is found, so none is left out; ``check`` fails with a hint,
+    and runs are refused with nothing moved. Naming the schema finds all three."""
+    elsewhere = f"app_{uuid.uuid4().hex[:8]}"
+    engine = create_engine(pg_url)
+    with engine.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {elsewhere}"))
+        for table, column in ORIGINAL_TABLES.items():
+            conn.execute(text(f"CREATE TABLE {elsewhere}.{table} (id serial, {column} text)"))
+    engine.dispose()
+    outputs = tmp_path / "outputs"
+    over_the_watermark(outputs)
+    env = {"STORAGE_OUTPUT_DIR": str(outputs), "DATABASE_URL": pg_url}
+    found = reference_check(tmp_path, env)
+    assert not found["ok"]
+    assert "none of the original columns is in the application database" in found["message"]
+    assert "no table video_jobs" in found["message"]
+    assert "search path" in found["hint"]
+    said = assert_refused_and_unmoved(tmp_path, env, outputs)
+    assert "cannot read references from app.video_jobs.output_path" in said
+    assert "no table video_jobs" in said
+
+    env["DATABASE_URL"] = (
+        make_url(pg_url).update_query_dict({"options": f"-csearch_path={elsewhere}"})
+    ).render_as_string(hide_password=False)
+    found = reference_check(tmp_path, env)
+    assert found["ok"]
+    declared = "found and declared: video_jobs.output_path, nexus_jobs.output_path"
+    assert declared in found["message"]
 
 
 def test_storage_variables_apply_without_storage_provider(tmp_path: Path) -> None:

@@ -55,8 +55,10 @@ def routes(shelf: Shelf) -> APIRouter:
         ] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> dict[str, Any]:
-        """Entries oldest first; ``next`` is the cursor of the following page (pass it as
-        ``after``), null on the last. Polling with the last ``next`` reads new entries."""
+        """Entries oldest first. ``next`` is always the cursor to continue from (the last
+        entry's id, or ``after`` when there is none): pass it as ``after`` for the
+        following page, or to poll for entries logged since. ``more`` says whether
+        another page is there already."""
         texts = {"key": key, "rule": rule, "run": run, "tier": tier}
         for name, value in texts.items():
             if value is not None and "\x00" in value:
@@ -74,7 +76,7 @@ def routes(shelf: Shelf) -> APIRouter:
         if key is not None:
             keys = tuple(actionlog.keys_named(shelf.context, key))
             if not keys:
-                return {"entries": [], "next": None}
+                return {"entries": [], "next": after, "more": False}
         chosen = actionlog.LogFilter(
             keys=keys,
             rule=rule,
@@ -89,7 +91,8 @@ def routes(shelf: Shelf) -> APIRouter:
         entries = found[:limit]
         return {
             "entries": [item.as_json() for item in entries],
-            "next": entries[-1].id if more else None,
+            "next": entries[-1].id if entries else after,
+            "more": more,
         }
 
     return router

@@ -5,6 +5,12 @@ for what writes them). Entries are read oldest first by id, a page at a time and
 with a cursor held open, so an export of millions of entries passes through memory a
 page at a time; they are pruned oldest first in bounded batches, each its own
 transaction, so pruning never holds a lock for long.
+
+Ids are visible in the order they were given, so a reader that continues ``after`` the
+last id it saw misses nothing: SQLite has one writer at a time, and on PostgreSQL every
+transaction that writes the log first takes the log's advisory lock
+(``pg_advisory_xact_lock``, released at its commit), so no entry with a lower id can
+commit after one with a higher id is seen.
 """
 
 from __future__ import annotations
@@ -15,14 +21,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, Select, delete, func, select
+from sqlalchemy import Connection, Engine, Select, delete, func, select, text
 
 from shelflife.catalog.catalog import _Guard
 from shelflife.catalog.schema import action_log, bulk_upsert, to_micros
+from shelflife.errors import CatalogError
 
 WRITE_BATCH = 1000  # entries per INSERT batch
 PRUNE_BATCH = 10_000  # entries per DELETE (one short transaction each)
 PAGE = 1000  # entries per read when streaming
+WRITER_KEY = 0x5E1F1106  # PostgreSQL: the advisory lock the log's writers take in turn
 
 # The columns as :meth:`ActionLog.write` takes them, in this order.
 COLUMNS = (
@@ -138,10 +146,12 @@ class ActionLog:
         return written
 
     def _insert(self, rows: Sequence[tuple[Any, ...]]) -> int:
-        # PostgreSQL gets a large batch by COPY (see bulk_upsert), the others as one
-        # compiled statement for the batch
-        with _Guard(self.engine, begin=True) as conn:
-            bulk_upsert(conn, action_log, rows, COLUMNS, lambda statement: statement)
+        try:
+            with _Guard(self.engine, begin=True) as conn:
+                append(conn, rows)
+        except self.engine.dialect.loaded_dbapi.Error as exc:  # from COPY, not wrapped
+            detail = (str(exc).strip().splitlines() or [repr(exc)])[0][:300]
+            raise CatalogError(f"the action log could not be written: {detail}") from None
         return len(rows)
 
     # -- reading ----------------------------------------------------------------------------
@@ -207,6 +217,17 @@ class ActionLog:
         query = select(action_log.c.id).where(action_log.c.recorded_at < before).limit(1)
         with _Guard(self.engine, begin=False) as conn:
             return conn.execute(query).first() is not None
+
+
+def append(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Insert entries (rows in :data:`COLUMNS` order) in ``conn``'s transaction, which
+    holds the writers' turn until it ends (see the module's docstring). PostgreSQL gets a
+    large batch by COPY (see bulk_upsert), the others one compiled statement a batch."""
+    if conn.dialect.name == "postgresql":
+        # Ids come from a sequence as rows are inserted, and commit in any order: in turn,
+        # a transaction's ids are all given and committed before the next one's are given.
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": WRITER_KEY})
+    bulk_upsert(conn, action_log, rows, COLUMNS, lambda statement: statement)
 
 
 def page_query(chosen: LogFilter, after: int, limit: int, newest: bool = False) -> Select[Any]:

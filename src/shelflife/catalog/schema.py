@@ -439,6 +439,7 @@ action_log = Table(
     Column("age", String(16)),  # the basis the rule's age counted from, and its instant
     Column("aged_from", UTCDateTime),
     Column("detail", String(2000)),
+    sqlite_autoincrement=True,  # ids never restart, even once pruned empty (0014)
 )
 Index("ix_action_log_key", action_log.c.key, action_log.c.id)
 Index("ix_action_log_rule", action_log.c.rule, action_log.c.id)

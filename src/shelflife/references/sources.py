@@ -25,7 +25,9 @@ row the application changed meanwhile is left alone.
 from __future__ import annotations
 
 import json
+import os
 import re
+import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -203,6 +205,37 @@ def database_url(url: str) -> str | URL:
     return parsed
 
 
+def sqlite_file(url: str | URL) -> str | None:
+    """The file a SQLite URL opens (as written: relative to the working directory), or
+    None for another database, an in-memory one or a URL that passes its own options."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return None
+    if parsed.get_backend_name() != "sqlite" or parsed.query:
+        return None
+    path = parsed.database
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return None
+    return path
+
+
+def application_engine(url: str, *, read_only: bool = False, **options: Any) -> Engine:
+    """An engine on an application database. A SQLite file is opened as it is, never
+    created: a file that is not there is an error to connect, not a new empty database
+    in the application's folder (``read_only``: opened for reading only)."""
+    target = database_url(url)
+    path = sqlite_file(target)
+    if path is not None:
+        uri = f"file:{quote(os.path.abspath(path))}?mode={'ro' if read_only else 'rw'}"
+
+        def connect() -> sqlite3.Connection:
+            return sqlite3.connect(uri, uri=True, check_same_thread=False)
+
+        options["creator"] = connect
+    return create_engine(target, **options)
+
+
 class Databases:
     """One engine per ``[databases.NAME]``, opened on first use."""
 
@@ -213,9 +246,7 @@ class Databases:
     def engine(self, name: str) -> Engine:
         if name not in self._engines:
             with needs(f"[databases.{name}]"):
-                self._engines[name] = create_engine(
-                    database_url(self._urls[name]), pool_pre_ping=True
-                )
+                self._engines[name] = application_engine(self._urls[name], pool_pre_ping=True)
         return self._engines[name]
 
     def dispose(self) -> None:
@@ -378,6 +409,7 @@ class ReferenceSource:
         schema, _, name = ref.table.rpartition(".")
         self.table = table(name, column(ref.column), schema=schema or None)
         self.column = self.table.c[ref.column]
+        self.hint: str | None = None  # what to fix when it cannot be read (else generic)
         self._pg_type: str | None = None  # "json", "jsonb", "array" or "" once known
         self._pg_text = False  # a PostgreSQL text type (one a collation applies to)
         self._has_irregular: bool | None = None
@@ -714,9 +746,12 @@ class ReferenceSource:
         """The refusal to raise when reading this source failed with ``exc``."""
         where = self.engine.url.render_as_string(hide_password=True)
         detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
+        if isinstance(exc, NoSuchTableError):  # its text is the table's name alone
+            detail = f"no table {detail}"
         return SourceUnreadable(
             f"cannot read references from {self.label} ({where}): {detail}",
-            hint="fix the database, table or column in [[references]], or make it reachable; "
+            hint=self.hint
+            or "fix the database, table or column in [[references]], or make it reachable; "
             "nothing is deleted while a reference source cannot be read",
         )
 
@@ -764,9 +799,23 @@ def open_sources(
     config: Config, databases: Databases, locator: Locator | None = None
 ) -> list[ReferenceSource]:
     locator = locator or Locator(config)
-    return [
+    sources = [
         ReferenceSource(ref, databases.engine(ref.database), locator) for ref in config.references
     ]
+    environment = config.environment
+    if environment is not None:
+        for source in sources:
+            if source.config in environment.candidate_references:
+                source.hint = ENVIRONMENT_HINT
+    return sources
+
+
+ENVIRONMENT_HINT = (
+    "DATABASE_URL (or STORAGE_DATABASE_URL) must reach the application database holding "
+    "video_jobs.output_path, nexus_jobs.output_path or scheduled_posts.video_path; nothing "
+    "is moved or deleted while their rows cannot be read (shelflife check says what it found)"
+)
+"""What to fix when the ``STORAGE_*`` environment's columns cannot be read."""
 
 
 def source_index(config: Config, source: ReferenceSource) -> int | None:
@@ -961,6 +1010,7 @@ __all__ = [
     "SourceReport",
     "SourceUnreadable",
     "UndeclaredColumn",
+    "application_engine",
     "open_sources",
     "repoint",
     "source_index",

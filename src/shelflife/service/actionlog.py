@@ -23,6 +23,8 @@ import logging
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from shelflife.base.keys import validate_key
 from shelflife.base.units import format_age, utcnow
 from shelflife.catalog.actionlog import ActionLog, LogEntry, LogFilter
@@ -50,20 +52,21 @@ def record_run(
     failed: Iterable[Failure],
 ) -> None:
     """Log a finished run's outcomes, then prune what has outlived ``keep``. A log that
-    cannot be written is a warning: the run is recorded whatever happens here."""
+    cannot be written is a warning, whatever the database's error: the run is recorded,
+    notified and its plan dropped whatever happens here."""
     if not context.config.action_log.keep:
         return
     now = utcnow()
     entries = run_entries(context.config, run_id, command, now, actions, skipped, failed)
     try:
         ActionLog(context.catalog.engine).write(entries)
-    except ShelflifeError as exc:
-        LOG.warning("action log not written for %s: %s", run_id, exc.message)
+    except (ShelflifeError, SQLAlchemyError) as exc:
+        LOG.warning("action log not written for %s: %s", run_id, _why(exc))
         return
     try:
         prune(context, now, budget=context.config.action_log.prune_seconds)
-    except ShelflifeError as exc:  # the next run prunes again
-        LOG.warning("action log not pruned: %s", exc.message)
+    except (ShelflifeError, SQLAlchemyError) as exc:  # the next run prunes again
+        LOG.warning("action log not pruned: %s", _why(exc))
 
 
 def record(context: Context, entries: Iterable[LogEntry]) -> None:
@@ -73,8 +76,16 @@ def record(context: Context, entries: Iterable[LogEntry]) -> None:
         return
     try:
         ActionLog(context.catalog.engine).write(entries)
-    except ShelflifeError as exc:
-        LOG.warning("action log not written: %s", exc.message)
+    except (ShelflifeError, SQLAlchemyError) as exc:
+        LOG.warning("action log not written: %s", _why(exc))
+
+
+def _why(exc: ShelflifeError | SQLAlchemyError) -> str:
+    """A write's error in one line: the catalog's message, or the database's own (a
+    table altered or dropped under shelflife is no OperationalError the guard turns)."""
+    if isinstance(exc, ShelflifeError):
+        return exc.message
+    return str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
 
 
 def entry(

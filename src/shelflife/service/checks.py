@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from shelflife.base.aio import run_sync
@@ -31,8 +31,8 @@ from shelflife.errors import MissingExtraError, ShelflifeError
 from shelflife.model.locations import Location, Locator
 from shelflife.references.sources import (
     Databases,
-    ReferenceSource,
-    database_url,
+    application_engine,
+    open_sources,
     undeclared_columns,
 )
 from shelflife.service.environment import EnvironmentReferences
@@ -132,21 +132,25 @@ def check_environment_references(found: EnvironmentReferences | None) -> list[Ch
                 "check DATABASE_URL (or STORAGE_DATABASE_URL) and that the server runs",
             )
         ]
-    message = f"original columns found and declared: {', '.join(found.found) or 'none'}" + "".join(
-        f"; {label} not declared ({why})" for label, why in found.missing.items()
-    )
-    if not found.found:
+    if found.none_found:
         return [
             CheckResult(
                 "reference",
                 found.database,
-                True,
-                message + ": a migration rewrites no row",
-                "point DATABASE_URL at the database holding video_jobs, nexus_jobs and "
-                "scheduled_posts, or use a config file with [[references]]",
-                warning=True,
+                False,
+                "none of the original columns is in the application database ("
+                + "; ".join(f"{label}: {why}" for label, why in found.missing.items())
+                + "): all are declared, and runs that move or delete stop until it holds them",
+                "point DATABASE_URL (or STORAGE_DATABASE_URL) at the database holding "
+                "video_jobs, nexus_jobs or scheduled_posts (a relative SQLite path is read "
+                "from the working directory; on PostgreSQL, tables outside the search path "
+                "are not seen: add ?options=-csearch_path%3DSCHEMA), or use a config file "
+                "with [[references]]",
             )
         ]
+    message = f"original columns found and declared: {', '.join(found.found)}" + "".join(
+        f"; {label} not declared ({why})" for label, why in found.missing.items()
+    )
     return [CheckResult("reference", found.database, True, message)]
 
 
@@ -181,7 +185,7 @@ def check_database(name: str, url: str) -> CheckResult:
     """Connect to an application database and run a trivial query."""
     try:
         with needs(f"[databases.{name}]"):
-            engine = create_engine(database_url(url))
+            engine = application_engine(url, read_only=True)  # a SQLite file is not made
     except MissingExtraError as exc:
         return CheckResult("database", name, False, exc.message, hint=exc.hint)
     except (SQLAlchemyError, ValueError, ImportError) as exc:
@@ -258,8 +262,8 @@ def lint_references(
                 warning=True,
             )
         )
-    for ref in config.references:
-        source = ReferenceSource(ref, databases.engine(ref.database), locator)
+    for source in open_sources(config, databases, locator):
+        ref = source.config
         try:
             rows = source.count()
             report = source.new_report()

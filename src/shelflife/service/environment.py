@@ -5,22 +5,26 @@ The original storage service rewrote ``video_jobs.output_path``,
 ``nexus_jobs.output_path`` and ``scheduled_posts.video_path`` when it moved an output.
 With ``DATABASE_URL`` (or ``STORAGE_DATABASE_URL``) set, each of these columns that exists
 becomes a reference source, so a migration rewrites its rows (DESIGN I2). A table that is
-not there has no rows to rewrite and is left out. A database that cannot be reached keeps
-all three declared: a run then stops on the unreachable source rather than move files
-whose rows it could not rewrite (a missing source would mean none are rewritten).
+not there has no rows to rewrite and is left out, as long as one of the three is found.
+A database that cannot be reached, a SQLite file that is not there (never created by
+asking), or a database where none of the three is found (another database, a relative
+SQLite path read from another working directory, tables in a schema off the search path)
+keeps all three declared: a run then stops on the unreadable sources rather than move
+files whose rows it could not rewrite (a missing source would mean none are rewritten).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 
-from sqlalchemy import create_engine, inspect, make_url
+from sqlalchemy import inspect, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from shelflife.config.model import Config, ReferenceConfig
 from shelflife.errors import MissingExtraError
-from shelflife.references.sources import database_url
+from shelflife.references.sources import application_engine, database_url, sqlite_file
 
 LOG = logging.getLogger("shelflife")
 CONNECT_TIMEOUT = 10  # seconds
@@ -36,11 +40,18 @@ class EnvironmentReferences:
     missing: dict[str, str] = field(default_factory=dict)  # "table.column" → why not
     unreachable: str | None = None  # why the database could not be asked (all declared)
 
+    @property
+    def none_found(self) -> bool:
+        """The database answered and holds none of the columns: all are declared, as
+        when it cannot be reached (it is likely not the application's database)."""
+        return self.unreachable is None and not self.found
+
 
 def declare_found_references(config: Config) -> tuple[Config, EnvironmentReferences | None]:
     """``config`` with the environment's candidate columns that exist declared as
-    references (all of them if the database cannot be reached), and what was found;
-    a configuration with no candidates is returned unchanged, with ``None``."""
+    references (all of them if the database cannot be reached or holds none of them),
+    and what was found; a configuration with no candidates is returned unchanged, with
+    ``None``."""
     environment = config.environment
     if environment is None or not environment.candidate_references:
         return config, None
@@ -60,6 +71,15 @@ def declare_found_references(config: Config) -> tuple[Config, EnvironmentReferen
         report = EnvironmentReferences(name, unreachable=reason)
         return _with(config, candidates), report
     declared = tuple(ref for ref in candidates if _label(ref) not in missing)
+    if not declared:
+        LOG.warning(
+            "database %s (DATABASE_URL) holds none of the original columns (%s): all stay "
+            "declared, and runs that move or delete stop until DATABASE_URL names the "
+            "database holding them",
+            name,
+            "; ".join(f"{label}: {why}" for label, why in missing.items()),
+        )
+        return _with(config, candidates), EnvironmentReferences(name, (), missing)
     if missing:
         LOG.info(
             "not declared as references (not in database %s): %s",
@@ -76,10 +96,15 @@ def _missing_columns(url: str, candidates: tuple[ReferenceConfig, ...]) -> dict[
 
     target = database_url(url)
     backend = make_url(target).get_backend_name()
+    path = sqlite_file(target)
+    if path is not None and not os.path.isfile(path):
+        # asking would create an empty database in the application's space
+        where = path if os.path.isabs(path) else f"{path} (from {os.getcwd()})"
+        raise ValueError(f"no SQLite database file {where}")
     # a server that does not answer must not hold every command at start-up
     connect_args = {"connect_timeout": CONNECT_TIMEOUT} if backend in _TIMED else {}
     with needs("DATABASE_URL"):
-        engine = create_engine(target, connect_args=connect_args)
+        engine = application_engine(url, read_only=True, connect_args=connect_args)
     try:
         with engine.connect() as conn:
             inspector = inspect(conn)
