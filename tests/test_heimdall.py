@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -604,6 +605,19 @@ scrape_configs:
 CELERY = str(Path(SHELFLIFE).parent / "celery")
 
 
+CLIENT = """
+import json, sys
+from shelflife.celery import app
+
+queue, bucket = sys.argv[1], sys.argv[2]
+kwargs = {"dry_run": True, "bucket": bucket}
+name = "tasks.minio_lifecycle.cleanup_orphan_files"
+result = app.send_task(name, kwargs=kwargs, queue=queue).get(timeout=120)
+stats = app.send_task("tasks.minio_lifecycle.get_storage_stats", queue=queue).get(timeout=120)
+print(json.dumps([result, stats]))
+"""
+
+
 @pytest.mark.postgres
 @pytest.mark.s3
 def test_celery_tasks_and_beat_entries_under_the_original_names(heimdall: Heimdall) -> None:
@@ -613,7 +627,7 @@ def test_celery_tasks_and_beat_entries_under_the_original_names(heimdall: Heimda
     ``buckets``; ``storage.manage_lifecycle`` is registered too."""
     from celery.schedules import crontab
 
-    from shelflife.celery import app, beat_schedule, configure
+    from shelflife.celery import app, beat_schedule
 
     queue = f"heimdall-{uuid.uuid4().hex[:8]}"  # the test's own, on a shared Redis
     celery = f'compat_names = true\nqueue = "{queue}"'
@@ -625,7 +639,6 @@ def test_celery_tasks_and_beat_entries_under_the_original_names(heimdall: Heimda
     assert schedule["minio-storage-stats"]["schedule"] == crontab(minute="0")
     names = {"storage.manage_lifecycle", "tasks.minio_lifecycle.cleanup_orphan_files"}
     assert names | {"tasks.minio_lifecycle.get_storage_stats"} <= set(app.tasks)
-    configure(config)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STORAGE_", "SHELFLIFE_"))}
     env["SHELFLIFE_CONFIG"] = str(heimdall.config)
     log = heimdall.base / "worker.log"
@@ -640,18 +653,23 @@ def test_celery_tasks_and_beat_entries_under_the_original_names(heimdall: Heimda
     )  # fmt: skip
     try:
         raw = heimdall.buckets["raw-iq"]
-        sent = app.send_task(
-            "tasks.minio_lifecycle.cleanup_orphan_files",
-            kwargs={"dry_run": True, "bucket": raw},
-            queue=queue,
+        # The client in a process of its own, configured as an application's would be:
+        # this one's Celery app may hold connections of another test's broker.
+        client = subprocess.run(
+            [sys.executable, "-c", CLIENT, queue, raw],
+            cwd=heimdall.base,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
         )
-        result = sent.get(timeout=120)
+        assert client.returncode == 0, client.stderr[-3000:] + log.read_text()[-3000:]
+        result, body = json.loads(client.stdout)
         assert result["dry_run"] is True
         assert result["status"] == "ok", result
         assert list(result["buckets"]) == [raw]
         assert result["buckets"][raw]["orphans_found"] == 1
-        stats = app.send_task("tasks.minio_lifecycle.get_storage_stats", queue=queue)
-        body = stats.get(timeout=120)
         assert body["buckets"][raw]["orphan_objects"] == 2
         assert body["buckets"][raw]["referenced_objects"] == 4
     finally:
