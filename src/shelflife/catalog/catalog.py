@@ -52,7 +52,7 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 _MIGRATION_LOCK = threading.Lock()
 LOG = logging.getLogger("shelflife")
 KEY_ORDER = "SET LOCAL enable_sort = off"  # see in_key_order
-HEAD_REVISION = "0014_action_log_ids"  # the newest file in migrations/versions (a test checks)
+HEAD_REVISION = "0015_run_lease"  # the newest file in migrations/versions (a test checks)
 
 
 def in_key_order(conn: Connection) -> None:

@@ -8,8 +8,10 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Dialect,
+    Double,
     Index,
     Integer,
     MetaData,
@@ -294,14 +296,36 @@ journal = Table(
 )
 Index("ix_journal_step", journal.c.step)
 
-lock_holder = Table(
-    "lock_holder",
+# -- the run lease (0015) ----------------------------------------------------------------
+# One row (id 1): the run that holds the catalog, renewed by its coordinator until
+# ``expires`` (epoch seconds by the database's clock; the host's on SQLite). token is
+# NULL while no run holds it.
+run_lease = Table(
+    "run_lease",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("pid", Integer, nullable=False),
+    Column("token", String(32)),
+    Column("run_id", String(64)),
+    Column("command", String(255)),
+    Column("host", String(255)),
+    Column("pid", Integer),
+    Column("since", UTCDateTime),
+    Column("expires", Double),
+    Column("period", Double),
+    Column("fanned_out", Boolean, nullable=False, default=False),
+)
+
+# A worker taking a batch of a fanned-out run holds a row here, renewed while it works:
+# a coordinator taking over waits until the old run's workers are done.
+lease_workers = Table(
+    "lease_workers",
+    metadata,
+    Column("token", String(32), primary_key=True),
+    Column("run_id", String(64), nullable=False),
     Column("host", String(255), nullable=False),
-    Column("command", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
     Column("since", UTCDateTime, nullable=False),
+    Column("expires", Double, nullable=False),
 )
 
 

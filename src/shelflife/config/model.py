@@ -799,6 +799,24 @@ class ExecutorConfig(_Strict):
         ),
     )
 
+    # The run lease: renewed by the coordinator every third of this; a run whose
+    # coordinator is gone is taken over once it expires (docs/scaling.md).
+    lease: Duration = Field(
+        default=timedelta(seconds=30),
+        description=(
+            "the run lease's period: the coordinator renews it every third of this; its "
+            "workers drop batches once it lapses, and a run whose coordinator died on "
+            "another host (or fanned out) is taken over once it expired; 1s to 1h"
+        ),
+    )
+
+    @field_validator("lease")
+    @classmethod
+    def _lease_period(cls, period: timedelta) -> timedelta:
+        if not timedelta(seconds=1) <= period <= timedelta(hours=1):
+            raise ValueError("must be between 1s and 1h")
+        return period
+
     @field_validator("transfer_memory")
     @classmethod
     def _room_for_a_part(cls, size: int) -> int:

@@ -14,6 +14,7 @@ from shelflife.base.ratelimit import RateLimiter
 from shelflife.base.units import utcnow
 from shelflife.catalog import Catalog
 from shelflife.catalog.ledger import Ledger
+from shelflife.catalog.lock import RunLock
 from shelflife.catalog.ratelimits import CatalogSlots
 from shelflife.config.model import Config, TierConfig
 from shelflife.errors import UsageError
@@ -59,6 +60,13 @@ class Context:
     def sources(self) -> list[ReferenceSource]:
         """The declared reference sources, opened."""
         return open_sources(self.config, self.databases, self.locator)
+
+    def run_lock(
+        self, command: str, *, run_id: str | None = None, fanned_out: bool = False
+    ) -> RunLock:
+        """The catalog's run lease for ``command`` (``[executor] lease`` its period)."""
+        period = self.config.executor.lease.total_seconds()
+        return RunLock(self.catalog, command, run_id=run_id, period=period, fanned_out=fanned_out)
 
     def close(self) -> None:
         self.databases.dispose()

@@ -8,12 +8,13 @@ for deletions) and skips what changed.
 Batches are handed to a :class:`Dispatcher`: :class:`InProcess` takes them here, one after
 another; the interface layer may inject another (Celery workers, see
 :mod:`shelflife.service.dispatch`). Either way a run stops once more than
-``max_error_fraction`` of the actions it tried have failed (:class:`ErrorBudget`).
+``max_error_fraction`` of the actions it tried have failed (:class:`ErrorBudget`), and
+before a batch once the run's lease is lost (``halt``, see :mod:`shelflife.catalog.lock`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from itertools import groupby
 from typing import Protocol
@@ -70,6 +71,9 @@ class InProcess:
         earlier = len(outcome.failed)  # a failed listing before the plan is no action's
         attempted = 0
         for batch in batches:
+            if halted := executor.halted():
+                outcome.stopped = halted
+                return
             executor.take(batch)
             attempted += len(batch)
             if outcome.stopped:
@@ -77,6 +81,10 @@ class InProcess:
             outcome.stopped = budget.exhausted(len(outcome.failed) - earlier, attempted)
             if outcome.stopped:
                 return
+
+
+def _never() -> str | None:
+    return None
 
 
 def batches(actions: Iterable[Action], size: int) -> Iterator[Batch]:
@@ -101,9 +109,12 @@ class Executor:
         outcome: RunOutcome,
         progress: Progress | None = None,
         extra_rules: list[RuleConfig] | None = None,
+        halt: Callable[[], str | None] | None = None,
     ) -> None:
         self.context = context
         self.outcome = outcome
+        # why the run must stop before its next batch (its lease is lost), or None
+        self.halted: Callable[[], str | None] = halt or _never
         self.progress = progress or NullProgress()
         self.now = context.clock()
         self.rules = {rule.id: rule for rule in [*context.config.rules, *(extra_rules or [])]}

@@ -1,12 +1,16 @@
 """Fanning a run's batches out to Celery workers (``[executor] backend = "celery"``).
 
 The process that runs ``shelflife run`` (or the ``shelflife.run`` task) coordinates: it
-holds the run lock for the whole run, plans, and its dispatcher
-(:mod:`shelflife.service.dispatch`) sends the plan's batches to the workers
+holds the run lease for the whole run (renewed, :mod:`shelflife.catalog.lock`), plans,
+and its dispatcher (:mod:`shelflife.service.dispatch`) sends the plan's batches to the workers
 (``shelflife.execute_batch`` on ``[celery] batch_queue``), ``wave`` batches at a time so
 that the error-fraction stop still applies; it waits for each wave, then reads every
 action's outcome from the catalog's ``run_actions`` into the run record. This module is
 the workers' side and the ledger both sides share; it never imports Celery.
+
+A worker takes a batch only while its run holds the lease, and holds a ``lease_workers``
+row while it does: a batch of a run whose coordinator died, or was taken over, is dropped,
+and the run that takes over waits for the batches in progress.
 
 A batch is idempotent, because tasks are acknowledged late and a batch whose worker died
 is delivered again:
@@ -22,6 +26,7 @@ is delivered again:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -31,6 +36,7 @@ from sqlalchemy import Engine, select, update
 from shelflife.base.aio import run_sync
 from shelflife.base.faults import checkpoint
 from shelflife.catalog.catalog import _Guard
+from shelflife.catalog.lock import WorkerLease, lease_gone
 from shelflife.catalog.schema import run_actions
 from shelflife.engine.context import Context
 from shelflife.engine.executor import Executor
@@ -40,6 +46,7 @@ from shelflife.model.actions import Action, Failure, Skip
 from shelflife.model.outcome import RunOutcome
 from shelflife.model.plan import Plan
 
+LOG = logging.getLogger("shelflife.fanout")
 FINAL = ("done", "skipped", "failed")
 
 
@@ -129,8 +136,21 @@ class RunActions:
         return actions, skipped, failed
 
 
-def execute_batch(context: Context, run_id: str, plan_now: datetime, items: list[Action]) -> None:
-    """Take one batch of a fanned-out run, idempotently (see the module's docstring)."""
+def execute_batch(context: Context, run_id: str, plan_now: datetime, items: list[Action]) -> int:
+    """Take one batch of a fanned-out run, idempotently (see the module's docstring), while
+    its run holds the catalog's lease: a batch of a run whose lease is gone (its
+    coordinator died, or another run took over) is dropped. The number of actions taken."""
+    engine = context.catalog.engine
+    period = context.config.executor.lease.total_seconds()
+    with WorkerLease(engine, run_id, period):  # first the row, then the check
+        gone = lease_gone(engine, run_id)
+        if gone:
+            LOG.warning("batch of %d actions of run %s dropped: %s", len(items), run_id, gone)
+            return 0
+        return _execute_batch(context, run_id, plan_now, items)
+
+
+def _execute_batch(context: Context, run_id: str, plan_now: datetime, items: list[Action]) -> int:
     ledger = RunActions(context.catalog.engine)
     recorded = ledger.outcomes(run_id, items)
     leftover = [i for i in items if recorded.get((i.tier, i.key)) == "pending"]
@@ -139,7 +159,7 @@ def execute_batch(context: Context, run_id: str, plan_now: datetime, items: list
     ledger.pending(run_id, fresh)
     todo = retry + fresh
     if not todo:
-        return
+        return 0
     checkpoint("batch-pending")
     outcome = RunOutcome("run", Plan(now=plan_now), run_id=run_id)
     Executor(context, outcome).take(todo)
@@ -156,6 +176,7 @@ def execute_batch(context: Context, run_id: str, plan_now: datetime, items: list
             ledger.finish(run_id, item, "skipped", reasons.get(where, "not taken"))
     if outcome.stopped:  # a reference source went away: the coordinator stops the run
         raise RuntimeError(outcome.stopped)
+    return len(todo)
 
 
 def _settle_pending(

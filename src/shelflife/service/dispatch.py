@@ -14,6 +14,7 @@ from itertools import islice
 from typing import Any
 
 from shelflife.base.extras import needs
+from shelflife.base.faults import checkpoint
 from shelflife.config.model import Config
 from shelflife.engine.executor import Batch, Dispatcher, ErrorBudget, Executor, InProcess
 from shelflife.engine.fanout import RunActions
@@ -69,6 +70,9 @@ class CeleryDispatcher:
         attempted = 0
         pending = iter(batches)
         while wave := list(islice(pending, config.celery.wave)):
+            if halted := executor.halted():  # the run's lease is lost: send no more
+                outcome.stopped = halted
+                break
             signatures = [
                 self.app.signature(
                     EXECUTE_BATCH,
@@ -78,6 +82,7 @@ class CeleryDispatcher:
                 for batch in wave
             ]
             results = group(signatures).apply_async()
+            checkpoint("wave-sent")
             with allow_join_result():
                 try:
                     results.join(propagate=True, interval=0.2)

@@ -11,7 +11,6 @@ from shelflife.base.aio import run_sync
 from shelflife.base.progress import Progress
 from shelflife.catalog.actionlog import LogEntry
 from shelflife.catalog.journal import Candidate, Entry
-from shelflife.catalog.lock import RunLock
 from shelflife.engine.context import Context
 from shelflife.engine.migrate import migrator
 from shelflife.errors import ShelflifeError, UsageError
@@ -22,7 +21,7 @@ from shelflife.service.objects import resolve
 
 def recover(context: Context, progress: Progress | None = None) -> dict[str, int]:
     """Complete or undo every migration an interrupted run left unfinished."""
-    with RunLock(context.catalog, "shelflife recover"):
+    with context.run_lock("shelflife recover"):
         return recover_logged(context, progress, command="recover")
 
 
@@ -59,7 +58,7 @@ def recall(
     else:
         size, modified, checksum = row.size, row.modified_at, row.checksum
     candidate = Candidate(location.key, size, modified, None, checksum)
-    with RunLock(context.catalog, f"shelflife recall {location.key[:200]}"):
+    with context.run_lock(f"shelflife recall {location.key[:200]}"):
         recover_logged(context, progress, command="recall")
         engine = migrator(context)
         result = run_sync(engine.migrate("recall", location.tier, target, [candidate], progress))

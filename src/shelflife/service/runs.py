@@ -193,7 +193,7 @@ def run(
         return outcome
     run_id = run_id or new_id(command, utcnow())
     history = History(context.catalog.engine)
-    with RunLock(context.catalog, f"shelflife {command}"):
+    with _lease(context, command, run_id, dispatcher) as lease:
         history.close_interrupted(utcnow())
         history.start(run_id, command=command, trigger=trigger, now=utcnow())
         outcome = RunOutcome(command, Plan(now=now), run_id=run_id)
@@ -212,6 +212,7 @@ def run(
                 progress=progress,
                 extra_rules=extra,
                 dispatcher=dispatcher,
+                lease=lease,
             )
             if rules is None and any(r.action == "collect-orphans" for r in chosen):
                 # quarantine past its days (what this run quarantined is not: it is newer)
@@ -273,13 +274,15 @@ def apply(
                 f"of the {command} rules alone with 'shelflife {command} --dry-run'",
             )
     run_id = new_id(command, utcnow())
-    with RunLock(context.catalog, f"shelflife {command}"):
+    with _lease(context, command, run_id, dispatcher) as lease:
         history.close_interrupted(utcnow())
         history.start(run_id, command=command, trigger=trigger, now=utcnow(), plan_id=plan_body.id)
         outcome = RunOutcome(command, plan_body, run_id=run_id)
         try:
             outcome.recovered = recover_logged(context, progress, command=command, run_id=run_id)
-            _execute(context, outcome, yes=yes, progress=progress, dispatcher=dispatcher)
+            _execute(
+                context, outcome, yes=yes, progress=progress, dispatcher=dispatcher, lease=lease
+            )
             _recount(context, outcome)
         except BaseException as exc:
             _record(context, outcome, error=exc)
@@ -369,6 +372,12 @@ def _record(context: Context, outcome: RunOutcome, error: BaseException | None =
         PlanStore(context.catalog.engine, outcome.plan.id).drop()  # applied: needed no more
 
 
+def _lease(context: Context, command: str, run_id: str, dispatcher: Dispatcher | None) -> RunLock:
+    """The run lease of a run or apply; one whose batches go to workers says so."""
+    fanned_out = dispatcher is not None and not isinstance(dispatcher, InProcess)
+    return context.run_lock(f"shelflife {command}", run_id=run_id, fanned_out=fanned_out)
+
+
 def _execute(
     context: Context,
     outcome: RunOutcome,
@@ -377,6 +386,7 @@ def _execute(
     progress: Progress | None,
     extra_rules: list[RuleConfig] | None = None,
     dispatcher: Dispatcher | None = None,
+    lease: RunLock | None = None,
 ) -> None:
     plan_body = outcome.plan
     settings = context.config.executor
@@ -397,7 +407,9 @@ def _execute(
         raise UsageError(f"plan {plan_body.id} was already applied; a plan applies once")
     outcome.claimed = bool(plan_body.id)
     outcome.skipped += plan_body.iter_skipped()
-    executor = Executor(context, outcome, progress, extra_rules)
+    executor = Executor(
+        context, outcome, progress, extra_rules, halt=None if lease is None else lease.why_lost
+    )
     budget = ErrorBudget(settings.max_error_fraction, plan_body.size)
     (dispatcher or InProcess()).dispatch(
         executor, executor.batches(plan_body.iter_actions()), budget

@@ -556,9 +556,10 @@ class Shelf:
             dispatcher=self.dispatcher,
         )
 
-    def execute_batch(self, run_id: str, plan_now: datetime, items: list[Action]) -> None:
-        """Take one batch of a fanned-out run (a Celery worker's task)."""
-        execute_batch(self.context, run_id, plan_now, items)
+    def execute_batch(self, run_id: str, plan_now: datetime, items: list[Action]) -> int:
+        """Take one batch of a fanned-out run (a Celery worker's task); the number of
+        actions taken (0: dropped, its run no longer holds the catalog's lease)."""
+        return execute_batch(self.context, run_id, plan_now, items)
 
     def log(
         self,

@@ -165,8 +165,7 @@ def get_storage_stats_task() -> dict[str, Any]:
 )
 def execute_batch_task(run_id: str, plan_now: str, items: list[dict[str, Any]]) -> int:
     batch = [Action.from_json(item) for item in items]
-    shelf().execute_batch(run_id, datetime.fromisoformat(plan_now), batch)
-    return len(items)
+    return shelf().execute_batch(run_id, datetime.fromisoformat(plan_now), batch)
 
 
 configure(load_config(None))
