@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, func, select, text
 
 from shelflife.base.units import utcnow
 from tests.support.cli import SHELFLIFE, shelflife
@@ -37,7 +37,9 @@ class Env:
     originals: dict[str, str]  # key → sha256 of the bytes a row points at
 
 
-def build(base: Path, catalog: str, *, celery: str | None = None, seed: int = 5) -> Env:
+def build(
+    base: Path, catalog: str, *, celery: str | None = None, seed: int = 5, executor: str = ""
+) -> Env:
     """An application with OBJECTS rows, orphans and old outputs, on two local tiers."""
     rng = random.Random(seed)
     (base / "outputs").mkdir(parents=True)
@@ -69,6 +71,7 @@ def build(base: Path, catalog: str, *, celery: str | None = None, seed: int = 5)
 [executor]
 backend = "celery"
 batch_size = 4
+{executor}
 [celery]
 broker_url = "{broker}"
 result_backend = "{results}"
@@ -147,7 +150,12 @@ def check_invariants(env: Env) -> None:
 
 @contextmanager
 def workers(
-    env: Env, count: int, *, kill_at: str | None = None, beat: bool = False
+    env: Env,
+    count: int,
+    *,
+    kill_at: str | None = None,
+    beat: bool = False,
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[list[Path]]:
     logs, processes = [], []
     queue = f"b-{env.base.name},q-{env.base.name}" if beat else f"b-{env.base.name}"
@@ -157,6 +165,7 @@ def workers(
             k: v for k, v in os.environ.items() if not k.startswith(("STORAGE_", "SHELFLIFE_"))
         }
         environment["SHELFLIFE_CONFIG"] = str(env.config)
+        environment.update(extra_env or {})
         if kill_at and number == 0:
             environment["SHELFLIFE_KILL_AT"] = kill_at
             environment["SHELFLIFE_KILL_ONCE"] = str(env.base / "killed")
@@ -301,3 +310,97 @@ def test_the_run_task_and_the_beat_schedule(tmp_path: Path, pg_catalog: str) -> 
     assert runs[0]["status"] == "ok", runs[0]
     assert runs[0]["totals"]["migrate"]["objects"] > 0  # type: ignore[index]
     check_invariants(env)
+
+
+@pytest.mark.invariant("I1", "I2", "I5")
+def test_a_coordinator_killed_mid_run_loses_nothing(
+    tmp_path: Path, pg_catalog: str, figures: Figures
+) -> None:
+    """The coordinating process SIGKILLed after sending a wave: its workers stop taking
+    the run's batches once its lease lapses, the next run takes over and finishes."""
+    from shelflife.catalog.lock import lease_gone
+    from shelflife.catalog.schema import lease_workers, run_actions
+
+    period = 2.0
+    flush(11)
+    env = build(
+        tmp_path / "coordinator",
+        pg_catalog,
+        celery=f"{REDIS}/11 {REDIS}/11",
+        executor=f'lease = "{period:.0f}s"',
+    )
+    with env.config.open("a") as config:
+        config.write("wave = 8\n")  # [celery] is the file's last table
+    environment = {
+        k: v for k, v in os.environ.items() if not k.startswith(("STORAGE_", "SHELFLIFE_"))
+    }
+    engine = create_engine(pg_catalog)
+    # each batch takes a second: the first wave of eight outlasts the lease
+    with workers(env, 2, extra_env={"SHELFLIFE_DELAY_AT": "batch-pending:1"}) as logs:
+        coordinator = subprocess.Popen(
+            [SHELFLIFE, "-c", str(env.config), "run", "--json"],
+            cwd=env.base,
+            env={**environment, "SHELFLIFE_KILL_AT": "wave-sent:1"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        coordinator.wait(120)
+        killed = time.monotonic()
+        assert coordinator.returncode == -signal.SIGKILL
+        with engine.connect() as conn:
+            (run_id,) = conn.execute(text("SELECT id FROM runs")).one()
+        # the workers stop: the lease lapses, and the batches they were taking end
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with engine.connect() as conn:
+                working = conn.execute(select(func.count()).select_from(lease_workers)).scalar()
+            if lease_gone(engine, run_id) and not working:
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError("the killed run's workers did not stop")
+        stopped = time.monotonic() - killed
+
+        def taken() -> int:
+            with engine.connect() as conn:
+                return int(
+                    conn.execute(
+                        select(func.count())
+                        .select_from(run_actions)
+                        .where(run_actions.c.run_id == run_id)
+                    ).scalar()
+                    or 0
+                )
+
+        before = taken()
+        time.sleep(period + 1)  # queued batches of the dead run meet its lapsed lease
+        assert taken() == before  # no batch of it started since
+        dropped = sum(log.read_text().count(f"of run {run_id} dropped") for log in logs)
+        assert dropped > 0  # batches were still queued when the lease lapsed
+        assert 0 < before < OBJECTS  # mid-run: some of the wave was taken, not all
+        body = run(env)  # takes over, recovers, plans again
+    assert body["status"] == "ok", body
+    check_invariants(env)
+    listed = shelflife("-c", str(env.config), "runs", "--json", cwd=env.base)
+    killed_run = next(r for r in json.loads(listed.stdout)["runs"] if r["run_id"] == run_id)
+    assert killed_run["status"] == "failed"
+    assert "interrupted" in json.dumps(killed_run)
+    assert not list((env.base / "outputs").rglob("*.bin"))  # everything moved or expired
+    with engine.connect() as conn:
+        unfinished = conn.execute(
+            text("SELECT count(*) FROM journal WHERE step NOT IN ('done', 'undone', 'failed')")
+        ).scalar()
+    engine.dispose()
+    assert unfinished == 0
+    rows = [value for value in end_state(env)["rows"] if value]  # type: ignore[attr-defined]
+    assert all(value.startswith("cold/") for value in rows)
+    assert len(list((env.base / "cold").rglob("*.bin"))) == len(rows)  # no strays
+    figures.add(
+        "Celery coordinator killed mid-run",
+        kills=1,
+        actions=OBJECTS,
+        dropped_batches=dropped,
+        stopped_within_ms=int(stopped * 1000),
+        lost=0,
+        dangling=0,
+    )

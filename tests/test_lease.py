@@ -53,9 +53,11 @@ def holder_row(catalog: Catalog) -> Any:
 @pytest.mark.invariant("I5")
 def test_a_second_run_is_refused_naming_the_holder(catalog: Catalog) -> None:
     with RunLock(catalog, "shelflife run", run_id="run-first", period=5):
-        with pytest.raises(LockedError) as caught:
-            with RunLock(catalog, "shelflife gc", run_id="run-second", period=5):
-                pass
+        with (
+            pytest.raises(LockedError) as caught,
+            RunLock(catalog, "shelflife gc", run_id="run-second", period=5),
+        ):
+            pass
         message = caught.value.message
         assert caught.value.exit_code == 4
         for part in ("'shelflife run'", "run run-first", f"pid {os.getpid()}", "since"):
@@ -71,9 +73,11 @@ def test_a_second_run_is_refused_naming_the_holder(catalog: Catalog) -> None:
 def test_a_killed_holder_on_this_host_is_taken_over_at_once(catalog: Catalog) -> None:
     process = hold_in_a_process(str(catalog.engine.url.render_as_string(False)), 60)
     try:
-        with pytest.raises(LockedError, match="run-holder"):
-            with RunLock(catalog, "shelflife run", period=60, wait=0):
-                pass
+        with (
+            pytest.raises(LockedError, match="run-holder"),
+            RunLock(catalog, "shelflife run", period=60, wait=0),
+        ):
+            pass
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait()
@@ -98,12 +102,15 @@ def test_a_fanned_out_run_is_taken_over_when_its_lease_expired_and_its_workers_a
     killed = time.monotonic()
     assert lease_gone(catalog.engine, "run-holder") is None  # still held: not expired
     # the dead coordinator's worker keeps its row: no successor while it works
-    with pytest.raises(LockedError, match=r"worker\(s\) still taking its batches"):
-        with RunLock(catalog, "shelflife run", period=period, wait=period + 1):
-            pass
+    with (
+        pytest.raises(LockedError, match=r"worker\(s\) still taking its batches"),
+        RunLock(catalog, "shelflife run", period=period, wait=period + 1),
+    ):
+        pass
     assert time.monotonic() - killed >= period  # it waited past the lease's expiry
     gone = lease_gone(catalog.engine, "run-holder")
-    assert gone is not None and "expired" in gone
+    assert gone is not None
+    assert "expired" in gone
     worker.__exit__(None, None, None)
     with RunLock(catalog, "shelflife run", run_id="run-next", period=period, wait=0):
         assert lease_gone(catalog.engine, "run-holder") == (
@@ -126,9 +133,11 @@ def test_a_worker_that_died_does_not_hold_up_the_next_run(catalog: Catalog) -> N
         )  # fmt: skip
     process.send_signal(signal.SIGKILL)
     process.wait()
-    with RunLock(catalog, "shelflife run", run_id="run-next", period=period, wait=3 * period):
-        with catalog.engine.connect() as conn:
-            assert conn.execute(select(lease_workers)).all() == []  # the dead row is cleared
+    with (
+        RunLock(catalog, "shelflife run", run_id="run-next", period=period, wait=3 * period),
+        catalog.engine.connect() as conn,
+    ):
+        assert conn.execute(select(lease_workers)).all() == []  # the dead row is cleared
 
 
 @pytest.mark.invariant("I5")
@@ -144,9 +153,11 @@ def test_a_holder_on_another_host_is_taken_over_only_once_expired(catalog: Catal
                 pid=4242, expires=now + 2.0, period=2.0, fanned_out=False,
             )
         )  # fmt: skip
-    with pytest.raises(LockedError, match="run-remote"):
-        with RunLock(catalog, "shelflife run", period=2, wait=0):
-            pass
+    with (
+        pytest.raises(LockedError, match="run-remote"),
+        RunLock(catalog, "shelflife run", period=2, wait=0),
+    ):
+        pass
     started = time.monotonic()
     with RunLock(catalog, "shelflife run", run_id="run-here", period=2, wait=10):
         waited = time.monotonic() - started
@@ -165,7 +176,9 @@ def test_a_coordinator_whose_lease_is_taken_knows_it_lost_it(catalog: Catalog) -
         while lease.why_lost() is None and time.monotonic() < deadline:
             time.sleep(0.1)
         reason = lease.why_lost()
-        assert reason is not None and "taken over" in reason and "run-new" in reason
+        assert reason is not None
+        assert "taken over" in reason
+        assert "run-new" in reason
 
 
 @pytest.mark.postgres
@@ -198,8 +211,8 @@ def test_the_lease_period_is_checked(tmp_path: Path) -> None:
 
     for bad in ("0s", "2h", "soon"):
         path = tmp_path / "shelflife.toml"
-        path.write_text(f'[executor]\nlease = "{bad}"\n')
+        path.write_text(f'[tiers.local]\nurl = "file://x"\n[executor]\nlease = "{bad}"\n')
         with pytest.raises(ConfigError, match="lease"):
             load_config(path)
-    path.write_text('[executor]\nlease = "10s"\n')
+    path.write_text('[tiers.local]\nurl = "file://x"\n[executor]\nlease = "10s"\n')
     assert load_config(path).executor.lease.total_seconds() == 10
