@@ -3,8 +3,8 @@
 A run holds the catalog through two things:
 
 - a **handle** that dies with its process or its database session: a session advisory
-  lock on PostgreSQL, a named lock (``GET_LOCK``) on MySQL/MariaDB, a file lock beside
-  the database on SQLite. Two coordinators never hold it at once.
+  lock on PostgreSQL (keyed by the catalog's schema too), a file lock beside the database
+  on SQLite. Two coordinators never hold it at once.
 - the **lease**, the ``run_lease`` row: which run holds the catalog (run id, command,
   host, pid, since) and until when (``expires``, by the database's clock, the host's on
   SQLite). The coordinator renews it every third of ``[executor] lease``; the workers
@@ -57,12 +57,8 @@ DEFAULT_PERIOD = 30.0
 def database_now(conn: Connection) -> float:
     """Seconds since the epoch by the catalog database's clock (the host's on SQLite),
     so that hosts whose clocks differ agree on when a lease expires."""
-    name = conn.dialect.name
-    if name == "postgresql":
+    if conn.dialect.name == "postgresql":
         value: Any = conn.execute(text("SELECT extract(epoch from clock_timestamp())")).scalar()
-        return float(value)
-    if name in ("mysql", "mariadb"):
-        value = conn.execute(text("SELECT UNIX_TIMESTAMP(NOW(6))")).scalar()
         return float(value)
     return time.time()
 
@@ -236,18 +232,14 @@ class RunLock:
         """Take the handle if it is free."""
         engine = self.catalog.engine
         name = engine.dialect.name
-        if name in ("postgresql", "mysql", "mariadb"):
+        if name == "postgresql":
             conn = engine.connect()
             try:
-                values: dict[str, Any]
-                if name == "postgresql":
-                    # one catalog per database and schema: two schemas are two catalogs
-                    statement = "SELECT pg_try_advisory_lock(:k, :schema)"
-                    values = {"k": ADVISORY_KEY, "schema": _schema_key(conn)}
-                else:
-                    statement = "SELECT GET_LOCK(:k, 0)"
-                    values = {"k": f"shelflife:{engine.url.database}"[:64]}
-                got = conn.execute(text(statement), values).scalar()
+                # one catalog per database and schema: two schemas are two catalogs
+                got = conn.execute(
+                    text("SELECT pg_try_advisory_lock(:k, :schema)"),
+                    {"k": ADVISORY_KEY, "schema": _schema_key(conn)},
+                ).scalar()
                 conn.commit()
             except BaseException:
                 conn.close()
@@ -269,16 +261,10 @@ class RunLock:
     def _release_handle(self) -> None:
         if self._conn is not None:
             try:
-                if self._conn.dialect.name == "postgresql":
-                    self._conn.execute(
-                        text("SELECT pg_advisory_unlock(:k, :schema)"),
-                        {"k": ADVISORY_KEY, "schema": _schema_key(self._conn)},
-                    )
-                else:
-                    database = self.catalog.engine.url.database
-                    self._conn.execute(
-                        text("SELECT RELEASE_LOCK(:k)"), {"k": f"shelflife:{database}"[:64]}
-                    )
+                self._conn.execute(
+                    text("SELECT pg_advisory_unlock(:k, :schema)"),
+                    {"k": ADVISORY_KEY, "schema": _schema_key(self._conn)},
+                )
             except Exception:  # the session is gone, and its lock with it
                 LOG.debug("releasing the run lock's session failed", exc_info=True)
             finally:
