@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -278,6 +279,7 @@ class RunLock:
         """Take the lease row once its holder is gone (see the module's docstring)."""
         engine = self.catalog.engine
         deadline = time.monotonic() + self.wait
+        said = ""
         while True:
             with engine.begin() as conn:
                 holder = read_holder(conn)
@@ -292,7 +294,10 @@ class RunLock:
                     hint="wait for it to finish; a run whose process is gone gives the lease "
                     "up once it expires ([executor] lease)",
                 )
-            LOG.warning("waiting for the catalog's lease: %s", waiting)
+            state = re.sub(r"[\d.]+s ", "", waiting)  # once per holder and state, not per poll
+            if state != said:
+                said = state
+                LOG.warning("waiting for the catalog's lease: %s", waiting)
             time.sleep(min(1.0, max(0.05, self.period / 10)))
 
     def _why_wait(self, conn: Connection, holder: Holder | None, now: float) -> str | None:
