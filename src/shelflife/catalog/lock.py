@@ -21,9 +21,10 @@ either sees the row or the worker sees the lease gone. It waits for that (at mos
 lease periods) rather than failing; a holder that is alive is refused with exit 4, naming
 it.
 
-A coordinator whose lease was taken over, or could not be renewed before it expired, or
-whose handle's session was lost, is told by :attr:`RunLock.lost`: its dispatcher stops
-sending batches and the run ends partial.
+A coordinator whose lease was taken over, or (PostgreSQL) could not be renewed before it
+expired, is told by :attr:`RunLock.lost`: its dispatcher stops sending batches and the
+run ends partial. A handle whose session was lost (a database restart) is taken again;
+meanwhile the lease, still renewed, keeps others out.
 """
 
 from __future__ import annotations
@@ -186,7 +187,7 @@ class RunLock:
         self.wait = 3 * self.period + 5 if wait is None else wait
         self.token = uuid.uuid4().hex
         self.lost: str | None = None  # why this run no longer holds the catalog
-        self._expires = 0.0
+        self._deadline = 0.0  # by this host's monotonic clock: the lease runs out
         self._file: FileLock | None = None
         self._conn: Connection | None = None
         self._heartbeat: _Heartbeat | None = None
@@ -352,7 +353,7 @@ class RunLock:
                 raise self._locked()
             if holder.run_id:
                 conn.execute(delete(lease_workers).where(lease_workers.c.run_id == holder.run_id))
-        self._expires = now + self.period
+        self._deadline = time.monotonic() + self.period
         if holder is not None and holder.token is not None:
             LOG.warning("took the catalog's lease over from %s", holder.describe(now))
 
@@ -360,13 +361,6 @@ class RunLock:
 
     def _renew(self) -> None:
         if self.lost:
-            return
-        try:
-            if self._conn is not None:  # the handle's session must still be there
-                self._conn.execute(text("SELECT 1")).scalar()
-                self._conn.commit()
-        except Exception as exc:
-            self._lose(f"the run lock's database session was lost: {exc.__class__.__name__}")
             return
         try:
             with self.catalog.engine.begin() as conn:
@@ -381,12 +375,42 @@ class RunLock:
                     taken = holder.describe(now) if holder and holder.token else "nobody"
                     self._lose(f"the catalog's lease was taken over by {taken}")
                     return
-                self._expires = now + self.period
+            self._deadline = time.monotonic() + self.period
         except Exception as exc:
-            if time.time() >= self._expires:
+            # On PostgreSQL a coordinator cut from the catalog must assume that another
+            # has taken over once its lease ran out. On SQLite the file lock proves it
+            # alive to every process that could take over (one host): a renewal held up
+            # by a long write elsewhere loses nothing.
+            remote = self.catalog.engine.dialect.name == "postgresql"
+            if remote and time.monotonic() >= self._deadline:
                 self._lose(f"the catalog's lease could not be renewed in time: {exc}")
             else:
                 LOG.warning("renewing the catalog's lease failed, will retry: %s", exc)
+            return
+        self._keep_handle()
+
+    def _keep_handle(self) -> None:
+        """Take the handle again after its session was lost (a database restart): the
+        lease, still ours, is what keeps others out meanwhile."""
+        if self._conn is not None:
+            try:
+                self._conn.execute(text("SELECT 1")).scalar()
+                self._conn.commit()
+                return
+            except Exception:
+                LOG.warning("the run lock's database session was lost; taking it again")
+                try:
+                    self._conn.close()
+                except Exception:
+                    LOG.debug("closing the lost session failed", exc_info=True)
+                self._conn = None
+        elif self._file is not None:
+            return
+        try:
+            if not self._take_handle():
+                LOG.warning("the run lock's session lock is held by a run waiting for ours")
+        except Exception as exc:
+            LOG.warning("taking the run lock's session lock again failed: %s", exc)
 
     def why_lost(self) -> str | None:
         """Why this run no longer holds the catalog (it must stop), or None."""
