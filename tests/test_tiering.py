@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -280,7 +281,7 @@ def test_a_second_run_exits_4_and_says_who_holds_the_lock(tmp_path: Path) -> Non
         f"[catalog]\nurl = 'sqlite:///{tmp_path / 'catalog.db'}'\n"
         f"[tiers.local]\nurl = 'file://{tmp_path / 'local'}'\n"
     )
-    with RunLock(shelf.catalog, "shelflife enforce (test)"):
+    with RunLock(shelf.catalog, "shelflife enforce (test)", run_id="run-test"):
         with pytest.raises(LockedError, match=r"shelflife enforce \(test\)"):
             shelf.enforce()
         result = subprocess.run(
@@ -289,6 +290,9 @@ def test_a_second_run_exits_4_and_says_who_holds_the_lock(tmp_path: Path) -> Non
         assert result.returncode == 4
         assert "another run holds the catalog's lock" in result.stderr
         assert f"pid {os.getpid()}" in result.stderr
+        assert "run run-test" in result.stderr  # the holder: run id, host, since
+        assert f"on {socket.gethostname()}" in result.stderr
+        assert "since" in result.stderr
     shelf.enforce()  # released
 
 
