@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, bindparam, select, update
 
 from shelflife.base.aio import run_sync
 from shelflife.base.faults import checkpoint
@@ -89,17 +89,35 @@ class RunActions:
                 conn.execute(run_actions.insert(), rows)
 
     def finish(self, run_id: str, item: Action, outcome: str, detail: str | None = None) -> None:
-        with _Guard(self.engine, begin=True) as conn:
-            conn.execute(
-                update(run_actions)
-                .where(
-                    run_actions.c.run_id == run_id,
-                    run_actions.c.action == item.action,
-                    run_actions.c.tier == item.tier,
-                    run_actions.c.key == item.key,
-                )
-                .values(outcome=outcome, detail=None if detail is None else detail[:1000])
+        self.finish_many(run_id, [(item, outcome, detail)])
+
+    def finish_many(self, run_id: str, settled: Sequence[tuple[Action, str, str | None]]) -> None:
+        """Record the final outcome of each action, in one transaction."""
+        if not settled:
+            return
+        statement = (
+            update(run_actions)
+            .where(
+                run_actions.c.run_id == bindparam("b_run"),
+                run_actions.c.action == bindparam("b_action"),
+                run_actions.c.tier == bindparam("b_tier"),
+                run_actions.c.key == bindparam("b_key"),
             )
+            .values(outcome=bindparam("b_outcome"), detail=bindparam("b_detail"))
+        )
+        rows = [
+            {
+                "b_run": run_id,
+                "b_action": item.action,
+                "b_tier": item.tier,
+                "b_key": item.key,
+                "b_outcome": outcome,
+                "b_detail": None if detail is None else detail[:1000],
+            }
+            for item, outcome, detail in settled
+        ]
+        with _Guard(self.engine, begin=True) as conn:
+            conn.execute(statement, rows)  # one statement, executed for each row
 
     def results(self, run_id: str) -> tuple[list[Action], list[Skip], list[Failure]]:
         """Everything a run's workers recorded, as the run record holds it."""
@@ -166,14 +184,16 @@ def _execute_batch(context: Context, run_id: str, plan_now: datetime, items: lis
     done = {(a.tier, a.key) for a in outcome.actions}
     reasons = {(s.tier, s.key): s.reason for s in outcome.skipped}
     errors = {(f.tier, f.key): f.error for f in outcome.failed}
+    settled: list[tuple[Action, str, str | None]] = []
     for item in todo:
         where = (item.tier, item.key)
         if where in done:
-            ledger.finish(run_id, item, "done")
+            settled.append((item, "done", None))
         elif where in errors:
-            ledger.finish(run_id, item, "failed", errors[where])
+            settled.append((item, "failed", errors[where]))
         else:
-            ledger.finish(run_id, item, "skipped", reasons.get(where, "not taken"))
+            settled.append((item, "skipped", reasons.get(where, "not taken")))
+    ledger.finish_many(run_id, settled)
     if outcome.stopped:  # a reference source went away: the coordinator stops the run
         raise RuntimeError(outcome.stopped)
     return len(todo)
