@@ -55,7 +55,10 @@ CATALOG_DB = "shelflife_bench_fanout"
 APP_DB = "shelflife_bench_fanout_app"
 REDIS_DB = 12
 BATCH_QUEUE = "fanout-bench-batches"
-SUCCEEDED = re.compile(r"Task shelflife\.execute_batch\[[0-9a-f-]+\] succeeded in ([0-9.e-]+)s")
+# a batch's line in a worker's log: its time, and how many actions it had (0: a warm-up)
+SUCCEEDED = re.compile(
+    r"Task shelflife\.execute_batch\[[0-9a-f-]+\] succeeded in ([0-9.e-]+)s: (\d+)"
+)
 
 
 @dataclass
@@ -65,17 +68,25 @@ class Result:
     case: str
     workers: int
     run_wall: float  # Shelf.run in the coordinator
+    window: float  # the coordinator's process, start to exit: what the CPU figures cover
     dispatch: float  # the dispatch phase
     batches: int
     busy: float  # the workers' batch time, summed (the dispatch phase when in process)
     coordinator_cpu: float
     worker_cpu: float
     store_cpu: float  # both moto processes and the proxy
+    proxy_cpu: float  # the proxy's part of it
     machine_busy: float  # cores busy, all processes (of os.cpu_count())
+    pressure: float | None  # share of the run some task was waiting for a core (PSI)
     requests: int
     served: float  # the servers' time answering them, summed
     objects: int
     spread: list[int]  # batches per worker
+
+    @property
+    def workers_busy(self) -> float:
+        """The workers' batch time over the time they had (dispatch phase x workers)."""
+        return self.busy / (max(1, self.workers) * self.dispatch)
 
     @property
     def overhead_per_batch(self) -> float:
@@ -418,6 +429,15 @@ def machine_busy() -> tuple[float, float]:
     return total - idle, total
 
 
+def cpu_pressure() -> float | None:
+    """Seconds tasks have waited for a core, on some core, since boot (Linux PSI)."""
+    try:
+        first = Path("/proc/pressure/cpu").read_text().splitlines()[0]
+    except (OSError, IndexError):
+        return None
+    return int(first.rsplit("total=", 1)[1]) / 1e6
+
+
 def one_case(base: Path, servers: Servers, options: argparse.Namespace, workers: int) -> Result:
     import psutil
 
@@ -432,7 +452,9 @@ def one_case(base: Path, servers: Servers, options: argparse.Namespace, workers:
     handles = [psutil.Process(p.pid) for p in processes]
     store = [psutil.Process(p.pid) for p in servers.processes]
     before_requests = servers.requests()
-    before = (cpu_of(store), cpu_of(handles), machine_busy())
+    before = (cpu_of(store), cpu_of(handles), machine_busy(), cpu_of(store[-1:]))
+    waited = cpu_pressure()
+    started = time.perf_counter()
     try:
         done = subprocess.run(
             [sys.executable, __file__, "--coordinate", str(work.config)],
@@ -441,10 +463,14 @@ def one_case(base: Path, servers: Servers, options: argparse.Namespace, workers:
             capture_output=True,
             text=True,
         )
+        window = time.perf_counter() - started
         store_cpu = cpu_of(store) - before[0]
+        proxy_cpu = cpu_of(store[-1:]) - before[3]
         worker_cpu = cpu_of(handles) - before[1]
-        busy, elapsed = (a - b for a, b in zip(machine_busy(), before[2], strict=True))
+        now_busy, now_elapsed = machine_busy()
+        busy, elapsed = now_busy - before[2][0], now_elapsed - before[2][1]
         after_requests = servers.requests()
+        waited_after = cpu_pressure()
     finally:
         stop_workers(processes)
     if done.returncode != 0:
@@ -456,7 +482,7 @@ def one_case(base: Path, servers: Servers, options: argparse.Namespace, workers:
     for log, offset in zip(logs, offsets, strict=True):
         with log.open() as stream:
             stream.seek(offset)
-            times = [float(m) for m in SUCCEEDED.findall(stream.read())]
+            times = [float(t) for t, n in SUCCEEDED.findall(stream.read()) if n != "0"]
         batch_time += sum(times)
         taken.append(len(times))
     cores = os.cpu_count() or 1
@@ -464,13 +490,18 @@ def one_case(base: Path, servers: Servers, options: argparse.Namespace, workers:
         case=f"{workers} worker{'s' if workers > 1 else ''}" if workers else "in process",
         workers=workers,
         run_wall=body["wall"],
+        window=window,
         dispatch=body["dispatch"],
         batches=int(body["batches"]),
         busy=batch_time if workers else body["dispatch"],
         coordinator_cpu=body["cpu"],
         worker_cpu=worker_cpu,
         store_cpu=store_cpu,
+        proxy_cpu=proxy_cpu,
         machine_busy=busy / elapsed * cores if elapsed else 0.0,
+        pressure=None
+        if waited is None or waited_after is None
+        else (waited_after - waited) / window,
         requests=after_requests[0] - before_requests[0],
         served=after_requests[1] - before_requests[1],
         objects=body["moved"],
@@ -489,6 +520,15 @@ def spread(values: list[float], unit: str = "", digits: int = 2) -> str:
     return text
 
 
+def median_or_none(values: list[float | None]) -> float | None:
+    known = [value for value in values if value is not None]
+    return statistics.median(known) if known else None
+
+
+def format_share(share: float | None) -> str:
+    return "-" if share is None else f"{share:.0%}"
+
+
 def describe(result: Result) -> str:
     """One case's figures on a line, as it is measured."""
     return (
@@ -496,7 +536,9 @@ def describe(result: Result) -> str:
         f"{result.batches} batches, overhead {result.overhead_per_batch * 1000:4.0f} ms/batch, "
         f"batch {result.busy / result.batches * 1000:4.0f} ms, per worker "
         f"{result.spread or '-'}; store {result.served / result.requests * 1000:4.1f} ms/request, "
-        f"CPU {result.store_cpu / result.run_wall:4.0%}; machine {result.machine_busy:.2f} cores"
+        f"CPU {result.store_cpu / result.window:4.0%} (proxy "
+        f"{result.proxy_cpu / result.window:.0%}); machine {result.machine_busy:.2f} cores, "
+        f"waiting for a core {format_share(result.pressure)}"
     )
 
 
@@ -512,8 +554,8 @@ def report(rounds: list[dict[int, Result]], options: argparse.Namespace) -> None
     )
     header = (
         f"{'case':<11} {'dispatch':>19} {'run':>19} {'objects/s':>17} {'vs 1 worker':>17} "
-        f"{'vs in process':>17} {'overhead/batch':>18} {'batch':>7} {'store':>8} "
-        f"{'store CPU':>9} {'machine':>7}"
+        f"{'vs in process':>17} {'overhead/batch':>18} {'busy':>5} {'batch':>7} {'store':>8} "
+        f"{'store CPU':>9} {'machine':>7} {'wait':>5}"
     )
     print(header)
     print("-" * len(header))
@@ -528,18 +570,23 @@ def report(rounds: list[dict[int, Result]], options: argparse.Namespace) -> None
             f"{spread([r.objects / r.dispatch for r in results], '', 0):>17} "
             f"{spread(one, 'x') if one else '':>17} {spread(local, 'x') if local else '':>17} "
             f"{spread([r.overhead_per_batch * 1000 for r in results], ' ms', 0):>18} "
+            f"{statistics.median(r.workers_busy for r in results):>5.0%} "
             f"{statistics.median(r.busy / r.batches for r in results) * 1000:>5.0f}ms "
             f"{statistics.median(r.served / r.requests for r in results) * 1000:>6.1f}ms "
-            f"{statistics.median(r.store_cpu / r.run_wall for r in results):>9.0%} "
-            f"{statistics.median(r.machine_busy for r in results):>6.2f}c"
+            f"{statistics.median(r.store_cpu / r.window for r in results):>9.0%} "
+            f"{statistics.median(r.machine_busy for r in results):>6.2f}c "
+            f"{format_share(median_or_none([r.pressure for r in results])):>5}"
         )
     print(
         "dispatch: handing out the batches and waiting for them (the fan-out); run: Shelf.run "
         "(recover, scan, plan, dispatch, record).\noverhead/batch: dispatch time minus the "
-        "workers' batch time per worker, per batch; batch: a batch's mean time on a worker."
+        "workers' batch time per worker, per batch; busy: the workers' batch time over "
+        "dispatch x workers;\nbatch: a batch's mean time on a worker."
         "\nstore: its mean answer time per request, after the proxy's delay; store CPU: both "
-        "moto servers and the proxy, share of one core over the run; machine: cores busy (of "
-        f"{os.cpu_count()}), every process.\n"
+        "moto servers and the proxy, share of one core while the coordinator ran;\nmachine: "
+        "cores busy (of "
+        f"{os.cpu_count()}), every process; wait: share of the run some task waited for a "
+        "core (/proc/pressure/cpu).\n"
         f"requests per object: {per_object:.1f}; "
         "workers' CPU per case (median): "
         + ", ".join(
