@@ -48,6 +48,20 @@ WHAT_IT_PROVES = {
     "recovery killed too, on file/S3/Azure with SQLite/PostgreSQL/MariaDB",
     "Celery worker killed mid-batch": "I1, I2 — a worker process killed; the batch is "
     "redelivered and settled exactly once",
+    "scale-out: worker process group killed": "I1, I2 — the only Celery worker (a prefork "
+    "main process and its children) SIGKILLed as a process group mid-run: the run waits, a "
+    "replacement worker gets the dead one's batches again, the run completes, each action "
+    "once",
+    "scale-out: broker restarted (Redis)": "I1, I2 — the broker and result backend (Redis, "
+    "no persistence) SIGKILLed mid-run and started again: the coordinator waits through the "
+    "outage by the catalog's ledger and stops partial, naming the lost batches; the next run "
+    "completes",
+    "scale-out: broker restarted (RabbitMQ)": "I1, I2 — a private RabbitMQ node stopped and "
+    "started mid-run: batches in flight are ended and delivered again, the run completes, "
+    "each action once",
+    "scale-out: catalog restarted (PostgreSQL)": "I1, I2 — the catalog's PostgreSQL stopped "
+    "and started mid-run: batches that met it away are tried again, the coordinator waits; "
+    "the next run completes",
     "uploads racing collection": "I1, I3 — uploads (half referenced) while sweeps run: none "
     "deleted",
     "HTTP API fuzzing (schemathesis)": "generated requests against every route: no 5xx",

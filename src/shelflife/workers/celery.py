@@ -22,7 +22,10 @@ then the 90-day cloud retention), ``tasks.minio_lifecycle.cleanup_orphan_files``
 ``minio-lifecycle-cleanup`` and ``minio-storage-stats``.
 
 Tasks are acknowledged late and requeued when their worker dies, one at a time per
-worker process (``prefetch_multiplier = 1``).
+worker process (``prefetch_multiplier = 1``); a batch whose broker connection breaks is
+ended and delivered again. A batch that meets the catalog away (its PostgreSQL restarting,
+say) is tried again, 1 s, 2 s, … 5 s later, for about a minute
+(:data:`CATALOG_RETRIES`): it is idempotent, so the next try settles what this one left.
 """
 
 from __future__ import annotations
@@ -31,11 +34,12 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from celery import Celery
+from celery import Celery, Task
 from celery.schedules import crontab
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from shelflife.config import Config, load_config
-from shelflife.errors import ShelflifeError
+from shelflife.errors import CatalogError, ShelflifeError
 from shelflife.model.actions import Action
 from shelflife.service.dispatch import EXECUTE_BATCH, celery_settings, dispatcher_for
 from shelflife.service.originals import (
@@ -52,6 +56,7 @@ app = Celery("shelflife")
 _state: dict[str, Any] = {}
 # [celery] compat_names: the MinIO clean-up's beat entry names for the two schedules
 COMPAT_ENTRIES = {"lifecycle": "minio-lifecycle-cleanup", "stats": "minio-storage-stats"}
+CATALOG_RETRIES = 14  # tries of a batch that met the catalog away: about a minute in all
 
 
 def beat_schedule(config: Config) -> dict[str, Any]:
@@ -161,11 +166,16 @@ def get_storage_stats_task() -> dict[str, Any]:
 
 
 @app.task(  # type: ignore[untyped-decorator]
-    name=EXECUTE_BATCH
+    name=EXECUTE_BATCH, bind=True, max_retries=CATALOG_RETRIES
 )
-def execute_batch_task(run_id: str, plan_now: str, items: list[dict[str, Any]]) -> int:
+def execute_batch_task(task: Task, run_id: str, plan_now: str, items: list[dict[str, Any]]) -> int:
     batch = [Action.from_json(item) for item in items]
-    return shelf().execute_batch(run_id, datetime.fromisoformat(plan_now), batch)
+    try:
+        return shelf().execute_batch(run_id, datetime.fromisoformat(plan_now), batch)
+    except (CatalogError, OperationalError, InterfaceError) as exc:  # the catalog is away
+        message = exc.message if isinstance(exc, CatalogError) else str(exc).splitlines()[0]
+        LOG.warning("batch of run %s: %s; trying it again", run_id, message)
+        raise task.retry(exc=exc, countdown=min(task.request.retries + 1, 5)) from None
 
 
 configure(load_config(None))
