@@ -48,6 +48,10 @@ WHAT_IT_PROVES = {
     "recovery killed too, on file/S3/Azure with SQLite/PostgreSQL/MariaDB",
     "Celery worker killed mid-batch": "I1, I2 — a worker process killed; the batch is "
     "redelivered and settled exactly once",
+    "scale-out: coordinator killed mid-run": "I1, I2, I5 — the process coordinating a "
+    "fanned-out run SIGKILLed right after sending a wave: its lease lapses, the workers drop "
+    "its queued batches and end the ones they started, the next run takes the lease over, "
+    "recovers and completes (stopped_within_ms: kill to the last worker done)",
     "scale-out: worker process group killed": "I1, I2 — the only Celery worker (a prefork "
     "main process and its children) SIGKILLed as a process group mid-run: the run waits, a "
     "replacement worker gets the dead one's batches again, the run completes, each action "

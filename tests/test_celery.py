@@ -396,7 +396,7 @@ def test_a_coordinator_killed_mid_run_loses_nothing(
     assert all(value.startswith("cold/") for value in rows)
     assert len(list((env.base / "cold").rglob("*.bin"))) == len(rows)  # no strays
     figures.add(
-        "Celery coordinator killed mid-run",
+        "scale-out: coordinator killed mid-run",
         kills=1,
         actions=OBJECTS,
         dropped_batches=dropped,
