@@ -349,6 +349,14 @@ def test_a_coordinator_killed_mid_run_loses_nothing(
         assert coordinator.returncode == -signal.SIGKILL
         with engine.connect() as conn:
             (run_id,) = conn.execute(text("SELECT id FROM runs")).one()
+        successor = subprocess.Popen(  # at once: it must wait for the lease and the workers
+            [SHELFLIFE, "-c", str(env.config), "run", "--json"],
+            cwd=env.base,
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         # the workers stop: the lease lapses, and the batches they were taking end
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -378,7 +386,11 @@ def test_a_coordinator_killed_mid_run_loses_nothing(
         dropped = sum(log.read_text().count(f"of run {run_id} dropped") for log in logs)
         assert dropped > 0  # batches were still queued when the lease lapsed
         assert 0 < before < OBJECTS  # mid-run: some of the wave was taken, not all
-        body = run(env)  # takes over, recovers, plans again
+        out, err = successor.communicate(timeout=120)  # took over, recovered, planned again
+    assert successor.returncode == 0, out[-2000:] + err[-2000:]
+    assert "waiting for the catalog's lease" in err
+    assert "took the catalog's lease over" in err
+    body = json.loads(out)
     assert body["status"] == "ok", body
     check_invariants(env)
     listed = shelflife("-c", str(env.config), "runs", "--json", cwd=env.base)

@@ -6,6 +6,7 @@
     ├── InvalidKeyError (ValueError)    a key that may not name an object (exit 2)
     ├── RefusedError                    refused for safety, nothing changed (exit 3)
     ├── LockedError                     another run holds the catalog lock (exit 4)
+    │   └── LeaseLost                    this run no longer holds it: it stops (exit 4)
     ├── CatalogError                    the catalog database failed
     └── StoreError                      a store operation failed
         ├── ObjectNotFound (FileNotFoundError)
@@ -86,6 +87,11 @@ class LockedError(ShelflifeError):
     """Another run holds the catalog's lock."""
 
     exit_code = 4
+
+
+class LeaseLost(LockedError):
+    """This run's lease on the catalog lapsed or was taken over: it must take no further
+    step (the run that holds the catalog now recovers what it left)."""
 
 
 class CatalogError(ShelflifeError):

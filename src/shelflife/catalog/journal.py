@@ -7,12 +7,12 @@ entries and completes or undoes each (see :mod:`shelflife.engine.migrate`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, func, insert, select, update
 
 from shelflife.catalog.catalog import _Guard
 from shelflife.catalog.schema import journal
@@ -62,8 +62,13 @@ _ENTRY_COLUMNS = (
 
 
 class Journal:
-    def __init__(self, engine: Engine) -> None:
+    """The journal of one catalog. ``fence``, when given, is called in the transaction of
+    every step written (a run's lease check: :func:`shelflife.catalog.lock.lease_fence`)
+    and refuses the step by raising."""
+
+    def __init__(self, engine: Engine, fence: Callable[[Connection], None] | None = None) -> None:
         self.engine = engine
+        self.fence = fence
 
     def begin(
         self,
@@ -94,6 +99,8 @@ class Journal:
         ]
         keys = [key for key, _ in items]
         with _Guard(self.engine, begin=True) as conn:
+            if self.fence is not None:
+                self.fence(conn)
             if conn.dialect.insert_executemany_returning and len(set(keys)) == len(keys):
                 # One INSERT … VALUES (…), (…) RETURNING id, key: a batch's keys are
                 # distinct, so each id is matched by its key (RETURNING keeps no order).
@@ -124,6 +131,8 @@ class Journal:
         if not ids:
             return
         with _Guard(self.engine, begin=True) as conn:
+            if self.fence is not None:
+                self.fence(conn)
             if checksums or errors:
                 # One UPDATE executed for many rows (executemany): each its own value.
                 column = "checksum" if checksums else "error"

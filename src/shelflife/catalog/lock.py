@@ -1,30 +1,31 @@
 """One mutating run per catalog (DESIGN I5): the run lease.
 
-A run holds the catalog through two things:
+A run holds the catalog through the **lease**, the ``run_lease`` row: which run holds it
+(run id, command, host, pid, since), the identity of its process, and until when
+(``expires``, by the database's clock; the host's on SQLite). The coordinator renews it
+every third of ``[executor] lease``, by a compare-and-set on its own token that also
+requires the lease not to have expired: a lease that lapsed stays lapsed. On SQLite a
+file lock beside the database is held as well (one host; it dies with the process).
 
-- a **handle** that dies with its process or its database session: a session advisory
-  lock on PostgreSQL (keyed by the catalog's schema too), a file lock beside the database
-  on SQLite. Two coordinators never hold it at once.
-- the **lease**, the ``run_lease`` row: which run holds the catalog (run id, command,
-  host, pid, since) and until when (``expires``, by the database's clock, the host's on
-  SQLite). The coordinator renews it every third of ``[executor] lease``; the workers
-  of a fanned-out run check it before each batch and drop the batch once it is gone or
-  belongs to another run. While a worker takes a batch it holds a ``lease_workers`` row
-  of its own, renewed the same way.
+Workers of a fanned-out run check the lease before each batch and drop the batch once it
+is gone or belongs to another run; while a worker takes a batch it holds a
+``lease_workers`` row of its own, renewed the same way. Every step of a migration is
+**fenced**: the journal writes a step only in a transaction that finds the lease still
+held by its run (on PostgreSQL with the row locked ``FOR SHARE``, so that a successor's
+claim, which locks it ``FOR UPDATE``, comes strictly before or after the step).
 
-A new run takes the catalog when the handle is free and the lease is released; or held
-by a process of this host that is gone (a crash: taken at once); or, for any other
-holder, once it has expired. A run whose batches went to workers is taken over only once
-its lease has expired (its workers stop taking batches then) and no worker of it is
-still taking a batch: a worker writes its row before it checks the lease, so a successor
-either sees the row or the worker sees the lease gone. It waits for that (at most a few
-lease periods) rather than failing; a holder that is alive is refused with exit 4, naming
-it.
+A new run takes the catalog when the lease is released; or held by a process that is
+provably gone (same boot and pid namespace, and that pid no longer runs the process that
+took it: a crash, taken over at once); or, for any other holder, once it has expired.
+A run whose batches went to workers is taken over only once its lease has expired (its
+workers stop taking batches then) and no worker of it is still taking a batch: a worker
+writes its row before it checks the lease, so a successor either sees the row or the
+worker sees the lease gone. It waits for that (at most a few lease periods) rather than
+failing; a holder that is alive is refused with exit 4, naming it.
 
 A coordinator whose lease was taken over, or (PostgreSQL) could not be renewed before it
-expired, is told by :attr:`RunLock.lost`: its dispatcher stops sending batches and the
-run ends partial. A handle whose session was lost (a database restart) is taken again;
-meanwhile the lease, still renewed, keeps others out.
+expired, is told by :meth:`RunLock.why_lost`: it sends no further batch, its journal
+steps are refused (:class:`~shelflife.errors.LeaseLost`), and the run ends.
 """
 
 from __future__ import annotations
@@ -36,10 +37,10 @@ import socket
 import threading
 import time
 import uuid
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -49,11 +50,11 @@ from sqlalchemy import Connection, Engine, delete, insert, select, text, update
 from shelflife.base.units import utcnow
 from shelflife.catalog import Catalog
 from shelflife.catalog.schema import lease_workers, run_lease
-from shelflife.errors import LockedError
+from shelflife.errors import LeaseLost, LockedError
 
 LOG = logging.getLogger("shelflife.lease")
-ADVISORY_KEY = 0x5E1F11FE - 2**31  # with the schema's: one lock per catalog (int4 pair)
 DEFAULT_PERIOD = 30.0
+Fence = Callable[[Connection], None]
 
 
 def database_now(conn: Connection) -> float:
@@ -65,26 +66,70 @@ def database_now(conn: Connection) -> float:
     return time.time()
 
 
-def _alive(host: str | None, pid: int | None) -> bool:
-    """False only for a process of this host that is gone; a process elsewhere may live."""
-    if host != _HOST or not pid:
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
+# -- whose process is it ---------------------------------------------------------------------
 
 _HOST = socket.gethostname()[:255]
 
 
-def _schema_key(conn: Connection) -> int:
-    """The catalog's schema as the second key of a PostgreSQL advisory lock (int4)."""
-    schema = str(conn.execute(text("SELECT current_schema()")).scalar() or "")
-    return zlib.crc32(schema.encode()) - 2**31
+def _read(path: str) -> str | None:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return None
+
+
+def _start_time(pid: int) -> str | None:
+    """The start time of process ``pid`` (clock ticks since boot), or None if none runs."""
+    stat = _read(f"/proc/{pid}/stat")
+    if stat is None:
+        return None
+    return stat.rsplit(")", 1)[-1].split()[19]  # field 22; the name may hold spaces
+
+
+def _machine() -> str | None:
+    """This boot of this kernel and this pid namespace: where a pid means one process."""
+    boot = _read("/proc/sys/kernel/random/boot_id")
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return None
+    return f"{boot}/{namespace}" if boot else None
+
+
+def identity(pid: int | None = None) -> str:
+    """``boot/pid-namespace/pid/start-time`` of a process (this one by default)."""
+    pid = pid or os.getpid()
+    machine, started = _machine(), _start_time(pid)
+    if machine is None or started is None:
+        return f"host:{_HOST}/{pid}"  # no /proc: only the host name and the pid
+    return f"{machine}/{pid}/{started}"
+
+
+def gone(holder_identity: str | None) -> bool:
+    """True only when the process that took a lease has provably ended: it was taken on
+    this boot, in this pid namespace, and its pid runs no process or another one."""
+    if not holder_identity:
+        return False
+    machine = _machine()
+    if holder_identity.startswith("host:"):
+        host, _, pid = holder_identity[5:].rpartition("/")
+        if machine is not None or host != _HOST or not pid.isdigit():
+            return False  # another kind of host: it cannot be asked
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except OSError:
+            return False
+        return False
+    where, _, rest = holder_identity.rpartition("/")  # where = machine/pid
+    where, _, pid = where.rpartition("/")
+    if machine is None or where != machine or not pid.isdigit():
+        return False  # another machine, container or boot: wait for its lease instead
+    return _start_time(int(pid)) != rest
+
+
+# -- the lease row ---------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -96,6 +141,7 @@ class Holder:
     command: str | None
     host: str | None
     pid: int | None
+    identity: str | None
     since: datetime | None
     expires: float | None
     period: float | None
@@ -114,8 +160,12 @@ class Holder:
         return f"{self.command!r} (run {self.run_id}, pid {self.pid} on {self.host}{since}{left})"
 
 
-def read_holder(conn: Connection) -> Holder | None:
-    row = conn.execute(select(run_lease).where(run_lease.c.id == 1)).mappings().first()
+def read_holder(conn: Connection, *, lock: bool = False) -> Holder | None:
+    """The lease row; ``lock``: locked for update until the transaction ends (PostgreSQL)."""
+    query = select(run_lease).where(run_lease.c.id == 1)
+    if lock and conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    row = conn.execute(query).mappings().first()
     if row is None:
         return None
     return Holder(
@@ -124,6 +174,7 @@ def read_holder(conn: Connection) -> Holder | None:
         row["command"],
         row["host"],
         row["pid"],
+        row["identity"],
         row["since"],
         row["expires"],
         row["period"],
@@ -134,13 +185,48 @@ def read_holder(conn: Connection) -> Holder | None:
 def lease_gone(engine: Engine, run_id: str) -> str | None:
     """Why a worker must not take a batch of ``run_id`` (None: the run holds its lease)."""
     with engine.connect() as conn:
-        holder = read_holder(conn)
-        now = database_now(conn)
-    if holder is None or holder.token is None or holder.run_id != run_id:
-        return f"run {run_id} no longer holds the catalog's lease"
-    if holder.expires is not None and holder.expires <= now:
-        return f"the lease of run {run_id} expired {now - holder.expires:.0f}s ago"
+        return _gone_for(conn, run_id=run_id)
+
+
+def _gone_for(
+    conn: Connection, *, run_id: str | None = None, token: str | None = None, expiry: bool = True
+) -> str | None:
+    query = select(run_lease.c.token, run_lease.c.run_id, run_lease.c.expires).where(
+        run_lease.c.id == 1
+    )
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(read=True)  # a claim waits for this transaction
+    row = conn.execute(query).first()
+    now = database_now(conn)
+    name = run_id or "this run"
+    if (
+        row is None
+        or row.token is None
+        or (token is not None and row.token != token)
+        or (run_id is not None and row.run_id != run_id)
+    ):
+        return f"run {name} no longer holds the catalog's lease"
+    if expiry and (row.expires is None or row.expires <= now):
+        return f"the lease of run {name} expired {now - (row.expires or now):.0f}s ago"
     return None
+
+
+def lease_fence(
+    *, run_id: str | None = None, token: str | None = None, expiry: bool = True
+) -> Fence:
+    """A check for the journal to make in the transaction of each step it writes: raises
+    :class:`LeaseLost` unless the run (by ``run_id`` or its lease's ``token``) still
+    holds the catalog (``expiry``: and its lease has not lapsed)."""
+
+    def fence(conn: Connection) -> None:
+        reason = _gone_for(conn, run_id=run_id, token=token, expiry=expiry)
+        if reason is not None:
+            raise LeaseLost(
+                f"{reason}; the step was not taken",
+                hint="the run that holds the catalog now recovers what this one left",
+            )
+
+    return fence
 
 
 class _Heartbeat:
@@ -159,7 +245,9 @@ class _Heartbeat:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=10)
+        self._thread.join(timeout=30)
+        if self._thread.is_alive():
+            LOG.warning("the lease's heartbeat did not stop within 30 s (a renewal hangs)")
 
 
 class RunLock:
@@ -187,26 +275,33 @@ class RunLock:
         self.wait = 3 * self.period + 5 if wait is None else wait
         self.token = uuid.uuid4().hex
         self.lost: str | None = None  # why this run no longer holds the catalog
-        self._deadline = 0.0  # by this host's monotonic clock: the lease runs out
+        self._remote = catalog.engine.dialect.name == "postgresql"
+        self._deadline = 0.0  # by this host's monotonic clock: when the lease runs out
         self._file: FileLock | None = None
-        self._conn: Connection | None = None
         self._heartbeat: _Heartbeat | None = None
+
+    @property
+    def fence(self) -> Fence:
+        """The journal's check that this run still holds the catalog (see the module)."""
+        # On SQLite the file lock keeps every successor out while this process lives:
+        # a renewal held up by a long write elsewhere must not stop the run.
+        return lease_fence(token=self.token, expiry=self._remote)
 
     # -- taking and giving back ------------------------------------------------------------
 
     def __enter__(self) -> RunLock:
-        # a dead process's database session ends within moments of it
-        deadline = time.monotonic() + max(self.wait, 10.0)
-        while not self._take_handle():
-            # held: by a live run (refused), or by a dead one whose session is ending
-            holder = self._holder()
-            if holder is None or _alive(holder.host, holder.pid) or time.monotonic() > deadline:
-                raise self._locked()
-            time.sleep(0.1)
+        if not self._remote:
+            database = self.catalog.engine.url.database or "catalog"
+            self._file = FileLock(f"{database}.lock")
+            try:
+                self._file.acquire(timeout=0)
+            except Timeout:
+                self._file = None
+                raise self._locked() from None
         try:
             self._take_lease()
         except BaseException:
-            self._release_handle()
+            self._release_file()
             raise
         self._heartbeat = _Heartbeat("shelflife-lease", self.period / 3, self._renew)
         return self
@@ -227,51 +322,12 @@ class RunLock:
                     .where(run_lease.c.id == 1, run_lease.c.token == self.token)
                     .values(token=None, expires=None, fanned_out=False)
                 )
+        except Exception as exc:  # the lease lapses by itself: never hide the run's own end
+            LOG.warning("the run lease was not released (it lapses by itself): %s", exc)
         finally:
-            self._release_handle()
+            self._release_file()
 
-    def _take_handle(self) -> bool:
-        """Take the handle if it is free."""
-        engine = self.catalog.engine
-        name = engine.dialect.name
-        if name == "postgresql":
-            conn = engine.connect()
-            try:
-                # one catalog per database and schema: two schemas are two catalogs
-                got = conn.execute(
-                    text("SELECT pg_try_advisory_lock(:k, :schema)"),
-                    {"k": ADVISORY_KEY, "schema": _schema_key(conn)},
-                ).scalar()
-                conn.commit()
-            except BaseException:
-                conn.close()
-                raise
-            if not got:
-                conn.close()
-                return False
-            self._conn = conn
-        else:
-            database = engine.url.database or "catalog"
-            self._file = FileLock(f"{database}.lock")
-            try:
-                self._file.acquire(timeout=0)
-            except Timeout:
-                self._file = None
-                return False
-        return True
-
-    def _release_handle(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.execute(
-                    text("SELECT pg_advisory_unlock(:k, :schema)"),
-                    {"k": ADVISORY_KEY, "schema": _schema_key(self._conn)},
-                )
-            except Exception:  # the session is gone, and its lock with it
-                LOG.debug("releasing the run lock's session failed", exc_info=True)
-            finally:
-                self._conn.close()
-                self._conn = None
+    def _release_file(self) -> None:
         if self._file is not None:
             self._file.release()
             self._file = None
@@ -283,43 +339,49 @@ class RunLock:
         said = ""
         while True:
             with engine.begin() as conn:
-                holder = read_holder(conn)
+                holder = read_holder(conn, lock=True)
                 now = database_now(conn)
                 waiting = self._why_wait(conn, holder, now)
                 if waiting is None:
                     self._claim(conn, holder, now)
                     return
+            assert holder is not None
+            if not gone(holder.identity) and holder.expires is not None and holder.expires > now:
+                raise self._refused(waiting)  # a live holder renews its lease: refused now
             if time.monotonic() >= deadline:
-                raise LockedError(
-                    f"another run holds the catalog's lock: {waiting}",
-                    hint="wait for it to finish; a run whose process is gone gives the lease "
-                    "up once it expires ([executor] lease)",
-                )
+                raise self._refused(waiting)
             state = re.sub(r"[\d.]+s ", "", waiting)  # once per holder and state, not per poll
             if state != said:
                 said = state
                 LOG.warning("waiting for the catalog's lease: %s", waiting)
             time.sleep(min(1.0, max(0.05, self.period / 10)))
 
+    def _refused(self, waiting: str) -> LockedError:
+        return LockedError(
+            f"another run holds the catalog's lock: {waiting}",
+            hint="wait for it to finish; a run whose process is gone gives the lease up "
+            "once it expires ([executor] lease)",
+        )
+
     def _why_wait(self, conn: Connection, holder: Holder | None, now: float) -> str | None:
         if holder is None or holder.token is None:
             return None
-        dead = not _alive(holder.host, holder.pid)
+        dead = gone(holder.identity)
         expired = holder.expires is None or holder.expires <= now
         if not expired and holder.fanned_out:
             # its workers take queued batches until the lease expires
             return f"{holder.describe(now)}, whose workers stop when it expires"
         if not expired and not dead:
-            return f"{holder.describe(now)}, whose session is gone; waiting for it to expire"
+            return holder.describe(now)
         if holder.fanned_out and holder.run_id:
             workers = conn.execute(
-                select(lease_workers.c.host, lease_workers.c.pid, lease_workers.c.expires).where(
+                select(lease_workers.c.host, lease_workers.c.pid).where(
                     lease_workers.c.run_id == holder.run_id, lease_workers.c.expires > now
                 )
             ).all()
             # a batch a worker started before the lease expired: let it end (or expire)
             if workers:
-                host, pid, _ = workers[0]
+                host, pid = workers[0]
                 return (
                     f"{holder.describe(now)}: {len(workers)} worker(s) still taking its "
                     f"batches (pid {pid} on {host})"
@@ -333,6 +395,7 @@ class RunLock:
             "command": self.command,
             "host": _HOST,
             "pid": os.getpid(),
+            "identity": identity(),
             "since": utcnow(),
             "expires": now + self.period,
             "period": self.period,
@@ -362,72 +425,47 @@ class RunLock:
     def _renew(self) -> None:
         if self.lost:
             return
+        started = time.monotonic()
         try:
             with self.catalog.engine.begin() as conn:
                 now = database_now(conn)
+                condition = [run_lease.c.id == 1, run_lease.c.token == self.token]
+                if self._remote:
+                    condition.append(run_lease.c.expires > now)  # a lapsed lease stays lapsed
                 changed = conn.execute(
-                    update(run_lease)
-                    .where(run_lease.c.id == 1, run_lease.c.token == self.token)
-                    .values(expires=now + self.period)
+                    update(run_lease).where(*condition).values(expires=now + self.period)
                 )
                 if changed.rowcount != 1:
                     holder = read_holder(conn)
-                    taken = holder.describe(now) if holder and holder.token else "nobody"
-                    self._lose(f"the catalog's lease was taken over by {taken}")
+                    if holder is not None and holder.token not in (None, self.token):
+                        self._lose(f"the catalog's lease was taken over by {holder.describe(now)}")
+                    else:
+                        self._lose("the catalog's lease expired before it could be renewed")
                     return
-            self._deadline = time.monotonic() + self.period
+            self._deadline = started + self.period
         except Exception as exc:
-            # On PostgreSQL a coordinator cut from the catalog must assume that another
-            # has taken over once its lease ran out. On SQLite the file lock proves it
-            # alive to every process that could take over (one host): a renewal held up
-            # by a long write elsewhere loses nothing.
-            remote = self.catalog.engine.dialect.name == "postgresql"
-            if remote and time.monotonic() >= self._deadline:
+            if self._remote and time.monotonic() >= self._deadline:
                 self._lose(f"the catalog's lease could not be renewed in time: {exc}")
             else:
                 LOG.warning("renewing the catalog's lease failed, will retry: %s", exc)
-            return
-        self._keep_handle()
-
-    def _keep_handle(self) -> None:
-        """Take the handle again after its session was lost (a database restart): the
-        lease, still ours, is what keeps others out meanwhile."""
-        if self._conn is not None:
-            try:
-                self._conn.execute(text("SELECT 1")).scalar()
-                self._conn.commit()
-                return
-            except Exception:
-                LOG.warning("the run lock's database session was lost; taking it again")
-                try:
-                    self._conn.close()
-                except Exception:
-                    LOG.debug("closing the lost session failed", exc_info=True)
-                self._conn = None
-        elif self._file is not None:
-            return
-        try:
-            if not self._take_handle():
-                LOG.warning("the run lock's session lock is held by a run waiting for ours")
-        except Exception as exc:
-            LOG.warning("taking the run lock's session lock again failed: %s", exc)
 
     def why_lost(self) -> str | None:
         """Why this run no longer holds the catalog (it must stop), or None."""
+        if (
+            self.lost is None
+            and self._remote
+            and self._deadline
+            and (time.monotonic() >= self._deadline)
+        ):
+            self._lose("the catalog's lease ran out before it could be renewed")
         return self.lost
 
     def _lose(self, reason: str) -> None:
-        self.lost = reason
-        LOG.error("run %s: %s; the run stops", self.run_id, reason)
+        if self.lost is None:
+            self.lost = reason
+            LOG.error("run %s: %s; the run stops", self.run_id, reason)
 
     # -- refusing --------------------------------------------------------------------------
-
-    def _holder(self) -> Holder | None:
-        try:
-            with self.catalog.engine.connect() as conn:
-                return read_holder(conn)
-        except Exception:
-            return None
 
     def _locked(self) -> LockedError:
         holder: Holder | None = None
@@ -480,11 +518,14 @@ class WorkerLease:
                     .where(lease_workers.c.token == self.token)
                     .values(expires=now + self.period)
                 )
-        except Exception as exc:
+        except Exception as exc:  # the journal's fence stops the batch if it is too late
             LOG.warning("renewing the worker's lease failed, will retry: %s", exc)
 
     def __exit__(self, *exc_info: Any) -> None:
         if self._heartbeat is not None:
             self._heartbeat.stop()
-        with self.engine.begin() as conn:
-            conn.execute(delete(lease_workers).where(lease_workers.c.token == self.token))
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(delete(lease_workers).where(lease_workers.c.token == self.token))
+        except Exception as exc:  # it expires by itself: never hide the batch's own end
+            LOG.warning("the worker's lease row was not removed (it lapses by itself): %s", exc)

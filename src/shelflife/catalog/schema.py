@@ -309,6 +309,7 @@ run_lease = Table(
     Column("command", String(255)),
     Column("host", String(255)),
     Column("pid", Integer),
+    Column("identity", String(255)),  # boot/pid namespace/pid/start time: is it gone?
     Column("since", UTCDateTime),
     Column("expires", Double),
     Column("period", Double),

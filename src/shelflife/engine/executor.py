@@ -23,6 +23,7 @@ from shelflife.base.aio import run_sync
 from shelflife.base.progress import NullProgress, Progress
 from shelflife.catalog.catalog import CatalogObject
 from shelflife.catalog.journal import Candidate
+from shelflife.catalog.lock import Fence
 from shelflife.config.model import RuleConfig
 from shelflife.engine.collect import Collector
 from shelflife.engine.context import Context
@@ -81,6 +82,7 @@ class InProcess:
             outcome.stopped = budget.exhausted(len(outcome.failed) - earlier, attempted)
             if outcome.stopped:
                 return
+        outcome.stopped = executor.halted()  # the lease lost in the last batch: the run says so
 
 
 def _never() -> str | None:
@@ -110,11 +112,13 @@ class Executor:
         progress: Progress | None = None,
         extra_rules: list[RuleConfig] | None = None,
         halt: Callable[[], str | None] | None = None,
+        fence: Fence | None = None,
     ) -> None:
         self.context = context
         self.outcome = outcome
         # why the run must stop before its next batch (its lease is lost), or None
         self.halted: Callable[[], str | None] = halt or _never
+        self.fence = fence  # checked by every journal step: the run still holds the lease
         self.progress = progress or NullProgress()
         self.now = context.clock()
         self.rules = {rule.id: rule for rule in [*context.config.rules, *(extra_rules or [])]}
@@ -190,7 +194,7 @@ class Executor:
 
     def _migrate(self, batch: Batch, rows: dict[str, CatalogObject]) -> None:
         if self._migrator is None:
-            self._migrator = migrator(self.context)
+            self._migrator = migrator(self.context, self.fence)
         tier, rule, to = batch[0].tier, batch[0].rule, batch[0].to
         assert to is not None
         store = self.context.store(tier)

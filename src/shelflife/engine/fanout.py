@@ -36,12 +36,12 @@ from sqlalchemy import Engine, bindparam, select, update
 from shelflife.base.aio import run_sync
 from shelflife.base.faults import checkpoint
 from shelflife.catalog.catalog import _Guard
-from shelflife.catalog.lock import WorkerLease, lease_gone
+from shelflife.catalog.lock import Fence, WorkerLease, lease_fence, lease_gone
 from shelflife.catalog.schema import run_actions
 from shelflife.engine.context import Context
 from shelflife.engine.executor import Executor
 from shelflife.engine.migrate import migrator
-from shelflife.errors import ObjectNotFound
+from shelflife.errors import LeaseLost, ObjectNotFound
 from shelflife.model.actions import Action, Failure, Skip
 from shelflife.model.outcome import RunOutcome
 from shelflife.model.plan import Plan
@@ -165,22 +165,28 @@ def execute_batch(context: Context, run_id: str, plan_now: datetime, items: list
         if gone:
             LOG.warning("batch of %d actions of run %s dropped: %s", len(items), run_id, gone)
             return 0
-        return _execute_batch(context, run_id, plan_now, items)
+        try:
+            return _execute_batch(context, run_id, plan_now, items, lease_fence(run_id=run_id))
+        except LeaseLost as exc:  # mid-batch: its journal entries are the successor's now
+            LOG.warning("batch of run %s stopped: %s", run_id, exc.message)
+            return 0
 
 
-def _execute_batch(context: Context, run_id: str, plan_now: datetime, items: list[Action]) -> int:
+def _execute_batch(
+    context: Context, run_id: str, plan_now: datetime, items: list[Action], fence: Fence
+) -> int:
     ledger = RunActions(context.catalog.engine)
     recorded = ledger.outcomes(run_id, items)
     leftover = [i for i in items if recorded.get((i.tier, i.key)) == "pending"]
     fresh = [i for i in items if (i.tier, i.key) not in recorded]
-    retry = _settle_pending(context, ledger, run_id, leftover)
+    retry = _settle_pending(context, ledger, run_id, leftover, fence)
     ledger.pending(run_id, fresh)
     todo = retry + fresh
     if not todo:
         return 0
     checkpoint("batch-pending")
     outcome = RunOutcome("run", Plan(now=plan_now), run_id=run_id)
-    Executor(context, outcome).take(todo)
+    Executor(context, outcome, fence=fence).take(todo)
     done = {(a.tier, a.key) for a in outcome.actions}
     reasons = {(s.tier, s.key): s.reason for s in outcome.skipped}
     errors = {(f.tier, f.key): f.error for f in outcome.failed}
@@ -200,7 +206,7 @@ def _execute_batch(context: Context, run_id: str, plan_now: datetime, items: lis
 
 
 def _settle_pending(
-    context: Context, ledger: RunActions, run_id: str, items: list[Action]
+    context: Context, ledger: RunActions, run_id: str, items: list[Action], fence: Fence
 ) -> list[Action]:
     """Finish what a dead worker left: return the actions to take again."""
     if not items:
@@ -208,7 +214,7 @@ def _settle_pending(
     again: list[Action] = []
     moves = [item for item in items if item.action == "migrate"]
     if moves:
-        engine = migrator(context)
+        engine = migrator(context, fence)
         run_sync(engine.recover(run_id=run_id, keys=[item.key for item in moves]))
         for tier in {item.tier for item in moves}:
             of_tier = [item for item in moves if item.tier == tier]

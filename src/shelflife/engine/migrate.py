@@ -41,6 +41,7 @@ from shelflife.base.retry import retrying
 from shelflife.base.units import utcnow
 from shelflife.catalog import Catalog
 from shelflife.catalog.journal import Candidate, Entry, Journal
+from shelflife.catalog.lock import Fence
 from shelflife.config.model import Config
 from shelflife.engine.context import Context
 from shelflife.errors import ObjectExists, ObjectNotFound, ShelflifeError, StoreError
@@ -89,13 +90,14 @@ class MigrateResult:
         return pairs
 
 
-def migrator(context: Context) -> Migrator:
-    """The migrator of a context, with its executor settings."""
+def migrator(context: Context, fence: Fence | None = None) -> Migrator:
+    """The migrator of a context, with its executor settings; ``fence``: the run's lease
+    check, made with every journal step (:func:`shelflife.catalog.lock.lease_fence`)."""
     executor = context.config.executor
     return Migrator(
         context.config,
         context.catalog,
-        Journal(context.catalog.engine),
+        Journal(context.catalog.engine, fence),
         context.locator,
         context.sources(),
         context.store,

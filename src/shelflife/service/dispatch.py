@@ -127,6 +127,8 @@ class CeleryDispatcher:
             outcome.stopped = budget.exhausted(len(failed), attempted)
             if outcome.stopped:
                 break
+        if not outcome.stopped:  # lost during the last wave: its dropped batches show
+            outcome.stopped = executor.halted()
         actions, skipped, failed = self._results(ledger, run_id)
         outcome.actions += actions
         outcome.skipped += skipped

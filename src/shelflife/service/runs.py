@@ -214,7 +214,10 @@ def run(
                 dispatcher=dispatcher,
                 lease=lease,
             )
-            if rules is None and any(r.action == "collect-orphans" for r in chosen):
+            lost = lease.why_lost()
+            if lost and not outcome.stopped:
+                outcome.stopped = lost
+            if not lost and rules is None and any(r.action == "collect-orphans" for r in chosen):
                 # quarantine past its days (what this run quarantined is not: it is newer)
                 outcome.actions += run_sync(purge_quarantine(context, started))
             _recount(context, outcome)
@@ -408,7 +411,12 @@ def _execute(
     outcome.claimed = bool(plan_body.id)
     outcome.skipped += plan_body.iter_skipped()
     executor = Executor(
-        context, outcome, progress, extra_rules, halt=None if lease is None else lease.why_lost
+        context,
+        outcome,
+        progress,
+        extra_rules,
+        halt=None if lease is None else lease.why_lost,
+        fence=None if lease is None else lease.fence,
     )
     budget = ErrorBudget(settings.max_error_fraction, plan_body.size)
     (dispatcher or InProcess()).dispatch(

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 from shelflife.catalog.schema import UTCDateTime
+from shelflife.errors import CatalogError
 
 revision = "0015_run_lease"
 down_revision = "0014_action_log_ids"
@@ -21,7 +22,22 @@ branch_labels = None
 depends_on = None
 
 
+# The advisory lock key runs took before this revision (PostgreSQL).
+LEGACY_LOCK = 0x5E1F11FE
+
+
 def upgrade() -> None:
+    bind = op.get_bind()
+    if bind.dialect.name == "postgresql":
+        # a run of an earlier version holds the catalog by that lock alone: upgrading
+        # under it would let a second run in beside it
+        free = bind.execute(sa.text(f"SELECT pg_try_advisory_xact_lock({LEGACY_LOCK})")).scalar()
+        if not free:
+            raise CatalogError(
+                "a run of an earlier shelflife version holds this catalog, so its schema "
+                "cannot be upgraded now",
+                hint="let that run finish (or stop it), then start this version again",
+            )
     lease = op.create_table(
         "run_lease",
         sa.Column("id", sa.Integer, primary_key=True),
@@ -30,6 +46,7 @@ def upgrade() -> None:
         sa.Column("command", sa.String(255)),
         sa.Column("host", sa.String(255)),
         sa.Column("pid", sa.Integer),
+        sa.Column("identity", sa.String(255)),
         sa.Column("since", UTCDateTime),
         sa.Column("expires", sa.Double),
         sa.Column("period", sa.Double),
