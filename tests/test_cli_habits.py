@@ -51,6 +51,14 @@ def as_json(result: subprocess.CompletedProcess[str]) -> dict[str, object]:
     return body
 
 
+def put_all(home: Path, objects: dict[str, bytes], tier: str | None = None) -> None:
+    """Store objects in this process: the setup of tests about other commands (`put` from
+    the command line has tests of its own), one process start instead of one per object."""
+    with Shelf.open(home / "shelflife.toml") as shelf:
+        for key, data in objects.items():
+            shelf.put(data, key, tier=tier)
+
+
 def with_umask(umask: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     command = " ".join(shlex.quote(a) for a in (SHELFLIFE, *args))
     return subprocess.run(
@@ -120,14 +128,12 @@ def test_a_bad_log_level_has_a_hint(home: Path) -> None:
 
 
 def test_verbose_logs_each_action_at_info(home: Path) -> None:
-    (home / "f").write_bytes(b"x")
-    shelflife("put", "f", "k", cwd=home)
+    put_all(home, {"k": b"x"})
     rules = '[[rules]]\nid = "drop"\ntier = "local"\naction = "expire"\nafter = "0d"\n'
     (home / "shelflife.toml").write_text(CONFIG + rules)
     plain = shelflife("run", "--yes", cwd=home)
     assert plain.returncode == 0, plain.stderr
-    (home / "f").write_bytes(b"x")
-    shelflife("put", "f", "k", cwd=home)
+    put_all(home, {"k": b"x"})
     loud = shelflife("-v", "run", "--yes", cwd=home)
     assert loud.returncode == 0, loud.stderr
     assert "INFO" in loud.stderr or "info" in loud.stderr.lower()
@@ -342,9 +348,7 @@ def with_rows(home: Path, *values: str) -> None:
 
 
 def test_rm_refuses_an_object_rows_point_at_unless_forced(home: Path) -> None:
-    (home / "p.jpg").write_bytes(b"photo")
-    assert shelflife("put", "p.jpg", "photos/002.jpg", cwd=home).returncode == 0
-    assert shelflife("put", "p.jpg", "photos/003.jpg", cwd=home).returncode == 0
+    put_all(home, dict.fromkeys(["photos/002.jpg", "photos/003.jpg"], b"photo"))
     with_rows(home, "photos/002.jpg")
     refused = shelflife("rm", "photos/002.jpg", cwd=home)
     assert refused.returncode == 3
@@ -381,13 +385,13 @@ def test_rm_deletes_every_copy_so_no_older_one_comes_back(home: Path) -> None:
     assert (gone.returncode, gone.stdout) == (1, "")
     assert not (home / "outputs" / "x").exists()
     assert not (home / "cold" / "x").exists()
-    shelflife("put", "old.txt", "y", "--tier", "cold", cwd=home)
-    shelflife("put", "new.txt", "y", "--tier", "local", cwd=home)
+    put_all(home, {"y": b"old bytes"}, tier="cold")  # the same two copies again
+    put_all(home, {"y": b"new bytes"}, tier="local")
     body = as_json(shelflife("rm", "y", "--json", cwd=home))
     assert body == {"key": "y", "tier": "local", "deleted": True, "tiers": ["local", "cold"]}
     # a row pointing at either copy keeps both
-    shelflife("put", "old.txt", "z", "--tier", "cold", cwd=home)
-    shelflife("put", "new.txt", "z", "--tier", "local", cwd=home)
+    put_all(home, {"z": b"old bytes"}, tier="cold")
+    put_all(home, {"z": b"new bytes"}, tier="local")
     with_rows(home, "z")
     assert shelflife("rm", "z", cwd=home).returncode == 3
     assert (home / "outputs" / "z").exists()
@@ -523,11 +527,9 @@ def test_per_run_limits_must_be_at_least_one(home: Path, command: str, flag: str
 
 
 def test_ls_matches_string_prefixes_in_key_order(home: Path) -> None:
-    for key in ["docs/2024/report.pdf", "docs/2024/reply.txt", "docs/2024/x.txt", "docs/2025"]:
-        (home / "f").write_bytes(b"z" * 2048)
-        shelflife("put", "f", key, cwd=home)
-    (home / "f").write_bytes(b"q")
-    shelflife("put", "f", "docs/2024/rep-cold", "--tier", "cold", cwd=home)
+    keys = ["docs/2024/report.pdf", "docs/2024/reply.txt", "docs/2024/x.txt", "docs/2025"]
+    put_all(home, dict.fromkeys(keys, b"z" * 2048))
+    put_all(home, {"docs/2024/rep-cold": b"q"}, tier="cold")
     listing = as_json(shelflife("ls", "docs/2024/rep", "--json", cwd=home))
     objects = listing["objects"]
     assert isinstance(objects, list)
@@ -584,9 +586,8 @@ def test_ls_prefix_matching_on_s3(tmp_path: Path, s3_endpoint: str, s3_bucket: s
     (tmp_path / "shelflife.toml").write_text(
         f'[catalog]\nurl = "sqlite:///catalog.db"\n[tiers.cloud]\n{lines}\n'
     )
-    for key in ["docs/2024/report.pdf", "docs/2024/x.txt", "docs/2024/rep/inner", "docsy"]:
-        (tmp_path / "f").write_bytes(b"s3")
-        assert shelflife("put", "f", key, cwd=tmp_path).returncode == 0
+    keys = ["docs/2024/report.pdf", "docs/2024/x.txt", "docs/2024/rep/inner", "docsy"]
+    put_all(tmp_path, dict.fromkeys(keys, b"s3"))
     listing = as_json(shelflife("ls", "docs/2024/rep", "--json", cwd=tmp_path))["objects"]
     assert isinstance(listing, list)
     assert [(o["key"], o["bytes"]) for o in listing] == [

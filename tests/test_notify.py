@@ -248,7 +248,7 @@ def test_429_is_retried_after_its_retry_after_404_is_not_and_500_until_retries_r
 def test_a_receiver_that_never_answers_neither_fails_nor_holds_the_run(
     tmp_path: Path, app: AppTable
 ) -> None:
-    with receiver(stall=5) as hook:
+    with receiver(stall=1.5) as hook:  # five times the 0.3 s timeout: never answered in time
         url = f"{hook.url}?token={TOKEN}"
         entry = target(
             url,
