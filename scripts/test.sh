@@ -72,7 +72,7 @@ SHELFLIFE_CORE_ONLY=1 SHELFLIFE_ARTIFACTS="$(mktemp -d)" .venv-core/bin/pytest -
   "${CORE_SUITE[@]}"
 
 step "pytest"
-# The suite starts about two thousand shelflife and celery processes: let them keep the
+# The suite starts hundreds of shelflife and celery processes: let them keep the
 # project's compiled bytecode (src/**/__pycache__, ignored by git) instead of compiling
 # it again each time, whatever the environment says.
 unset PYTHONDONTWRITEBYTECODE
