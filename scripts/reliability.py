@@ -200,6 +200,7 @@ def soak_section() -> list[str]:
         "moto, while an application wrote, uploaded, read, un-referenced and deleted objects "
         "at a steady rate; then every check below. Its short version runs in the suite "
         "(`tests/test_soak.py`, above).",
+        "",
         f"- Run: {chosen['date']}, {chosen['machine']}; {chosen['failed_checks']} failed checks",
         f"- Daemon RSS {chosen['rss_start'] / mib:.1f} MiB after "
         f"{chosen['rss_warm_up_seconds'] / 60:g} min, {chosen['rss_end'] / mib:.1f} MiB at the "
