@@ -50,7 +50,7 @@ from shelflife.base.keys import validate_key, validate_prefix
 from shelflife.engine import trust
 from shelflife.errors import ObjectArchived, ObjectNotFound, StoreAuthError, StoreError
 from shelflife.model.locations import Location
-from shelflife.service.objects import find_key, resolve_name
+from shelflife.service.objects import resolve_name
 from shelflife.service.shelf import INTERNAL_PREFIX, Shelf
 from shelflife.service.uploads import DirectRecorder, put_object
 from shelflife.stores import ObjectInfo, ObstoreStore
@@ -133,7 +133,8 @@ class ShelflifeFileSystem(AbstractFileSystem):  # type: ignore[misc]
         validate_prefix(prefix)
         base = prefix + "/" if prefix else ""
         seen: set[str] = set()
-        for tier, info in self.shelf.ls(prefix, internal=False):
+        # The folder itself is listed (``r/sub/``), not its parent filtered by name.
+        for tier, info in self.shelf.ls(base, internal=False):
             if info.key.startswith(base) and info.key not in seen:
                 seen.add(info.key)
                 yield self._file_details(tier, info)
@@ -378,12 +379,10 @@ class ShelflifeFileSystem(AbstractFileSystem):  # type: ignore[misc]
                 "refusing to delete the root of shelflife://, which would delete every "
                 "object on every tier: name a folder (rm('reports', recursive=True))"
             )
-        found = find_key(self.shelf.context, value)
-        if found is None:
-            try:
-                found = self._locate(value)
-            except ObjectNotFound:
-                return []
+        try:
+            found = self._locate(value)
+        except ObjectNotFound:
+            return []
         if found.key.startswith(INTERNAL_PREFIX):
             raise PermissionError(
                 f"{found.key} is shelflife's own (quarantine, probes); not deleting it: "
