@@ -26,6 +26,7 @@ from fsspec.tests.abstract import (
 )
 
 from shelflife import Shelf
+from shelflife.base.aio import run_sync
 from shelflife.contrib.fsspec import ShelflifeFileSystem
 from shelflife.errors import UsageError
 from tests.support.apps import AppTable
@@ -229,6 +230,70 @@ def test_ls_info_and_derived_folders(fs: ShelflifeFileSystem, backend: str) -> N
     ]
     assert sorted(fs.glob("r/**/*.csv")) == ["r/a.csv", "r/sub/b.csv", "r/sub/deep/c.csv"]
     assert fs.du("r") == 6
+
+
+def test_isdir_says_what_info_says(fs: ShelflifeFileSystem, backend: str) -> None:
+    """isdir answers from a listing where it can, and agrees with info everywhere: a
+    folder, a file, an object written outside shelflife (no inventory row), a key that
+    is both a file and a folder (on S3), nothing, and a path that cannot be a key."""
+    fs.pipe({"d/f.txt": b"f", "d/sub/g.txt": b"g"})
+    outside = "d/outside/raw.bin"
+    run_sync(fs.shelf.store(fs.tier).put(outside, b"not inventoried"))
+    assert fs.shelf.catalog.get(fs.tier, outside) is None
+    cases = [
+        ("", True),
+        ("d", True),
+        ("d/sub", True),
+        ("d/outside", True),
+        ("shelflife://d/sub/", True),
+        ("d/f.txt", False),
+        (outside, False),
+        ("d/nothing", False),
+        ("d/su", False),
+        ("a//b", False),
+    ]
+    if backend == "s3":  # a folder of files cannot also be a file
+        fs.pipe({"both": b"b", "both/inner": b"i"})
+        cases.append(("both", False))  # info says file
+    for path, expected in cases:
+        assert fs.isdir(path) is expected, path
+        try:
+            said = fs.info(path)["type"] == "directory"
+        except (FileNotFoundError, ValueError):
+            said = False
+        assert said is expected, path
+
+
+def test_a_missing_path_asks_each_tier_once(
+    fs: ShelflifeFileSystem, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """exists/info of a path nothing holds: one lookup of the object and one listing
+    per tier (the path is not asked again as a reference value naming the same key),
+    and isdir of it only the listings."""
+    fs.pipe_file("kept/x.csv", b"x")
+    asked: list[tuple[str, str]] = []
+    for tier in fs.shelf.config.tiers:
+        store = fs.shelf.store(tier)
+        for method in ["head", "list"]:  # exists is a head
+            monkeypatch.setattr(store, method, counted(asked, tier, method, getattr(store, method)))
+    assert not fs.exists("kept/nothing.csv")
+    tiers = list(fs.shelf.config.tiers)
+    assert sorted(asked) == sorted(
+        [(tier, "head") for tier in tiers] + [(tier, "list") for tier in tiers]
+    )
+    asked.clear()
+    assert not fs.isdir("kept/nothing.csv")
+    assert sorted(asked) == sorted((tier, "list") for tier in tiers)
+
+
+def counted(asked: list[tuple[str, str]], tier: str, method: str, call: Any) -> Any:
+    """``call`` (a store's coroutine or listing method), noting each call in ``asked``."""
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        asked.append((tier, method))
+        return call(*args, **kwargs)
+
+    return counting
 
 
 def test_reads_are_seekable_ranges(fs: ShelflifeFileSystem) -> None:
