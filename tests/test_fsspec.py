@@ -94,9 +94,13 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def fs(config_file: Path, backend: str) -> Iterator[ShelflifeFileSystem]:
-    """The filesystem of a fresh config, writing to the tier under test."""
-    filesystem = ShelflifeFileSystem(config_file, tier=tier_of(backend), skip_instance_cache=True)
+def fs(
+    tmp_path: Path, request: pytest.FixtureRequest, backend: str
+) -> Iterator[ShelflifeFileSystem]:
+    """The filesystem of a fresh config, writing to the tier under test: the S3 tier
+    after a folder tier, or a folder tier before another (no S3 server asked)."""
+    config = write_config(tmp_path, request) if backend == "s3" else two_folder_tiers(tmp_path)
+    filesystem = ShelflifeFileSystem(config, tier=tier_of(backend), skip_instance_cache=True)
     yield filesystem
     filesystem.shelf.close()
 
@@ -380,6 +384,22 @@ def test_copy_remove_and_folders(fs: ShelflifeFileSystem, backend: str) -> None:
     assert fs.ls("", detail=False) == ["src"]
     fs.mv("src/one.txt", "moved/one.txt")
     assert fs.ls("", detail=False) == ["moved"]
+
+
+def test_a_copy_of_an_object_gone_behind_shelflife_is_file_not_found(
+    fs: ShelflifeFileSystem,
+) -> None:
+    """An inventory row whose object was deleted outside shelflife: cp_file of it is
+    FileNotFoundError, and nothing is written."""
+    fs.pipe_file("gone/x.bin", b"x")
+    run_sync(fs.shelf.store(fs.tier).delete("gone/x.bin"))
+    assert fs.shelf.catalog.get(fs.tier, "gone/x.bin") is not None
+    with pytest.raises(FileNotFoundError, match=r"gone/x\.bin"):
+        fs.cp_file("gone/x.bin", "copied/x.bin")
+    assert not fs.exists("copied/x.bin")
+    fs.pipe_file("gone/folder/y.bin", b"y")
+    fs.cp_file("gone/folder", "copied/folder")  # a folder: copied by its objects, not here
+    assert not fs.exists("copied/folder")
 
 
 def test_errors_are_the_builtins_fsspec_users_catch(fs: ShelflifeFileSystem) -> None:
