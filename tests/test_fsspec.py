@@ -26,6 +26,7 @@ from fsspec.tests.abstract import (
 )
 
 from shelflife import Shelf
+from shelflife.base.aio import run_sync
 from shelflife.contrib.fsspec import ShelflifeFileSystem
 from shelflife.errors import UsageError
 from tests.support.apps import AppTable
@@ -93,9 +94,13 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def fs(config_file: Path, backend: str) -> Iterator[ShelflifeFileSystem]:
-    """The filesystem of a fresh config, writing to the tier under test."""
-    filesystem = ShelflifeFileSystem(config_file, tier=tier_of(backend), skip_instance_cache=True)
+def fs(
+    tmp_path: Path, request: pytest.FixtureRequest, backend: str
+) -> Iterator[ShelflifeFileSystem]:
+    """The filesystem of a fresh config, writing to the tier under test: the S3 tier
+    after a folder tier, or a folder tier before another (no S3 server asked)."""
+    config = write_config(tmp_path, request) if backend == "s3" else two_folder_tiers(tmp_path)
+    filesystem = ShelflifeFileSystem(config, tier=tier_of(backend), skip_instance_cache=True)
     yield filesystem
     filesystem.shelf.close()
 
@@ -231,6 +236,70 @@ def test_ls_info_and_derived_folders(fs: ShelflifeFileSystem, backend: str) -> N
     assert fs.du("r") == 6
 
 
+def test_isdir_says_what_info_says(fs: ShelflifeFileSystem, backend: str) -> None:
+    """isdir answers from a listing where it can, and agrees with info everywhere: a
+    folder, a file, an object written outside shelflife (no inventory row), a key that
+    is both a file and a folder (on S3), nothing, and a path that cannot be a key."""
+    fs.pipe({"d/f.txt": b"f", "d/sub/g.txt": b"g"})
+    outside = "d/outside/raw.bin"
+    run_sync(fs.shelf.store(fs.tier).put(outside, b"not inventoried"))
+    assert fs.shelf.catalog.get(fs.tier, outside) is None
+    cases = [
+        ("", True),
+        ("d", True),
+        ("d/sub", True),
+        ("d/outside", True),
+        ("shelflife://d/sub/", True),
+        ("d/f.txt", False),
+        (outside, False),
+        ("d/nothing", False),
+        ("d/su", False),
+        ("a//b", False),
+    ]
+    if backend == "s3":  # a folder of files cannot also be a file
+        fs.pipe({"both": b"b", "both/inner": b"i"})
+        cases.append(("both", False))  # info says file
+    for path, expected in cases:
+        assert fs.isdir(path) is expected, path
+        try:
+            said = fs.info(path)["type"] == "directory"
+        except (FileNotFoundError, ValueError):
+            said = False
+        assert said is expected, path
+
+
+def test_a_missing_path_asks_each_tier_once(
+    fs: ShelflifeFileSystem, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """exists/info of a path nothing holds: one lookup of the object and one listing
+    per tier (the path is not asked again as a reference value naming the same key),
+    and isdir of it only the listings."""
+    fs.pipe_file("kept/x.csv", b"x")
+    asked: list[tuple[str, str]] = []
+    for tier in fs.shelf.config.tiers:
+        store = fs.shelf.store(tier)
+        for method in ["head", "list"]:  # exists is a head
+            monkeypatch.setattr(store, method, counted(asked, tier, method, getattr(store, method)))
+    assert not fs.exists("kept/nothing.csv")
+    tiers = list(fs.shelf.config.tiers)
+    assert sorted(asked) == sorted(
+        [(tier, "head") for tier in tiers] + [(tier, "list") for tier in tiers]
+    )
+    asked.clear()
+    assert not fs.isdir("kept/nothing.csv")
+    assert sorted(asked) == sorted((tier, "list") for tier in tiers)
+
+
+def counted(asked: list[tuple[str, str]], tier: str, method: str, call: Any) -> Any:
+    """``call`` (a store's coroutine or listing method), noting each call in ``asked``."""
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        asked.append((tier, method))
+        return call(*args, **kwargs)
+
+    return counting
+
+
 def test_reads_are_seekable_ranges(fs: ShelflifeFileSystem) -> None:
     data = os.urandom(3 * 1024 * 1024 + 123)
     fs.pipe_file("big/blob.bin", data)
@@ -317,6 +386,22 @@ def test_copy_remove_and_folders(fs: ShelflifeFileSystem, backend: str) -> None:
     assert fs.ls("", detail=False) == ["moved"]
 
 
+def test_a_copy_of_an_object_gone_behind_shelflife_is_file_not_found(
+    fs: ShelflifeFileSystem,
+) -> None:
+    """An inventory row whose object was deleted outside shelflife: cp_file of it is
+    FileNotFoundError, and nothing is written."""
+    fs.pipe_file("gone/x.bin", b"x")
+    run_sync(fs.shelf.store(fs.tier).delete("gone/x.bin"))
+    assert fs.shelf.catalog.get(fs.tier, "gone/x.bin") is not None
+    with pytest.raises(FileNotFoundError, match=r"gone/x\.bin"):
+        fs.cp_file("gone/x.bin", "copied/x.bin")
+    assert not fs.exists("copied/x.bin")
+    fs.pipe_file("gone/folder/y.bin", b"y")
+    fs.cp_file("gone/folder", "copied/folder")  # a folder: copied by its objects, not here
+    assert not fs.exists("copied/folder")
+
+
 def test_errors_are_the_builtins_fsspec_users_catch(fs: ShelflifeFileSystem) -> None:
     fs.pipe_file("folder/file.txt", b"x")
     with pytest.raises(IsADirectoryError, match="folder of objects"):
@@ -382,7 +467,9 @@ def suite_fs(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ShelflifeFileSystem]:
     folder = tmp_path_factory.mktemp(f"suite-{request.param}")
-    config = write_config(folder, request)
+    # On the file:// tier the other tier is a folder too: the suites' many lookups of
+    # paths nothing holds ask two folders, not moto's server (the S3 case asks both kinds).
+    config = write_config(folder, request) if request.param == "s3" else two_folder_tiers(folder)
     filesystem = ShelflifeFileSystem(config, tier=tier_of(request.param), skip_instance_cache=True)
     yield filesystem
     filesystem.shelf.close()

@@ -50,7 +50,7 @@ from shelflife.base.keys import validate_key, validate_prefix
 from shelflife.engine import trust
 from shelflife.errors import ObjectArchived, ObjectNotFound, StoreAuthError, StoreError
 from shelflife.model.locations import Location
-from shelflife.service.objects import find_key, resolve_name
+from shelflife.service.objects import resolve_name
 from shelflife.service.shelf import INTERNAL_PREFIX, Shelf
 from shelflife.service.uploads import DirectRecorder, put_object
 from shelflife.stores import ObjectInfo, ObstoreStore
@@ -133,7 +133,8 @@ class ShelflifeFileSystem(AbstractFileSystem):  # type: ignore[misc]
         validate_prefix(prefix)
         base = prefix + "/" if prefix else ""
         seen: set[str] = set()
-        for tier, info in self.shelf.ls(prefix, internal=False):
+        # The folder itself is listed (``r/sub/``), not its parent filtered by name.
+        for tier, info in self.shelf.ls(base, internal=False):
             if info.key.startswith(base) and info.key not in seen:
                 seen.add(info.key)
                 yield self._file_details(tier, info)
@@ -184,6 +185,37 @@ class ShelflifeFileSystem(AbstractFileSystem):  # type: ignore[misc]
         except (FileNotFoundError, ValueError):
             return False
         return True
+
+    def isdir(self, path: str) -> bool:
+        """Whether ``path`` is a folder, as :meth:`info` would say, in fewer requests: an
+        inventoried key is a file's (one ``head`` confirms it), and a path no object is
+        under is no folder (one listing per tier, no lookup of an object there: the
+        common case of a copy's or a write's new target). A path that cannot be a key
+        is no folder, as it does not exist."""
+        key = self._strip_protocol(path)
+        if not key:
+            return True
+        if self._inventoried(key):
+            try:
+                return bool(self.info(key)["type"] == "directory")
+            except FileNotFoundError:
+                return False
+        if not self._has_objects_under(key):
+            return False
+        try:
+            self._object(key)
+        except ObjectNotFound:
+            return True
+        return False
+
+    def _inventoried(self, key: str) -> bool:
+        """Whether the inventory has the literal key ``key`` on some tier."""
+        try:
+            key = validate_key(key)
+        except ValueError:
+            return False
+        catalog = self.shelf.catalog
+        return any(catalog.get(tier, key) is not None for tier in self.shelf.config.tiers)
 
     def modified(self, path: str) -> datetime:
         return self._object(path)[1].modified
@@ -378,12 +410,10 @@ class ShelflifeFileSystem(AbstractFileSystem):  # type: ignore[misc]
                 "refusing to delete the root of shelflife://, which would delete every "
                 "object on every tier: name a folder (rm('reports', recursive=True))"
             )
-        found = find_key(self.shelf.context, value)
-        if found is None:
-            try:
-                found = self._locate(value)
-            except ObjectNotFound:
-                return []
+        try:
+            found = self._locate(value)
+        except ObjectNotFound:
+            return []
         if found.key.startswith(INTERNAL_PREFIX):
             raise PermissionError(
                 f"{found.key} is shelflife's own (quarantine, probes); not deleting it: "

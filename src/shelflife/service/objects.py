@@ -28,13 +28,10 @@ def resolve(context: Context, ref: str) -> Location:
     each location it may name is tried on its own tier first, then on the others (a row
     keeps working whichever tier the object sits on today)."""
     candidates, order = _search_order(context, ref)
-    for candidate in order:
-        if context.catalog.get(candidate.tier, candidate.key) is not None:
-            return candidate
-    for candidate in order:
-        if run_sync(context.store(candidate.tier).exists(candidate.key)):
-            return candidate
-    raise _nowhere(candidates, order)
+    found = _first_held(context, order)
+    if found is None:
+        raise _nowhere(candidates, order)
+    return found
 
 
 def find_key(context: Context, key: str, *, first: str | None = None) -> Location | None:
@@ -43,29 +40,52 @@ def find_key(context: Context, key: str, *, first: str | None = None) -> Locatio
 
     No reference spelling is read: ``outputs/x.mp4`` is that key even where a tier's
     ``ref_format`` is ``outputs/{key}``."""
-    try:
-        key = validate_key(key)
-    except InvalidKeyError:
-        return None
-    tiers = list(context.config.tiers)
-    if first in tiers:
-        tiers.remove(first)
-        tiers.insert(0, first)
-    for tier in tiers:
-        if context.catalog.get(tier, key) is not None:
-            return Location(tier, key)
-    for tier in tiers:
-        if run_sync(context.store(tier).exists(key)):
-            return Location(tier, key)
-    return None
+    return _first_held(context, _key_places(context, key, first))
 
 
 def resolve_name(context: Context, name: str, *, first: str | None = None) -> Location:
     """Where the object a storage name lives: the literal key on any tier (see
     :func:`find_key`), else what :func:`resolve` finds for it as a reference value (a
     row a migration rewrote). For interfaces whose names are keys first (Django's
-    storage, fsspec paths)."""
-    return find_key(context, name, first=first) or resolve(context, name)
+    storage, fsspec paths).
+
+    Each place is asked once: the places of the literal key, found empty, are not asked
+    again as places of the value (a name no spelling matches names only those), so a
+    name nothing holds costs one inventory lookup and one store request per tier."""
+    literal = _key_places(context, name, first)
+    found = _first_held(context, literal)
+    if found is not None:
+        return found
+    candidates, order = _search_order(context, name)
+    found = _first_held(context, [place for place in order if place not in literal])
+    if found is None:
+        raise _nowhere(candidates, order)
+    return found
+
+
+def _key_places(context: Context, key: str, first: str | None) -> list[Location]:
+    """The literal key on each tier, in config order with ``first`` ahead; [] when
+    ``key`` cannot be a key."""
+    try:
+        key = validate_key(key)
+    except InvalidKeyError:
+        return []
+    tiers = list(context.config.tiers)
+    if first in tiers:
+        tiers.remove(first)
+        tiers.insert(0, first)
+    return [Location(tier, key) for tier in tiers]
+
+
+def _first_held(context: Context, places: list[Location]) -> Location | None:
+    """The first of ``places`` the inventory holds, else the first a store holds."""
+    found = _in_catalog(context, places)
+    if found is not None:
+        return found
+    for place in places:
+        if run_sync(context.store(place.tier).exists(place.key)):
+            return place
+    return None
 
 
 async def resolve_async(context: Context, ref: str) -> Location:
