@@ -318,7 +318,9 @@ def test_a_fanned_out_batch_keeps_the_age_the_log_records(
     app.insert(REF.format("keep.bin"))
     shelf.scan(["local"])
     (planned,) = shelf.plan(rule="retention", scan=False).actions
-    execute_batch(shelf.context, "run-x", utcnow(), [Action.from_json(planned.as_json())])
+    with shelf.context.run_lock("shelflife run", run_id="run-x", fanned_out=True):
+        # a worker takes a batch only while its run holds the lease
+        execute_batch(shelf.context, "run-x", utcnow(), [Action.from_json(planned.as_json())])
     (done,), _, _ = RunActions(shelf.catalog.engine).results("run-x")
     assert (done.age, done.aged_from) == ("created", planned.aged_from)
     shelf.close()

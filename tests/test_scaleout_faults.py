@@ -30,10 +30,10 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
+from tests.support.celery_site import CELERY, Env, build, check_invariants, end_state
 from tests.support.cli import SHELFLIFE
 from tests.support.figures import Figures
 from tests.support.servers import free_port, wait_for_port
-from tests.test_celery import CELERY, Env, build, check_invariants, end_state
 
 pytestmark = pytest.mark.postgres
 REDIS = "redis://127.0.0.1:6379"
