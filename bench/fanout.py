@@ -1,13 +1,13 @@
 """Fan-out: one migration run taken in process, then by 1, 2 and 4 Celery worker processes.
 
-    .venv/bin/python bench/fanout.py [--count 400] [--repeat 3] [--quick]
+    .venv/bin/python bench/fanout.py [--count 400] [--repeat 3] [--quick] [--delay 40]
 
 The stores are latency-bound, as real object stores are: two moto S3 servers (one per
 tier, so neither server's GIL is shared by both tiers) behind ``bench/latency_proxy.py``,
-which holds every request back by ``--delay`` (40 ms). Each worker takes one batch at a
-time with ``--transfers`` transfers in flight, so a single worker waits on round trips and
-more workers can only help by running batches side by side: the figure is the fan-out's,
-not the test server's.
+which holds every request back by ``--delay`` milliseconds (40). Each worker takes one
+batch at a time with ``--transfers`` transfers in flight, so a single worker waits on round
+trips and more workers can only help by running batches side by side: the figure is the
+fan-out's, not the test server's.
 
 Workload, reset before each case: ``--count`` objects of ``--size`` bytes in a fresh bucket
 of tier ``hot``, one row per object in an application database in PostgreSQL, a fresh
@@ -174,7 +174,7 @@ def open_catalog(config_path: str) -> None:
 # -- servers, workload, workers -----------------------------------------------------------------
 
 
-def start_servers(delay: float) -> Servers:
+def start_servers(delay_ms: float) -> Servers:
     from bench.transfer import start_moto
 
     motos, direct = [], []
@@ -183,7 +183,7 @@ def start_servers(delay: float) -> Servers:
         motos.append(process)
         direct.append(endpoint)
     proxy = subprocess.Popen(
-        [sys.executable, str(ROOT / "bench" / "latency_proxy.py"), "--delay", str(delay)]
+        [sys.executable, str(ROOT / "bench" / "latency_proxy.py"), "--delay", str(delay_ms)]
         + [endpoint.rsplit(":", 1)[1] for endpoint in direct],
         stdout=subprocess.PIPE,
         text=True,
@@ -549,7 +549,7 @@ def report(rounds: list[dict[int, Result]], options: argparse.Namespace) -> None
         f"\n{time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores, Python "
         f"{platform.python_version()}; load average {os.getloadavg()[0]:.2f} at the end; "
         f"{options.count} x {options.size} B, batches of {options.batch_size}, wave "
-        f"{options.wave}, {options.transfers} transfers per worker, +{options.delay * 1000:.0f} "
+        f"{options.wave}, {options.transfers} transfers per worker, +{options.delay:g} "
         f"ms per request; median (min–max) of {len(rounds)} round(s)"
     )
     header = (
@@ -601,6 +601,20 @@ def report(rounds: list[dict[int, Result]], options: argparse.Namespace) -> None
     )
 
 
+def milliseconds(text: str) -> float:
+    """``--delay``: milliseconds, a fraction of one refused (it reads as seconds: 0.04 for
+    40 ms would make a benchmark of 40 µs round trips)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of milliseconds: {text!r}") from None
+    if not 1 <= value <= 10_000 and value != 0:
+        raise argparse.ArgumentTypeError(
+            f"{text} ms: --delay is in milliseconds, from 1 to 10000 (40 for 40 ms), or 0"
+        )
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=400, help="objects to migrate")
@@ -608,7 +622,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=10)
     parser.add_argument("--wave", type=int, default=16, help="[celery] wave")
     parser.add_argument("--transfers", type=int, default=2, help="[executor] concurrency")
-    parser.add_argument("--delay", type=float, default=0.040, help="seconds added per request")
+    parser.add_argument(
+        "--delay", type=milliseconds, default=40.0, help="milliseconds added per request"
+    )
     parser.add_argument("--workers", default="1,2,4", help="worker counts to measure")
     parser.add_argument("--repeat", type=int, default=1, help="rounds (median printed)")
     parser.add_argument("--quick", action="store_true", help="120 objects, one round")

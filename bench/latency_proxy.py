@@ -1,12 +1,12 @@
 """A latency-adding TCP proxy on loopback: a fixed delay per HTTP request, nothing else.
 
-    .venv/bin/python bench/latency_proxy.py --delay 0.04 UPSTREAM_PORT [UPSTREAM_PORT ...]
+    .venv/bin/python bench/latency_proxy.py --delay 40 UPSTREAM_PORT [UPSTREAM_PORT ...]
 
 Real object stores answer each request after tens of milliseconds and serve many requests
 at once; a store server on loopback answers in well under a millisecond. This proxy makes
 one look like the other: it listens on a free port per upstream port (printed on one line,
 in order, once every listener is up), relays bytes both ways, and holds each request back
-by ``--delay`` seconds before passing it on. Connections are independent, so requests in
+by ``--delay`` milliseconds before passing it on. Connections are independent, so requests in
 parallel are delayed in parallel, as a real endpoint's round trips are.
 
 A request is counted where the client starts sending again after the server has answered
@@ -46,6 +46,10 @@ class LatencyProxy:
             self.open.add(task)
             try:
                 await self._relay(upstream, reader, writer)
+            except asyncio.CancelledError:
+                # the proxy stopping: end quietly (Python 3.11's stream server reports a
+                # cancelled handler as an unhandled error, one traceback per connection)
+                writer.close()
             finally:
                 self.open.discard(task)
 
@@ -117,10 +121,12 @@ async def main(delay: float, upstreams: list[int]) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--delay", type=float, default=0.040, help="seconds added per request")
+    parser.add_argument("--delay", type=float, default=40.0, help="milliseconds added per request")
     parser.add_argument("upstreams", type=int, nargs="+", help="ports to relay to")
     options = parser.parse_args()
+    if 0 < options.delay < 1:
+        parser.error(f"--delay {options.delay}: milliseconds (40 for 40 ms)")
     try:
-        asyncio.run(main(options.delay, options.upstreams))
+        asyncio.run(main(options.delay / 1000, options.upstreams))
     except KeyboardInterrupt:
         sys.exit(0)
