@@ -228,6 +228,21 @@ def test_an_object_store_is_scanned_by_difference(catalog: Catalog, s3_endpoint:
 
 # -- the walk's key order -----------------------------------------------------------------
 
+
+@pytest.fixture(params=["compiled", "python"])
+def reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each way a walk reads a folder: the compiled module, and the Python it falls back to."""
+    from shelflife.stores import local
+
+    if request.param == "python":
+        monkeypatch.setattr(local, "_read_folder", local._read_folder_py)
+    elif local._read_folder is local._read_folder_py:
+        if os.environ.get("CI"):
+            pytest.fail("shelflife.stores._folder is not built: the install builds it here")
+        pytest.skip("shelflife.stores._folder is not built (no C compiler at install)")
+    return str(request.param)
+
+
 _NAME = st.text(alphabet=st.sampled_from(list("ab-._/ 0Zé🎬#")), min_size=1, max_size=6).filter(
     lambda name: not name.startswith("/") and not name.endswith("/") and "//" not in name
 )
@@ -238,7 +253,7 @@ _NAME = st.text(alphabet=st.sampled_from(list("ab-._/ 0Zé🎬#")), min_size=1, 
 )
 @given(keys=st.lists(_NAME, min_size=1, max_size=25, unique=True))
 def test_the_walk_lists_keys_in_byte_order(
-    tmp_path_factory: pytest.TempPathFactory, keys: list[str]
+    tmp_path_factory: pytest.TempPathFactory, reader: str, keys: list[str]
 ) -> None:
     root = tmp_path_factory.mktemp("walk")
     made = []
@@ -271,7 +286,7 @@ def _staging(name: str) -> bool:
     return bool(mark) and digits.isascii() and digits.isdigit()
 
 
-def test_the_walk_never_enters_a_link(tmp_path: Path) -> None:
+def test_the_walk_never_enters_a_link(tmp_path: Path, reader: str) -> None:
     root = tmp_path / "tier"
     fill(root, ["in/a"])
     outside = tmp_path / "outside"
@@ -283,7 +298,9 @@ def test_the_walk_never_enters_a_link(tmp_path: Path) -> None:
     assert walked.count(None) == 2
 
 
-def test_file_tier_keys_in_a_listing_are_what_the_store_accepts(tmp_path: Path) -> None:
+def test_file_tier_keys_in_a_listing_are_what_the_store_accepts(
+    tmp_path: Path, reader: str
+) -> None:
     root = tmp_path / "tier"
     for name in ["ok", "tab\there", "back\\slash", "x#123", "x#abc", "ctrl\x7f"]:
         (root / name).parent.mkdir(parents=True, exist_ok=True)
@@ -424,3 +441,116 @@ def test_a_large_first_scan_leaves_statistics_for_the_next(
             assert conn.exec_driver_sql(tuples).scalar_one() == 1500  # not analyzed again
     finally:
         catalog.close()
+
+
+class ListedStore(MemoryStore):
+    """A store whose listing is given: entries in key order, in chunks of given sizes."""
+
+    def __init__(self, name: str, entries: list[Entry], chunks: list[int]) -> None:
+        super().__init__(name)
+        self.listed = entries
+        self.chunks = chunks
+
+    async def entries(self, prefix: str = "") -> AsyncIterator[list[Entry]]:
+        at = 0
+        for size in self.chunks:
+            if at < len(self.listed):
+                yield self.listed[at : at + size]
+                at += size
+        if at < len(self.listed):
+            yield self.listed[at:]
+
+
+_KEYS = st.lists(st.sampled_from(TRAPS + [f"k{i:02d}" for i in range(30)]), unique=True)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    before=_KEYS,
+    after=_KEYS,
+    changed=st.sets(st.sampled_from(TRAPS + [f"k{i:02d}" for i in range(30)])),
+    restamped=st.sets(st.sampled_from(TRAPS + [f"k{i:02d}" for i in range(30)])),
+    chunks=st.lists(st.integers(1, 9), max_size=12),
+    block=st.sampled_from([1, 2, 3, 5, 64]),
+)
+def test_a_rescan_writes_exactly_the_difference(
+    catalog: Catalog,
+    before: list[str],
+    after: list[str],
+    changed: set[str],
+    restamped: set[str],
+    chunks: list[int],
+    block: int,
+) -> None:
+    """Blocks compared whole and entries compared one by one decide the same: after any
+    listing, the inventory is that listing, and exactly the new, changed and vanished
+    objects were counted (an object listed with its ETag and a new mtime is unchanged)."""
+    import shelflife.engine.scan as scanning
+
+    def entry(key: str, size: int, modified: int) -> Entry:
+        return (key, size, f"etag-{key}-{size}", modified, modified)
+
+    first = [entry(key, 1, 10) for key in sorted(before)]
+    second = [
+        entry(key, 2 if key in changed else 1, 20 if key in restamped else 10)
+        for key in sorted(after)
+    ]
+    tier = f"t{time.monotonic_ns()}"
+    saved = scanning.BLOCK
+    scanning.BLOCK = block
+    try:
+        scan(catalog, ListedStore(f"l-{time.monotonic_ns()}", first, chunks), tier)
+        result = scan(catalog, ListedStore(f"l-{time.monotonic_ns()}", second, chunks[::-1]), tier)
+    finally:
+        scanning.BLOCK = saved
+    rows = [(row.key, row.size, row.etag) for row in catalog.iter_objects(tier)]
+    assert sorted(rows, key=lambda row: row[0].encode()) == [entry[:3] for entry in second]
+    assert result.new == len(set(after) - set(before))
+    assert result.changed == len(set(after) & set(before) & changed)
+    assert result.removed == len(set(before) - set(after))
+
+
+def test_the_compiled_folder_read_gives_what_python_gives(tmp_path: Path) -> None:
+    """The C reader of a folder and the Python one agree on every kind of entry."""
+    from shelflife.stores import local
+
+    try:
+        from shelflife.stores._folder import read_folder
+    except ImportError:
+        if os.environ.get("CI"):
+            raise  # the install of this machine kind builds it: its absence is a defect
+        pytest.skip("shelflife.stores._folder is not built (no C compiler at install)")
+    folder = tmp_path / "f"
+    fill(folder, ["plain", "x#12", "a b", "é", "🎬", "tab\there", "sub/inner", "back\\slash"])
+    (folder / "empty").write_bytes(b"")
+    os.utime(folder / "plain", ns=(0, -1_500_000_001))  # before 1970: negative µs
+    os.utime(folder / "a b", ns=(0, 7))  # ctime far after mtime: arrived is the ctime
+    with open(folder / "sparse", "wb") as handle:
+        handle.truncate(5 * 2**40)  # a size past 32 bits
+    os.symlink(folder / "plain", folder / "file-link")
+    os.symlink(folder / "sub", folder / "folder-link")
+    os.mkfifo(folder / "fifo")
+    (folder / "other").mkdir()
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.close(os.open(b"not-utf8-\xff", os.O_CREAT | os.O_WRONLY, dir_fd=fd))
+        compiled = read_folder(fd, "f/")
+        python = local._read_folder_py(fd, "f/")
+    finally:
+        os.close(fd)
+    files, folders, links = compiled
+    assert (sorted(files), sorted(folders), links) == (
+        sorted(python[0]),
+        sorted(python[1]),
+        python[2],
+    )
+    assert sorted(folders) == ["other", "sub"]
+    assert links == 2
+    named = {file[0].removeprefix("f/"): file for file in files}
+    assert "fifo" not in named
+    assert "not-utf8-\udcff" in named  # decoded as os.listdir decodes it
+    assert named["plain"][3] == -1_500_001  # floor, as Python's // gives
+    assert named["sparse"][1] == 5 * 2**40
+    assert named["a b"][4] > named["a b"][3]

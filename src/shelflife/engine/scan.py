@@ -28,6 +28,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from operator import itemgetter, lt
 
 from shelflife.base.progress import NullProgress, Progress
 from shelflife.base.units import utcnow
@@ -42,6 +43,8 @@ log = logging.getLogger("shelflife.scan")
 # Rows per catalog write: large enough that commits are rare, small enough that memory
 # stays bounded (a listed object costs a few hundred bytes here).
 WRITE_BATCH = 10_000
+# Listed entries compared with the inventory in one list operation when none changed.
+BLOCK = 64
 STAMP_CONCURRENCY = 32
 
 
@@ -59,6 +62,9 @@ class ScanResult:
     @property
     def seconds(self) -> float:
         return (self.finished_at - self.started_at).total_seconds()
+
+
+_SIZE = itemgetter(1)
 
 
 class ListingOutOfOrder(Exception):
@@ -147,7 +153,7 @@ async def _by_difference(
     try:
         async for chunk in store.entries():
             count += len(chunk)
-            size = sum(entry[1] for entry in chunk)
+            size = sum(map(_SIZE, chunk))
             total += size
             new_here, changed_here = differ.feed(chunk, written, gone, fresh)
             new += new_here
@@ -203,14 +209,86 @@ class _Difference:
         self._next_page()
 
     def _next_page(self) -> None:
-        self._page = next(self._pages, [])
+        """The inventory's next page, checked to be in strictly increasing byte order."""
+        page = next(self._pages, [])
+        if page:
+            keys = [row[0] for row in page]
+            last = self._last_known
+            if (last is not None and keys[0] <= last) or not all(map(lt, keys, keys[1:])):
+                bad = next(
+                    (b, a)
+                    for a, b in zip([last, *keys], keys, strict=False)
+                    if a is not None and b <= a
+                )
+                raise CatalogError(
+                    f"the catalog returned key {bad[0]!r} after {bad[1]!r}: its key order "
+                    "is not byte order, so the scan cannot compare it with the listing",
+                    hint='the objects table must compare keys bytewise (COLLATE "C" on '
+                    "PostgreSQL); recreate the catalog with 'shelflife scan' on an empty one",
+                )
+            self._last_known = keys[-1]
+        self._page = page
         self._at = 0
 
     def feed(
         self, chunk: list[Entry], written: list[Entry], gone: list[str], fresh: set[str]
     ) -> tuple[int, int]:
         """Compare one listing chunk: new and changed entries go to ``written`` (new keys
-        also to ``fresh``), vanished keys to ``gone``. Returns (new, changed)."""
+        also to ``fresh``), vanished keys to ``gone``. Returns (new, changed).
+
+        A block of :data:`BLOCK` entries that the inventory holds as they are listed, or
+        that come after all of it (a first scan), is compared in one list operation;
+        any other goes entry by entry (:meth:`_one_by_one`), which decides the same."""
+        new = changed = 0
+        for start in range(0, len(chunk), BLOCK):
+            block = chunk[start : start + BLOCK]
+            if self._unchanged(block):
+                continue
+            if self._all_new(block, written, fresh):
+                new += len(block)
+                continue
+            new_here, changed_here = self._one_by_one(block, written, gone, fresh)
+            new += new_here
+            changed += changed_here
+        return new, changed
+
+    def _in_order(self, block: list[Entry]) -> bool:
+        last = self._last_listed
+        return last is None or block[0][0] > last
+
+    def _unchanged(self, block: list[Entry]) -> bool:
+        """Whether ``block`` is the inventory's next rows exactly (consumed if so)."""
+        if self._at == len(self._page) and self._page:
+            self._next_page()
+        page, at = self._page, self._at
+        end = at + len(block)
+        if end > len(page) or not self._in_order(block):
+            return False
+        if page[at][0] != block[0][0] or page[end - 1][0] != block[-1][0]:
+            return False
+        # The inventory's rows are in strictly increasing order (checked by page), so a
+        # block equal to them is too.
+        if page[at:end] != [entry[:4] for entry in block]:
+            return False
+        self._at = end
+        self._last_listed = block[-1][0]
+        return True
+
+    def _all_new(self, block: list[Entry], written: list[Entry], fresh: set[str]) -> bool:
+        """Whether ``block`` comes after the whole inventory (recorded as new if so)."""
+        if self._page or not self._in_order(block):
+            return False
+        keys = [entry[0] for entry in block]
+        if not all(map(lt, keys, keys[1:])):
+            return False  # out of order: said so one by one
+        written.extend(block)
+        fresh.update(keys)
+        self._last_listed = keys[-1]
+        return True
+
+    def _one_by_one(
+        self, chunk: list[Entry], written: list[Entry], gone: list[str], fresh: set[str]
+    ) -> tuple[int, int]:
         new = changed = 0
         page, at = self._page, self._at
         last = self._last_listed
@@ -228,7 +306,6 @@ class _Difference:
                 known = page[at]
                 if known[0] >= key:
                     break
-                self._known(known[0])
                 gone.append(known[0])
                 if len(gone) >= WRITE_BATCH:
                     self._spill(gone[:])
@@ -236,7 +313,6 @@ class _Difference:
                 at += 1
             if page and at < len(page) and page[at][0] == key:
                 known = page[at]
-                self._known(key)
                 at += 1
                 etag = entry[2]
                 if (
@@ -258,23 +334,12 @@ class _Difference:
         page, at = self._page, self._at
         while page:
             for known in page[at:]:
-                self._known(known[0])
                 gone.append(known[0])
                 if len(gone) >= WRITE_BATCH:
                     self._spill(gone[:])
                     gone.clear()
             self._next_page()
             page, at = self._page, 0
-
-    def _known(self, key: str) -> None:
-        if self._last_known is not None and key <= self._last_known:
-            raise CatalogError(
-                f"the catalog returned key {key!r} after {self._last_known!r}: its key order "
-                "is not byte order, so the scan cannot compare it with the listing",
-                hint='the objects table must compare keys bytewise (COLLATE "C" on '
-                "PostgreSQL); recreate the catalog with 'shelflife scan' on an empty one",
-            )
-        self._last_known = key
 
 
 async def _by_upsert(

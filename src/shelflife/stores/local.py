@@ -19,9 +19,11 @@ import secrets
 import shutil
 import stat
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from bisect import bisect_left
+from collections.abc import AsyncIterator, Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from operator import itemgetter
 from pathlib import Path
 from stat import S_ISREG
 from typing import Any, BinaryIO
@@ -38,12 +40,14 @@ from shelflife.errors import (
     StoreConfigError,
     StoreTransient,
 )
-from shelflife.stores._obstore import LIST_CHUNK, ObstoreStore
+from shelflife.stores._obstore import ObstoreStore
 from shelflife.stores.base import Entry, ObjectInfo, ObjectStream, PutResult, PutSource, Stamps
 
 log = logging.getLogger("shelflife.stores")
 
 COPY_CHUNK = 4 * 1024 * 1024
+# Entries a walk gathers in its thread before handing them over (one thread hop each).
+WALK_CHUNK = 5000
 NAME_MAX = 255  # bytes in one file name on Linux filesystems
 # obstore writes a local object to "<path>#<n>" and renames it; such names are not listed.
 _STAGING_SUFFIX = re.compile(r"#\d+$")
@@ -328,23 +332,30 @@ class LocalStore(ObstoreStore):
         """The walk of :meth:`list`, as the tuples a scan compares, in key order."""
         prefix = validate_prefix(prefix).rstrip("/")
         top = os.path.join(self._real_root, prefix) if prefix else self._real_root
-        walk = _walk(self._real_root, top)
+        runs = _walk_runs(self._real_root, top)
         skipped = [0]
 
         def next_chunk() -> list[Entry]:
             chunk: list[Entry] = []
-            for entry in walk:
-                if entry is None:
-                    skipped[0] += 1
-                    continue
-                chunk.append(entry)
-                if len(chunk) >= LIST_CHUNK:
+            for run, links in runs:
+                skipped[0] += links
+                chunk += run
+                if len(chunk) >= WALK_CHUNK:
                     break
             return chunk
 
-        with self._translated():
-            while chunk := await asyncio.to_thread(next_chunk):
-                yield chunk
+        # The next chunk is walked while the caller works on this one: reading a folder
+        # holds the GIL only to build its entries (see _read_folder).
+        ahead = asyncio.ensure_future(asyncio.to_thread(next_chunk))
+        try:
+            with self._translated():
+                while chunk := await ahead:
+                    ahead = asyncio.ensure_future(asyncio.to_thread(next_chunk))
+                    yield chunk
+        finally:
+            # the walk is not shared between threads: wait for the one in flight
+            await asyncio.gather(ahead, return_exceptions=True)
+            runs.close()
         if skipped[0]:
             log.warning(
                 "skipped %d symbolic links under %s: a local tier never follows links",
@@ -452,9 +463,18 @@ _UNLISTED_FOLDER = re.compile("[\x00-\x1f\x7f-\x9f\\\\]")
 
 
 def _walk(root: str, top: str) -> Iterator[Entry | None]:
+    """Every entry of :func:`_walk_runs`, one at a time; ``None`` for each link passed by."""
+    for run, links in _walk_runs(root, top):
+        yield from run
+        for _ in range(links):
+            yield None
+
+
+def _walk_runs(root: str, top: str) -> Generator[tuple[list[Entry], int], None, None]:
     """Every regular file under ``top`` as an :data:`Entry` of the tier rooted at ``root``,
-    in UTF-8 byte order of the keys, never entering a link; ``None`` for each link passed
-    by. Staging files of writes in progress and names that cannot be keys are left out.
+    in UTF-8 byte order of the keys, never entering a link: runs of entries, each with the
+    number of links passed by since the run before. Staging files of writes in progress
+    and names that cannot be keys are left out.
 
     Byte order from a walk: the names of one folder are sorted with a folder's name
     standing as ``name/`` (so ``a-c`` < ``a.b`` < ``a/…`` < ``a0``, as the keys compare)
@@ -465,7 +485,9 @@ def _walk(root: str, top: str) -> Iterator[Entry | None]:
     ``stat``-ed relative to their folder: a folder swapped for a link during the walk is
     not entered, and no path is resolved from the root again for every file. Each name is
     checked once, not each key: a name read from a folder has no ``/`` and is never
-    empty, ``.`` or ``..``; its folder's path was checked on the way in."""
+    empty, ``.`` or ``..``; its folder's path was checked on the way in. A folder is read
+    in one call (:func:`_read_folder`) and its names are checked together
+    (:func:`_keyed`)."""
     prefix = top[len(root) + 1 :] + "/" if top != root else ""
     try:
         fd = os.open(top, _FOLDER_FLAGS)
@@ -475,67 +497,148 @@ def _walk(root: str, top: str) -> Iterator[Entry | None]:
         if exc.errno == errno.ELOOP:
             return  # the prefix is a link: not part of the tier
         raise
-    try:
-        listing = _sorted_entries(fd)
-    except OSError:
-        os.close(fd)
-        raise
-    # (folder descriptor, its keys' prefix and that prefix's length in bytes, its entries)
-    stack = [(fd, prefix, len(prefix.encode()), listing)]
+    stack = [_Folder(fd, prefix, len(prefix.encode()))]
     try:
         while stack:
-            fd, prefix, used, entries = stack[-1]
-            for entry in entries:
-                name = entry.name
-                if entry.is_symlink():
-                    yield None
-                    continue
-                if not name.isascii() and not _utf8(name):
-                    continue  # not UTF-8: no key can name it, nor anything under it
-                if entry.is_dir(follow_symlinks=False):
-                    inner = _open_folder(fd, name)
-                    if inner is not None:
-                        try:
-                            listing = _sorted_entries(inner)
-                        except OSError:
-                            os.close(inner)
-                            raise
-                        width = used + len(name.encode()) + 1
-                        stack.append((inner, prefix + name + "/", width, listing))
-                        break
-                    continue
-                if _UNLISTED_NAME.search(name) is not None:
-                    continue
-                if used + 4 * len(name) > MAX_KEY_BYTES and (
-                    used + len(name.encode()) > MAX_KEY_BYTES
-                ):
-                    continue  # a key longer than keys may be
-                try:
-                    meta = entry.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue  # deleted since the folder was read
-                if not S_ISREG(meta.st_mode):
-                    continue
-                modified = meta.st_mtime_ns
-                changed = meta.st_ctime_ns
-                size = meta.st_size
-                micros = modified // 1000
-                yield (
-                    prefix + name,
-                    size,
-                    # The ETag obstore gives the same file: inode, mtime (µs), size in hex.
-                    "%x-%x-%x" % (meta.st_ino, micros, size),  # noqa: UP031 (faster here)
-                    micros,
-                    # The inode changed last when the file was written or moved here (a
-                    # copy that keeps its source's mtime still gets a new ctime).
-                    (changed if changed > modified else modified) // 1000,
-                )
-            else:
-                stack.pop()
-                os.close(fd)
+            folder = stack[-1]
+            if folder.next < len(folder.folders):
+                name = folder.folders[folder.next]
+                folder.next += 1
+                run, links = folder.run_before(name)
+                if run or links:
+                    yield run, links
+                inner = _open_folder(folder.fd, name)
+                if inner is not None:
+                    width = folder.used + len(name.encode()) + 1
+                    stack.append(_Folder(inner, folder.prefix + name + "/", width))
+                continue
+            run, links = folder.run_before(None)
+            if run or links:
+                yield run, links
+            stack.pop()
+            os.close(folder.fd)
     finally:
-        for fd, *_ in stack:
+        for folder in stack:
+            os.close(folder.fd)
+
+
+class _Folder:
+    """One folder of a walk: its files as entries in key order, its folders in the order
+    their names sort as ``name/``, and how far the walk has come through both."""
+
+    __slots__ = ("at", "entries", "fd", "folders", "keys", "links", "next", "prefix", "used")
+
+    def __init__(self, fd: int, prefix: str, used: int) -> None:
+        try:
+            files, folders, links = _read_folder(fd, prefix)
+        except OSError:
             os.close(fd)
+            raise
+        files.sort()  # by key: a folder's names are unique
+        self.fd, self.prefix, self.used = fd, prefix, used
+        self.entries = _keyed(prefix, used, files)
+        self.folders = sorted(
+            (name for name in folders if name.isascii() or _utf8(name)), key=_as_folder
+        )
+        # where each folder falls among the files (only when there are folders)
+        self.keys = list(map(_KEY, self.entries)) if self.folders else []
+        self.links = links
+        self.next = 0  # the next folder to enter
+        self.at = 0  # the first file not yet handed out
+
+    def run_before(self, name: str | None) -> tuple[list[Entry], int]:
+        """The files not handed out yet that sort before folder ``name`` (None: all), and
+        the folder's links if not yet counted."""
+        if name is None:
+            end = len(self.entries)
+        else:
+            end = bisect_left(self.keys, self.prefix + name + "/", self.at)
+        run = self.entries[self.at : end]
+        self.at = end
+        links, self.links = self.links, 0
+        return run, links
+
+
+def _as_folder(name: str) -> str:
+    return name + "/"
+
+
+_KEY = itemgetter(0)
+
+# Any of a folder's keys joined by "/" that _UNLISTED_NAME would leave out: a name with
+# a control character or a backslash, or a staging name (its "#<digits>" before a "/" or
+# the end; a folder of the prefix so named only sends the folder name by name).
+_UNLISTED_JOINED = re.compile("[\x00-\x1f\x7f-\x9f\\\\]|#\\d+(?:/|$)")
+
+
+def _keyed(prefix: str, used: int, files: list[Entry]) -> list[Entry]:
+    """A folder's ``files`` (keyed under ``prefix``, ``used`` bytes), in their order, less
+    the names no key can end with: staging files of writes in progress, control
+    characters, backslashes, names that are not UTF-8 and keys longer than keys may be.
+    The keys are checked together (one search over them joined); a folder with any such
+    name, or with keys long enough to need counting their bytes, is checked name by name,
+    which decides the same."""
+    if not files:
+        return files
+    joined = "/".join(map(_KEY, files))
+    if (
+        (joined.isascii() or _utf8(joined))
+        and _UNLISTED_JOINED.search(joined) is None
+        and 4 * max(map(len, map(_KEY, files))) <= MAX_KEY_BYTES
+    ):
+        return files
+    start = len(prefix)
+    return [file for file in files if _a_key_name(file[0][start:], used)]
+
+
+def _a_key_name(name: str, used: int) -> bool:
+    """Whether a file ``name`` can end a key whose folders take ``used`` bytes."""
+    if not name.isascii() and not _utf8(name):
+        return False  # not UTF-8: no key can name it
+    if _UNLISTED_NAME.search(name) is not None:
+        return False
+    return used + 4 * len(name) <= MAX_KEY_BYTES or used + len(name.encode()) <= MAX_KEY_BYTES
+
+
+def _read_folder_py(fd: int, prefix: str) -> tuple[list[Entry], list[str], int]:
+    """What ``shelflife.stores._folder.read_folder`` gives, in Python: the regular files of
+    the folder open as ``fd`` as (prefix + name, size, etag, modified µs, arrived µs), in
+    the order it lists them, its folders' names and how many links it holds. The ETag is the one
+    obstore gives the same file (inode, mtime in µs, size, in hexadecimal); a file's
+    arrival is when its inode changed last, if after its mtime (a copy that keeps its
+    source's mtime still gets a new ctime)."""
+    files: list[Entry] = []
+    folders: list[str] = []
+    links = 0
+    with os.scandir(fd) as scan:
+        found = list(scan)
+    for entry in found:
+        if entry.is_symlink():
+            links += 1
+        elif entry.is_dir(follow_symlinks=False):
+            folders.append(entry.name)
+        elif entry.is_file(follow_symlinks=False):
+            try:
+                meta = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # deleted since the folder was read
+            micros = meta.st_mtime_ns // 1000
+            files.append(
+                (
+                    prefix + entry.name,
+                    meta.st_size,
+                    "%x-%x-%x" % (meta.st_ino, micros, meta.st_size),  # noqa: UP031 (faster)
+                    micros,
+                    max(meta.st_ctime_ns, meta.st_mtime_ns) // 1000,
+                )
+            )
+    return files, folders, links
+
+
+try:  # the same in C (setup.py builds it where a compiler is at hand): a scan's walk
+    from shelflife.stores._folder import read_folder as _read_folder
+except ImportError:  # pragma: no cover - a build without the compiled module
+    _read_folder = _read_folder_py
 
 
 _FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -557,18 +660,6 @@ def _open_folder(parent: int, name: str) -> int | None:
         if exc.errno == errno.ELOOP:
             return None
         raise
-
-
-def _sorted_entries(fd: int) -> Iterator[os.DirEntry[str]]:
-    """A folder's entries in the order their keys sort."""
-    with os.scandir(fd) as scan:
-        found = list(scan)
-    found.sort(key=_sort_name)
-    return iter(found)
-
-
-def _sort_name(entry: os.DirEntry[str]) -> str:
-    return entry.name + "/" if entry.is_dir(follow_symlinks=False) else entry.name
 
 
 def _utf8(name: str) -> bool:

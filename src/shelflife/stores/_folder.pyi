@@ -1,0 +1,3 @@
+def read_folder(
+    fd: int, prefix: str, /
+) -> tuple[list[tuple[str, int, str | None, int, int | None]], list[str], int]: ...
