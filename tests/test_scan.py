@@ -554,3 +554,90 @@ def test_the_compiled_folder_read_gives_what_python_gives(tmp_path: Path) -> Non
     assert named["plain"][3] == -1_500_001  # floor, as Python's // gives
     assert named["sparse"][1] == 5 * 2**40
     assert named["a b"][4] > named["a b"][3]
+
+
+# -- the index of objects by age during a first load ------------------------------------
+
+
+class WatchedStore(ListedStore):
+    """A listed store that notes, before each chunk after the first, whether the catalog
+    has its index of objects by age; it fails before chunk ``fail_at`` if given."""
+
+    def __init__(self, catalog: Catalog, entries: list[Entry], fail_at: int | None = None):
+        super().__init__(f"w-{time.monotonic_ns()}", entries, [10] * (len(entries) // 10))
+        self.catalog = catalog
+        self.fail_at = fail_at
+        self.seen: list[bool] = []
+
+    async def entries(self, prefix: str = "") -> AsyncIterator[list[Entry]]:
+        number = 0
+        async for chunk in super().entries(prefix):
+            if number:
+                await asyncio.sleep(0.01)  # let the batch before be written
+                self.seen.append(has_age_index(self.catalog))
+            if number == self.fail_at:
+                raise OSError("the listing broke off")
+            number += 1
+            yield chunk
+
+
+def has_age_index(catalog: Catalog) -> bool:
+    from sqlalchemy import inspect
+
+    with catalog.engine.connect() as conn:
+        return bool(inspect(conn).has_index("objects", "ix_objects_tier_modified"))
+
+
+def listed(n: int, start: int = 0) -> list[Entry]:
+    return [
+        (f"k{i:05d}", 1, f"e{i}", 1_700_000_000_000_000 + (i * 7919) % n, None)
+        for i in range(start, start + n)
+    ]
+
+
+@pytest.fixture
+def small_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    from shelflife.engine import scan as scanning
+
+    monkeypatch.setattr(scanning, "LOAD_ROWS", 30)
+    monkeypatch.setattr(scanning, "WRITE_BATCH", 10)
+
+
+def test_a_first_load_builds_the_age_index_at_the_end(catalog: Catalog, small_loads: None) -> None:
+    store = WatchedStore(catalog, listed(200))
+    result = scan(catalog, store, "t")
+    assert result.new == 200
+    assert has_age_index(catalog)
+    # set aside while most rows were written, on SQLite only, and not before LOAD_ROWS
+    assert (False in store.seen) == (catalog.dialect == "sqlite")
+    assert store.seen[0]
+    rows = sorted((row.key, row.modified_at) for row in catalog.iter_objects("t"))
+    assert [key for key, _ in rows] == [entry[0] for entry in store.listed]
+
+
+def test_a_scan_into_a_catalog_with_objects_keeps_the_index(
+    catalog: Catalog, small_loads: None
+) -> None:
+    scan(catalog, ListedStore("first", listed(5), [5]), "other")
+    store = WatchedStore(catalog, listed(200))
+    assert scan(catalog, store, "t").new == 200
+    assert store.seen
+    assert all(store.seen)
+
+
+def test_a_first_load_that_fails_builds_the_index_again(
+    catalog: Catalog, small_loads: None
+) -> None:
+    store = WatchedStore(catalog, listed(200), fail_at=12)
+    with pytest.raises(OSError, match="broke off"):
+        scan(catalog, store, "t")
+    assert (False in store.seen) == (catalog.dialect == "sqlite")
+    assert has_age_index(catalog)
+
+
+def test_an_index_left_aside_by_a_killed_scan_is_built_by_the_next(catalog: Catalog) -> None:
+    scan(catalog, ListedStore("first", listed(50), [50]), "t")
+    catalog.set_aside_age_index()  # what a first load killed with -9 leaves
+    assert not has_age_index(catalog)
+    scan(catalog, ListedStore("again", listed(50), [50]), "u")
+    assert has_age_index(catalog)

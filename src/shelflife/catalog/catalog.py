@@ -280,6 +280,33 @@ class Catalog:
             bulk_upsert(conn, objects, changed, _LISTED_COLUMNS, upsert)
             bulk_upsert(conn, objects, fresh, _LISTED_COLUMNS, insert_new)
 
+    # -- the index of objects by age during a first load ------------------------------
+    #
+    # Rows of a first scan arrive in key order, their ages in no order: kept up row by row,
+    # the (tier, modified_at) index takes more than half of a large first load (every
+    # batch touches pages all over it). Built once at the end it costs a sort. Only the
+    # index is set aside, never data: a query that would use it meanwhile reads the table.
+
+    def inventory_empty(self) -> bool:
+        """Whether the inventory holds no object of any tier (a first load)."""
+        with self._connect() as conn:
+            return conn.execute(select(objects.c.id).limit(1)).first() is None
+
+    def set_aside_age_index(self) -> None:
+        """Drop the index of objects by age for a bulk load (:meth:`restore_age_index`
+        builds it again; a scan does so when it ends and when it begins)."""
+        with self._begin() as conn:
+            _AGE_INDEX.drop(conn, checkfirst=True)
+
+    def restore_age_index(self) -> bool:
+        """Build the index of objects by age if it is missing (set aside by a load that
+        ended, or that was killed); whether it had to be built."""
+        with self._begin() as conn:
+            if inspect(conn).has_index("objects", _AGE_INDEX.name):
+                return False
+            _AGE_INDEX.create(conn, checkfirst=True)
+            return True
+
     # Inventory rows a scan reads at a time (one range of the index per page).
     scan_page = 20_000
 
@@ -662,6 +689,8 @@ class Catalog:
     def _connect(self) -> Any:
         return _Guard(self.engine, begin=False)
 
+
+_AGE_INDEX = next(index for index in objects.indexes if index.name == "ix_objects_tier_modified")
 
 # In the table's order, which is the order of an insert's parameters: the rows then go to
 # the driver as they are built (see schema.bulk_execute).

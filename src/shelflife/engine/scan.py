@@ -45,6 +45,9 @@ log = logging.getLogger("shelflife.scan")
 WRITE_BATCH = 10_000
 # Listed entries compared with the inventory in one list operation when none changed.
 BLOCK = 64
+# New rows after which a first scan into an empty SQLite inventory sets the index of
+# objects by age aside, to build it once at the end (see Catalog.set_aside_age_index).
+LOAD_ROWS = 100_000
 STAMP_CONCURRENCY = 32
 
 
@@ -77,6 +80,11 @@ async def scan_tier(
     """List ``store`` completely and make the inventory of ``tier`` match it."""
     progress = progress or NullProgress()
     started = utcnow()
+    if await asyncio.to_thread(catalog.restore_age_index):
+        log.info(
+            "built the catalog's index of objects by age, which a first scan had set aside "
+            "(one that was killed, or one still running)"
+        )
     scan_id = await asyncio.to_thread(catalog.begin_scan, tier, started)
     progress.start(f"scan {tier}")
     try:
@@ -128,15 +136,32 @@ async def _by_difference(
     started: datetime,
     progress: Progress,
 ) -> ScanResult:
-    spilled = [0]
-
     def spill(keys: list[str]) -> None:
         # a long run of vanished rows inside one chunk (a listing that skips a range):
         # marked here, a batch at a time, not held
         catalog.mark_vanished(tier, keys, scan_id)
-        spilled[0] += len(keys)
 
     differ = _Difference(catalog.listed_state(tier), spill)
+    # SQLite only: on PostgreSQL, which merges each batch from COPY, it was measured to
+    # gain little, and dropping an index there locks the table against every reader
+    first_load = catalog.dialect == "sqlite" and await asyncio.to_thread(catalog.inventory_empty)
+    ages = _AgeIndex(catalog, first_load)
+    try:
+        return await _compared(catalog, tier, store, scan_id, started, progress, differ, ages)
+    finally:
+        await asyncio.to_thread(ages.restore)
+
+
+async def _compared(
+    catalog: Catalog,
+    tier: str,
+    store: ObstoreStore,
+    scan_id: int,
+    started: datetime,
+    progress: Progress,
+    differ: _Difference,
+    ages: _AgeIndex,
+) -> ScanResult:
     writer = _Writer()
     count = total = new = changed = vanished = 0
     written: list[Entry] = []
@@ -144,9 +169,12 @@ async def _by_difference(
 
     async def write(rows: list[Entry], fresh: set[str], keys: list[str]) -> None:
         stamps = await _stamps(store, fresh) if fresh else {}
-        await asyncio.to_thread(
-            catalog.write_listed, tier, rows, started, scan_id, stamps, new=fresh
-        )
+
+        def write_rows() -> None:
+            ages.before(len(fresh))
+            catalog.write_listed(tier, rows, started, scan_id, stamps, new=fresh)
+
+        await asyncio.to_thread(write_rows)
         await asyncio.to_thread(catalog.mark_vanished, tier, keys, scan_id)
 
     fresh: set[str] = set()
@@ -170,7 +198,7 @@ async def _by_difference(
     except BaseException:
         await writer.abandon()
         raise
-    vanished += spilled[0]
+    vanished += differ.spilled
     finished = utcnow()
     removed = await asyncio.to_thread(
         catalog.finish_scan_by_difference,
@@ -183,6 +211,31 @@ async def _by_difference(
         written=new + changed,
     )
     return ScanResult(tier, count, total, removed, started, finished, new, changed)
+
+
+class _AgeIndex:
+    """The index of objects by age during a scan: set aside once a first load (a scan
+    into an empty inventory) has :data:`LOAD_ROWS` new rows to write, built again when the
+    scan ends, whatever the outcome. A scan killed meanwhile leaves it to the next scan,
+    which builds it as it begins (:func:`scan_tier`)."""
+
+    def __init__(self, catalog: Catalog, first_load: bool) -> None:
+        self._catalog = catalog
+        self._first_load = first_load
+        self._rows = 0
+        self._aside = False
+
+    def before(self, rows: int) -> None:
+        """Called before ``rows`` new rows are written."""
+        self._rows += rows
+        if self._first_load and not self._aside and self._rows >= LOAD_ROWS:
+            self._catalog.set_aside_age_index()
+            self._aside = True
+
+    def restore(self) -> None:
+        if self._aside:
+            self._aside = False
+            self._catalog.restore_age_index()
 
 
 def _bound(
@@ -202,6 +255,7 @@ class _Difference:
     def __init__(self, pages: Iterator[list[Listed]], spill: Callable[[list[str]], None]) -> None:
         self._pages = pages
         self._spill = spill  # takes vanished keys once WRITE_BATCH of them gather
+        self.spilled = 0  # keys handed to spill
         self._page: list[Listed] = []
         self._at = 0
         self._last_listed: str | None = None
@@ -309,6 +363,7 @@ class _Difference:
                 gone.append(known[0])
                 if len(gone) >= WRITE_BATCH:
                     self._spill(gone[:])
+                    self.spilled += len(gone)
                     gone.clear()
                 at += 1
             if page and at < len(page) and page[at][0] == key:
@@ -337,6 +392,7 @@ class _Difference:
                 gone.append(known[0])
                 if len(gone) >= WRITE_BATCH:
                     self._spill(gone[:])
+                    self.spilled += len(gone)
                     gone.clear()
             self._next_page()
             page, at = self._page, 0
