@@ -304,7 +304,16 @@ class Catalog:
         with self._begin() as conn:
             if inspect(conn).has_index("objects", _AGE_INDEX.name):
                 return False
-            _AGE_INDEX.create(conn, checkfirst=True)
+            sqlite = self.dialect == "sqlite"
+            if sqlite:
+                # the build sorts every row: in temporary files, not in memory, so memory
+                # stays flat whatever the size of the inventory
+                conn.exec_driver_sql("PRAGMA temp_store=FILE")
+            try:
+                _AGE_INDEX.create(conn, checkfirst=True)
+            finally:
+                if sqlite:
+                    conn.exec_driver_sql("PRAGMA temp_store=MEMORY")
             return True
 
     # Inventory rows a scan reads at a time (one range of the index per page).

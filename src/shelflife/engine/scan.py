@@ -147,70 +147,57 @@ async def _by_difference(
     first_load = catalog.dialect == "sqlite" and await asyncio.to_thread(catalog.inventory_empty)
     ages = _AgeIndex(catalog, first_load)
     try:
-        return await _compared(catalog, tier, store, scan_id, started, progress, differ, ages)
+        writer = _Writer()
+        count = total = new = changed = vanished = 0
+        written: list[Entry] = []
+        gone: list[str] = []
+
+        async def write(rows: list[Entry], fresh: set[str], keys: list[str]) -> None:
+            stamps = await _stamps(store, fresh) if fresh else {}
+
+            def write_rows() -> None:
+                ages.before(len(fresh))
+                catalog.write_listed(tier, rows, started, scan_id, stamps, new=fresh)
+
+            await asyncio.to_thread(write_rows)
+            await asyncio.to_thread(catalog.mark_vanished, tier, keys, scan_id)
+
+        fresh: set[str] = set()
+        try:
+            async for chunk in store.entries():
+                count += len(chunk)
+                size = sum(map(_SIZE, chunk))
+                total += size
+                new_here, changed_here = differ.feed(chunk, written, gone, fresh)
+                new += new_here
+                changed += changed_here
+                progress.advance(len(chunk), size)
+                if len(written) + len(gone) >= WRITE_BATCH:
+                    vanished += len(gone)
+                    await writer.submit(_bound(write, written, fresh, gone))
+                    written, gone, fresh = [], [], set()
+            differ.finish(gone)
+            vanished += len(gone)
+            await writer.submit(_bound(write, written, fresh, gone))
+            await writer.drain()
+        except BaseException:
+            await writer.abandon()
+            raise
+        vanished += differ.spilled
+        finished = utcnow()
+        removed = await asyncio.to_thread(
+            catalog.finish_scan_by_difference,
+            tier,
+            scan_id,
+            started,
+            finished,
+            vanished=vanished,
+            listed=TierTotals(count, total),
+            written=new + changed,
+        )
+        return ScanResult(tier, count, total, removed, started, finished, new, changed)
     finally:
         await asyncio.to_thread(ages.restore)
-
-
-async def _compared(
-    catalog: Catalog,
-    tier: str,
-    store: ObstoreStore,
-    scan_id: int,
-    started: datetime,
-    progress: Progress,
-    differ: _Difference,
-    ages: _AgeIndex,
-) -> ScanResult:
-    writer = _Writer()
-    count = total = new = changed = vanished = 0
-    written: list[Entry] = []
-    gone: list[str] = []
-
-    async def write(rows: list[Entry], fresh: set[str], keys: list[str]) -> None:
-        stamps = await _stamps(store, fresh) if fresh else {}
-
-        def write_rows() -> None:
-            ages.before(len(fresh))
-            catalog.write_listed(tier, rows, started, scan_id, stamps, new=fresh)
-
-        await asyncio.to_thread(write_rows)
-        await asyncio.to_thread(catalog.mark_vanished, tier, keys, scan_id)
-
-    fresh: set[str] = set()
-    try:
-        async for chunk in store.entries():
-            count += len(chunk)
-            size = sum(map(_SIZE, chunk))
-            total += size
-            new_here, changed_here = differ.feed(chunk, written, gone, fresh)
-            new += new_here
-            changed += changed_here
-            progress.advance(len(chunk), size)
-            if len(written) + len(gone) >= WRITE_BATCH:
-                vanished += len(gone)
-                await writer.submit(_bound(write, written, fresh, gone))
-                written, gone, fresh = [], [], set()
-        differ.finish(gone)
-        vanished += len(gone)
-        await writer.submit(_bound(write, written, fresh, gone))
-        await writer.drain()
-    except BaseException:
-        await writer.abandon()
-        raise
-    vanished += differ.spilled
-    finished = utcnow()
-    removed = await asyncio.to_thread(
-        catalog.finish_scan_by_difference,
-        tier,
-        scan_id,
-        started,
-        finished,
-        vanished=vanished,
-        listed=TierTotals(count, total),
-        written=new + changed,
-    )
-    return ScanResult(tier, count, total, removed, started, finished, new, changed)
 
 
 class _AgeIndex:
