@@ -3,6 +3,7 @@ docs the same), config checks, and a plan counting its cost as it is built."""
 
 from __future__ import annotations
 
+from dataclasses import fields as dataclass_fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -252,3 +253,39 @@ def test_a_refused_rule_takes_its_cost_away_and_a_saved_plan_keeps_it() -> None:
 
 def test_a_plan_without_prices_has_no_cost() -> None:
     assert "cost" not in Plan(now=NOW).header_json()
+
+
+def test_a_plan_sums_exactly_what_each_action_costs_free_tiers_included() -> None:
+    """PlanCost.add counts an action between tiers that charge nothing without the
+    arithmetic; what it sums must still be what action_cost gives, field by field."""
+    charged = prices(
+        gb_month=0.0125,
+        per_1k_put=0.01,
+        per_gb_retrieval=0.01,
+        min_days=30,
+        min_object_size=KIB * 128,
+    )
+    free = prices()
+    tiers = {"free": free, "other-free": free, "charged": charged}
+    actions = [
+        (Action("delete-orphan", "r", "free", "k", 3 * KIB), NOW),
+        (Action("quarantine", "r", "free", "k", KIB), None),
+        (migrate(GB, "free", "other-free"), NOW - DAY),
+        (migrate(GB, "free", "charged"), NOW - DAY),
+        (migrate(KIB, "free", "charged"), NOW - DAY),
+        (migrate(5 * MIB, "charged", "free"), NOW - 2 * DAY),
+        (Action("expire", "r", "charged", "k", GB), NOW - 10 * DAY),
+    ]
+    plan_cost = PlanCost(tiers, NOW)
+    expected: dict[str, Any] = {}
+    for action, arrived in actions:
+        plan_cost.add(action, arrived)
+        destination = None if action.to is None else tiers[action.to]
+        one = action_cost(action, tiers[action.tier], destination, arrived=arrived, now=NOW)
+        for item in dataclass_fields(one):
+            expected[item.name] = expected.get(item.name, 0) + getattr(one, item.name)
+    total = plan_cost.total()
+    assert expected["objects"] == len(actions)
+    assert all(value for value in expected.values())  # every field is exercised
+    for name, value in expected.items():
+        assert getattr(total, name) == pytest.approx(value), name

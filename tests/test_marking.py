@@ -156,20 +156,26 @@ def check_both_ways(context: Context, held: dict[str, list[str]]) -> None:
     )
     states = {tier: TierState(tier) for tier in TIERS}
     engine = context.catalog.engine
-    by_merge = CatalogInventory(engine, states, snapshot_id=None, now=NOW, naming=naming)
     by_join = CatalogInventory(engine, states, snapshot_id=snapshot, now=NOW)
     before = NOW + timedelta(days=1)
-    for tier in TIERS:
-        for unreferenced in (True, False):
-            chosen = Selection(before=before, unreferenced=unreferenced, named=True)
-            merged = {o.key: o.refs for o in by_merge.objects(tier, "oldest", chosen)}
-            joined = {o.key: o.refs for o in by_join.objects(tier, "oldest", chosen)}
-            assert merged == joined, (tier, unreferenced)
-    counted = trust.count_named(context, naming)
     stored = context.ledger.reference_counts(snapshot)
-    for tier in TIERS:
-        referenced = stored[tier].referenced_objects if tier in stored else 0
-        assert counted[tier][0] == referenced, tier
+    # the merge goes a page of the inventory at a time: pages of one and a few keys put
+    # names on every page boundary
+    for page in (1, 3, 1000):
+        by_merge = CatalogInventory(
+            engine, states, snapshot_id=None, now=NOW, naming=naming, batch_size=page
+        )
+        for tier in TIERS:
+            for unreferenced in (True, False):
+                chosen = Selection(before=before, unreferenced=unreferenced, named=True)
+                merged = {o.key: o.refs for o in by_merge.objects(tier, "oldest", chosen)}
+                joined = {o.key: o.refs for o in by_join.objects(tier, "oldest", chosen)}
+                assert merged == joined, (tier, unreferenced, page)
+        context.catalog.scan_page = page
+        counted = trust.count_named(context, naming)
+        for tier in TIERS:
+            referenced = stored[tier].referenced_objects if tier in stored else 0
+            assert counted[tier][0] == referenced, (tier, page)
     naming.close()
 
 

@@ -18,7 +18,11 @@ from shelflife.catalog.catalog import _Guard
 from shelflife.catalog.schema import bulk_execute, plan_items, plans, runs, to_micros
 from shelflife.model.actions import Action, Skip
 
-BATCH = 1000
+BATCH = 1000  # rows read back at a time
+# Rows written per transaction: each commit rewrites the B-tree pages the batch touched
+# (the table's last page, its keys' and the (plan, tier, key) index's), so fewer, larger
+# commits write each page once; 20,000 rows are a few MiB held in memory.
+WRITE_BATCH = 20_000
 KEEP = 20  # plans whose items are kept for review and apply
 # The columns of a plan item as PlanStore writes them, in this order.
 _ITEM_COLUMNS = (
@@ -43,10 +47,17 @@ _ITEM_COLUMNS = (
 class PlanStore:
     """The items of one plan (implements :class:`shelflife.model.plan.PlanItems`)."""
 
-    def __init__(self, engine: Engine, plan_id: str, batch_size: int = BATCH) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        plan_id: str,
+        batch_size: int = BATCH,
+        write_batch: int = WRITE_BATCH,
+    ) -> None:
         self.engine = engine
         self.plan_id = plan_id
         self.batch_size = batch_size
+        self.write_batch = write_batch
         self._pending: list[tuple[Any, ...]] = []
         self._seq = 0
 
@@ -94,7 +105,7 @@ class PlanStore:
     def _add(self, row: tuple[Any, ...]) -> None:
         self._seq += 1
         self._pending.append((self.plan_id, self._seq, *row))
-        if len(self._pending) >= self.batch_size:
+        if len(self._pending) >= self.write_batch:
             self.flush()
 
     def flush(self) -> None:

@@ -11,9 +11,8 @@ candidates in key order whatever the rule's ``order``."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
-from itertools import islice
 from typing import Any
 
 from sqlalchemy import BigInteger, Engine, exists, or_, select, type_coerce
@@ -36,10 +35,11 @@ from shelflife.catalog.schema import (
     refs,
 )
 from shelflife.errors import CatalogError
-from shelflife.model.naming import KeyOrderError, Naming, merge
+from shelflife.model.naming import Elsewhere, KeyOrderError, Names, Naming, merge_pages
 from shelflife.model.selection import ObjectView, Selection, TierState
 
 BATCH = 1000
+_NONE: frozenset[int] = frozenset()
 
 
 class CatalogInventory:
@@ -111,7 +111,7 @@ class CatalogInventory:
         self, tier: str, clauses: list[Any], unreferenced: bool, naming: Naming
     ) -> Iterator[ObjectView]:
         """The tier's candidates in key order, merged with what the references name (see
-        :func:`shelflife.model.naming.merge`); with ``unreferenced`` only those no source
+        :func:`shelflife.model.naming.merge_pages`); with ``unreferenced`` only those no source
         names. A key named on another tier counts where that tier's inventory lacks it."""
         query = select(*_RAW_COLUMNS).where(*clauses).order_by(objects.c.key)
         with self.engine.connect() as conn:
@@ -119,37 +119,50 @@ class CatalogInventory:
             result = conn.execution_options(stream_results=True, yield_per=self.batch_size).execute(
                 query
             )
-            merged = merge(result, tier, naming)
+            pages = merge_pages(result.partitions(self.batch_size), tier, naming)
             try:
-                while batch := list(islice(merged, self.batch_size)):
-                    wanted = {
-                        (other, row[0])
-                        for row, _, elsewhere in batch
-                        if elsewhere
-                        for other, _ in elsewhere
-                    }
-                    present = Catalog(self.engine).present(wanted) if wanted else set()
-                    keep = []
-                    for row, sources, elsewhere in batch:
-                        named = set(sources) if sources else set()
-                        for other, source in elsewhere or ():
-                            if (other, row[0]) not in present:
-                                named.add(source)
-                        if unreferenced and named:
-                            continue
-                        keep.append((row, named))
+                for page, named, elsewhere in pages:
+                    if elsewhere:
+                        keep = self._named_here(page, named, elsewhere, unreferenced)
+                    elif unreferenced:
+                        keep = [(row, _NONE) for row in page if row[0] not in named]
+                    else:
+                        keep = [(row, frozenset(named.get(row[0], ()))) for row in page]
                     if not keep:
                         continue
                     pinned, leased = self._protection(tier, [row[0] for row, _ in keep])
-                    for row, named in keep:
+                    for row, sources in keep:
                         key = row[0]
-                        yield _raw_view(row, key in pinned, key in leased, frozenset(named))
+                        yield _raw_view(row, key in pinned, key in leased, sources)
             except KeyOrderError as exc:
                 raise CatalogError(
                     f"the catalog's keys of tier {tier} are not in byte order ({exc}): "
                     "orphans cannot be told by merge, nothing was planned on them",
                     hint='the objects table must compare keys bytewise (COLLATE "C" on PostgreSQL)',
                 ) from None
+
+    def _named_here(
+        self,
+        page: Sequence[Any],
+        named: Names,
+        elsewhere: Elsewhere,
+        unreferenced: bool,
+    ) -> list[tuple[Any, frozenset[int]]]:
+        """The rows of ``page`` to plan on, with the sources naming each: a key named on
+        another tier counts where that tier's inventory lacks it."""
+        wanted = {(other, row[0]) for row in page for other, _ in elsewhere.get(row[0], ())}
+        present = Catalog(self.engine).present(wanted) if wanted else set()
+        keep = []
+        for row in page:
+            key = row[0]
+            sources = set(named.get(key, ()))
+            for other, source in elsewhere.get(key, ()):
+                if (other, key) not in present:
+                    sources.add(source)
+            if unreferenced and sources:
+                continue
+            keep.append((row, frozenset(sources)))
+        return keep
 
     def _holds_items(self, tier: str) -> bool:
         """Whether the plan already holds items on ``tier`` (an earlier rule took some).

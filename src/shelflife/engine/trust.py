@@ -28,7 +28,7 @@ from shelflife.engine.context import Context
 from shelflife.errors import RefusedError
 from shelflife.model.actions import RULE_ACTIONS
 from shelflife.model.locations import Location, Locator
-from shelflife.model.naming import Naming, merge
+from shelflife.model.naming import Naming, merge_pages
 from shelflife.model.selection import TRASH_PREFIX
 from shelflife.references.ordered import NotOrdered, SortedReferences, orderable, read_sorted
 from shelflife.references.sources import (
@@ -136,18 +136,19 @@ def count_named(context: Context, naming: Naming) -> dict[str, tuple[int, int]]:
     for tier in context.config.tiers:
         objects = bytes_ = 0
         pending: list[tuple[str, int, list[tuple[str, int]]]] = []
-        rows = (row for page in context.catalog.listed_state(tier) for row in page)
-        for row, sources, elsewhere in merge(rows, tier, naming):
-            if row[0].startswith(trash):
-                continue
-            if sources:
-                objects += 1
-                bytes_ += row[1]
-            elif elsewhere:
-                pending.append((row[0], row[1], elsewhere))
-                if len(pending) >= 1000:
-                    more, size = _named_elsewhere(context, pending)
-                    objects, bytes_, pending = objects + more, bytes_ + size, []
+        pages = merge_pages(context.catalog.listed_state(tier), tier, naming)
+        for page, named, elsewhere in pages:
+            for row in page:
+                key = row[0]
+                if key in named:
+                    if not key.startswith(trash):
+                        objects += 1
+                        bytes_ += row[1]
+                elif elsewhere and key in elsewhere and not key.startswith(trash):
+                    pending.append((key, row[1], elsewhere[key]))
+            if len(pending) >= 1000:
+                more, size = _named_elsewhere(context, pending)
+                objects, bytes_, pending = objects + more, bytes_ + size, []
         if pending:
             more, size = _named_elsewhere(context, pending)
             objects, bytes_ = objects + more, bytes_ + size

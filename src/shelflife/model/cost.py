@@ -60,6 +60,7 @@ class Prices:
 
 
 PRICE_FIELDS = tuple(item.name for item in fields(Prices))
+FREE = Prices()  # a tier with no charge and no minimum
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,8 +209,15 @@ class CostSums:
         return self.requests + self.retrieval + self.early_deletion
 
     def merge(self, other: CostSums) -> None:
-        for item in fields(self):
-            setattr(self, item.name, getattr(self, item.name) + getattr(other, item.name))
+        # once per planned action: the fields spelled out, not looked up by name
+        self.objects += other.objects
+        self.bytes += other.bytes
+        self.requests += other.requests
+        self.retrieval += other.retrieval
+        self.early_deletion += other.early_deletion
+        self.monthly_change += other.monthly_change
+        self.small_objects += other.small_objects
+        self.early_objects += other.early_objects
 
     def payback_months(self) -> float | None:
         """Months of savings that pay for the one-off cost (0: nothing to pay back; None:
@@ -277,15 +285,24 @@ class PlanCost:
         self.sums: dict[tuple[str, str], CostSums] = {}
         self.rules: dict[str, tuple[str, str | None]] = {}  # rule → (action kind, to)
         self._saved: dict[str, Any] | None = None
+        # Tiers that charge nothing at all: an action between them only counts (exactly
+        # what action_cost would sum), without the arithmetic, once per planned action.
+        self._free = {name for name, tier in self.prices.items() if tier.prices == FREE}
 
     def add(self, action: Action, arrived: datetime | None = None) -> None:
         source = self.prices.get(action.tier)
         if source is None or self._saved is not None:
             return
+        sums = self.sums.get((action.rule, action.tier))
+        if sums is None:
+            sums = self.sums[(action.rule, action.tier)] = CostSums()
+            self.rules.setdefault(action.rule, (str(action.action), action.to))
+        if action.tier in self._free and (action.to is None or action.to in self._free):
+            sums.objects += 1
+            sums.bytes += action.bytes
+            return
         destination = None if action.to is None else self.prices.get(action.to)
-        cost = action_cost(action, source, destination, arrived=arrived, now=self.now)
-        self.sums.setdefault((action.rule, action.tier), CostSums()).merge(cost)
-        self.rules.setdefault(action.rule, (str(action.action), action.to))
+        sums.merge(action_cost(action, source, destination, arrived=arrived, now=self.now))
 
     def discard(self, rule: str, tier: str) -> None:
         """Forget what ``rule`` planned on ``tier`` (a refused rule)."""

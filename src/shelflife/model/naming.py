@@ -2,7 +2,7 @@
 
 An inventory read in key order and the keys the reference sources name, read in the same
 (byte) order, are compared like ``comm`` does, with no copy of the references anywhere:
-see :func:`merge`. Which object counts as named is the rule of the snapshot's anti-join
+see :func:`merge_pages`. Which object counts as named is the rule of the snapshot's anti-join
 (:mod:`shelflife.catalog.ledger`): a reference names (tier T, key K) directly, or names K
 on another tier T' whose inventory lacks K (a value there would be followed to T).
 """
@@ -10,7 +10,9 @@ on another tier T' whose inventory lacks K (a value there would be followed to T
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Protocol, TypeVar
+from itertools import islice
+from operator import lt
+from typing import Generic, Protocol, TypeVar
 
 # A key some source names on one tier, with that source's position under [[references]]
 # (-1 for one that is not declared there).
@@ -43,52 +45,98 @@ class KeyOrderError(Exception):
     """A stream that had to be in byte order was not."""
 
 
-def merge(
-    rows: Iterable[Row], tier: str, naming: Naming
-) -> Iterator[tuple[Row, set[int] | None, list[tuple[str, int]] | None]]:
-    """Each row (a sequence whose first item is its key, in strictly increasing key
-    order) with the sources
-    that name its key on ``tier`` and the (other tier, source) pairs that name its key
-    elsewhere; None for none. The caller decides whether a key named elsewhere counts
-    (it does where that tier's inventory lacks the key)."""
-    direct = naming.named(tier)
-    others = naming.elsewhere(tier)
+# Per key of a page, the sources naming it on the merged tier, and the (other tier,
+# source) pairs naming it elsewhere. Keys absent from the page may appear (names that
+# fell between two of its keys): look them up by the page's keys.
+Names = dict[str, set[int]]
+Elsewhere = dict[str, list[tuple[str, int]]]
+
+Item = TypeVar("Item", Named, NamedElsewhere)
+
+
+class _Window(Generic[Item]):
+    """A stream in key order, taken a key range at a time."""
+
+    __slots__ = ("_head", "_stream")
+
+    def __init__(self, stream: Iterator[Item]) -> None:
+        self._stream: Iterator[Item] = stream
+        self._head: Item | None = next(stream, None)
+
+    def upto(self, last: str) -> list[Item]:
+        """The items whose key is at most ``last`` not taken yet."""
+        head = self._head
+        if head is None or head[0] > last:
+            return []
+        taken = [head]
+        stream = self._stream
+        for head in stream:
+            if head[0] > last:
+                self._head = head
+                return taken
+            taken.append(head)
+        self._head = None
+        return taken
+
+
+def _check_order(keys: list[str], last: str | None) -> None:
+    """Raise :class:`KeyOrderError` unless ``keys`` strictly increase from after ``last``."""
+    if last is not None and keys[0] <= last:
+        raise KeyOrderError(f"{keys[0]!r} came after {last!r}")
+    if all(map(lt, keys, islice(keys, 1, None))):
+        return
+    for before, key in zip(keys, islice(keys, 1, None), strict=False):
+        if key <= before:
+            raise KeyOrderError(f"{key!r} came after {before!r}")
+
+
+def merge_pages(
+    pages: Iterable[Sequence[Row]], tier: str, naming: Naming
+) -> Iterator[tuple[Sequence[Row], Names, Elsewhere]]:
+    """Each page of rows (sequences whose first item is the key, in strictly increasing
+    key order across pages), with what the references name among its keys: the sources
+    that name a key on ``tier`` and the (other tier, source) pairs that name it
+    elsewhere. The caller decides whether a key named elsewhere counts (it does where
+    that tier's inventory lacks the key).
+
+    A page costs one ordered comparison of its keys and one pass over the names that
+    fall in its range, so an unreferenced key is told by a dictionary lookup."""
+    direct = _Window(naming.named(tier))
+    others = _Window(naming.elsewhere(tier))
     loose = naming.loose
-    here = next(direct, None)
-    there = next(others, None)
     last: str | None = None
-    for row in rows:
-        key: str = row[0]  # type: ignore[index]
-        if last is not None and key <= last:
-            raise KeyOrderError(f"{key!r} came after {last!r}")
-        last = key
-        sources: set[int] | None = None
-        while here is not None and here[0] < key:
-            here = next(direct, None)
-        while here is not None and here[0] == key:
-            if sources is None:
-                sources = set()
-            sources.add(here[1])
-            here = next(direct, None)
-        elsewhere: list[tuple[str, int]] | None = None
-        while there is not None and there[0] < key:
-            there = next(others, None)
-        while there is not None and there[0] == key:
-            if elsewhere is None:
-                elsewhere = []
-            elsewhere.append((there[1], there[2]))
-            there = next(others, None)
+    for page in pages:
+        if not page:
+            continue
+        keys: list[str] = [row[0] for row in page]  # type: ignore[index]
+        _check_order(keys, last)
+        last = keys[-1]
+        named: Names = {}
+        for key, source in direct.upto(last):
+            found = named.get(key)
+            if found is None:
+                named[key] = {source}
+            else:
+                found.add(source)
+        elsewhere: Elsewhere = {}
+        for key, other, source in others.upto(last):
+            elsewhere.setdefault(key, []).append((other, source))
         if loose:
-            for other_tier, source in loose.get(key, ()):
-                if other_tier == tier:
-                    if sources is None:
-                        sources = set()
-                    sources.add(source)
-                else:
-                    if elsewhere is None:
-                        elsewhere = []
-                    elsewhere.append((other_tier, source))
-        yield row, sources, elsewhere
+            for key in keys:
+                for other, source in loose.get(key, ()):
+                    if other == tier:
+                        named.setdefault(key, set()).add(source)
+                    else:
+                        elsewhere.setdefault(key, []).append((other, source))
+        yield page, named, elsewhere
 
 
-__all__ = ["KeyOrderError", "Named", "NamedElsewhere", "Naming", "merge"]
+__all__ = [
+    "Elsewhere",
+    "KeyOrderError",
+    "Named",
+    "NamedElsewhere",
+    "Names",
+    "Naming",
+    "merge_pages",
+]
