@@ -163,3 +163,37 @@ def test_unreachable_catalog_is_a_clear_error() -> None:
     with pytest.raises(CatalogError, match="cannot use the catalog") as caught:
         Catalog.open("postgresql+psycopg://nobody@127.0.0.1:1/none")
     assert caught.value.hint is not None
+
+
+def test_a_large_plan_is_read_back_as_it_was_written(catalog: Catalog) -> None:
+    """Plan items go in batches (by COPY on PostgreSQL past a few hundred rows, by one
+    compiled statement on SQLite): every action and skip comes back, in order, with
+    every field, NULLs and awkward keys included."""
+    from shelflife.catalog.plans import PlanStore
+    from shelflife.model.actions import Action, Skip
+
+    store = PlanStore(catalog.engine, "plan-large", write_batch=700)
+    keys = [f"d{i % 7}/é \\\t{i:05d}" for i in range(1500)]
+    actions = [
+        Action(
+            "migrate" if i % 2 else "delete-orphan",
+            "r",
+            "hot",
+            key,
+            i,
+            to="cold" if i % 2 else None,
+            etag=None if i % 3 else f'"{i}"',
+            modified=T0 + timedelta(microseconds=i),
+            rows={"app.t.path": "null"} if i % 5 == 0 else None,
+            age="modified",
+            aged_from=T0,
+        )
+        for i, key in enumerate(keys)
+    ]
+    for i, action in enumerate(actions):
+        store.add_action(action)
+        if i % 100 == 0:
+            store.add_skip(Skip("r", "hot", action.key, "pinned"))
+    store.flush()
+    assert list(store.actions()) == actions
+    assert [skip.key for skip in store.skipped()] == keys[::100]

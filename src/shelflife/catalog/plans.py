@@ -12,10 +12,10 @@ import json
 from collections.abc import Collection, Iterator
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, insert, select
+from sqlalchemy import Engine, delete, func, select
 
 from shelflife.catalog.catalog import _Guard
-from shelflife.catalog.schema import bulk_execute, plan_items, plans, runs, to_micros
+from shelflife.catalog.schema import bulk_insert, plan_items, plans, runs, to_micros
 from shelflife.model.actions import Action, Skip
 
 BATCH = 1000  # rows read back at a time
@@ -112,7 +112,7 @@ class PlanStore:
         if not self._pending:
             return
         with _Guard(self.engine, begin=True) as conn:
-            bulk_execute(conn, insert(plan_items), self._pending, _ITEM_COLUMNS)
+            bulk_insert(conn, plan_items, self._pending, _ITEM_COLUMNS)
         self._pending = []
 
     def discard(self, rule: str, tier: str) -> None:

@@ -237,6 +237,26 @@ def bulk_execute(
 COPY_ROWS = 500
 
 
+def bulk_insert(
+    conn: Any, table: Table, rows: Sequence[tuple[Any, ...]], columns: Sequence[str]
+) -> None:
+    """Insert many new rows into ``table`` (no conflict possible: a plan's items, keyed
+    by a fresh plan id), each a tuple of the values of ``columns`` in stored form. On
+    PostgreSQL a large batch is copied straight into the table; elsewhere it is one
+    compiled statement (:func:`bulk_execute`)."""
+    if not rows:
+        return
+    if conn.dialect.name != "postgresql" or len(rows) < COPY_ROWS:
+        bulk_execute(conn, table.insert(), rows, columns)
+        return
+    quote = conn.dialect.identifier_preparer.quote
+    names = ", ".join(quote(column_) for column_ in columns)
+    raw = conn.connection.driver_connection
+    with raw.cursor() as cursor, cursor.copy(f"COPY {table.name} ({names}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
+
+
 def bulk_upsert(
     conn: Any,
     table: Table,
