@@ -280,6 +280,81 @@ def test_the_walk_lists_keys_in_byte_order(
     assert walked == expected
 
 
+def _wide_and_deep(root: Path) -> list[str]:
+    """Folders beside folders at three levels, files between them: every folder is read
+    ahead of the walk while its parent's files and earlier folders are handed out."""
+    keys = []
+    for a in range(6):
+        keys.append(f"a{a}-top")
+        for b in range(5):
+            keys += [f"a{a}/b{b}/c{c}/f" for c in range(4)]
+            keys.append(f"a{a}/b{b}-x")
+    fill(root, keys)
+    return sorted(keys, key=lambda k: k.encode())
+
+
+def _open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def test_folders_read_ahead_come_in_key_order(tmp_path: Path, reader: str) -> None:
+    root = tmp_path / "tier"
+    expected = _wide_and_deep(root)
+    before = _open_fds()
+    assert [entry[0] for entry in _walk(str(root), str(root)) if entry] == expected
+    assert _open_fds() == before
+
+
+def test_a_walk_abandoned_midway_closes_every_folder_read_ahead(
+    tmp_path: Path, reader: str
+) -> None:
+    """Stopping a walk (a failed scan, a listing cut short) closes the folders it holds
+    and those its readers opened ahead of it, and stops its reader threads."""
+    import threading
+
+    from shelflife.stores.local import _walk_runs
+
+    root = tmp_path / "tier"
+    _wide_and_deep(root)
+    before = _open_fds()
+    runs = _walk_runs(str(root), str(root))
+    taken = [next(runs) for _ in range(7)]
+    assert taken[-1][0]  # well inside the tree, folders open at every level
+    assert len(_open_fds() - before) >= 3
+    runs.close()
+    assert _open_fds() == before
+    assert not [t for t in threading.enumerate() if t.name.startswith("shelflife-walk")]
+
+
+def test_an_unreadable_folder_fails_the_walk_where_it_falls(
+    tmp_path: Path, reader: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder read ahead that cannot be read raises when the walk reaches it, after
+    every key before it, and leaves no folder open."""
+    from shelflife.stores import local
+
+    root = tmp_path / "tier"
+    fill(root, ["a/x", "b/y", "b/z/deep", "c/z"])
+    read = local._read_folder
+
+    def failing(fd: int, prefix: str) -> Any:
+        if prefix == "b/":
+            raise PermissionError(13, "Permission denied")
+        return read(fd, prefix)
+
+    monkeypatch.setattr(local, "_read_folder", failing)
+    before = _open_fds()
+    walked: list[str] = []
+
+    def walk() -> None:
+        walked.extend(entry[0] if entry else "" for entry in _walk(str(root), str(root)))
+
+    with pytest.raises(PermissionError):
+        walk()
+    assert walked == ["a/x"]
+    assert _open_fds() == before
+
+
 def _staging(name: str) -> bool:
     """A name the walk leaves out: what a local write stages in (``…#<digits>``)."""
     _, mark, digits = name.rpartition("#")

@@ -21,7 +21,9 @@ import shutil
 import stat
 import time
 from bisect import bisect_left
+from collections import deque
 from collections.abc import AsyncIterator, Generator, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from operator import itemgetter
@@ -49,6 +51,11 @@ log = logging.getLogger("shelflife.stores")
 COPY_CHUNK = 4 * 1024 * 1024
 # Entries a walk gathers in its thread before handing them over (one thread hop each).
 WALK_CHUNK = 5000
+# Folders are read by this many threads, the next READ_AHEAD folders of each folder
+# ahead of the walk: reading a folder is mostly the kernel's work (readdir, a stat per
+# file, without the GIL), which two threads do in about 0.6 of the time of one.
+READERS = 2
+READ_AHEAD = 2
 NAME_MAX = 255  # bytes in one file name on Linux filesystems
 # obstore writes a local object to "<path>#<n>" and renames it; such names are not listed.
 _STAGING_SUFFIX = re.compile(r"#\d+$")
@@ -488,7 +495,9 @@ def _walk_runs(root: str, top: str) -> Generator[tuple[list[Entry], int], None, 
     checked once, not each key: a name read from a folder has no ``/`` and is never
     empty, ``.`` or ``..``; its folder's path was checked on the way in. A folder is read
     in one call (:func:`_read_folder`) and its names are checked together
-    (:func:`_keyed`)."""
+    (:func:`_keyed`). The next :data:`READ_AHEAD` folders of each folder on the way are
+    opened and read by :data:`READERS` threads while the walk hands out what comes
+    before them; a walk closed early closes them too."""
     prefix = top[len(root) + 1 :] + "/" if top != root else ""
     try:
         fd = os.open(top, _FOLDER_FLAGS)
@@ -498,36 +507,57 @@ def _walk_runs(root: str, top: str) -> Generator[tuple[list[Entry], int], None, 
         if exc.errno == errno.ELOOP:
             return  # the prefix is a link: not part of the tier
         raise
-    stack = [_Folder(fd, prefix, len(prefix.encode()))]
+    readers = ThreadPoolExecutor(READERS, thread_name_prefix="shelflife-walk")
+    stack: list[_Folder] = []
     try:
+        stack.append(_Folder(fd, prefix, len(prefix.encode())))
+        stack[0].read_ahead(readers)
         while stack:
             folder = stack[-1]
             if folder.next < len(folder.folders):
-                name = folder.folders[folder.next]
-                folder.next += 1
-                run, links = folder.run_before(name)
+                run, links = folder.run_before(folder.folders[folder.next])
                 if run or links:
                     yield run, links
-                inner = _open_folder(folder.fd, name)
+                inner = folder.enter(readers)
                 if inner is not None:
-                    width = folder.used + len(name.encode()) + 1
-                    stack.append(_Folder(inner, folder.prefix + name + "/", width))
+                    inner.read_ahead(readers)
+                    stack.append(inner)
                 continue
             run, links = folder.run_before(None)
             if run or links:
                 yield run, links
-            stack.pop()
-            os.close(folder.fd)
+            stack.pop().close()
     finally:
         for folder in stack:
-            os.close(folder.fd)
+            folder.close()
+        readers.shutdown(wait=True)
+
+
+def _child(parent: int, name: str, prefix: str, used: int) -> _Folder | None:
+    """Folder ``name`` of the folder open as ``parent``, opened and read (None: gone, a
+    link, or a name no key passes through)."""
+    fd = _open_folder(parent, name)
+    if fd is None:
+        return None
+    return _Folder(fd, prefix + name + "/", used + len(name.encode()) + 1)
 
 
 class _Folder:
     """One folder of a walk: its files as entries in key order, its folders in the order
     their names sort as ``name/``, and how far the walk has come through both."""
 
-    __slots__ = ("at", "entries", "fd", "folders", "keys", "links", "next", "prefix", "used")
+    __slots__ = (
+        "ahead",
+        "at",
+        "entries",
+        "fd",
+        "folders",
+        "keys",
+        "links",
+        "next",
+        "prefix",
+        "used",
+    )
 
     def __init__(self, fd: int, prefix: str, used: int) -> None:
         try:
@@ -546,6 +576,36 @@ class _Folder:
         self.links = links
         self.next = 0  # the next folder to enter
         self.at = 0  # the first file not yet handed out
+        self.ahead: deque[Future[_Folder | None]] = deque()  # its next folders, being read
+
+    def read_ahead(self, readers: ThreadPoolExecutor) -> None:
+        """Have the next :data:`READ_AHEAD` folders of this one read by ``readers``."""
+        while len(self.ahead) < READ_AHEAD and self.next + len(self.ahead) < len(self.folders):
+            name = self.folders[self.next + len(self.ahead)]
+            self.ahead.append(readers.submit(_child, self.fd, name, self.prefix, self.used))
+
+    def enter(self, readers: ThreadPoolExecutor) -> _Folder | None:
+        """The next of this folder's folders, read (None: not one to walk); the ones after
+        it are read meanwhile."""
+        self.read_ahead(readers)
+        self.next += 1
+        inner = self.ahead.popleft()
+        self.read_ahead(readers)
+        return inner.result()
+
+    def close(self) -> None:
+        """Close this folder and the folders read ahead of the walk."""
+        while self.ahead:
+            pending = self.ahead.popleft()
+            if pending.cancel():
+                continue
+            try:
+                inner = pending.result()
+            except Exception:  # closing: the walk's own error is what is raised
+                continue
+            if inner is not None:
+                inner.close()
+        os.close(self.fd)
 
     def run_before(self, name: str | None) -> tuple[list[Entry], int]:
         """The files not handed out yet that sort before folder ``name`` (None: all), and
