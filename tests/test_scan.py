@@ -326,6 +326,78 @@ def test_a_walk_abandoned_midway_closes_every_folder_read_ahead(
     assert not [t for t in threading.enumerate() if t.name.startswith("shelflife-walk")]
 
 
+def test_a_deep_tree_holds_one_folder_open_per_level_below_the_read_ahead(
+    tmp_path: Path, reader: str
+) -> None:
+    """Folders deeper than READ_AHEAD_DEPTH are read one at a time, so a deep tree holds
+    about one open folder per level, not three."""
+    from shelflife.stores.local import READ_AHEAD, READ_AHEAD_DEPTH, _walk_runs
+
+    root = tmp_path / "tier"
+    depth = READ_AHEAD_DEPTH + 30
+    chain = "/".join(f"l{level}" for level in range(depth))
+    keys = [f"{chain}/leaf"]
+    for level in range(1, depth):  # two folders beside each folder of the chain
+        parent = "/".join(f"l{i}" for i in range(level))
+        keys += [f"{parent}/m{level}/f", f"{parent}/n{level}/f"]
+    fill(root, keys)
+    before = _open_fds()
+    runs = _walk_runs(str(root), str(root))
+    held = 0
+    for run, _ in runs:
+        held = max(held, len(_open_fds() - before))
+        if run and run[0][0] == keys[0]:
+            break
+    runs.close()
+    assert held >= depth  # the whole chain is open at the leaf
+    assert held <= (READ_AHEAD + 1) * READ_AHEAD_DEPTH + (depth - READ_AHEAD_DEPTH) + 2
+    assert _open_fds() == before
+
+
+def test_a_cancelled_listing_closes_its_walk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scan cancelled while the next chunk is being walked waits for that thread, then
+    closes the walk: the task ends cancelled, no folder stays open, no reader thread."""
+    import threading
+
+    from shelflife.stores import local
+
+    root = tmp_path / "tier"
+    fill(root, [f"d{i}/f" for i in range(8)])
+    monkeypatch.setattr(local, "WALK_CHUNK", 1)
+    read = local._read_folder
+
+    def slow(fd: int, prefix: str) -> Any:
+        if prefix == "d1/":  # the second chunk is still being walked when the scan stops
+            time.sleep(0.5)
+        return read(fd, prefix)
+
+    monkeypatch.setattr(local, "_read_folder", slow)
+    store = LocalStore(root)
+    before = _open_fds()
+    got: list[list[Entry]] = []
+
+    async def cancel_midway() -> None:
+        first = asyncio.Event()
+
+        async def consume() -> None:
+            async for chunk in store.entries():
+                got.append(chunk)
+                first.set()
+
+        task = asyncio.create_task(consume())
+        await first.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(cancel_midway())
+    assert 0 < len(got) < 8
+    assert _open_fds() == before
+    assert not [t for t in threading.enumerate() if t.name.startswith("shelflife-walk")]
+
+
 def test_an_unreadable_folder_fails_the_walk_where_it_falls(
     tmp_path: Path, reader: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -46,8 +46,7 @@ class KeyOrderError(Exception):
 
 
 # Per key of a page, the sources naming it on the merged tier, and the (other tier,
-# source) pairs naming it elsewhere. Keys absent from the page may appear (names that
-# fell between two of its keys): look them up by the page's keys.
+# source) pairs naming it elsewhere: only keys of the page appear.
 Names = dict[str, set[int]]
 Elsewhere = dict[str, list[tuple[str, int]]]
 
@@ -63,18 +62,21 @@ class _Window(Generic[Item]):
         self._stream: Iterator[Item] = stream
         self._head: Item | None = next(stream, None)
 
-    def upto(self, last: str) -> list[Item]:
-        """The items whose key is at most ``last`` not taken yet."""
+    def upto(self, last: str, wanted: set[str]) -> list[Item]:
+        """The items not taken yet whose key is at most ``last``, less those whose key
+        is not in ``wanted`` (passed over, never held: a page's range may hold many
+        names of keys the page lacks)."""
         head = self._head
         if head is None or head[0] > last:
             return []
-        taken = [head]
+        taken = [head] if head[0] in wanted else []
         stream = self._stream
         for head in stream:
             if head[0] > last:
                 self._head = head
                 return taken
-            taken.append(head)
+            if head[0] in wanted:
+                taken.append(head)
         self._head = None
         return taken
 
@@ -100,7 +102,8 @@ def merge_pages(
     that tier's inventory lacks the key).
 
     A page costs one ordered comparison of its keys and one pass over the names that
-    fall in its range, so an unreferenced key is told by a dictionary lookup."""
+    fall in its range, so an unreferenced key is told by a dictionary lookup. Memory is
+    a page and what names its keys: names of keys the page lacks are passed over."""
     direct = _Window(naming.named(tier))
     others = _Window(naming.elsewhere(tier))
     loose = naming.loose
@@ -111,15 +114,16 @@ def merge_pages(
         keys: list[str] = [row[0] for row in page]  # type: ignore[index]
         _check_order(keys, last)
         last = keys[-1]
+        wanted = set(keys)
         named: Names = {}
-        for key, source in direct.upto(last):
+        for key, source in direct.upto(last, wanted):
             found = named.get(key)
             if found is None:
                 named[key] = {source}
             else:
                 found.add(source)
         elsewhere: Elsewhere = {}
-        for key, other, source in others.upto(last):
+        for key, other, source in others.upto(last, wanted):
             elsewhere.setdefault(key, []).append((other, source))
         if loose:
             for key in keys:

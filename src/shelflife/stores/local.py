@@ -54,8 +54,12 @@ WALK_CHUNK = 5000
 # Folders are read by this many threads, the next READ_AHEAD folders of each folder
 # ahead of the walk: reading a folder is mostly the kernel's work (readdir, a stat per
 # file, without the GIL), which two threads do in about 0.6 of the time of one.
+# Only folders less than READ_AHEAD_DEPTH deep read ahead: below, a walk holds one
+# folder open per level, as a deep tree needs (three per level would reach the limit
+# of open files three times sooner).
 READERS = 2
 READ_AHEAD = 2
+READ_AHEAD_DEPTH = 16
 NAME_MAX = 255  # bytes in one file name on Linux filesystems
 # obstore writes a local object to "<path>#<n>" and renames it; such names are not listed.
 _STAGING_SUFFIX = re.compile(r"#\d+$")
@@ -357,7 +361,9 @@ class LocalStore(ObstoreStore):
         ahead = asyncio.ensure_future(asyncio.to_thread(next_chunk))
         try:
             with self._translated():
-                while chunk := await ahead:
+                # shielded: a cancelled scan must not mark the chunk in flight done while
+                # its thread still walks (the walk would be closed under it)
+                while chunk := await asyncio.shield(ahead):
                     ahead = asyncio.ensure_future(asyncio.to_thread(next_chunk))
                     yield chunk
         finally:
@@ -511,6 +517,7 @@ def _walk_runs(root: str, top: str) -> Generator[tuple[list[Entry], int], None, 
     stack: list[_Folder] = []
     try:
         stack.append(_Folder(fd, prefix, len(prefix.encode())))
+        stack[0].limit = READ_AHEAD
         stack[0].read_ahead(readers)
         while stack:
             folder = stack[-1]
@@ -520,7 +527,9 @@ def _walk_runs(root: str, top: str) -> Generator[tuple[list[Entry], int], None, 
                     yield run, links
                 inner = folder.enter(readers)
                 if inner is not None:
-                    inner.read_ahead(readers)
+                    if len(stack) < READ_AHEAD_DEPTH:
+                        inner.limit = READ_AHEAD
+                        inner.read_ahead(readers)
                     stack.append(inner)
                 continue
             run, links = folder.run_before(None)
@@ -553,6 +562,7 @@ class _Folder:
         "fd",
         "folders",
         "keys",
+        "limit",
         "links",
         "next",
         "prefix",
@@ -577,18 +587,22 @@ class _Folder:
         self.next = 0  # the next folder to enter
         self.at = 0  # the first file not yet handed out
         self.ahead: deque[Future[_Folder | None]] = deque()  # its next folders, being read
+        self.limit = 0  # how many of them are read ahead (set by the walk)
 
     def read_ahead(self, readers: ThreadPoolExecutor) -> None:
-        """Have the next :data:`READ_AHEAD` folders of this one read by ``readers``."""
-        while len(self.ahead) < READ_AHEAD and self.next + len(self.ahead) < len(self.folders):
+        """Have the next :attr:`limit` folders of this one read by ``readers``."""
+        while len(self.ahead) < self.limit and self.next + len(self.ahead) < len(self.folders):
             name = self.folders[self.next + len(self.ahead)]
             self.ahead.append(readers.submit(_child, self.fd, name, self.prefix, self.used))
 
     def enter(self, readers: ThreadPoolExecutor) -> _Folder | None:
         """The next of this folder's folders, read (None: not one to walk); the ones after
-        it are read meanwhile."""
+        it are read meanwhile, if this folder reads ahead."""
         self.read_ahead(readers)
+        name = self.folders[self.next]
         self.next += 1
+        if not self.ahead:  # deep in the tree: read here, one folder open per level
+            return _child(self.fd, name, self.prefix, self.used)
         inner = self.ahead.popleft()
         self.read_ahead(readers)
         return inner.result()
