@@ -40,6 +40,10 @@ REDIS = "redis://127.0.0.1:6379"
 RABBIT_BIN = Path("/usr/lib/rabbitmq/bin")
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 STALLED = "no worker recorded progress"  # the dispatcher's reason when batches were lost
+# Each batch (one action) waits this long once it is recorded pending, so a run of about
+# fifty batches on two workers lasts several seconds: a fault that takes a second or two
+# to strike (a broker's stop_app under load) still strikes mid-run.
+BATCH_DELAY = "batch-pending:0.25"
 
 
 # -- the application, its workers and its run -----------------------------------------------
@@ -93,7 +97,7 @@ class Workers:
              "--loglevel", "info", "--without-heartbeat", "--without-gossip",
              "--without-mingle"],
             cwd=self.env.base,
-            env=clean_environment(self.env),
+            env={**clean_environment(self.env), "SHELFLIFE_DELAY_AT": BATCH_DELAY},
             stdout=log.open("w"),
             stderr=subprocess.STDOUT,
             start_new_session=True,
