@@ -597,8 +597,8 @@ class _Folder:
 
     def enter(self, readers: ThreadPoolExecutor) -> _Folder | None:
         """The next of this folder's folders, read (None: not one to walk); the ones after
-        it are read meanwhile, if this folder reads ahead."""
-        self.read_ahead(readers)
+        it are read meanwhile, if this folder reads ahead (topped up here: the walk asked
+        for the first ones when it entered this folder)."""
         name = self.folders[self.next]
         self.next += 1
         if not self.ahead:  # deep in the tree: read here, one folder open per level
